@@ -1,0 +1,83 @@
+//! Where a compiled table goes: the kernel through `nft`, or nowhere (tests of
+//! the daemon's logic without root).
+
+use serde_json::Value;
+
+use crate::nft::{self, NftError, Table};
+
+pub trait Backend {
+    /// Replaces the owned table in one transaction and checks it is in place.
+    fn replace(&mut self, table: &Table) -> Result<(), BackendError>;
+    /// The owned table as the kernel has it now, with counters; `None` if absent.
+    fn read(&self, table: &str) -> Result<Option<Value>, BackendError>;
+    /// Deletes the owned table if present.
+    fn delete(&mut self, table: &str) -> Result<(), BackendError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error(transparent)]
+    Nft(#[from] NftError),
+    #[error("the table read back after applying does not match: {0}")]
+    Verify(String),
+}
+
+pub struct NftBackend;
+
+impl Backend for NftBackend {
+    fn replace(&mut self, table: &Table) -> Result<(), BackendError> {
+        nft::apply(&table.replace())?;
+        verify(table, nft::list_table(&table.name, true)?)
+    }
+
+    fn read(&self, table: &str) -> Result<Option<Value>, BackendError> {
+        Ok(nft::list_table(table, false)?)
+    }
+
+    fn delete(&mut self, table: &str) -> Result<(), BackendError> {
+        Ok(nft::apply(&nft::delete_batch(table))?)
+    }
+}
+
+/// Reads the table's shape back (without elements) and compares the number of
+/// sets, chains and rules with what was sent.
+fn verify(table: &Table, listed: Option<Value>) -> Result<(), BackendError> {
+    let listed = listed.ok_or_else(|| BackendError::Verify("the table is missing".into()))?;
+    let objects = listed["nftables"].as_array().cloned().unwrap_or_default();
+    let count = |kind: &str| objects.iter().filter(|o| o.get(kind).is_some()).count();
+    let want = (table.sets.len(), table.chains.len(), table.rule_count());
+    let got = (count("set"), count("chain"), count("rule"));
+    if want == got {
+        Ok(())
+    } else {
+        Err(BackendError::Verify(format!("sent (sets, chains, rules) {want:?}, the kernel has {got:?}")))
+    }
+}
+
+/// Keeps the tables it was given in memory; for tests.
+#[cfg(test)]
+#[derive(Default)]
+pub struct NoopBackend {
+    pub applied: Vec<Table>,
+    pub fail_next: bool,
+}
+
+#[cfg(test)]
+impl Backend for NoopBackend {
+    fn replace(&mut self, table: &Table) -> Result<(), BackendError> {
+        if std::mem::take(&mut self.fail_next) {
+            return Err(BackendError::Verify("injected failure".into()));
+        }
+        self.applied.push(table.clone());
+        Ok(())
+    }
+
+    fn read(&self, _table: &str) -> Result<Option<Value>, BackendError> {
+        Ok(None)
+    }
+
+    fn delete(&mut self, _table: &str) -> Result<(), BackendError> {
+        self.applied.clear();
+        Ok(())
+    }
+}

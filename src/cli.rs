@@ -1,0 +1,136 @@
+//! Command-line interface definitions (clap).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::protocol::DEFAULT_SOCKET;
+
+#[derive(Parser)]
+#[command(name = "ringfence", version, about = "Host firewall for Linux: Windows-Firewall-style policy on nftables")]
+pub struct Cli {
+    /// Control socket of the daemon to talk to (or, for `daemon`, to create).
+    #[arg(long, global = true, env = "RINGFENCE_SOCKET", default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Clone)]
+pub struct PolicyDirs {
+    /// Read policy files from DIR instead of /usr/lib/ringfence/policy.d,
+    /// /etc/ringfence/policy.d and /run/ringfence/policy.d (repeatable; later
+    /// directories override files of the same name in earlier ones).
+    #[arg(long = "policy-dir", value_name = "DIR")]
+    pub dirs: Vec<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Apply the policy and keep it applied: reload on SIGHUP and on file changes.
+    Daemon {
+        #[command(flatten)]
+        policy: PolicyDirs,
+        /// Group allowed to read state through the control socket (root only by default).
+        #[arg(long, value_name = "GROUP")]
+        socket_group: Option<String>,
+        /// Delete the ringfence table on SIGTERM/SIGINT (by default the ruleset
+        /// stays in force when the daemon stops: fail closed).
+        #[arg(long)]
+        flush_on_exit: bool,
+    },
+    /// Validate and compile the policy files without touching the kernel.
+    /// Prints every error as FILE:LINE:COLUMN: message and exits 1.
+    Check {
+        #[command(flatten)]
+        policy: PolicyDirs,
+        /// Print the nftables JSON batch that the daemon would apply.
+        #[arg(long)]
+        dump: bool,
+    },
+    /// Show what the daemon has applied.
+    Show {
+        #[arg(value_enum)]
+        what: ShowWhat,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Say which rule (or profile default) decides a new connection's first packet.
+    /// Asks the daemon about its applied policy, or evaluates the files offline
+    /// with --policy-dir.
+    Explain(ExplainArgs),
+    /// Re-read the policy files and apply them now.
+    Apply {
+        /// Roll back to the previous ruleset unless `ringfence confirm` comes
+        /// within DURATION (e.g. 60s, 2m): the safety net for remote changes.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        confirm: Option<Duration>,
+    },
+    /// Keep the ruleset of a pending `apply --confirm`.
+    Confirm,
+    /// Print the embedded default policy (a starting point for your own).
+    DefaultPolicy,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ShowWhat {
+    /// The daemon, its table and its last apply.
+    State,
+    /// Every rule with its source and packet/byte counters.
+    Rules,
+    /// Profiles, their defaults and counters, and which profile each interface has.
+    Profiles,
+    /// The resultant policy after merging, with the file that set each value.
+    Policy,
+}
+
+#[derive(Args)]
+pub struct ExplainArgs {
+    #[arg(long, value_parser = ["in", "out"])]
+    pub direction: String,
+    /// tcp, udp, icmp, icmpv6 or a number.
+    #[arg(long)]
+    pub protocol: String,
+    /// The other end's address.
+    #[arg(long)]
+    pub remote: Option<std::net::IpAddr>,
+    /// This host's address.
+    #[arg(long)]
+    pub local: Option<std::net::IpAddr>,
+    #[arg(long)]
+    pub remote_port: Option<u16>,
+    #[arg(long)]
+    pub local_port: Option<u16>,
+    /// The interface the packet arrives on (in) or leaves by (out); decides the
+    /// profile. Without it the packet is taken to match no profile's interfaces
+    /// (public).
+    #[arg(long)]
+    pub interface: Option<String>,
+    /// ICMP type name or number (with --protocol icmp or icmpv6).
+    #[arg(long)]
+    pub icmp_type: Option<String>,
+    /// Owner of the local socket, name or uid (outbound).
+    #[arg(long)]
+    pub user: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub policy: PolicyDirs,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, ""), |i| s.split_at(i));
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration (e.g. 60s, 2m)"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("{s:?} is not a duration (units: s, m, h)")),
+    };
+    if secs == 0 {
+        return Err("the confirmation window must be at least one second".into());
+    }
+    Ok(Duration::from_secs(secs))
+}

@@ -1,0 +1,355 @@
+//! Policy -> nftables table: a pure function (no clock, no kernel, no DNS).
+//!
+//! Layout of the table (see docs/precedence.md):
+//!
+//! ```text
+//! input   (hook input, policy drop):  iif lo accept; ct state invalid drop;
+//!          ct state established,related accept; iifname vmap {profile patterns};
+//!          goto in_public
+//! in_P    for each reachable profile P: one lookup per set, blocks before allows,
+//!          then P's inbound default
+//! output / out_P                      the same for outbound (no invalid drop)
+//! log_*   rate-limited log, then the verdict, for rules with `log: true`
+//! ```
+//!
+//! Rules with the same direction, action, profile scope, `log` and constrained
+//! fields share one set; its elements are the rules' values, made disjoint.
+
+mod dims;
+mod disjoint;
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::json;
+
+pub use dims::Field;
+use crate::nft::{self, BaseChain, Chain, Elem, Expr, Hook, Set, Stmt, Table};
+use crate::policy::values::{AddrRange, IPPROTO_ICMP, IPPROTO_ICMPV6};
+use crate::policy::{Diagnostic, Diagnostics, Direction, Policy, ProfileKind, Rule, Verdict};
+
+/// The one table Ringfence owns; it creates, replaces and deletes nothing else.
+pub const TABLE: &str = "ringfence";
+
+/// One rule may not expand (product of its lists) to more elements than this.
+const MAX_ELEMENTS_PER_RULE: usize = 1_000_000;
+
+/// Log lines per second for all logging rules of one kind together.
+const LOG_RATE: u32 = 10;
+const LOG_BURST: u32 = 20;
+
+/// What the rules of one set have in common.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct Group {
+    pub direction: Direction,
+    /// Blocks sort (and are looked up) before allows.
+    pub block_first: BlockFirst,
+    /// `None` applies in every profile, and is looked up before a profile's own.
+    pub scope: Option<ProfileKind>,
+    pub log: bool,
+    pub fields: Vec<Field>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum BlockFirst {
+    Block,
+    Allow,
+}
+
+impl Group {
+    pub fn action(&self) -> Verdict {
+        match self.block_first {
+            BlockFirst::Block => Verdict::Block,
+            BlockFirst::Allow => Verdict::Allow,
+        }
+    }
+
+    fn set_name(&self) -> String {
+        let scope = self.scope.map_or("all", ProfileKind::as_str);
+        let fields: Vec<&str> = self.fields.iter().map(|f| f.short()).collect();
+        let log = if self.log { "_log" } else { "" };
+        format!("{}_{}{log}_{scope}_{}", self.direction.as_str(), self.action().as_str(), fields.join("_"))
+    }
+
+    /// Whether a packet in `profile` going `direction` meets this set.
+    pub fn applies(&self, direction: Direction, profile: ProfileKind) -> bool {
+        self.direction == direction && self.scope.is_none_or(|s| s == profile)
+    }
+}
+
+/// The compiled policy: the table to apply and, parallel to its sets, what each
+/// set means (used by `explain` and `show`, so they read exactly what the kernel has).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compiled {
+    pub table: Table,
+    pub groups: Vec<Group>,
+}
+
+impl Compiled {
+    /// Indexes of the sets a packet meets, in the order the chain looks them up.
+    pub fn lookups(&self, direction: Direction, profile: ProfileKind) -> impl Iterator<Item = usize> + '_ {
+        (0..self.groups.len()).filter(move |&i| self.groups[i].applies(direction, profile))
+    }
+}
+
+pub fn compile(policy: &Policy) -> Result<Compiled, Diagnostics> {
+    let mut by_group: BTreeMap<Group, Vec<Elem>> = BTreeMap::new();
+    let mut diags = Vec::new();
+    for (tag, rule) in policy.rules.iter().enumerate().filter(|(_, r)| r.enabled) {
+        let shapes = shapes(rule);
+        let total: usize = shapes.iter().map(|s| s.iter().map(|(_, v)| v.len()).product::<usize>()).sum();
+        if total > MAX_ELEMENTS_PER_RULE {
+            diags.push(Diagnostic::new(
+                rule.place.clone(),
+                format!("rule {:?} expands to {total} set elements (its lists multiply); split it, at most {MAX_ELEMENTS_PER_RULE}", rule.name),
+            ));
+            continue;
+        }
+        let scopes: Vec<Option<ProfileKind>> =
+            if rule.profiles.is_empty() || rule.profiles.len() == ProfileKind::ALL.len() {
+                vec![None]
+            } else {
+                rule.profiles.iter().copied().map(Some).collect()
+            };
+        for shape in &shapes {
+            for &scope in &scopes {
+                let group = Group {
+                    direction: rule.direction,
+                    block_first: if rule.action == Verdict::Block { BlockFirst::Block } else { BlockFirst::Allow },
+                    scope,
+                    log: rule.log,
+                    fields: shape.iter().map(|(f, _)| *f).collect(),
+                };
+                product(shape, tag as u32, by_group.entry(group).or_default());
+            }
+        }
+    }
+    if !diags.is_empty() {
+        return Err(Diagnostics(diags));
+    }
+    let (groups, sets): (Vec<Group>, Vec<Set>) = by_group
+        .into_iter()
+        .map(|(group, elems)| {
+            let first_is_ifname = group.fields.first() == Some(&Field::Interface);
+            let set = Set {
+                name: group.set_name(),
+                key: group.fields.iter().map(|f| f.key_type()).collect(),
+                elems: disjoint::make_disjoint(elems, first_is_ifname),
+            };
+            (group, set)
+        })
+        .unzip();
+    let mut compiled = Compiled { table: Table { name: TABLE.into(), sets, chains: Vec::new() }, groups };
+    compiled.table.chains = chains(policy, &compiled);
+    Ok(compiled)
+}
+
+type Shape = Vec<(Field, Vec<(u128, u128)>)>;
+
+/// The shapes of a rule: one per IP version its addresses need (one in all if it
+/// names no address), each the list of fields it constrains with their values.
+fn shapes(rule: &Rule) -> Vec<Shape> {
+    let mut common: Shape = Vec::new();
+    if !rule.interfaces.is_empty() {
+        let ranges = rule.interfaces.iter().map(|p| {
+            if p.is_glob() {
+                nft::ifname_glob_range(p.stem())
+            } else {
+                let k = nft::ifname_key(&p.0);
+                (k, k)
+            }
+        });
+        common.push((Field::Interface, ranges.collect()));
+    }
+    if !rule.users.is_empty() {
+        common.push((Field::User, rule.users.iter().map(|&u| (u as u128, u as u128)).collect()));
+    }
+    let icmp = rule.icmp_types.iter().map(|&t| (t as u128, t as u128)).collect::<Vec<_>>();
+    match rule.protocol {
+        Some(IPPROTO_ICMP) if !icmp.is_empty() => common.push((Field::IcmpType, icmp)),
+        Some(IPPROTO_ICMPV6) if !icmp.is_empty() => common.push((Field::Icmpv6Type, icmp)),
+        Some(p) => common.push((Field::Protocol, vec![(p as u128, p as u128)])),
+        None => {}
+    }
+    let ports = |list: &[crate::policy::values::PortRange]| list.iter().map(|p| (p.0 as u128, p.1 as u128)).collect();
+    if !rule.remote_ports.is_empty() {
+        common.push((Field::RemotePort, ports(&rule.remote_ports)));
+    }
+    if !rule.local_ports.is_empty() {
+        common.push((Field::LocalPort, ports(&rule.local_ports)));
+    }
+
+    let mut shapes = Vec::new();
+    if rule.remote_addresses.is_empty() && rule.local_addresses.is_empty() {
+        shapes.push(common);
+    } else {
+        let v4_ok = rule.protocol != Some(IPPROTO_ICMPV6);
+        let v6_ok = rule.protocol != Some(IPPROTO_ICMP);
+        for (ok, want_v4, remote_field, local_field) in [
+            (v4_ok, true, Field::RemoteAddr4, Field::LocalAddr4),
+            (v6_ok, false, Field::RemoteAddr6, Field::LocalAddr6),
+        ] {
+            let pick = |list: &[AddrRange]| -> Vec<(u128, u128)> {
+                list.iter()
+                    .filter(|a| a.is_v4() == want_v4)
+                    .map(|a| match *a {
+                        AddrRange::V4(lo, hi) => (lo as u128, hi as u128),
+                        AddrRange::V6(lo, hi) => (lo, hi),
+                    })
+                    .collect()
+            };
+            let (remote, local) = (pick(&rule.remote_addresses), pick(&rule.local_addresses));
+            let unusable = |given: &[AddrRange], picked: &[(u128, u128)]| !given.is_empty() && picked.is_empty();
+            if !ok || unusable(&rule.remote_addresses, &remote) || unusable(&rule.local_addresses, &local) {
+                continue;
+            }
+            let mut shape = common.clone();
+            if !remote.is_empty() {
+                shape.push((remote_field, remote));
+            }
+            if !local.is_empty() {
+                shape.push((local_field, local));
+            }
+            shapes.push(shape);
+        }
+    }
+    for shape in &mut shapes {
+        if shape.is_empty() {
+            // "any protocol" with nothing else: a key needs a field.
+            shape.push((Field::Protocol, vec![(0, 255)]));
+        }
+        shape.sort_by_key(|(f, _)| *f);
+    }
+    shapes
+}
+
+/// Appends the cartesian product of a shape's value lists.
+fn product(shape: &Shape, tag: u32, out: &mut Vec<Elem>) {
+    let mut idx = vec![0usize; shape.len()];
+    loop {
+        let ranges: Box<[(u128, u128)]> = shape.iter().zip(&idx).map(|((_, v), &i)| v[i]).collect();
+        out.push(Elem { ranges, tag });
+        let mut f = shape.len();
+        loop {
+            if f == 0 {
+                return;
+            }
+            f -= 1;
+            idx[f] += 1;
+            if idx[f] < shape[f].1.len() {
+                break;
+            }
+            idx[f] = 0;
+        }
+    }
+}
+
+fn profile_chain_name(direction: Direction, profile: ProfileKind) -> String {
+    format!("{}_{}", direction.as_str(), profile.as_str())
+}
+
+fn log_chain_name(direction: Direction, action: Verdict) -> String {
+    format!("log_{}_{}", direction.as_str(), action.as_str())
+}
+
+fn verdict(action: Verdict) -> nft::Verdict {
+    match action {
+        Verdict::Allow => nft::Verdict::Accept,
+        Verdict::Block => nft::Verdict::Drop,
+    }
+}
+
+fn limited_log(prefix: String) -> nft::Rule {
+    nft::Rule { stmts: vec![Stmt::Limit { per_second: LOG_RATE, burst: LOG_BURST }, Stmt::Log { prefix }], comment: None }
+}
+
+/// The comment on a profile's default rule; `show` reads its counter by it.
+pub fn default_rule_comment(direction: Direction, profile: ProfileKind) -> String {
+    format!("default {} {}", direction.as_str(), profile.as_str())
+}
+
+fn chains(policy: &Policy, compiled: &Compiled) -> Vec<Chain> {
+    let mut chains = Vec::new();
+    for direction in [Direction::In, Direction::Out] {
+        let reachable: Vec<ProfileKind> = ProfileKind::ALL
+            .into_iter()
+            .filter(|&k| k == ProfileKind::Public || !policy.profile(k).interfaces.value.is_empty())
+            .collect();
+        for &profile in &reachable {
+            chains.push(profile_chain(policy, compiled, direction, profile));
+        }
+        for action in [Verdict::Block, Verdict::Allow] {
+            if compiled.groups.iter().any(|g| g.direction == direction && g.log && g.action() == action) {
+                let prefix = format!("ringfence {} {}: ", direction.as_str(), action.as_str());
+                let rules = vec![limited_log(prefix), nft::Rule { stmts: vec![Stmt::Verdict(verdict(action))], comment: None }];
+                chains.push(Chain { name: log_chain_name(direction, action), base: None, rules });
+            }
+        }
+        chains.push(base_chain(policy, direction, &reachable));
+    }
+    chains
+}
+
+fn base_chain(policy: &Policy, direction: Direction, reachable: &[ProfileKind]) -> Chain {
+    let inbound = direction == Direction::In;
+    let mut rules = vec![nft::Rule {
+        stmts: vec![Stmt::Equals(Expr::Meta(if inbound { "iif" } else { "oif" }), json!("lo")), Stmt::Verdict(nft::Verdict::Accept)],
+        comment: Some("loopback".into()),
+    }];
+    if inbound {
+        rules.push(nft::Rule { stmts: vec![Stmt::CtState(vec!["invalid"]), Stmt::Verdict(nft::Verdict::Drop)], comment: None });
+    }
+    rules.push(nft::Rule {
+        stmts: vec![Stmt::CtState(vec!["established", "related"]), Stmt::Verdict(nft::Verdict::Accept)],
+        comment: None,
+    });
+    let entries: Vec<(serde_json::Value, nft::Verdict)> = reachable
+        .iter()
+        .flat_map(|&k| {
+            let target = profile_chain_name(direction, k);
+            policy.profile(k).interfaces.value.iter().map(move |p| (json!(p.0), nft::Verdict::Goto(target.clone())))
+        })
+        .collect();
+    if !entries.is_empty() {
+        let key = Expr::Meta(if inbound { "iifname" } else { "oifname" });
+        rules.push(nft::Rule { stmts: vec![Stmt::Vmap(key, entries)], comment: Some("profiles".into()) });
+    }
+    rules.push(nft::Rule {
+        stmts: vec![Stmt::Verdict(nft::Verdict::Goto(profile_chain_name(direction, ProfileKind::Public)))],
+        comment: None,
+    });
+    let hook = if inbound { Hook::Input } else { Hook::Output };
+    Chain {
+        name: if inbound { "input".into() } else { "output".into() },
+        base: Some(BaseChain { hook, priority: 0, policy_drop: true }),
+        rules,
+    }
+}
+
+fn profile_chain(policy: &Policy, compiled: &Compiled, direction: Direction, profile: ProfileKind) -> Chain {
+    let mut rules: Vec<nft::Rule> = compiled
+        .lookups(direction, profile)
+        .map(|i| {
+            let group = &compiled.groups[i];
+            let key = Expr::Concat(group.fields.iter().map(|f| f.expr(direction)).collect());
+            let then = if group.log {
+                nft::Verdict::Goto(log_chain_name(direction, group.action()))
+            } else {
+                verdict(group.action())
+            };
+            nft::Rule { stmts: vec![Stmt::InSet(key, compiled.table.sets[i].name.clone()), Stmt::Verdict(then)], comment: None }
+        })
+        .collect();
+    let default = policy.profile(profile).default_for(direction);
+    if default == Verdict::Block && policy.settings.log_dropped.value {
+        rules.push(limited_log(format!("ringfence {} {} default: ", direction.as_str(), profile.as_str())));
+    }
+    rules.push(nft::Rule {
+        stmts: vec![Stmt::Counter, Stmt::Verdict(verdict(default))],
+        comment: Some(default_rule_comment(direction, profile)),
+    });
+    Chain { name: profile_chain_name(direction, profile), base: None, rules }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,83 @@
+//! The control socket: a Unix stream socket, one JSON request and one JSON
+//! response per connection. Each connection's task parses the request and checks
+//! the peer (SO_PEERCRED); the daemon's loop answers, one request at a time.
+
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::protocol::{Request, Response};
+
+/// Requests are small; a longer line is not a request.
+const MAX_REQUEST_BYTES: u64 = 64 * 1024;
+
+pub type Call = (Request, oneshot::Sender<Response>);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("cannot create the control socket {path}")]
+    Bind { path: String, #[source] source: io::Error },
+    #[error("another daemon is serving {0}")]
+    InUse(String),
+    #[error("no group named {0:?}")]
+    NoGroup(String),
+}
+
+/// Binds the socket: mode 0660, owned by root and `group` (which may then read
+/// state; only root may change anything). A stale socket file is replaced; a
+/// live one is an error, so two daemons never fight over one path.
+pub fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener, ControlError> {
+    let err = |source| ControlError::Bind { path: path.display().to_string(), source };
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(ControlError::InUse(path.display().to_string()));
+        }
+        std::fs::remove_file(path).map_err(err)?;
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    let listener = UnixListener::bind(path).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(err)?;
+    if let Some(name) = group {
+        let gid = nix::unistd::Group::from_name(name)
+            .ok()
+            .flatten()
+            .ok_or_else(|| ControlError::NoGroup(name.to_string()))?
+            .gid;
+        nix::unistd::chown(path, None, Some(gid)).map_err(|e| err(e.into()))?;
+    }
+    Ok(listener)
+}
+
+/// Serves one connection: read a request, check the peer may send it, hand it
+/// to the daemon's loop, write the answer.
+pub async fn serve(stream: UnixStream, calls: mpsc::Sender<Call>) {
+    let uid = stream.peer_cred().map(|c| c.uid()).ok();
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let response = match BufReader::new(read.take(MAX_REQUEST_BYTES)).read_line(&mut line).await {
+        Err(e) => Response::Error(format!("cannot read the request: {e}")),
+        Ok(_) => match serde_json::from_str::<Request>(&line) {
+            Err(e) => Response::Error(format!("not a request: {e}")),
+            Ok(req) if req.mutates() && uid != Some(0) => {
+                Response::Error("permission denied: only root may change the firewall".into())
+            }
+            Ok(req) => {
+                let (tx, rx) = oneshot::channel();
+                match calls.send((req, tx)).await {
+                    Ok(()) => rx.await.unwrap_or_else(|_| Response::Error("the daemon is stopping".into())),
+                    Err(_) => Response::Error("the daemon is stopping".into()),
+                }
+            }
+        },
+    };
+    let mut out = serde_json::to_vec(&response).unwrap_or_default();
+    out.push(b'\n');
+    // The client may have gone; nothing to do about it.
+    let _ = write.write_all(&out).await;
+}

@@ -1,0 +1,159 @@
+//! `ringfence daemon`: apply the policy, then serve the control socket and
+//! reload on SIGHUP and on changes to the policy files.
+
+mod control;
+mod engine;
+mod views;
+mod watch;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::json;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, Instant};
+
+use engine::Engine;
+use views::policy_view;
+use crate::backend::{Backend, NftBackend};
+use crate::compile::TABLE;
+use crate::protocol::{Request, Response};
+
+/// Quiet time after the last file event before reloading, so that an editor's
+/// write-rename-chmod or a `cp -r` of many files is one reload.
+const DEBOUNCE: Duration = Duration::from_millis(300);
+
+pub struct Options {
+    pub dirs: Vec<PathBuf>,
+    pub dirs_required: bool,
+    pub socket: PathBuf,
+    pub socket_group: Option<String>,
+    pub flush_on_exit: bool,
+}
+
+pub async fn run(opts: Options) -> anyhow::Result<()> {
+    let mut engine = Engine::new(opts.dirs.clone(), opts.dirs_required, NftBackend);
+    // Nothing is served, and nothing is touched, until the policy applies.
+    engine.reload(None).context("cannot start")?;
+    log_applied(&engine, "started");
+
+    let listener = control::bind(&opts.socket, opts.socket_group.as_deref())?;
+    let (calls_tx, mut calls) = mpsc::channel::<control::Call>(64);
+    let (ticks_tx, mut ticks) = mpsc::unbounded_channel();
+    let _watcher = watch::watch(&opts.dirs, ticks_tx).context("cannot watch the policy directories")?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    notify_systemd("READY=1");
+
+    let mut reload_at: Option<Instant> = None;
+    loop {
+        let rollback_at = engine.pending.as_ref().map(|p| Instant::from_std(p.deadline));
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => { tokio::spawn(control::serve(stream, calls_tx.clone())); }
+                Err(e) => tracing::warn!(error = %e, "control socket accept failed"),
+            },
+            Some((request, reply)) = calls.recv() => {
+                let _ = reply.send(handle(&mut engine, request));
+            }
+            _ = hup.recv() => reload(&mut engine, "SIGHUP"),
+            Some(()) = ticks.recv() => reload_at = Some(Instant::now() + DEBOUNCE),
+            _ = sleep_until(reload_at.unwrap_or_else(Instant::now)), if reload_at.is_some() => {
+                reload_at = None;
+                if engine.pending.is_some() {
+                    tracing::warn!("policy files changed while an apply waits for confirmation; not reloading");
+                } else {
+                    reload(&mut engine, "policy files changed");
+                }
+            }
+            _ = sleep_until(rollback_at.unwrap_or_else(Instant::now)), if rollback_at.is_some() => {
+                match engine.rollback() {
+                    Ok(()) => log_applied(&engine, "rolled back: not confirmed in time"),
+                    Err(e) => tracing::error!(error = %e, "rollback failed"),
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    notify_systemd("STOPPING=1");
+    let _ = std::fs::remove_file(&opts.socket);
+    if opts.flush_on_exit {
+        engine.backend.delete(TABLE).context("cannot delete the table on exit")?;
+        tracing::info!(table = TABLE, "stopped; table deleted (--flush-on-exit)");
+    } else {
+        tracing::info!(table = TABLE, "stopped; the ruleset stays in force");
+    }
+    Ok(())
+}
+
+fn log_applied<B: Backend>(engine: &Engine<B>, why: &str) {
+    if let Some(a) = &engine.applied {
+        tracing::info!(
+            outcome = why,
+            generation = engine.generation,
+            files = a.policy.files.len(),
+            rules = a.policy.rules.len(),
+            sets = a.compiled.table.sets.len(),
+            elements = a.compiled.table.element_count(),
+            apply_ms = engine.last_apply.as_millis() as u64,
+            "policy applied"
+        );
+    }
+}
+
+fn reload<B: Backend>(engine: &mut Engine<B>, why: &str) {
+    match engine.reload(None) {
+        Ok(()) => log_applied(engine, why),
+        Err(e) => tracing::error!(trigger = why, "reload rejected: {e:#}"),
+    }
+}
+
+fn handle<B: Backend>(engine: &mut Engine<B>, request: Request) -> Response {
+    let answer = match request {
+        Request::State => views::state(engine),
+        Request::Rules => views::rules(engine),
+        Request::Profiles => views::profiles(engine),
+        Request::Policy => Ok(engine.applied.as_ref().map_or(json!(null), |a| policy_view(&a.policy))),
+        Request::Explain { direction, packet } => Ok(engine.applied.as_ref().map_or(json!(null), |a| {
+            json!(crate::explain::explain(&a.policy, &a.compiled, direction, &packet))
+        })),
+        Request::Apply { confirm_secs } => {
+            let confirm = confirm_secs.map(Duration::from_secs);
+            engine.reload(confirm).map(|()| {
+                log_applied(engine, if confirm.is_some() { "applied, waiting for confirmation" } else { "applied on request" });
+                json!({ "generation": engine.generation, "confirm-secs": confirm_secs })
+            }).map_err(|e| format!("{e:#}"))
+        }
+        Request::Confirm => engine.confirm().map(|()| {
+            tracing::info!("apply confirmed");
+            json!({ "confirmed": true })
+        }).map_err(|e| e.to_string()),
+    };
+    match answer {
+        Ok(v) => Response::Ok(v),
+        Err(e) => Response::Error(e),
+    }
+}
+
+/// sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET.
+fn notify_systemd(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let sock = match std::os::unix::net::UnixDatagram::unbound() {
+        Ok(s) => s,
+        Err(_) => return,
+    };
+    let bytes = path.as_encoded_bytes();
+    let result = if let Some(abstract_name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(abstract_name).and_then(|a| sock.send_to_addr(state.as_bytes(), &a))
+    } else {
+        sock.send_to(state.as_bytes(), &path)
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "cannot notify systemd");
+    }
+}

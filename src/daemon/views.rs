@@ -1,0 +1,171 @@
+//! Answers to the read-only requests, as JSON values the CLI renders.
+
+use std::collections::HashMap;
+use std::time::{Instant, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+use super::engine::Engine;
+use crate::backend::Backend;
+use crate::compile::{default_rule_comment, TABLE};
+use crate::policy::values::{format_addr_range, icmp_type_name, protocol_name};
+use crate::policy::{Direction, Policy, ProfileKind, Rule, Sourced};
+
+/// Packets and bytes.
+type Counter = (u64, u64);
+
+/// Per-rule counters (summed over the rule's set elements, found by their comment)
+/// and per-profile-default counters (found by the default rule's comment).
+struct Counters {
+    rules: HashMap<usize, Counter>,
+    defaults: HashMap<String, Counter>,
+}
+
+fn read_counters(listing: &Value) -> Counters {
+    let mut c = Counters { rules: HashMap::new(), defaults: HashMap::new() };
+    let counter = |v: &Value| (v["packets"].as_u64().unwrap_or(0), v["bytes"].as_u64().unwrap_or(0));
+    for obj in listing["nftables"].as_array().into_iter().flatten() {
+        for elem in obj["set"]["elem"].as_array().into_iter().flatten() {
+            let e = &elem["elem"];
+            if let Some(tag) = e["comment"].as_str().and_then(|t| t.parse::<usize>().ok()) {
+                let (p, b) = counter(&e["counter"]);
+                let total = c.rules.entry(tag).or_default();
+                *total = (total.0 + p, total.1 + b);
+            }
+        }
+        if let Some(comment) = obj["rule"]["comment"].as_str() {
+            let stmt = obj["rule"]["expr"].as_array().into_iter().flatten().find(|s| s.get("counter").is_some());
+            if let Some(s) = stmt {
+                c.defaults.insert(comment.to_string(), counter(&s["counter"]));
+            }
+        }
+    }
+    c
+}
+
+fn counters<B: Backend>(engine: &Engine<B>) -> Result<Counters, String> {
+    let listing = engine.backend.read(TABLE).map_err(|e| format!("cannot read the table: {e}"))?;
+    Ok(listing.as_ref().map_or(Counters { rules: HashMap::new(), defaults: HashMap::new() }, read_counters))
+}
+
+fn sourced<T: serde::Serialize>(s: &Sourced<T>) -> Value {
+    json!({ "value": s.value, "from": s.from.as_ref().map(ToString::to_string) })
+}
+
+pub fn rule_view(rule: &Rule) -> Value {
+    let ports = |l: &[crate::policy::values::PortRange]| -> Vec<String> {
+        l.iter().map(|p| if p.0 == p.1 { p.0.to_string() } else { format!("{}-{}", p.0, p.1) }).collect()
+    };
+    let proto = rule.protocol.unwrap_or(0);
+    json!({
+        "name": rule.name,
+        "source": rule.place.to_string(),
+        "direction": rule.direction,
+        "action": rule.action,
+        "enabled": rule.enabled,
+        "protocol": protocol_name(rule.protocol),
+        "local-ports": ports(&rule.local_ports),
+        "remote-ports": ports(&rule.remote_ports),
+        "remote-addresses": rule.remote_addresses.iter().map(format_addr_range).collect::<Vec<_>>(),
+        "local-addresses": rule.local_addresses.iter().map(format_addr_range).collect::<Vec<_>>(),
+        "interfaces": rule.interfaces.iter().map(|p| p.0.clone()).collect::<Vec<_>>(),
+        "profiles": rule.profiles,
+        "icmp-types": rule.icmp_types.iter().map(|&t| icmp_type_name(proto, t)).collect::<Vec<_>>(),
+        "users": rule.users,
+        "log": rule.log,
+    })
+}
+
+pub fn policy_view(policy: &Policy) -> Value {
+    let profiles: Vec<Value> = policy
+        .profiles
+        .iter()
+        .map(|p| {
+            let interfaces = Sourced { value: p.interfaces.value.iter().map(|i| i.0.clone()).collect::<Vec<_>>(), from: p.interfaces.from.clone() };
+            json!({
+                "profile": p.kind,
+                "interfaces": sourced(&interfaces),
+                "inbound": sourced(&p.inbound),
+                "outbound": sourced(&p.outbound),
+            })
+        })
+        .collect();
+    json!({
+        "files": policy.files,
+        "profiles": profiles,
+        "settings": { "log-dropped": sourced(&policy.settings.log_dropped) },
+        "rules": policy.rules.iter().map(rule_view).collect::<Vec<_>>(),
+    })
+}
+
+pub fn state<B: Backend>(engine: &Engine<B>) -> Result<Value, String> {
+    let present = engine.backend.read(TABLE).map_err(|e| format!("cannot read the table: {e}"))?.is_some();
+    let applied = engine.applied.as_ref();
+    let table = applied.map(|a| &a.compiled.table);
+    Ok(json!({
+        "table": format!("inet {TABLE}"),
+        "present": present,
+        "generation": engine.generation,
+        "applied-at": applied.and_then(|a| a.at.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs()),
+        "last-apply-ms": engine.last_apply.as_secs_f64() * 1000.0,
+        "policy-dirs": engine.dirs,
+        "files": applied.map(|a| a.policy.files.clone()).unwrap_or_default(),
+        "rules": applied.map_or(0, |a| a.policy.rules.len()),
+        "enabled-rules": applied.map_or(0, |a| a.policy.rules.iter().filter(|r| r.enabled).count()),
+        "sets": table.map_or(0, |t| t.sets.len()),
+        "elements": table.map_or(0, |t| t.element_count()),
+        "chains": table.map_or(0, |t| t.chains.len()),
+        "nft-rules": table.map_or(0, |t| t.rule_count()),
+        "confirm-pending-secs": engine.pending.as_ref().map(|p| p.deadline.saturating_duration_since(Instant::now()).as_secs()),
+        "last-error": engine.last_error,
+    }))
+}
+
+pub fn rules<B: Backend>(engine: &Engine<B>) -> Result<Value, String> {
+    let Some(applied) = &engine.applied else { return Ok(json!([])) };
+    let counters = counters(engine)?;
+    let rules = applied.policy.rules.iter().enumerate().map(|(i, r)| {
+        let (packets, bytes) = counters.rules.get(&i).copied().unwrap_or_default();
+        let mut v = rule_view(r);
+        v["packets"] = json!(packets);
+        v["bytes"] = json!(bytes);
+        v
+    });
+    Ok(Value::Array(rules.collect()))
+}
+
+/// The host's interfaces (in the daemon's network namespace) and their profile.
+fn host_interfaces(policy: &Policy) -> Vec<Value> {
+    let mut names: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "lo")
+        .collect();
+    names.sort();
+    names.into_iter().map(|n| json!({ "interface": n, "profile": policy.profile_of(&n) })).collect()
+}
+
+pub fn profiles<B: Backend>(engine: &Engine<B>) -> Result<Value, String> {
+    let Some(applied) = &engine.applied else { return Ok(json!({})) };
+    let counters = counters(engine)?;
+    let policy = &applied.policy;
+    let profiles: Vec<Value> = ProfileKind::ALL
+        .iter()
+        .map(|&k| {
+            let p = policy.profile(k);
+            let default = |d: Direction| {
+                let (packets, bytes) = counters.defaults.get(&default_rule_comment(d, k)).copied().unwrap_or_default();
+                json!({ "verdict": p.default_for(d), "packets": packets, "bytes": bytes })
+            };
+            json!({
+                "profile": k,
+                "interfaces": p.interfaces.value.iter().map(|i| i.0.clone()).collect::<Vec<_>>(),
+                "inbound": default(Direction::In),
+                "outbound": default(Direction::Out),
+            })
+        })
+        .collect();
+    Ok(json!({ "profiles": profiles, "host-interfaces": host_interfaces(policy) }))
+}

@@ -1,0 +1,96 @@
+//! Which rule decides a packet: the same lookups, in the same order, over the same
+//! set elements as the kernel's chains (both come from `compile::Compiled`).
+
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use crate::compile::{Compiled, Field};
+use crate::nft;
+use crate::policy::values::{has_ports, IPPROTO_ICMP, IPPROTO_ICMPV6};
+use crate::policy::{Direction, Place, Policy, ProfileKind, Verdict};
+
+/// A new connection's first packet, as seen from this host. A field left out
+/// matches only rules that do not constrain it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Packet {
+    pub protocol: u8,
+    pub remote: Option<IpAddr>,
+    pub local: Option<IpAddr>,
+    pub remote_port: Option<u16>,
+    pub local_port: Option<u16>,
+    pub interface: Option<String>,
+    pub icmp_type: Option<u8>,
+    pub uid: Option<u32>,
+}
+
+impl Packet {
+    fn field(&self, field: Field) -> Option<u128> {
+        let v4 = |a: Option<IpAddr>| match a {
+            Some(IpAddr::V4(a)) => Some(u32::from(a) as u128),
+            _ => None,
+        };
+        let v6 = |a: Option<IpAddr>| match a {
+            Some(IpAddr::V6(a)) => Some(u128::from(a)),
+            _ => None,
+        };
+        let port = |p: Option<u16>| p.filter(|_| has_ports(self.protocol)).map(u128::from);
+        match field {
+            Field::Interface => self.interface.as_deref().map(nft::ifname_key),
+            Field::User => self.uid.map(u128::from),
+            Field::Protocol => Some(self.protocol as u128),
+            Field::IcmpType => self.icmp_type.filter(|_| self.protocol == IPPROTO_ICMP).map(u128::from),
+            Field::Icmpv6Type => self.icmp_type.filter(|_| self.protocol == IPPROTO_ICMPV6).map(u128::from),
+            Field::RemoteAddr4 => v4(self.remote),
+            Field::LocalAddr4 => v4(self.local),
+            Field::RemoteAddr6 => v6(self.remote),
+            Field::LocalAddr6 => v6(self.local),
+            Field::RemotePort => port(self.remote_port),
+            Field::LocalPort => port(self.local_port),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Decider {
+    /// Traffic on the loopback interface is always allowed.
+    Loopback,
+    Rule { name: String, place: Place, set: String },
+    ProfileDefault { profile: ProfileKind },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Explanation {
+    pub verdict: Verdict,
+    pub profile: ProfileKind,
+    pub decided_by: Decider,
+}
+
+pub fn explain(policy: &Policy, compiled: &Compiled, direction: Direction, packet: &Packet) -> Explanation {
+    let profile = packet.interface.as_deref().map_or(ProfileKind::Public, |i| policy.profile_of(i));
+    if packet.interface.as_deref() == Some("lo") {
+        return Explanation { verdict: Verdict::Allow, profile, decided_by: Decider::Loopback };
+    }
+    for i in compiled.lookups(direction, profile) {
+        let group = &compiled.groups[i];
+        let Some(key) = group.fields.iter().map(|&f| packet.field(f)).collect::<Option<Vec<u128>>>() else {
+            continue;
+        };
+        let set = &compiled.table.sets[i];
+        let hit = set.elems.iter().find(|e| e.ranges.iter().zip(&key).all(|(&(lo, hi), &k)| lo <= k && k <= hi));
+        if let Some(elem) = hit {
+            let rule = &policy.rules[elem.tag as usize];
+            return Explanation {
+                verdict: group.action(),
+                profile,
+                decided_by: Decider::Rule { name: rule.name.clone(), place: rule.place.clone(), set: set.name.clone() },
+            };
+        }
+    }
+    Explanation {
+        verdict: policy.profile(profile).default_for(direction),
+        profile,
+        decided_by: Decider::ProfileDefault { profile },
+    }
+}

@@ -1,0 +1,169 @@
+//! Ringfence: a host firewall for Linux on nftables.
+
+mod backend;
+mod cli;
+mod client;
+mod compile;
+mod daemon;
+mod explain;
+mod nft;
+mod policy;
+mod protocol;
+mod show;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+
+use cli::{Cli, Command, ExplainArgs, PolicyDirs, ShowWhat};
+use policy::{values, Direction};
+use protocol::Request;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RINGFENCE_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ringfence: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Directories named on the command line must exist; the default ones may not.
+fn dirs(p: &PolicyDirs) -> (Vec<PathBuf>, bool) {
+    if p.dirs.is_empty() {
+        (policy::DEFAULT_DIRS.iter().map(PathBuf::from).collect(), false)
+    } else {
+        (p.dirs.clone(), true)
+    }
+}
+
+fn print(json: bool, value: &serde_json::Value, human: fn(&serde_json::Value) -> String) -> anyhow::Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        print!("{}", human(value));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Daemon { policy, socket_group, flush_on_exit } => {
+            let (dirs, dirs_required) = dirs(&policy);
+            let opts = daemon::Options { dirs, dirs_required, socket: cli.socket, socket_group, flush_on_exit };
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(daemon::run(opts))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { policy, dump } => check(&policy, dump),
+        Command::Show { what, json } => {
+            let (request, human): (Request, fn(&serde_json::Value) -> String) = match what {
+                ShowWhat::State => (Request::State, show::state),
+                ShowWhat::Rules => (Request::Rules, show::rules),
+                ShowWhat::Profiles => (Request::Profiles, show::profiles),
+                ShowWhat::Policy => (Request::Policy, show::policy),
+            };
+            print(json, &client::call(&cli.socket, &request)?, human)
+        }
+        Command::Explain(args) => explain(&cli.socket, args),
+        Command::Apply { confirm } => {
+            let answer = client::call(&cli.socket, &Request::Apply { confirm_secs: confirm.map(|d| d.as_secs()) })?;
+            match confirm {
+                Some(d) => println!(
+                    "applied (generation {}); it rolls back in {} s unless `ringfence confirm` comes first",
+                    answer["generation"], d.as_secs()
+                ),
+                None => println!("applied (generation {})", answer["generation"]),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Confirm => {
+            client::call(&cli.socket, &Request::Confirm)?;
+            println!("confirmed; the ruleset stays");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::DefaultPolicy => {
+            print!("{}", policy::EMBEDDED_DEFAULT);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn check(p: &PolicyDirs, dump: bool) -> anyhow::Result<ExitCode> {
+    let (dirs, required) = dirs(p);
+    let compiled = policy::load(&dirs, required).and_then(|pol| compile::compile(&pol).map(|c| (pol, c)));
+    match compiled {
+        Err(diags) => {
+            eprintln!("{diags}");
+            Ok(ExitCode::FAILURE)
+        }
+        Ok((pol, c)) if dump => {
+            let _ = pol;
+            serde_json::to_writer_pretty(std::io::stdout().lock(), &c.table.replace())?;
+            println!();
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok((pol, c)) => {
+            println!(
+                "ok: {} files, {} rules -> {} sets, {} elements, {} chains",
+                pol.files.len(),
+                pol.rules.len(),
+                c.table.sets.len(),
+                c.table.element_count(),
+                c.table.chains.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn explain(socket: &std::path::Path, a: ExplainArgs) -> anyhow::Result<ExitCode> {
+    let direction = if a.direction == "in" { Direction::In } else { Direction::Out };
+    let protocol = values::parse_protocol(&a.protocol)
+        .map_err(anyhow::Error::msg)?
+        .context("--protocol any cannot be a packet's protocol")?;
+    let icmp_type = match &a.icmp_type {
+        None => None,
+        Some(t) => Some(values::parse_icmp_type(protocol, t).map_err(anyhow::Error::msg)?),
+    };
+    let uid = match &a.user {
+        None => None,
+        Some(u) => match u.parse::<u32>() {
+            Ok(n) => Some(n),
+            Err(_) => Some(nix::unistd::User::from_name(u)?.with_context(|| format!("no user {u:?}"))?.uid.as_raw()),
+        },
+    };
+    if (a.local_port.is_some() || a.remote_port.is_some()) && !values::has_ports(protocol) {
+        bail!("--local-port and --remote-port need a protocol with ports (tcp, udp, ...)");
+    }
+    let packet = explain::Packet {
+        protocol,
+        remote: a.remote,
+        local: a.local,
+        remote_port: a.remote_port,
+        local_port: a.local_port,
+        interface: a.interface,
+        icmp_type,
+        uid,
+    };
+    let answer = if a.policy.dirs.is_empty() {
+        client::call(socket, &Request::Explain { direction, packet })?
+    } else {
+        let (dirs, required) = dirs(&a.policy);
+        let policy = policy::load(&dirs, required)?;
+        let compiled = compile::compile(&policy)?;
+        serde_json::to_value(explain::explain(&policy, &compiled, direction, &packet))?
+    };
+    print(a.json, &answer, show::explanation)
+}

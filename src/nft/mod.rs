@@ -1,0 +1,14 @@
+//! A typed subset of the nftables JSON API (libnftables-json(5)), enough to build
+//! Ringfence's one table, and the `nft` runner.
+//!
+//! Written here rather than taken from the `nftables` crate (0.6): its set types
+//! cannot express `uid`, `icmp_type` or `icmpv6_type`, nor the set-level `counter`
+//! statement, all of which the compiled ruleset needs. Large tables are streamed to
+//! `nft` as they serialize, so the daemon never holds a second, JSON copy of a
+//! 100,000-element ruleset.
+
+mod exec;
+mod model;
+
+pub use exec::{apply, list_table, NftError};
+pub use model::*;

@@ -1,0 +1,386 @@
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use serde::ser::{SerializeMap, SerializeSeq, Serializer};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+pub const FAMILY: &str = "inet";
+
+/// The data types of set keys, as nft names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum KeyType {
+    Ifname,
+    Uid,
+    InetProto,
+    IcmpType,
+    Icmpv6Type,
+    Ipv4Addr,
+    Ipv6Addr,
+    InetService,
+}
+
+impl KeyType {
+    pub fn nft_name(self) -> &'static str {
+        match self {
+            KeyType::Ifname => "ifname",
+            KeyType::Uid => "uid",
+            KeyType::InetProto => "inet_proto",
+            KeyType::IcmpType => "icmp_type",
+            KeyType::Icmpv6Type => "icmpv6_type",
+            KeyType::Ipv4Addr => "ipv4_addr",
+            KeyType::Ipv6Addr => "ipv6_addr",
+            KeyType::InetService => "inet_service",
+        }
+    }
+
+    /// The JSON of one inclusive range of values of this type.
+    ///
+    /// Interface names are 16 zero-padded bytes (IFNAMSIZ) read as a big-endian
+    /// number, so that `eth*` is the range from `eth\0..` to `eth\xff..`: that is
+    /// how the kernel stores a wildcard interface in an interval set. Such a range
+    /// is written back as the wildcard string nft expects.
+    pub fn value(self, lo: u128, hi: u128) -> Value {
+        match self {
+            KeyType::Ifname => {
+                let name = ifname_stem(lo);
+                if lo == hi {
+                    Value::String(name)
+                } else {
+                    Value::String(format!("{name}*"))
+                }
+            }
+            KeyType::Ipv4Addr => addr_value(lo, hi, 32, |v| Ipv4Addr::from(v as u32).to_string()),
+            KeyType::Ipv6Addr => addr_value(lo, hi, 128, |v| Ipv6Addr::from(v).to_string()),
+            _ if lo == hi => json!(lo as u64),
+            _ => json!({ "range": [lo as u64, hi as u64] }),
+        }
+    }
+}
+
+/// Encodes an interface name as the kernel compares it (see [`KeyType::value`]).
+pub fn ifname_key(name: &str) -> u128 {
+    let mut bytes = [0u8; 16];
+    let n = name.len().min(15);
+    bytes[..n].copy_from_slice(&name.as_bytes()[..n]);
+    u128::from_be_bytes(bytes)
+}
+
+/// The range of names a wildcard `stem*` stands for.
+pub fn ifname_glob_range(stem: &str) -> (u128, u128) {
+    let lo = ifname_key(stem);
+    let free_bits = 8 * (16 - stem.len().min(16)) as u32;
+    let hi = if free_bits == 128 { u128::MAX } else { lo | ((1u128 << free_bits) - 1) };
+    (lo, hi)
+}
+
+fn ifname_stem(key: u128) -> String {
+    let bytes = key.to_be_bytes();
+    let end = bytes.iter().position(|&b| b == 0 || b == 0xff).unwrap_or(16);
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+fn addr_value(lo: u128, hi: u128, bits: u32, show: impl Fn(u128) -> String) -> Value {
+    if lo == hi {
+        return Value::String(show(lo));
+    }
+    let span = hi - lo;
+    if span.count_ones() == span.trailing_ones() && lo & span == 0 {
+        return json!({ "prefix": { "addr": show(lo), "len": bits - span.trailing_ones() } });
+    }
+    json!({ "range": [show(lo), show(hi)] })
+}
+
+/// One set element: a range per key field, and a tag written as the element's
+/// comment (the compiler uses it to name the rule that owns the element, which is
+/// how per-rule counters are read back from the kernel).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Elem {
+    pub ranges: Box<[(u128, u128)]>,
+    pub tag: u32,
+}
+
+/// A named set with `flags interval` (so every field may be a range, prefix or
+/// wildcard) and a counter on every element.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Set {
+    pub name: String,
+    pub key: Vec<KeyType>,
+    pub elems: Vec<Elem>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    Input,
+    Output,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseChain {
+    pub hook: Hook,
+    pub priority: i32,
+    /// The verdict when no rule decides (Ringfence's chains always decide; this is
+    /// the fail-closed backstop).
+    pub policy_drop: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chain {
+    pub name: String,
+    pub base: Option<BaseChain>,
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub stmts: Vec<Stmt>,
+    pub comment: Option<String>,
+}
+
+/// Packet fields a key or match reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expr {
+    /// `meta KEY` (iifname, oifname, l4proto, skuid, iif, oif)
+    Meta(&'static str),
+    /// `PROTO FIELD` (ip saddr, ip6 daddr, th dport, icmp type)
+    Payload(&'static str, &'static str),
+    Concat(Vec<Expr>),
+}
+
+impl Expr {
+    fn json(&self) -> Value {
+        match self {
+            Expr::Meta(key) => json!({ "meta": { "key": key } }),
+            Expr::Payload(protocol, field) => json!({ "payload": { "protocol": protocol, "field": field } }),
+            Expr::Concat(parts) if parts.len() == 1 => parts[0].json(),
+            Expr::Concat(parts) => json!({ "concat": parts.iter().map(Expr::json).collect::<Vec<_>>() }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Accept,
+    Drop,
+    Goto(String),
+}
+
+impl Verdict {
+    fn json(&self) -> Value {
+        match self {
+            Verdict::Accept => json!({ "accept": null }),
+            Verdict::Drop => json!({ "drop": null }),
+            Verdict::Goto(target) => json!({ "goto": { "target": target } }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stmt {
+    /// `EXPR == "literal"`
+    Equals(Expr, Value),
+    /// `EXPR @set`
+    InSet(Expr, String),
+    /// `ct state { ... }`
+    CtState(Vec<&'static str>),
+    /// `EXPR vmap { literal : verdict, ... }`
+    Vmap(Expr, Vec<(Value, Verdict)>),
+    /// `limit rate N/second burst B packets`
+    Limit { per_second: u32, burst: u32 },
+    Log { prefix: String },
+    Counter,
+    Verdict(Verdict),
+}
+
+impl Stmt {
+    fn json(&self) -> Value {
+        match self {
+            Stmt::Equals(left, right) => json!({ "match": { "op": "==", "left": left.json(), "right": right } }),
+            Stmt::InSet(left, set) => json!({ "match": { "op": "==", "left": left.json(), "right": format!("@{set}") } }),
+            Stmt::CtState(states) => json!({ "match": { "op": "in", "left": { "ct": { "key": "state" } }, "right": states } }),
+            Stmt::Vmap(key, entries) => {
+                let data: Vec<Value> = entries.iter().map(|(k, v)| json!([k, v.json()])).collect();
+                json!({ "vmap": { "key": key.json(), "data": { "set": data } } })
+            }
+            Stmt::Limit { per_second, burst } => {
+                json!({ "limit": { "rate": per_second, "per": "second", "burst": burst } })
+            }
+            Stmt::Log { prefix } => json!({ "log": { "prefix": prefix } }),
+            Stmt::Counter => json!({ "counter": null }),
+            Stmt::Verdict(v) => v.json(),
+        }
+    }
+}
+
+/// The whole owned table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Table {
+    pub name: String,
+    pub sets: Vec<Set>,
+    /// In an order where every chain comes after the chains its rules jump to.
+    pub chains: Vec<Chain>,
+}
+
+impl Table {
+    /// One transaction that replaces the table, whether or not it exists: `add`
+    /// (a no-op if present) then `delete` then the new table. The kernel commits
+    /// it atomically, so packets see the old table or the new one, never neither.
+    pub fn replace(&self) -> ReplaceBatch<'_> {
+        ReplaceBatch(self)
+    }
+
+    pub fn element_count(&self) -> usize {
+        self.sets.iter().map(|s| s.elems.len()).sum()
+    }
+
+    pub fn rule_count(&self) -> usize {
+        self.chains.iter().map(|c| c.rules.len()).sum()
+    }
+}
+
+/// A batch that deletes the table if it exists (`--flush-on-exit`, purge).
+pub fn delete_batch(table: &str) -> Value {
+    let t = json!({ "family": FAMILY, "name": table });
+    json!({ "nftables": [ { "add": { "table": t } }, { "delete": { "table": t } } ] })
+}
+
+pub struct ReplaceBatch<'a>(&'a Table);
+
+impl Serialize for ReplaceBatch<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let t = self.0;
+        let table = json!({ "family": FAMILY, "name": t.name });
+        let mut outer = s.serialize_map(Some(1))?;
+        outer.serialize_entry("nftables", &Commands(t, &table))?;
+        outer.end()
+    }
+}
+
+struct Commands<'a>(&'a Table, &'a Value);
+
+impl Serialize for Commands<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let (t, table) = (self.0, self.1);
+        let add = |obj: &str, v: Value| json!({ "add": { obj: v } });
+        let mut seq = s.serialize_seq(None)?;
+        seq.serialize_element(&add("table", table.clone()))?;
+        seq.serialize_element(&json!({ "delete": { "table": table } }))?;
+        seq.serialize_element(&add("table", table.clone()))?;
+        for set in &t.sets {
+            seq.serialize_element(&AddSet(&t.name, set))?;
+        }
+        for chain in &t.chains {
+            let mut c = json!({ "family": FAMILY, "table": t.name, "name": chain.name });
+            if let Some(base) = &chain.base {
+                c["type"] = json!("filter");
+                c["hook"] = json!(match base.hook {
+                    Hook::Input => "input",
+                    Hook::Output => "output",
+                });
+                c["prio"] = json!(base.priority);
+                c["policy"] = json!(if base.policy_drop { "drop" } else { "accept" });
+            }
+            seq.serialize_element(&add("chain", c))?;
+        }
+        for chain in &t.chains {
+            for rule in &chain.rules {
+                let mut r = json!({
+                    "family": FAMILY, "table": t.name, "chain": chain.name,
+                    "expr": rule.stmts.iter().map(Stmt::json).collect::<Vec<_>>(),
+                });
+                if let Some(comment) = &rule.comment {
+                    r["comment"] = json!(comment);
+                }
+                seq.serialize_element(&add("rule", r))?;
+            }
+        }
+        seq.end()
+    }
+}
+
+struct AddSet<'a>(&'a str, &'a Set);
+
+impl Serialize for AddSet<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let (table, set) = (self.0, self.1);
+        let mut outer = s.serialize_map(Some(1))?;
+        outer.serialize_entry("add", &SetBody(table, set))?;
+        outer.end()
+    }
+}
+
+struct SetBody<'a>(&'a str, &'a Set);
+
+impl Serialize for SetBody<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let (table, set) = (self.0, self.1);
+        let mut outer = s.serialize_map(Some(1))?;
+        outer.serialize_entry("set", &SetFields(table, set))?;
+        outer.end()
+    }
+}
+
+struct SetFields<'a>(&'a str, &'a Set);
+
+impl Serialize for SetFields<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let (table, set) = (self.0, self.1);
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("family", FAMILY)?;
+        m.serialize_entry("table", table)?;
+        m.serialize_entry("name", &set.name)?;
+        // nft wants a plain string for a one-field key and an array for a concatenation.
+        match set.key.as_slice() {
+            [one] => m.serialize_entry("type", one.nft_name())?,
+            many => m.serialize_entry("type", &many.iter().map(|k| k.nft_name()).collect::<Vec<_>>())?,
+        }
+        m.serialize_entry("flags", &["interval"])?;
+        m.serialize_entry("stmt", &[json!({ "counter": null })])?;
+        if !set.elems.is_empty() {
+            m.serialize_entry("elem", &Elems(set))?;
+        }
+        m.end()
+    }
+}
+
+struct Elems<'a>(&'a Set);
+
+impl Serialize for Elems<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let set = self.0;
+        let mut seq = s.serialize_seq(Some(set.elems.len()))?;
+        for e in &set.elems {
+            let mut parts = set.key.iter().zip(e.ranges.iter()).map(|(k, &(lo, hi))| k.value(lo, hi));
+            let val = if set.key.len() == 1 {
+                parts.next().unwrap_or(Value::Null)
+            } else {
+                json!({ "concat": parts.collect::<Vec<_>>() })
+            };
+            seq.serialize_element(&json!({ "elem": { "val": val, "comment": e.tag.to_string() } }))?;
+        }
+        seq.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interface_keys() {
+        let (lo, hi) = ifname_glob_range("eth");
+        assert!(lo <= ifname_key("eth0") && ifname_key("eth0") <= hi);
+        assert!(lo <= ifname_key("eth") && ifname_key("eth") <= hi);
+        assert!(!(lo <= ifname_key("ens3") && ifname_key("ens3") <= hi));
+        assert_eq!(KeyType::Ifname.value(lo, hi), json!("eth*"));
+        assert_eq!(KeyType::Ifname.value(ifname_key("lo"), ifname_key("lo")), json!("lo"));
+        assert_eq!(ifname_glob_range(""), (0, u128::MAX));
+    }
+
+    #[test]
+    fn address_values() {
+        assert_eq!(KeyType::Ipv4Addr.value(0x0a00_0000, 0x0aff_ffff), json!({"prefix": {"addr": "10.0.0.0", "len": 8}}));
+        assert_eq!(KeyType::Ipv4Addr.value(1, 2), json!({"range": ["0.0.0.1", "0.0.0.2"]}));
+        assert_eq!(KeyType::Ipv6Addr.value(0, u128::MAX), json!({"prefix": {"addr": "::", "len": 0}}));
+        assert_eq!(KeyType::InetService.value(22, 22), json!(22));
+    }
+}

@@ -1,0 +1,84 @@
+//! Places in policy files, and diagnostics that point at them.
+//!
+//! Every message a person reads about a policy names `FILE:LINE:COLUMN`, like rustc
+//! or `nft -c`, so an editor can jump straight to the offending value.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+/// A position in a policy file (1-based line and column, in characters).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place {
+    pub file: Arc<Path>,
+    pub line: u32,
+    pub column: u32,
+}
+
+impl Place {
+    pub fn new(file: &Arc<Path>, line: u32, column: u32) -> Self {
+        Place { file: Arc::clone(file), line, column }
+    }
+
+    /// A place for problems that concern a whole file (size, mode, encoding).
+    pub fn file_start(file: &Arc<Path>) -> Self {
+        Place::new(file, 1, 1)
+    }
+}
+
+/// Serialized as `FILE:LINE:COLUMN`, as people and editors read it.
+impl Serialize for Place {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl fmt::Display for Place {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file.display(), self.line, self.column)
+    }
+}
+
+/// One problem found in the policy, for a person to fix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Diagnostic {
+    pub place: Place,
+    pub message: String,
+}
+
+impl Diagnostic {
+    pub fn new(place: Place, message: impl Into<String>) -> Self {
+        Diagnostic { place, message: message.into() }
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.place, self.message)
+    }
+}
+
+/// Every diagnostic of a policy that failed to load; nothing of it may be applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Diagnostics(pub Vec<Diagnostic>);
+
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Diagnostics {}
+
+/// Where the shipped default policy "lives" when no file exists.
+pub fn embedded_path() -> PathBuf {
+    PathBuf::from("<embedded>/default.yaml")
+}

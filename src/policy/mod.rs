@@ -1,0 +1,110 @@
+//! The policy model: what the administrator asked for, validated and merged from
+//! every drop-in file, with the place each value came from. Knows nothing of
+//! nftables or netlink.
+
+pub mod diag;
+mod load;
+pub mod raw;
+mod validate;
+pub mod values;
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+pub use diag::{Diagnostic, Diagnostics, Place};
+pub use load::{load, DEFAULT_DIRS, EMBEDDED_DEFAULT};
+pub use raw::{Direction, ProfileKind, Verdict};
+use values::{AddrRange, IfPattern, PortRange};
+
+/// A value with the place that set it; `from: None` is the built-in default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Sourced<T> {
+    pub value: T,
+    pub from: Option<Place>,
+}
+
+impl<T> Sourced<T> {
+    pub fn default(value: T) -> Self {
+        Sourced { value, from: None }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Profile {
+    pub kind: ProfileKind,
+    pub interfaces: Sourced<Vec<IfPattern>>,
+    pub inbound: Sourced<Verdict>,
+    pub outbound: Sourced<Verdict>,
+}
+
+impl Profile {
+    fn builtin(kind: ProfileKind) -> Self {
+        Profile {
+            kind,
+            interfaces: Sourced::default(Vec::new()),
+            inbound: Sourced::default(Verdict::Block),
+            outbound: Sourced::default(Verdict::Allow),
+        }
+    }
+
+    pub fn default_for(&self, direction: Direction) -> Verdict {
+        match direction {
+            Direction::In => self.inbound.value,
+            Direction::Out => self.outbound.value,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Settings {
+    pub log_dropped: Sourced<bool>,
+}
+
+/// One validated rule. Empty lists mean "any".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rule {
+    pub name: String,
+    pub place: Place,
+    pub direction: Direction,
+    pub action: Verdict,
+    /// `None` is any protocol.
+    pub protocol: Option<u8>,
+    pub local_ports: Vec<PortRange>,
+    pub remote_ports: Vec<PortRange>,
+    pub remote_addresses: Vec<AddrRange>,
+    pub local_addresses: Vec<AddrRange>,
+    pub interfaces: Vec<IfPattern>,
+    pub profiles: Vec<ProfileKind>,
+    pub icmp_types: Vec<u8>,
+    pub users: Vec<u32>,
+    pub log: bool,
+    pub enabled: bool,
+}
+
+/// The resultant policy after merging every file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Policy {
+    /// The files that made it, in merge order (or the embedded default).
+    pub files: Vec<PathBuf>,
+    /// Domain, private, public, in that order.
+    pub profiles: [Profile; 3],
+    pub rules: Vec<Rule>,
+    pub settings: Settings,
+}
+
+impl Policy {
+    pub fn profile(&self, kind: ProfileKind) -> &Profile {
+        &self.profiles[kind as usize]
+    }
+
+    /// The profile of an interface: the one whose pattern matches its name;
+    /// an interface that matches no profile is public. Validation guarantees
+    /// that at most one profile matches.
+    pub fn profile_of(&self, ifname: &str) -> ProfileKind {
+        self.profiles
+            .iter()
+            .find(|p| p.interfaces.value.iter().any(|pat| pat.matches(ifname)))
+            .map_or(ProfileKind::Public, |p| p.kind)
+    }
+}

@@ -1,0 +1,251 @@
+//! From raw files to one resultant policy: the meaning of every value, checked
+//! with every problem reported, and the drop-in merge (profiles and settings field
+//! by field, later files winning; rules as a union with unique names).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_saphyr::Spanned as S;
+
+use super::diag::{Diagnostic, Place};
+use super::raw::{Direction, ProfileKind, RawFile, RawProfile, RawRule, Scalar};
+use super::values::{self, AddrRange, PortRange};
+use super::{Policy, Profile, Rule, Settings, Sourced};
+
+const MAX_NAME_CHARS: usize = 100;
+
+struct Ctx<'a> {
+    file: &'a Arc<Path>,
+    diags: &'a mut Vec<Diagnostic>,
+}
+
+impl Ctx<'_> {
+    fn place<T>(&self, s: &S<T>) -> Place {
+        Place::new(self.file, s.referenced.line() as u32, s.referenced.column() as u32)
+    }
+
+    fn error<T>(&mut self, at: &S<T>, message: impl Into<String>) {
+        let place = self.place(at);
+        self.diags.push(Diagnostic::new(place, message));
+    }
+
+    /// Parses every item of a list, reporting each bad one, and drops duplicates.
+    fn list<T: PartialEq, U>(
+        &mut self,
+        key: &str,
+        items: &[S<U>],
+        parse: impl Fn(&U) -> Result<T, String>,
+    ) -> Vec<T> {
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            match parse(&item.value) {
+                Ok(v) if !out.contains(&v) => out.push(v),
+                Ok(_) => {}
+                Err(m) => self.error(item, format!("{key}[{i}]: {m}")),
+            }
+        }
+        out
+    }
+}
+
+pub(super) fn merge(files: &[(Arc<Path>, RawFile)], diags: &mut Vec<Diagnostic>) -> Policy {
+    let mut policy = Policy {
+        files: files.iter().map(|(f, _)| f.to_path_buf()).collect(),
+        profiles: ProfileKind::ALL.map(Profile::builtin),
+        rules: Vec::new(),
+        settings: Settings { log_dropped: Sourced::default(false) },
+    };
+    let mut names: HashMap<String, Place> = HashMap::new();
+    for (file, raw) in files {
+        let mut cx = Ctx { file, diags };
+        if let Some(v) = &raw.version {
+            if v.value != 1 {
+                cx.error(v, format!("version: {} is not supported (this ringfence reads version 1)", v.value));
+            }
+        }
+        if let Some(p) = &raw.profiles {
+            for (kind, profile) in [(ProfileKind::Domain, &p.domain), (ProfileKind::Private, &p.private), (ProfileKind::Public, &p.public)] {
+                if let Some(profile) = profile {
+                    merge_profile(&mut cx, &mut policy.profiles[kind as usize], profile);
+                }
+            }
+        }
+        if let Some(log) = raw.settings.as_ref().and_then(|s| s.log_dropped.as_ref()) {
+            policy.settings.log_dropped = Sourced { value: log.value, from: Some(cx.place(log)) };
+        }
+        for (i, raw_rule) in raw.rules.iter().enumerate() {
+            let place = cx.place(raw_rule);
+            let rule = validate_rule(&mut cx, i, &raw_rule.value, place);
+            if let Some(first) = names.get(&rule.name) {
+                let m = format!("rules[{i}].name: {:?} is already the name of the rule at {first}", rule.name);
+                cx.error(&raw_rule.value.name, m);
+            } else {
+                names.insert(rule.name.clone(), rule.place.clone());
+            }
+            policy.rules.push(rule);
+        }
+    }
+    check_profile_overlap(&policy.profiles, diags);
+    policy
+}
+
+fn merge_profile(cx: &mut Ctx, profile: &mut Profile, raw: &S<RawProfile>) {
+    let key = profile.kind.as_str();
+    if let Some(ifs) = &raw.value.interfaces {
+        let mut patterns = cx.list(&format!("profiles.{key}.interfaces"), &ifs.value, |s| values::parse_if_pattern(s));
+        // A pattern inside another of the same profile adds nothing, and nftables
+        // rejects overlapping elements of one interval map.
+        let all = patterns.clone();
+        patterns.retain(|p| !all.iter().any(|q| q != p && q.is_glob() && q.matches(p.stem()) && (!p.is_glob() || q.stem().len() < p.stem().len())));
+        profile.interfaces = Sourced { value: patterns, from: Some(cx.place(ifs)) };
+    }
+    if let Some(v) = &raw.value.inbound {
+        profile.inbound = Sourced { value: v.value, from: Some(cx.place(v)) };
+    }
+    if let Some(v) = &raw.value.outbound {
+        profile.outbound = Sourced { value: v.value, from: Some(cx.place(v)) };
+    }
+}
+
+/// An interface has exactly one profile, as a Windows network has one location.
+fn check_profile_overlap(profiles: &[Profile; 3], diags: &mut Vec<Diagnostic>) {
+    for (i, a) in profiles.iter().enumerate() {
+        for b in &profiles[i + 1..] {
+            for pa in &a.interfaces.value {
+                if let Some(pb) = b.interfaces.value.iter().find(|pb| pa.overlaps(pb)) {
+                    let (Some(at_a), Some(at_b)) = (&a.interfaces.from, &b.interfaces.from) else { continue };
+                    diags.push(Diagnostic::new(
+                        at_b.clone(),
+                        format!(
+                            "profiles.{}.interfaces: {:?} overlaps {:?} of profile {} at {at_a}; an interface belongs to one profile",
+                            b.kind.as_str(), pb.0, pa.0, a.kind.as_str()
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+fn validate_rule(cx: &mut Ctx, i: usize, r: &RawRule, place: Place) -> Rule {
+    let at = |key: &str| format!("rules[{i}].{key}");
+    let name = r.name.value.trim().to_string();
+    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+        cx.error(&r.name, format!("{}: a rule name is 1 to {MAX_NAME_CHARS} printable characters", at("name")));
+    }
+    let direction = r.direction.value;
+    let protocol = match &r.protocol {
+        None => None,
+        Some(p) => {
+            let parsed = match &p.value {
+                Scalar::Int(n) => u8::try_from(*n).map(Some).map_err(|_| format!("{n} is not a protocol number (0-255)")),
+                Scalar::Str(s) => values::parse_protocol(s),
+            };
+            parsed.unwrap_or_else(|m| {
+                cx.error(p, format!("{}: {m}", at("protocol")));
+                None
+            })
+        }
+    };
+    let ports = |cx: &mut Ctx, key: &str, list: &[S<Scalar>]| -> Vec<PortRange> {
+        let parsed = cx.list(&at(key), list, |s| match s {
+            Scalar::Int(n) => values::parse_port(*n).map(|p| PortRange(p, p)),
+            Scalar::Str(s) => values::parse_port_range(s),
+        });
+        if let Some(first) = list.first() {
+            if !protocol.is_some_and(values::has_ports) {
+                let m = format!("{}: ports need protocol tcp, udp, sctp, dccp or udplite (protocol is {})", at(key), values::protocol_name(protocol));
+                cx.error(first, m);
+            }
+        }
+        parsed
+    };
+    let local_ports = ports(cx, "local-ports", &r.local_ports);
+    let remote_ports = ports(cx, "remote-ports", &r.remote_ports);
+    let addresses = |cx: &mut Ctx, key: &str, list: &[S<String>]| {
+        cx.list(&at(key), list, |s| {
+            if values::ADDRESS_KEYWORDS.contains(&s.as_str()) {
+                return Err(format!("the keyword {s:?} is reserved for dynamic exceptions, which this version does not support yet"));
+            }
+            values::parse_addr_range(s)
+        })
+    };
+    let remote_addresses = addresses(cx, "remote-addresses", &r.remote_addresses);
+    let local_addresses = addresses(cx, "local-addresses", &r.local_addresses);
+    check_families(cx, &r.name, &at(""), protocol, &remote_addresses, &local_addresses);
+
+    let mut interfaces = cx.list(&at("interfaces"), &r.interfaces, |s| values::parse_if_pattern(s));
+    if interfaces.iter().any(|p| p.stem().is_empty()) {
+        interfaces.clear(); // "*" is every interface
+    }
+    let profiles = cx.list(&at("profiles"), &r.profiles, |p| Ok::<_, String>(*p));
+    let icmp_types = match protocol {
+        Some(p @ (values::IPPROTO_ICMP | values::IPPROTO_ICMPV6)) => cx.list(&at("icmp-types"), &r.icmp_types, |s| match s {
+            Scalar::Int(n) => u8::try_from(*n).map_err(|_| format!("{n} is not an ICMP type (0-255)")),
+            Scalar::Str(s) => values::parse_icmp_type(p, s),
+        }),
+        _ => {
+            if let Some(first) = r.icmp_types.first() {
+                cx.error(first, format!("{}: icmp-types need protocol icmp or icmpv6 (protocol is {})", at("icmp-types"), values::protocol_name(protocol)));
+            }
+            Vec::new()
+        }
+    };
+    let users = cx.list(&at("users"), &r.users, resolve_user);
+    if let (Direction::In, Some(first)) = (direction, r.users.first()) {
+        cx.error(first, format!("{}: users match the owner of a local socket, so they apply to direction out only", at("users")));
+    }
+    Rule {
+        name,
+        place,
+        direction,
+        action: r.action.value,
+        protocol,
+        local_ports,
+        remote_ports,
+        remote_addresses,
+        local_addresses,
+        interfaces,
+        profiles,
+        icmp_types,
+        users,
+        log: r.log.as_ref().is_some_and(|l| l.value),
+        enabled: r.enabled.as_ref().is_none_or(|e| e.value),
+    }
+}
+
+/// A rule must be able to match some packet: its addresses and protocol must
+/// agree on IPv4 or IPv6.
+fn check_families(cx: &mut Ctx, at_name: &S<String>, at: &str, protocol: Option<u8>, remote: &[AddrRange], local: &[AddrRange]) {
+    let families = |list: &[AddrRange]| -> (bool, bool) {
+        if list.is_empty() {
+            (true, true)
+        } else {
+            (list.iter().any(AddrRange::is_v4), list.iter().any(|a| !a.is_v4()))
+        }
+    };
+    let (r4, r6) = families(remote);
+    let (l4, l6) = families(local);
+    let (p4, p6) = match protocol {
+        Some(values::IPPROTO_ICMP) => (true, false),
+        Some(values::IPPROTO_ICMPV6) => (false, true),
+        _ => (true, true),
+    };
+    if !(r4 && l4 && p4) && !(r6 && l6 && p6) {
+        let rule = at.trim_end_matches('.');
+        cx.error(at_name, format!("{rule}: can never match: its addresses and protocol have no IP version in common"));
+    }
+}
+
+fn resolve_user(s: &Scalar) -> Result<u32, String> {
+    match s {
+        Scalar::Int(n) => u32::try_from(*n).map_err(|_| format!("{n} is not a user id")),
+        Scalar::Str(s) if s.parse::<u32>().is_ok() => Ok(s.parse().unwrap_or_default()),
+        Scalar::Str(name) => match nix::unistd::User::from_name(name) {
+            Ok(Some(u)) => Ok(u.uid.as_raw()),
+            Ok(None) => Err(format!("{name:?} is not a user on this host")),
+            Err(e) => Err(format!("cannot look up user {name:?}: {e}")),
+        },
+    }
+}

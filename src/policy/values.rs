@@ -1,0 +1,356 @@
+//! Parsing of the scalar values a rule is made of: addresses, ports, protocols,
+//! ICMP types and interface patterns. Pure functions; each error is a sentence
+//! that completes "<value> is not ...".
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use serde::Serialize;
+
+/// An inclusive range of IPv4 or IPv6 addresses (a single address, a CIDR prefix
+/// or `start-end`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum AddrRange {
+    V4(u32, u32),
+    V6(u128, u128),
+}
+
+impl AddrRange {
+    pub fn is_v4(&self) -> bool {
+        matches!(self, AddrRange::V4(..))
+    }
+}
+
+pub fn parse_addr_range(s: &str) -> Result<AddrRange, String> {
+    let bad = || format!("{s:?} is not an address, CIDR prefix or address range");
+    if let Some((addr, len)) = s.split_once('/') {
+        let len: u32 = len.parse().map_err(|_| bad())?;
+        return match addr.parse::<IpAddr>().map_err(|_| bad())? {
+            IpAddr::V4(a) => {
+                let (lo, hi) = prefix_bounds(u32::from(a) as u128, len, 32).ok_or_else(|| {
+                    format!("{s:?} is not a CIDR prefix (IPv4 prefix length is at most 32)")
+                })?;
+                host_bits_clear(s, u32::from(a) as u128, lo, |v| Ipv4Addr::from(v as u32).to_string(), len)?;
+                Ok(AddrRange::V4(lo as u32, hi as u32))
+            }
+            IpAddr::V6(a) => {
+                let (lo, hi) = prefix_bounds(u128::from(a), len, 128).ok_or_else(|| {
+                    format!("{s:?} is not a CIDR prefix (IPv6 prefix length is at most 128)")
+                })?;
+                host_bits_clear(s, u128::from(a), lo, |v| Ipv6Addr::from(v).to_string(), len)?;
+                Ok(AddrRange::V6(lo, hi))
+            }
+        };
+    }
+    if let Some((a, b)) = s.split_once('-') {
+        let (a, b) = (a.trim(), b.trim());
+        return match (a.parse::<IpAddr>().map_err(|_| bad())?, b.parse::<IpAddr>().map_err(|_| bad())?) {
+            (IpAddr::V4(a), IpAddr::V4(b)) if a <= b => Ok(AddrRange::V4(a.into(), b.into())),
+            (IpAddr::V6(a), IpAddr::V6(b)) if a <= b => Ok(AddrRange::V6(a.into(), b.into())),
+            (IpAddr::V4(_), IpAddr::V4(_)) | (IpAddr::V6(_), IpAddr::V6(_)) => {
+                Err(format!("{s:?} is not an address range (start > end)"))
+            }
+            _ => Err(format!("{s:?} is not an address range (it mixes IPv4 and IPv6)")),
+        };
+    }
+    match s.parse::<IpAddr>().map_err(|_| bad())? {
+        IpAddr::V4(a) => Ok(AddrRange::V4(a.into(), a.into())),
+        IpAddr::V6(a) => Ok(AddrRange::V6(a.into(), a.into())),
+    }
+}
+
+fn prefix_bounds(addr: u128, len: u32, bits: u32) -> Option<(u128, u128)> {
+    if len > bits {
+        return None;
+    }
+    let host_bits = bits - len;
+    let host_mask = if host_bits == 128 { u128::MAX } else { (1u128 << host_bits) - 1 };
+    Some((addr & !host_mask, addr | host_mask))
+}
+
+fn host_bits_clear(
+    s: &str,
+    addr: u128,
+    network: u128,
+    show: impl Fn(u128) -> String,
+    len: u32,
+) -> Result<(), String> {
+    if addr == network {
+        Ok(())
+    } else {
+        Err(format!("{s:?} has host bits set (did you mean \"{}/{len}\"?)", show(network)))
+    }
+}
+
+/// Renders an address range the way a person writes it.
+pub fn format_addr_range(r: &AddrRange) -> String {
+    fn render<T: ToString>(lo: u128, hi: u128, bits: u32, show: impl Fn(u128) -> T) -> String {
+        if lo == hi {
+            return show(lo).to_string();
+        }
+        let span = hi - lo;
+        if span.count_ones() == span.trailing_ones() && lo & span == 0 {
+            let len = bits - span.trailing_ones();
+            return format!("{}/{len}", show(lo).to_string());
+        }
+        format!("{}-{}", show(lo).to_string(), show(hi).to_string())
+    }
+    match *r {
+        AddrRange::V4(lo, hi) => render(lo as u128, hi as u128, 32, |v| Ipv4Addr::from(v as u32)),
+        AddrRange::V6(lo, hi) => render(lo, hi, 128, Ipv6Addr::from),
+    }
+}
+
+/// Dynamic address keywords that later versions resolve from the host's live
+/// configuration; reserved now so that a policy using them fails clearly.
+pub const ADDRESS_KEYWORDS: &[&str] = &["dns", "dhcp", "wins", "default-gateway", "local-subnet"];
+
+/// An inclusive port range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub struct PortRange(pub u16, pub u16);
+
+pub fn parse_port(n: i64) -> Result<u16, String> {
+    u16::try_from(n).map_err(|_| format!("{n} is not a port (0-65535)"))
+}
+
+pub fn parse_port_range(s: &str) -> Result<PortRange, String> {
+    let num = |p: &str| -> Result<u16, String> {
+        let n: i64 = p.trim().parse().map_err(|_| format!("{s:?} is not a port or port range"))?;
+        parse_port(n)
+    };
+    match s.split_once('-') {
+        Some((a, b)) => {
+            let (a, b) = (num(a)?, num(b)?);
+            if a > b {
+                return Err(format!("{s:?} is not a port range (start > end)"));
+            }
+            Ok(PortRange(a, b))
+        }
+        None => num(s).map(|p| PortRange(p, p)),
+    }
+}
+
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMPV6: u8 = 58;
+
+/// Protocols whose header starts with 16-bit source and destination ports, which
+/// is what nftables' `th sport`/`th dport` read (TCP, UDP, DCCP, SCTP, UDP-Lite).
+pub fn has_ports(proto: u8) -> bool {
+    matches!(proto, 6 | 17 | 33 | 132 | 136)
+}
+
+/// `None` is `any`.
+pub fn parse_protocol(s: &str) -> Result<Option<u8>, String> {
+    match s {
+        "any" => Ok(None),
+        "tcp" => Ok(Some(IPPROTO_TCP)),
+        "udp" => Ok(Some(IPPROTO_UDP)),
+        "icmp" => Ok(Some(IPPROTO_ICMP)),
+        "icmpv6" => Ok(Some(IPPROTO_ICMPV6)),
+        _ => s
+            .parse::<u8>()
+            .map(Some)
+            .map_err(|_| format!("{s:?} is not a protocol (tcp, udp, icmp, icmpv6, any or 0-255)")),
+    }
+}
+
+pub fn protocol_name(p: Option<u8>) -> String {
+    match p {
+        None => "any".into(),
+        Some(IPPROTO_TCP) => "tcp".into(),
+        Some(IPPROTO_UDP) => "udp".into(),
+        Some(IPPROTO_ICMP) => "icmp".into(),
+        Some(IPPROTO_ICMPV6) => "icmpv6".into(),
+        Some(n) => n.to_string(),
+    }
+}
+
+/// ICMP type names as nftables spells them.
+const ICMP_TYPES: &[(&str, u8)] = &[
+    ("echo-reply", 0),
+    ("destination-unreachable", 3),
+    ("source-quench", 4),
+    ("redirect", 5),
+    ("echo-request", 8),
+    ("router-advertisement", 9),
+    ("router-solicitation", 10),
+    ("time-exceeded", 11),
+    ("parameter-problem", 12),
+    ("timestamp-request", 13),
+    ("timestamp-reply", 14),
+    ("info-request", 15),
+    ("info-reply", 16),
+    ("address-mask-request", 17),
+    ("address-mask-reply", 18),
+];
+
+/// ICMPv6 type names as nftables spells them.
+const ICMPV6_TYPES: &[(&str, u8)] = &[
+    ("destination-unreachable", 1),
+    ("packet-too-big", 2),
+    ("time-exceeded", 3),
+    ("parameter-problem", 4),
+    ("echo-request", 128),
+    ("echo-reply", 129),
+    ("mld-listener-query", 130),
+    ("mld-listener-report", 131),
+    ("mld-listener-done", 132),
+    ("nd-router-solicit", 133),
+    ("nd-router-advert", 134),
+    ("nd-neighbor-solicit", 135),
+    ("nd-neighbor-advert", 136),
+    ("nd-redirect", 137),
+    ("router-renumbering", 138),
+    ("ind-neighbor-solicit", 141),
+    ("ind-neighbor-advert", 142),
+    ("mld2-listener-report", 143),
+];
+
+fn icmp_table(proto: u8) -> &'static [(&'static str, u8)] {
+    if proto == IPPROTO_ICMPV6 {
+        ICMPV6_TYPES
+    } else {
+        ICMP_TYPES
+    }
+}
+
+pub fn parse_icmp_type(proto: u8, s: &str) -> Result<u8, String> {
+    if let Ok(n) = s.parse::<u8>() {
+        return Ok(n);
+    }
+    icmp_table(proto).iter().find(|(name, _)| *name == s).map(|&(_, n)| n).ok_or_else(|| {
+        let family = if proto == IPPROTO_ICMPV6 { "ICMPv6" } else { "ICMP" };
+        format!("{s:?} is not an {family} type name or number (0-255)")
+    })
+}
+
+pub fn icmp_type_name(proto: u8, t: u8) -> String {
+    icmp_table(proto).iter().find(|&&(_, n)| n == t).map_or_else(|| t.to_string(), |(name, _)| name.to_string())
+}
+
+/// Linux interface names are at most 15 bytes (IFNAMSIZ 16 with the NUL); nftables
+/// matches a trailing `*` as a prefix and nothing else as a wildcard.
+pub const IFNAMSIZ: usize = 16;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct IfPattern(pub String);
+
+impl IfPattern {
+    pub fn is_glob(&self) -> bool {
+        self.0.ends_with('*')
+    }
+
+    /// The fixed part: the whole name, or what precedes the `*`.
+    pub fn stem(&self) -> &str {
+        self.0.trim_end_matches('*')
+    }
+
+    pub fn matches(&self, name: &str) -> bool {
+        if self.is_glob() {
+            name.starts_with(self.stem())
+        } else {
+            name == self.0
+        }
+    }
+
+    /// Whether some interface name matches both patterns (globs are prefix sets,
+    /// so two patterns either nest or are disjoint).
+    pub fn overlaps(&self, other: &IfPattern) -> bool {
+        match (self.is_glob(), other.is_glob()) {
+            (false, false) => self.0 == other.0,
+            (true, false) => self.matches(&other.0),
+            (false, true) => other.matches(&self.0),
+            (true, true) => self.stem().starts_with(other.stem()) || other.stem().starts_with(self.stem()),
+        }
+    }
+}
+
+pub fn parse_if_pattern(s: &str) -> Result<IfPattern, String> {
+    let stem = s.strip_suffix('*').unwrap_or(s);
+    if s.is_empty() {
+        return Err("\"\" is not an interface name".into());
+    }
+    if stem.len() >= IFNAMSIZ {
+        return Err(format!("{s:?} is not an interface name (at most {} bytes)", IFNAMSIZ - 1));
+    }
+    if let Some(c) = stem.chars().find(|c| *c == '*' || *c == '/' || *c == ':' || c.is_whitespace() || c.is_control()) {
+        let why = if c == '*' { "`*` may only end a pattern".to_string() } else { format!("{c:?} cannot be part of a name") };
+        return Err(format!("{s:?} is not an interface name or pattern ({why})"));
+    }
+    Ok(IfPattern(s.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        assert_eq!(parse_addr_range("10.0.0.0/8"), Ok(AddrRange::V4(0x0a00_0000, 0x0aff_ffff)));
+        assert_eq!(parse_addr_range("192.0.2.7"), Ok(AddrRange::V4(0xc000_0207, 0xc000_0207)));
+        assert_eq!(parse_addr_range("192.0.2.10-192.0.2.20"), Ok(AddrRange::V4(0xc000_020a, 0xc000_0214)));
+        assert_eq!(parse_addr_range("0.0.0.0/0"), Ok(AddrRange::V4(0, u32::MAX)));
+        assert_eq!(parse_addr_range("::/0"), Ok(AddrRange::V6(0, u128::MAX)));
+        assert!(matches!(parse_addr_range("2001:db8::/32"), Ok(AddrRange::V6(..))));
+        assert_eq!(
+            parse_addr_range("10.0.0.0/33").unwrap_err(),
+            "\"10.0.0.0/33\" is not a CIDR prefix (IPv4 prefix length is at most 32)"
+        );
+        assert_eq!(
+            parse_addr_range("10.0.0.1/8").unwrap_err(),
+            "\"10.0.0.1/8\" has host bits set (did you mean \"10.0.0.0/8\"?)"
+        );
+        assert_eq!(parse_addr_range("10.0.0.9-10.0.0.1").unwrap_err(), "\"10.0.0.9-10.0.0.1\" is not an address range (start > end)");
+        assert!(parse_addr_range("10.0.0.1-::1").unwrap_err().contains("mixes IPv4 and IPv6"));
+        assert!(parse_addr_range("300.1.1.1").is_err());
+        assert!(parse_addr_range("example.com").is_err());
+    }
+
+    #[test]
+    fn address_rendering_round_trips() {
+        for s in ["10.0.0.0/8", "192.0.2.7", "192.0.2.10-192.0.2.20", "2001:db8::/32", "::/0", "0.0.0.0/0"] {
+            assert_eq!(format_addr_range(&parse_addr_range(s).unwrap()), s);
+        }
+    }
+
+    #[test]
+    fn ports() {
+        assert_eq!(parse_port_range("8000-8080"), Ok(PortRange(8000, 8080)));
+        assert_eq!(parse_port_range("22"), Ok(PortRange(22, 22)));
+        assert_eq!(parse_port_range("80-70").unwrap_err(), "\"80-70\" is not a port range (start > end)");
+        assert_eq!(parse_port(70000).unwrap_err(), "70000 is not a port (0-65535)");
+        assert_eq!(parse_port(-1).unwrap_err(), "-1 is not a port (0-65535)");
+        assert!(parse_port_range("http").is_err());
+    }
+
+    #[test]
+    fn protocols_and_icmp() {
+        assert_eq!(parse_protocol("tcp"), Ok(Some(6)));
+        assert_eq!(parse_protocol("any"), Ok(None));
+        assert_eq!(parse_protocol("47"), Ok(Some(47)));
+        assert!(parse_protocol("256").is_err());
+        assert_eq!(parse_icmp_type(IPPROTO_ICMP, "echo-request"), Ok(8));
+        assert_eq!(parse_icmp_type(IPPROTO_ICMPV6, "echo-request"), Ok(128));
+        assert_eq!(parse_icmp_type(IPPROTO_ICMPV6, "nd-neighbor-solicit"), Ok(135));
+        assert!(parse_icmp_type(IPPROTO_ICMP, "nd-neighbor-solicit").is_err());
+        assert_eq!(icmp_type_name(IPPROTO_ICMPV6, 136), "nd-neighbor-advert");
+    }
+
+    #[test]
+    fn interface_patterns() {
+        let p = |s| parse_if_pattern(s).unwrap();
+        assert!(p("eth*").matches("eth0"));
+        assert!(!p("eth0").matches("eth01"));
+        assert!(p("eth*").overlaps(&p("eth0")));
+        assert!(p("eth0").overlaps(&p("eth*")));
+        assert!(p("e*").overlaps(&p("eth*")));
+        assert!(!p("eth0").overlaps(&p("eth1")));
+        assert!(!p("eth*").overlaps(&p("ens*")));
+        assert!(!p("eth0*").overlaps(&p("eth")));
+        assert!(p("eth*").overlaps(&p("eth")));
+        assert!(parse_if_pattern("e*th").is_err());
+        assert!(parse_if_pattern("averyveryverylongname").is_err());
+        assert!(parse_if_pattern("").is_err());
+    }
+}

@@ -1,0 +1,160 @@
+//! Human-readable rendering of the daemon's answers (`--json` prints them as is).
+
+use std::fmt::Write;
+
+use serde_json::Value;
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn list(v: &Value) -> String {
+    let items: Vec<String> = v.as_array().into_iter().flatten().map(s).collect();
+    if items.is_empty() {
+        "any".into()
+    } else {
+        items.join(",")
+    }
+}
+
+pub fn state(v: &Value) -> String {
+    let mut o = String::new();
+    let present = if v["present"] == Value::Bool(true) { "present" } else { "MISSING" };
+    let _ = writeln!(o, "table:       {} ({present})", s(&v["table"]));
+    let _ = writeln!(
+        o,
+        "ruleset:     {} sets, {} elements, {} chains, {} nft rules",
+        v["sets"], v["elements"], v["chains"], v["nft-rules"]
+    );
+    let _ = writeln!(o, "policy:      {} rules ({} enabled) from {} files", v["rules"], v["enabled-rules"], v["files"].as_array().map_or(0, Vec::len));
+    for f in v["files"].as_array().into_iter().flatten() {
+        let _ = writeln!(o, "             {}", s(f));
+    }
+    let _ = writeln!(o, "applied:     generation {}, at unix time {}, in {:.1} ms", v["generation"], s(&v["applied-at"]), v["last-apply-ms"].as_f64().unwrap_or(0.0));
+    if let Some(secs) = v["confirm-pending-secs"].as_u64() {
+        let _ = writeln!(o, "pending:     rolls back in {secs} s unless `ringfence confirm`");
+    }
+    match &v["last-error"] {
+        Value::String(e) => {
+            let _ = writeln!(o, "last reload: FAILED\n{e}");
+        }
+        _ => {
+            let _ = writeln!(o, "last reload: ok");
+        }
+    }
+    o
+}
+
+fn rule_match(r: &Value) -> String {
+    let mut parts = vec![s(&r["protocol"])];
+    for (key, label) in [
+        ("local-ports", "lport"),
+        ("remote-ports", "rport"),
+        ("remote-addresses", "remote"),
+        ("local-addresses", "local"),
+        ("interfaces", "if"),
+        ("profiles", "profile"),
+        ("icmp-types", "type"),
+        ("users", "uid"),
+    ] {
+        if r[key].as_array().is_some_and(|a| !a.is_empty()) {
+            parts.push(format!("{label}={}", list(&r[key])));
+        }
+    }
+    parts.join(" ")
+}
+
+pub fn rules(v: &Value) -> String {
+    let rows: Vec<[String; 7]> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let mut action = s(&r["action"]);
+            if r["enabled"] == Value::Bool(false) {
+                action.push_str(" (disabled)");
+            }
+            [s(&r["name"]), s(&r["direction"]), action, rule_match(r), s(&r["packets"]), s(&r["bytes"]), s(&r["source"])]
+        })
+        .collect();
+    table(&["NAME", "DIR", "ACTION", "MATCH", "PACKETS", "BYTES", "SOURCE"], &rows)
+}
+
+fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut o = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let text: Vec<String> = cells.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let _ = writeln!(o, "{}", text.join("  ").trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    o
+}
+
+pub fn profiles(v: &Value) -> String {
+    let mut o = String::new();
+    for p in v["profiles"].as_array().into_iter().flatten() {
+        let default = |d: &Value| format!("{} ({} packets, {} bytes)", s(&d["verdict"]), d["packets"], d["bytes"]);
+        let ifs = p["interfaces"].as_array().map_or(0, Vec::len);
+        let interfaces = if ifs == 0 && p["profile"] == "public" { "(every interface no other profile has)".into() } else { list(&p["interfaces"]) };
+        let _ = writeln!(o, "{}:\n  interfaces: {interfaces}\n  inbound:    {}\n  outbound:   {}", s(&p["profile"]), default(&p["inbound"]), default(&p["outbound"]));
+    }
+    let _ = writeln!(o, "host interfaces:");
+    for i in v["host-interfaces"].as_array().into_iter().flatten() {
+        let _ = writeln!(o, "  {:<16} {}", s(&i["interface"]), s(&i["profile"]));
+    }
+    o
+}
+
+fn from(v: &Value) -> String {
+    match &v["from"] {
+        Value::String(place) => format!("(set at {place})"),
+        _ => "(built-in default)".into(),
+    }
+}
+
+pub fn policy(v: &Value) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "files:");
+    for f in v["files"].as_array().into_iter().flatten() {
+        let _ = writeln!(o, "  {}", s(f));
+    }
+    let _ = writeln!(o, "profiles:");
+    for p in v["profiles"].as_array().into_iter().flatten() {
+        let _ = writeln!(o, "  {}:", s(&p["profile"]));
+        for key in ["interfaces", "inbound", "outbound"] {
+            let value = if key == "interfaces" { list(&p[key]["value"]) } else { s(&p[key]["value"]) };
+            let _ = writeln!(o, "    {key:<11} {value:<12} {}", from(&p[key]));
+        }
+    }
+    let log = &v["settings"]["log-dropped"];
+    let _ = writeln!(o, "settings:\n  log-dropped {} {}", s(&log["value"]), from(log));
+    let _ = writeln!(o, "rules:");
+    for r in v["rules"].as_array().into_iter().flatten() {
+        let enabled = if r["enabled"] == Value::Bool(false) { " (disabled)" } else { "" };
+        let _ = writeln!(o, "  {} {} {}{enabled}: {}  (set at {})", s(&r["name"]), s(&r["direction"]), s(&r["action"]), rule_match(r), s(&r["source"]));
+    }
+    o
+}
+
+pub fn explanation(v: &Value) -> String {
+    let d = &v["decided_by"];
+    let by = match d["kind"].as_str() {
+        Some("rule") => format!("rule {} ({}), set {}", s(&d["name"]), s(&d["place"]), s(&d["set"])),
+        Some("loopback") => "loopback traffic is always allowed".into(),
+        _ => format!("the {} profile's default", s(&d["profile"])),
+    };
+    format!("verdict:    {}\ndecided by: {by}\nprofile:    {}\n", s(&v["verdict"]), s(&v["profile"]))
+}
