@@ -5,6 +5,8 @@
 pub mod diag;
 mod load;
 pub mod raw;
+#[cfg(test)]
+mod tests;
 mod validate;
 pub mod values;
 
@@ -14,6 +16,8 @@ use serde::Serialize;
 
 pub use diag::{Diagnostic, Diagnostics, Place};
 pub use load::{load, DEFAULT_DIRS, EMBEDDED_DEFAULT};
+#[cfg(test)]
+pub use load::load_text;
 pub use raw::{Direction, ProfileKind, Verdict};
 use values::{AddrRange, IfPattern, PortRange};
 

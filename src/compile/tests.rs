@@ -1,0 +1,190 @@
+//! Golden tests of the generated ruleset (a reviewer reads the nftables JSON in
+//! the diff; `UPDATE_GOLDEN=1 cargo test` rewrites them) and unit tests of the
+//! layout's properties.
+
+use std::path::{Path, PathBuf};
+
+use super::*;
+use crate::explain::{explain, Decider, Packet};
+use crate::policy::load_text;
+
+fn policy(text: &str) -> Policy {
+    load_text(&[(PathBuf::from("test.yaml"), text.to_string())]).unwrap_or_else(|d| panic!("{d}"))
+}
+
+fn golden(policy_file: &Path, golden_file: &Path) {
+    let text = std::fs::read_to_string(policy_file).unwrap();
+    let name = PathBuf::from(policy_file.file_name().unwrap());
+    let p = load_text(&[(name, text)]).unwrap_or_else(|d| panic!("{d}"));
+    let c = compile(&p).unwrap_or_else(|d| panic!("{d}"));
+    let got = serde_json::to_string_pretty(&c.table.replace()).unwrap() + "\n";
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(golden_file, &got).unwrap();
+    }
+    let want = std::fs::read_to_string(golden_file)
+        .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1 to create it)", golden_file.display()));
+    assert!(got == want, "{} differs from its golden file {}; run UPDATE_GOLDEN=1 cargo test and review the diff", policy_file.display(), golden_file.display());
+}
+
+#[test]
+fn shipped_policies_match_their_golden_rulesets() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let goldens = root.join("src/compile/golden");
+    let mut files = vec![root.join("policies/default.yaml")];
+    let mut examples: Vec<PathBuf> = std::fs::read_dir(root.join("policies/examples")).unwrap().map(|e| e.unwrap().path()).collect();
+    examples.sort();
+    files.extend(examples);
+    for f in files {
+        let stem = f.file_stem().unwrap().to_string_lossy().into_owned();
+        golden(&f, &goldens.join(format!("{stem}.json")));
+    }
+}
+
+fn sets_named<'a>(c: &'a Compiled, prefix: &str) -> Vec<&'a Set> {
+    c.table.sets.iter().filter(|s| s.name.starts_with(prefix)).collect()
+}
+
+#[test]
+fn rules_of_one_shape_share_one_set() {
+    let mut text = String::from("rules:\n");
+    for i in 0..500 {
+        text += &format!("  - {{ name: r{i}, direction: in, action: block, protocol: tcp, remote-addresses: [\"10.0.{}.{}\"], local-ports: [{}] }}\n", i / 250, i % 250, 1000 + i);
+    }
+    let c = compile(&policy(&text)).unwrap();
+    assert_eq!(c.table.sets.len(), 1);
+    assert_eq!(c.table.sets[0].elems.len(), 500);
+    assert_eq!(c.table.sets[0].key, vec![nft::KeyType::InetProto, nft::KeyType::Ipv4Addr, nft::KeyType::InetService]);
+    // One lookup in the public inbound chain, plus the default.
+    let chain = c.table.chains.iter().find(|ch| ch.name == "in_public").unwrap();
+    assert_eq!(chain.rules.len(), 2);
+}
+
+#[test]
+fn overlapping_rules_become_disjoint_elements_with_the_same_union() {
+    let p = policy(
+        "rules:\n\
+         - { name: wide, direction: in, action: allow, protocol: tcp, remote-addresses: [\"10.0.0.0/8\"], local-ports: [22] }\n\
+         - { name: inside, direction: in, action: allow, protocol: tcp, remote-addresses: [\"10.1.0.0/16\"], local-ports: [\"20-80\"] }\n",
+    );
+    let c = compile(&p).unwrap();
+    let elems = &c.table.sets[0].elems;
+    for (i, a) in elems.iter().enumerate() {
+        for b in &elems[i + 1..] {
+            assert!(!a.ranges.iter().zip(b.ranges.iter()).all(|(x, y)| x.0 <= y.1 && y.0 <= x.1), "{a:?} overlaps {b:?}");
+        }
+    }
+    // Where both rules match, the element (and its counter) belongs to one of them.
+    for (addr, port, want) in [("10.9.9.9", 22, "wide"), ("10.1.2.3", 22, "wide|inside"), ("10.1.2.3", 80, "inside"), ("10.2.0.1", 80, "")] {
+        let pkt = Packet { protocol: 6, remote: Some(addr.parse().unwrap()), local_port: Some(port), ..Default::default() };
+        let e = explain(&p, &c, Direction::In, &pkt);
+        match e.decided_by {
+            Decider::Rule { name, .. } => assert!(want.split('|').any(|w| w == name), "{addr}:{port}: {name}"),
+            other => assert_eq!(want, "", "{addr}:{port} decided by {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn block_beats_allow_whatever_the_order() {
+    for (first, second) in [("allow", "block"), ("block", "allow")] {
+        let p = policy(&format!(
+            "rules:\n\
+             - {{ name: a, direction: in, action: {first}, protocol: tcp, local-ports: [443] }}\n\
+             - {{ name: b, direction: in, action: {second}, protocol: tcp, local-ports: [443] }}\n"
+        ));
+        let c = compile(&p).unwrap();
+        let pkt = Packet { protocol: 6, remote: Some("192.0.2.1".parse().unwrap()), local_port: Some(443), ..Default::default() };
+        assert_eq!(explain(&p, &c, Direction::In, &pkt).verdict, Verdict::Block);
+        let chain = c.table.chains.iter().find(|ch| ch.name == "in_public").unwrap();
+        let first_lookup = match &chain.rules[0].stmts[0] {
+            Stmt::InSet(_, set) => set.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert!(first_lookup.starts_with("in_block"), "blocks are looked up first: {first_lookup}");
+    }
+}
+
+#[test]
+fn profiles_get_their_own_chains_and_sets() {
+    let p = policy(
+        "profiles:\n  domain: { interfaces: [\"eth*\"], inbound: allow }\n  private: { interfaces: [wg0] }\n\
+         rules:\n\
+         - { name: dom-block, direction: in, action: block, protocol: udp, local-ports: [53], profiles: [domain] }\n\
+         - { name: all-ssh, direction: in, action: allow, protocol: tcp, local-ports: [22] }\n",
+    );
+    let c = compile(&p).unwrap();
+    let names: Vec<&str> = c.table.chains.iter().map(|ch| ch.name.as_str()).collect();
+    for want in ["in_domain", "in_private", "in_public", "out_domain", "input", "output"] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+    assert_eq!(sets_named(&c, "in_block_domain").len(), 1);
+    let udp53 = |iface: &str| Packet { protocol: 17, remote: Some("192.0.2.1".parse().unwrap()), local_port: Some(53), interface: Some(iface.into()), ..Default::default() };
+    let e = explain(&p, &c, Direction::In, &udp53("eth1"));
+    assert_eq!((e.verdict, e.profile), (Verdict::Block, ProfileKind::Domain));
+    let e = explain(&p, &c, Direction::In, &udp53("wg0"));
+    assert_eq!((e.verdict, e.profile, e.decided_by), (Verdict::Block, ProfileKind::Private, Decider::ProfileDefault { profile: ProfileKind::Private }));
+    let e = explain(&p, &c, Direction::In, &Packet { protocol: 17, local_port: Some(54), interface: Some("eth0".into()), ..Default::default() });
+    assert_eq!(e.verdict, Verdict::Allow, "domain's inbound default is allow");
+}
+
+#[test]
+fn interface_wildcards_stay_wildcards_when_rules_overlap() {
+    let p = policy(
+        "rules:\n\
+         - { name: any-eth, direction: in, action: allow, protocol: tcp, interfaces: [\"eth*\"], local-ports: [\"1-100\"] }\n\
+         - { name: eth0, direction: in, action: allow, protocol: tcp, interfaces: [eth0], local-ports: [\"50-200\"] }\n",
+    );
+    let c = compile(&p).unwrap();
+    let json = serde_json::to_string(&c.table.replace()).unwrap();
+    assert!(json.contains("\"eth*\"") && json.contains("\"eth0\""), "{json}");
+    for (iface, port, allowed) in [("eth0", 150, true), ("eth1", 150, false), ("eth1", 60, true), ("eth0", 60, true)] {
+        let pkt = Packet { protocol: 6, local_port: Some(port), interface: Some(iface.into()), ..Default::default() };
+        assert_eq!(explain(&p, &c, Direction::In, &pkt).verdict == Verdict::Allow, allowed, "{iface}:{port}");
+    }
+}
+
+#[test]
+fn a_rule_with_both_ip_versions_gets_a_set_per_version() {
+    let p = policy("rules:\n- { name: r, direction: in, action: block, remote-addresses: [\"10.0.0.0/8\", \"fd00::/8\"] }\n");
+    let c = compile(&p).unwrap();
+    let keys: Vec<Vec<nft::KeyType>> = c.table.sets.iter().map(|s| s.key.clone()).collect();
+    assert_eq!(keys, vec![vec![nft::KeyType::Ipv4Addr], vec![nft::KeyType::Ipv6Addr]]);
+}
+
+#[test]
+fn disabled_rules_compile_to_nothing_and_logged_rules_jump_to_a_log_chain() {
+    let p = policy(
+        "rules:\n\
+         - { name: off, direction: in, action: allow, protocol: tcp, local-ports: [1], enabled: false }\n\
+         - { name: logged, direction: out, action: block, protocol: udp, remote-ports: [9], log: true }\n",
+    );
+    let c = compile(&p).unwrap();
+    assert_eq!(c.table.sets.len(), 1);
+    assert_eq!(c.table.sets[0].elems[0].tag, 1);
+    let chain = c.table.chains.iter().find(|ch| ch.name == "out_public").unwrap();
+    assert_eq!(chain.rules[0].stmts[1], Stmt::Verdict(nft::Verdict::Goto("log_out_block".into())));
+    assert!(c.table.chains.iter().any(|ch| ch.name == "log_out_block"));
+}
+
+#[test]
+fn users_match_the_socket_owner_outbound() {
+    let p = policy("rules:\n- { name: u, direction: out, action: block, users: [0, 65534], protocol: tcp }\n");
+    let c = compile(&p).unwrap();
+    let out = |uid| Packet { protocol: 6, remote: Some("192.0.2.1".parse().unwrap()), remote_port: Some(80), uid, ..Default::default() };
+    assert_eq!(explain(&p, &c, Direction::Out, &out(Some(65534))).verdict, Verdict::Block);
+    assert_eq!(explain(&p, &c, Direction::Out, &out(Some(1000))).verdict, Verdict::Allow);
+    assert_eq!(explain(&p, &c, Direction::Out, &out(None)).verdict, Verdict::Allow, "no socket, no owner");
+}
+
+#[test]
+fn a_rule_that_multiplies_to_too_many_elements_is_an_error() {
+    let ports: Vec<String> = (1..=1100).map(|p| p.to_string()).collect();
+    let addrs: Vec<String> = (0..1000).map(|i| format!("\"10.0.{}.{}\"", i / 256, i % 256)).collect();
+    let p = policy(&format!(
+        "rules:\n- {{ name: big, direction: in, action: allow, protocol: tcp, local-ports: [{}], remote-addresses: [{}] }}\n",
+        ports.join(","),
+        addrs.join(",")
+    ));
+    let err = compile(&p).unwrap_err().to_string();
+    assert!(err.starts_with("test.yaml:2:3: rule \"big\" expands to 1100000 set elements"), "{err}");
+}

@@ -1,0 +1,188 @@
+//! Tests of loading, validation and merging.
+
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+fn load_one(text: &str) -> Result<Policy, Diagnostics> {
+    load_text(&[(PathBuf::from("p.yaml"), text.to_string())])
+}
+
+fn errors(text: &str) -> Vec<String> {
+    load_one(text).unwrap_err().0.iter().map(ToString::to_string).collect()
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let d = std::env::temp_dir().join(format!("ringfence-policy-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        TempDir(d)
+    }
+    fn sub(&self, name: &str) -> PathBuf {
+        let d = self.0.join(name);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str) {
+    fs::write(dir.join(name), text).unwrap();
+    fs::set_permissions(dir.join(name), fs::Permissions::from_mode(0o644)).unwrap();
+}
+
+#[test]
+fn the_embedded_default_is_valid_and_keeps_ssh_open() {
+    let p = load_text(&[(diag::embedded_path(), EMBEDDED_DEFAULT.to_string())]).unwrap();
+    let ssh = p.rules.iter().find(|r| r.name == "core-ssh-in").unwrap();
+    assert_eq!((ssh.direction, ssh.action, ssh.protocol), (Direction::In, Verdict::Allow, Some(6)));
+    assert!(p.profiles.iter().all(|pr| pr.inbound.value == Verdict::Block && pr.outbound.value == Verdict::Allow));
+}
+
+#[test]
+fn every_problem_is_reported_with_its_place() {
+    let errs = errors(
+        "rules:\n\
+         \x20 - name: a\n\
+         \x20   direction: in\n\
+         \x20   action: allow\n\
+         \x20   protocol: tcp\n\
+         \x20   local-ports: [22, \"80-70\", 70000]\n\
+         \x20   remote-addresses: [\"10.0.0.0/33\", dns]\n",
+    );
+    assert_eq!(
+        errs,
+        vec![
+            "p.yaml:6:23: rules[0].local-ports[1]: \"80-70\" is not a port range (start > end)",
+            "p.yaml:6:32: rules[0].local-ports[2]: 70000 is not a port (0-65535)",
+            "p.yaml:7:24: rules[0].remote-addresses[0]: \"10.0.0.0/33\" is not a CIDR prefix (IPv4 prefix length is at most 32)",
+            "p.yaml:7:39: rules[0].remote-addresses[1]: the keyword \"dns\" is reserved for dynamic exceptions, which this version does not support yet",
+        ]
+    );
+}
+
+#[test]
+fn unknown_keys_and_wrong_types_point_at_the_key() {
+    let errs = errors("rules:\n  - name: a\n    direction: in\n    action: allow\n    colour: red\n");
+    assert_eq!(errs.len(), 1);
+    assert!(errs[0].starts_with("p.yaml:5:5: unknown field `colour`"), "{errs:?}");
+    let errs = errors("rules:\n  - name: a\n    direction: sideways\n    action: allow\n");
+    assert!(errs[0].starts_with("p.yaml:3:16: "), "{errs:?}");
+    assert!(errs[0].contains("sideways"), "{errs:?}");
+}
+
+#[test]
+fn rule_level_consistency_checks() {
+    let errs = errors(
+        "rules:\n\
+         - { name: a, direction: in, action: allow, local-ports: [22] }\n\
+         - { name: b, direction: in, action: allow, protocol: tcp, icmp-types: [echo-request] }\n\
+         - { name: c, direction: in, action: allow, users: [root] }\n\
+         - { name: d, direction: in, action: allow, remote-addresses: [\"10.0.0.1\"], local-addresses: [\"::1\"] }\n\
+         - { name: e, direction: in, action: allow, protocol: icmp, remote-addresses: [\"fd00::1\"] }\n\
+         - { name: a, direction: out, action: block }\n",
+    );
+    let want = [
+        "p.yaml:2:58: rules[0].local-ports: ports need protocol tcp, udp, sctp, dccp or udplite (protocol is any)",
+        "p.yaml:3:72: rules[1].icmp-types: icmp-types need protocol icmp or icmpv6 (protocol is tcp)",
+        "p.yaml:4:52: rules[2].users: users match the owner of a local socket, so they apply to direction out only",
+        "p.yaml:5:11: rules[3]: can never match: its addresses and protocol have no IP version in common",
+        "p.yaml:6:11: rules[4]: can never match: its addresses and protocol have no IP version in common",
+        "p.yaml:7:11: rules[5].name: \"a\" is already the name of the rule at p.yaml:2:3",
+    ];
+    assert_eq!(errs, want);
+}
+
+#[test]
+fn duplicate_names_across_files_name_both_places() {
+    let rule = "rules:\n  - { name: web, direction: in, action: allow }\n";
+    let err = load_text(&[(PathBuf::from("10-a.yaml"), rule.into()), (PathBuf::from("20-b.yaml"), rule.into())]).unwrap_err();
+    assert_eq!(err.to_string(), "20-b.yaml:2:13: rules[0].name: \"web\" is already the name of the rule at 10-a.yaml:2:5");
+}
+
+#[test]
+fn profiles_merge_field_by_field_and_remember_who_set_what() {
+    let p = load_text(&[
+        (PathBuf::from("10-a.yaml"), "profiles:\n  domain: { interfaces: [eth0], inbound: allow }\n".into()),
+        (PathBuf::from("20-b.yaml"), "profiles:\n  domain: { inbound: block }\nsettings: { log-dropped: true }\n".into()),
+    ])
+    .unwrap();
+    let d = p.profile(ProfileKind::Domain);
+    assert_eq!(d.interfaces.value, vec![values::IfPattern("eth0".into())]);
+    assert_eq!(d.interfaces.from.as_ref().unwrap().to_string(), "10-a.yaml:2:25");
+    assert_eq!(d.inbound.value, Verdict::Block);
+    assert_eq!(d.inbound.from.as_ref().unwrap().to_string(), "20-b.yaml:2:22");
+    assert_eq!(d.outbound, Sourced::default(Verdict::Allow));
+    assert!(p.settings.log_dropped.value);
+    assert_eq!(p.profile_of("eth0"), ProfileKind::Domain);
+    assert_eq!(p.profile_of("eth1"), ProfileKind::Public);
+}
+
+#[test]
+fn an_interface_belongs_to_one_profile() {
+    let errs = errors("profiles:\n  domain: { interfaces: [\"eth*\"] }\n  private: { interfaces: [eth0, wg0] }\n");
+    assert_eq!(
+        errs,
+        vec!["p.yaml:3:26: profiles.private.interfaces: \"eth0\" overlaps \"eth*\" of profile domain at p.yaml:2:25; an interface belongs to one profile"]
+    );
+}
+
+#[test]
+fn empty_and_comment_only_files_are_empty_policies() {
+    assert!(load_one("").unwrap().rules.is_empty());
+    assert!(load_one("# nothing yet\n").unwrap().rules.is_empty());
+}
+
+#[test]
+fn later_directories_replace_files_of_the_same_name_and_dev_null_masks() {
+    let t = TempDir::new("dirs");
+    let (usr, etc) = (t.sub("usr"), t.sub("etc"));
+    write(&usr, "00-default.yaml", "rules:\n  - { name: from-usr, direction: in, action: allow }\n");
+    write(&usr, "50-extra.yaml", "rules:\n  - { name: extra, direction: in, action: allow }\n");
+    write(&usr, "notes.txt", "not policy");
+    write(&etc, "00-default.yaml", "rules:\n  - { name: from-etc, direction: in, action: allow }\n");
+    let p = load(&[usr.clone(), etc.clone()], true).unwrap();
+    let names: Vec<&str> = p.rules.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["from-etc", "extra"]);
+
+    symlink("/dev/null", etc.join("50-extra.yaml")).unwrap();
+    let p = load(&[usr, etc], true).unwrap();
+    assert_eq!(p.rules.len(), 1);
+}
+
+#[test]
+fn no_files_at_all_means_the_embedded_default() {
+    let t = TempDir::new("empty");
+    let p = load(&[t.sub("none")], true).unwrap();
+    assert_eq!(p.files, vec![diag::embedded_path()]);
+    let missing = t.0.join("missing");
+    let err = load(std::slice::from_ref(&missing), true).unwrap_err().to_string();
+    assert!(err.starts_with(&format!("{}:1:1: cannot read policy directory", missing.display())), "{err}");
+    assert!(load(&[missing], false).is_ok(), "a default directory may be absent");
+}
+
+#[test]
+fn unsafe_files_are_refused() {
+    let t = TempDir::new("unsafe");
+    let (dir, other) = (t.sub("policy"), t.sub("elsewhere"));
+    write(&other, "x.yaml", "rules: []\n");
+    symlink(other.join("x.yaml"), dir.join("a.yaml")).unwrap();
+    write(&dir, "b.yaml", "rules: []\n");
+    fs::set_permissions(dir.join("b.yaml"), fs::Permissions::from_mode(0o666)).unwrap();
+    fs::write(dir.join("c.yaml"), b"# caf\xe9\n").unwrap();
+    let errs: Vec<String> = load(&[dir.clone()], true).unwrap_err().0.iter().map(ToString::to_string).collect();
+    let d = dir.display();
+    assert!(errs[0].starts_with(&format!("{d}/a.yaml:1:1: is a symlink to ")) && errs[0].contains("outside its policy directory"), "{errs:?}");
+    assert_eq!(errs[1], format!("{d}/b.yaml:1:1: is world-writable (mode 0666); any user could change the firewall: chmod o-w it"));
+    assert_eq!(errs[2], format!("{d}/c.yaml:1:6: is not UTF-8 text (invalid byte here)"));
+}
