@@ -6,8 +6,10 @@ use serde_json::Value;
 use crate::nft::{self, NftError, Table};
 
 pub trait Backend {
-    /// Replaces the owned table in one transaction and checks it is in place.
+    /// Replaces the owned table in one transaction: all of it or nothing.
     fn replace(&mut self, table: &Table) -> Result<(), BackendError>;
+    /// Reads the table back and checks it has the shape that was sent.
+    fn verify(&self, table: &Table) -> Result<(), BackendError>;
     /// The owned table as the kernel has it now, with counters; `None` if absent.
     fn read(&self, table: &str) -> Result<Option<Value>, BackendError>;
     /// Deletes the owned table if present.
@@ -26,7 +28,10 @@ pub struct NftBackend;
 
 impl Backend for NftBackend {
     fn replace(&mut self, table: &Table) -> Result<(), BackendError> {
-        nft::apply(&table.replace())?;
+        Ok(nft::apply(&table.replace())?)
+    }
+
+    fn verify(&self, table: &Table) -> Result<(), BackendError> {
         verify(table, nft::list_table(&table.name, true)?)
     }
 
@@ -60,6 +65,7 @@ fn verify(table: &Table, listed: Option<Value>) -> Result<(), BackendError> {
 pub struct NoopBackend {
     pub applied: Vec<Table>,
     pub fail_next: bool,
+    pub fail_verify: bool,
 }
 
 #[cfg(test)]
@@ -69,6 +75,13 @@ impl Backend for NoopBackend {
             return Err(BackendError::Verify("injected failure".into()));
         }
         self.applied.push(table.clone());
+        Ok(())
+    }
+
+    fn verify(&self, _table: &Table) -> Result<(), BackendError> {
+        if self.fail_verify {
+            return Err(BackendError::Verify("injected failure".into()));
+        }
         Ok(())
     }
 

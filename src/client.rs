@@ -14,8 +14,13 @@ use crate::protocol::{Request, Response};
 const TIMEOUT: Duration = Duration::from_secs(120);
 
 pub fn call(socket: &Path, request: &Request) -> anyhow::Result<Value> {
-    let stream = UnixStream::connect(socket).with_context(|| {
-        format!("cannot reach the daemon at {} (is `ringfence daemon` running? see --socket)", socket.display())
+    let stream = UnixStream::connect(socket).map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
+            "reading state needs root or the group given to the daemon's --socket-group"
+        } else {
+            "is `ringfence daemon` running? see --socket"
+        };
+        anyhow!("cannot reach the daemon at {} ({hint}): {e}", socket.display())
     })?;
     stream.set_read_timeout(Some(TIMEOUT))?;
     let mut line = serde_json::to_vec(request)?;

@@ -13,6 +13,7 @@ use crate::policy::{Direction, Place, Policy, ProfileKind, Verdict};
 /// A new connection's first packet, as seen from this host. A field left out
 /// matches only rules that do not constrain it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct Packet {
     pub protocol: u8,
     pub remote: Option<IpAddr>,
@@ -61,6 +62,7 @@ pub enum Decider {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct Explanation {
     pub verdict: Verdict,
     pub profile: ProfileKind,

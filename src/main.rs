@@ -79,6 +79,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Explain(args) => explain(&cli.socket, args),
         Command::Apply { confirm } => {
             let answer = client::call(&cli.socket, &Request::Apply { confirm_secs: confirm.map(|d| d.as_secs()) })?;
+            if answer["unchanged"] == serde_json::Value::Bool(true) {
+                println!("the policy files compile to the ruleset already in force; nothing was sent to the kernel");
+            }
             match confirm {
                 Some(d) => println!(
                     "applied (generation {}); it rolls back in {} s unless `ringfence confirm` comes first",
@@ -135,6 +138,9 @@ fn explain(socket: &std::path::Path, a: ExplainArgs) -> anyhow::Result<ExitCode>
         .context("--protocol any cannot be a packet's protocol")?;
     let icmp_type = match &a.icmp_type {
         None => None,
+        Some(_) if protocol != values::IPPROTO_ICMP && protocol != values::IPPROTO_ICMPV6 => {
+            bail!("--icmp-type needs --protocol icmp or icmpv6")
+        }
         Some(t) => Some(values::parse_icmp_type(protocol, t).map_err(anyhow::Error::msg)?),
     };
     let uid = match &a.user {

@@ -11,7 +11,7 @@ use crate::policy::Direction;
 pub const DEFAULT_SOCKET: &str = "/run/ringfence/ringfence.sock";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "request", rename_all = "kebab-case")]
+#[serde(tag = "request", rename_all = "kebab-case", rename_all_fields = "kebab-case")]
 pub enum Request {
     State,
     Rules,

@@ -107,8 +107,7 @@ pub fn profiles(v: &Value) -> String {
     let mut o = String::new();
     for p in v["profiles"].as_array().into_iter().flatten() {
         let default = |d: &Value| format!("{} ({} packets, {} bytes)", s(&d["verdict"]), d["packets"], d["bytes"]);
-        let ifs = p["interfaces"].as_array().map_or(0, Vec::len);
-        let interfaces = if ifs == 0 && p["profile"] == "public" { "(every interface no other profile has)".into() } else { list(&p["interfaces"]) };
+        let interfaces = profile_interfaces(&p["profile"], &p["interfaces"]);
         let _ = writeln!(o, "{}:\n  interfaces: {interfaces}\n  inbound:    {}\n  outbound:   {}", s(&p["profile"]), default(&p["inbound"]), default(&p["outbound"]));
     }
     let _ = writeln!(o, "host interfaces:");
@@ -116,6 +115,18 @@ pub fn profiles(v: &Value) -> String {
         let _ = writeln!(o, "  {:<16} {}", s(&i["interface"]), s(&i["profile"]));
     }
     o
+}
+
+/// An empty list means "none" for a profile, except for public, which has every
+/// interface that no other profile claims.
+fn profile_interfaces(profile: &Value, list: &Value) -> String {
+    let names: Vec<String> = list.as_array().into_iter().flatten().map(s).collect();
+    match (names.is_empty(), profile == "public") {
+        (true, true) => "every interface no other profile has".into(),
+        (true, false) => "none".into(),
+        (false, true) => format!("{}, and every interface no other profile has", names.join(",")),
+        (false, false) => names.join(","),
+    }
 }
 
 fn from(v: &Value) -> String {
@@ -135,7 +146,7 @@ pub fn policy(v: &Value) -> String {
     for p in v["profiles"].as_array().into_iter().flatten() {
         let _ = writeln!(o, "  {}:", s(&p["profile"]));
         for key in ["interfaces", "inbound", "outbound"] {
-            let value = if key == "interfaces" { list(&p[key]["value"]) } else { s(&p[key]["value"]) };
+            let value = if key == "interfaces" { profile_interfaces(&p["profile"], &p[key]["value"]) } else { s(&p[key]["value"]) };
             let _ = writeln!(o, "    {key:<11} {value:<12} {}", from(&p[key]));
         }
     }
@@ -150,7 +161,7 @@ pub fn policy(v: &Value) -> String {
 }
 
 pub fn explanation(v: &Value) -> String {
-    let d = &v["decided_by"];
+    let d = &v["decided-by"];
     let by = match d["kind"].as_str() {
         Some("rule") => format!("rule {} ({}), set {}", s(&d["name"]), s(&d["place"]), s(&d["set"])),
         Some("loopback") => "loopback traffic is always allowed".into(),

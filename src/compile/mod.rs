@@ -31,8 +31,9 @@ use crate::policy::{Diagnostic, Diagnostics, Direction, Policy, ProfileKind, Rul
 /// The one table Ringfence owns; it creates, replaces and deletes nothing else.
 pub const TABLE: &str = "ringfence";
 
-/// One rule may not expand (product of its lists) to more elements than this.
-const MAX_ELEMENTS_PER_RULE: usize = 1_000_000;
+/// A policy may not expand (the product of each rule's lists, summed) to more
+/// set elements than this; YAML aliases let a small file ask for billions.
+const MAX_ELEMENTS: usize = 1_000_000;
 
 /// Log lines per second for all logging rules of one kind together.
 const LOG_RATE: u32 = 10;
@@ -94,16 +95,17 @@ impl Compiled {
 
 pub fn compile(policy: &Policy) -> Result<Compiled, Diagnostics> {
     let mut by_group: BTreeMap<Group, Vec<Elem>> = BTreeMap::new();
-    let mut diags = Vec::new();
+    let mut total = 0usize;
     for (tag, rule) in policy.rules.iter().enumerate().filter(|(_, r)| r.enabled) {
         let shapes = shapes(rule);
-        let total: usize = shapes.iter().map(|s| s.iter().map(|(_, v)| v.len()).product::<usize>()).sum();
-        if total > MAX_ELEMENTS_PER_RULE {
-            diags.push(Diagnostic::new(
-                rule.place.clone(),
-                format!("rule {:?} expands to {total} set elements (its lists multiply); split it, at most {MAX_ELEMENTS_PER_RULE}", rule.name),
-            ));
-            continue;
+        let count = shapes.iter().map(|s| s.iter().map(|(_, v)| v.len()).fold(1usize, usize::saturating_mul)).fold(0usize, usize::saturating_add);
+        total = total.saturating_add(count);
+        if total > MAX_ELEMENTS {
+            let m = format!(
+                "rule {:?} expands to {count} set elements (its lists multiply), which takes the policy past {MAX_ELEMENTS}; split or narrow it",
+                rule.name
+            );
+            return Err(Diagnostics(vec![Diagnostic::new(rule.place.clone(), m)]));
         }
         let scopes: Vec<Option<ProfileKind>> =
             if rule.profiles.is_empty() || rule.profiles.len() == ProfileKind::ALL.len() {
@@ -124,21 +126,24 @@ pub fn compile(policy: &Policy) -> Result<Compiled, Diagnostics> {
             }
         }
     }
-    if !diags.is_empty() {
-        return Err(Diagnostics(diags));
+    let mut groups = Vec::new();
+    let mut sets = Vec::new();
+    for (group, elems) in by_group {
+        let first_is_ifname = group.fields.first() == Some(&Field::Interface);
+        // Exact values go to a hash set, looked up in constant time. Ranges,
+        // prefixes and wildcards need an interval set (rbtree, or pipapo for a
+        // concatenation), whose lookup cost grows with the number of elements.
+        let (exact, ranged): (Vec<Elem>, Vec<Elem>) =
+            disjoint::make_disjoint(elems, first_is_ifname).into_iter().partition(|e| e.ranges.iter().all(|r| r.0 == r.1));
+        for (elems, interval) in [(exact, false), (ranged, true)] {
+            if elems.is_empty() {
+                continue;
+            }
+            let name = if interval { format!("{}_ranges", group.set_name()) } else { group.set_name() };
+            sets.push(Set { name, key: group.fields.iter().map(|f| f.key_type()).collect(), interval, elems });
+            groups.push(group.clone());
+        }
     }
-    let (groups, sets): (Vec<Group>, Vec<Set>) = by_group
-        .into_iter()
-        .map(|(group, elems)| {
-            let first_is_ifname = group.fields.first() == Some(&Field::Interface);
-            let set = Set {
-                name: group.set_name(),
-                key: group.fields.iter().map(|f| f.key_type()).collect(),
-                elems: disjoint::make_disjoint(elems, first_is_ifname),
-            };
-            (group, set)
-        })
-        .unzip();
     let mut compiled = Compiled { table: Table { name: TABLE.into(), sets, chains: Vec::new() }, groups };
     compiled.table.chains = chains(policy, &compiled);
     Ok(compiled)

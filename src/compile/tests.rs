@@ -53,6 +53,7 @@ fn rules_of_one_shape_share_one_set() {
     let c = compile(&policy(&text)).unwrap();
     assert_eq!(c.table.sets.len(), 1);
     assert_eq!(c.table.sets[0].elems.len(), 500);
+    assert!(!c.table.sets[0].interval, "exact values go to a hash set");
     assert_eq!(c.table.sets[0].key, vec![nft::KeyType::InetProto, nft::KeyType::Ipv4Addr, nft::KeyType::InetService]);
     // One lookup in the public inbound chain, plus the default.
     let chain = c.table.chains.iter().find(|ch| ch.name == "in_public").unwrap();

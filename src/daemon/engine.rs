@@ -1,6 +1,13 @@
 //! The daemon's state machine, free of sockets and signals: load, compile,
 //! apply, confirm, roll back. Every change goes through `apply_policy`, so a
 //! policy that fails anywhere leaves the running table exactly as it was.
+//!
+//! The confirmation window: `apply --confirm D` records the policy in force as
+//! the baseline and arms a deadline. Every change applied inside the window, by
+//! that request or by edited files, rolls back to the baseline at the deadline
+//! unless `confirm` comes first. After a rollback the files still hold the change,
+//! so automatic reloads refuse that exact policy until the files are edited again
+//! or an explicit `apply` forces it.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
@@ -15,10 +22,32 @@ pub enum EngineError {
     Policy(Diagnostics),
     #[error("applying the ruleset failed; the running ruleset is unchanged")]
     Apply(#[source] BackendError),
+    #[error("the ruleset was applied, but reading it back failed")]
+    Verify(#[source] BackendError),
     #[error("nothing is waiting for confirmation")]
     NothingToConfirm,
-    #[error("an apply is waiting for confirmation; run `ringfence confirm` or wait for the rollback first")]
-    ConfirmPending,
+    #[error(
+        "the policy files still hold the change that was rolled back for lack of confirmation; \
+         edit them, or force them with `ringfence apply`"
+    )]
+    RolledBack,
+}
+
+/// What started a reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// SIGHUP or edited policy files.
+    Files,
+    /// `ringfence apply [--confirm D]`.
+    Request { confirm: Option<Duration> },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Applied,
+    /// The policy compiled to the table already in force: nothing was sent, and
+    /// the counters keep counting.
+    Unchanged,
 }
 
 /// What is in the kernel now, and where it came from.
@@ -28,9 +57,9 @@ pub struct Applied {
     pub at: SystemTime,
 }
 
-/// An apply that rolls back to `previous` at `deadline` unless confirmed.
+/// An open confirmation window.
 pub struct Pending {
-    previous: Policy,
+    baseline: Policy,
     pub deadline: Instant,
 }
 
@@ -40,6 +69,8 @@ pub struct Engine<B: Backend> {
     pub backend: B,
     pub applied: Option<Applied>,
     pub pending: Option<Pending>,
+    /// The policy the last rollback removed.
+    rolled_back: Option<Policy>,
     /// How many times a ruleset was applied.
     pub generation: u64,
     pub last_apply: Duration,
@@ -55,129 +86,80 @@ impl<B: Backend> Engine<B> {
             backend,
             applied: None,
             pending: None,
+            rolled_back: None,
             generation: 0,
             last_apply: Duration::ZERO,
             last_error: None,
         }
     }
 
-    /// Reads and applies the policy files. With `confirm`, the previous policy
-    /// comes back after that long unless `confirm()` is called.
-    pub fn reload(&mut self, confirm: Option<Duration>) -> Result<(), EngineError> {
-        if self.pending.is_some() {
-            return Err(EngineError::ConfirmPending);
+    /// Reads the policy files and applies them.
+    pub fn reload(&mut self, trigger: Trigger) -> Result<Outcome, EngineError> {
+        let result = self.reload_inner(trigger);
+        match &result {
+            Ok(_) => self.last_error = None,
+            Err(e) => self.last_error = Some(format!("{e:#}")),
         }
-        let result = policy::load(&self.dirs, self.dirs_required)
-            .map_err(EngineError::Policy)
-            .and_then(|policy| self.apply_policy(policy));
-        match result {
-            Ok(previous) => {
-                self.last_error = None;
-                if let (Some(wait), Some(previous)) = (confirm, previous) {
-                    self.pending = Some(Pending { previous, deadline: Instant::now() + wait });
-                }
-                Ok(())
-            }
-            Err(e) => {
-                self.last_error = Some(e.to_string());
-                Err(e)
-            }
+        result
+    }
+
+    fn reload_inner(&mut self, trigger: Trigger) -> Result<Outcome, EngineError> {
+        let policy = policy::load(&self.dirs, self.dirs_required).map_err(EngineError::Policy)?;
+        let confirm = match trigger {
+            Trigger::Files if self.rolled_back.as_ref() == Some(&policy) => return Err(EngineError::RolledBack),
+            Trigger::Files => return self.apply_policy(policy),
+            Trigger::Request { confirm } => confirm,
+        };
+        // An explicit request is the administrator's word: it lifts the rollback guard.
+        self.rolled_back = None;
+        let Some(wait) = confirm else { return self.apply_policy(policy) };
+        let baseline = match self.pending.take() {
+            Some(open) => open.baseline,
+            None => self.applied.as_ref().map_or_else(|| policy.clone(), |a| a.policy.clone()),
+        };
+        let outcome = self.apply_policy(policy);
+        // Even if this apply failed, earlier changes in the window still wait
+        // for confirmation.
+        if outcome.is_ok() || self.applied.as_ref().is_some_and(|a| a.policy != baseline) {
+            self.pending = Some(Pending { baseline, deadline: Instant::now() + wait });
         }
+        outcome
     }
 
     pub fn confirm(&mut self) -> Result<(), EngineError> {
         self.pending.take().map(|_| ()).ok_or(EngineError::NothingToConfirm)
     }
 
-    /// Re-applies the policy from before the unconfirmed apply.
-    pub fn rollback(&mut self) -> Result<(), EngineError> {
+    /// Re-applies the baseline of the open window.
+    pub fn rollback(&mut self) -> Result<Outcome, EngineError> {
         let pending = self.pending.take().ok_or(EngineError::NothingToConfirm)?;
-        self.apply_policy(pending.previous).map(|_| ())
+        let removed = self.applied.as_ref().map(|a| a.policy.clone());
+        let outcome = self.apply_policy(pending.baseline)?;
+        self.rolled_back = removed;
+        Ok(outcome)
     }
 
-    /// Compiles and applies `policy`; returns the policy it replaced.
-    fn apply_policy(&mut self, policy: Policy) -> Result<Option<Policy>, EngineError> {
+    fn apply_policy(&mut self, policy: Policy) -> Result<Outcome, EngineError> {
         let compiled = compile::compile(&policy).map_err(EngineError::Policy)?;
+        if let Some(current) = &mut self.applied {
+            if current.compiled.table == compiled.table {
+                // Same table: keep the kernel's (and its counters); the policy's
+                // places may still have moved.
+                current.policy = policy;
+                current.compiled = compiled;
+                return Ok(Outcome::Unchanged);
+            }
+        }
         let start = Instant::now();
         self.backend.replace(&compiled.table).map_err(EngineError::Apply)?;
         self.last_apply = start.elapsed();
         self.generation += 1;
-        let previous = self.applied.replace(Applied { policy, compiled, at: SystemTime::now() });
-        Ok(previous.map(|a| a.policy))
+        // From here the kernel has the new table, whatever the read-back says.
+        let applied = self.applied.insert(Applied { policy, compiled, at: SystemTime::now() });
+        self.backend.verify(&applied.compiled.table).map_err(EngineError::Verify)?;
+        Ok(Outcome::Applied)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::backend::NoopBackend;
-    use std::fs;
-
-    fn engine(dir: &std::path::Path) -> Engine<NoopBackend> {
-        Engine::new(vec![dir.to_path_buf()], true, NoopBackend::default())
-    }
-
-    fn write(dir: &std::path::Path, name: &str, text: &str) {
-        fs::write(dir.join(name), text).unwrap();
-    }
-
-    const ONE_RULE: &str = "rules:\n  - { name: web, direction: in, action: allow, protocol: tcp, local-ports: [80] }\n";
-    const TWO_RULES: &str = "rules:\n  - { name: web, direction: in, action: allow, protocol: tcp, local-ports: [80] }\n  - { name: dns, direction: in, action: allow, protocol: udp, local-ports: [53] }\n";
-
-    fn tempdir(tag: &str) -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(format!("ringfence-engine-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
-        fs::create_dir_all(&d).unwrap();
-        d
-    }
-
-    #[test]
-    fn a_bad_policy_changes_nothing() {
-        let d = tempdir("bad");
-        write(&d, "10.yaml", ONE_RULE);
-        let mut e = engine(&d);
-        e.reload(None).unwrap();
-        write(&d, "20.yaml", "rules:\n  - { name: x, direction: in, action: allow, protocol: tcp, local-ports: [70000] }\n");
-        let err = e.reload(None).unwrap_err();
-        assert!(err.to_string().contains("20.yaml:2:"), "{err}");
-        assert_eq!(e.backend.applied.len(), 1);
-        assert_eq!(e.generation, 1);
-        assert!(e.last_error.as_deref().unwrap().contains("70000 is not a port"));
-        fs::remove_dir_all(d).unwrap();
-    }
-
-    #[test]
-    fn a_failed_apply_keeps_the_old_state() {
-        let d = tempdir("fail");
-        write(&d, "10.yaml", ONE_RULE);
-        let mut e = engine(&d);
-        e.reload(None).unwrap();
-        write(&d, "10.yaml", TWO_RULES);
-        e.backend.fail_next = true;
-        assert!(matches!(e.reload(None), Err(EngineError::Apply(_))));
-        assert_eq!(e.applied.as_ref().unwrap().policy.rules.len(), 1);
-        fs::remove_dir_all(d).unwrap();
-    }
-
-    #[test]
-    fn confirm_and_rollback() {
-        let d = tempdir("confirm");
-        write(&d, "10.yaml", ONE_RULE);
-        let mut e = engine(&d);
-        e.reload(None).unwrap();
-        let first = e.backend.applied[0].clone();
-
-        write(&d, "10.yaml", TWO_RULES);
-        e.reload(Some(Duration::from_secs(60))).unwrap();
-        assert!(matches!(e.reload(None), Err(EngineError::ConfirmPending)));
-        e.rollback().unwrap();
-        assert_eq!(e.backend.applied.last(), Some(&first), "rollback restores the previous table exactly");
-        assert_eq!(e.applied.as_ref().unwrap().policy.rules.len(), 1);
-
-        e.reload(Some(Duration::from_secs(60))).unwrap();
-        e.confirm().unwrap();
-        assert!(matches!(e.confirm(), Err(EngineError::NothingToConfirm)));
-        assert_eq!(e.applied.as_ref().unwrap().policy.rules.len(), 2);
-        fs::remove_dir_all(d).unwrap();
-    }
-}
+mod tests;

@@ -3,6 +3,7 @@
 
 mod control;
 mod engine;
+mod lock;
 mod views;
 mod watch;
 
@@ -15,7 +16,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
-use engine::Engine;
+use engine::{Engine, Outcome, Trigger};
 use views::policy_view;
 use crate::backend::{Backend, NftBackend};
 use crate::compile::TABLE;
@@ -34,12 +35,16 @@ pub struct Options {
 }
 
 pub async fn run(opts: Options) -> anyhow::Result<()> {
-    let mut engine = Engine::new(opts.dirs.clone(), opts.dirs_required, NftBackend);
-    // Nothing is served, and nothing is touched, until the policy applies.
-    engine.reload(None).context("cannot start")?;
-    log_applied(&engine, "started");
-
+    // Checks that stop a second daemon come before anything touches the kernel.
+    let _lock = lock::lock_netns()?;
     let listener = control::bind(&opts.socket, opts.socket_group.as_deref())?;
+    let mut engine = Engine::new(opts.dirs.clone(), opts.dirs_required, NftBackend);
+    if let Err(e) = engine.reload(Trigger::Files) {
+        let _ = std::fs::remove_file(&opts.socket);
+        return Err(e).context("cannot start");
+    }
+    log_applied(&engine, Outcome::Applied, "started");
+
     let (calls_tx, mut calls) = mpsc::channel::<control::Call>(64);
     let (ticks_tx, mut ticks) = mpsc::unbounded_channel();
     let _watcher = watch::watch(&opts.dirs, ticks_tx).context("cannot watch the policy directories")?;
@@ -63,16 +68,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             Some(()) = ticks.recv() => reload_at = Some(Instant::now() + DEBOUNCE),
             _ = sleep_until(reload_at.unwrap_or_else(Instant::now)), if reload_at.is_some() => {
                 reload_at = None;
-                if engine.pending.is_some() {
-                    tracing::warn!("policy files changed while an apply waits for confirmation; not reloading");
-                } else {
-                    reload(&mut engine, "policy files changed");
-                }
+                reload(&mut engine, "policy files changed");
             }
             _ = sleep_until(rollback_at.unwrap_or_else(Instant::now)), if rollback_at.is_some() => {
                 match engine.rollback() {
-                    Ok(()) => log_applied(&engine, "rolled back: not confirmed in time"),
-                    Err(e) => tracing::error!(error = %e, "rollback failed"),
+                    Ok(outcome) => log_applied(&engine, outcome, "rolled back: not confirmed in time"),
+                    Err(e) => tracing::error!("rollback failed: {e:#}"),
                 }
             }
             _ = term.recv() => break,
@@ -90,25 +91,29 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn log_applied<B: Backend>(engine: &Engine<B>, why: &str) {
+fn log_applied<B: Backend>(engine: &Engine<B>, outcome: Outcome, why: &str) {
     if let Some(a) = &engine.applied {
+        let what = match outcome {
+            Outcome::Applied => "policy applied",
+            Outcome::Unchanged => "policy reloaded; the table is unchanged",
+        };
         tracing::info!(
-            outcome = why,
+            trigger = why,
             generation = engine.generation,
             files = a.policy.files.len(),
             rules = a.policy.rules.len(),
             sets = a.compiled.table.sets.len(),
             elements = a.compiled.table.element_count(),
             apply_ms = engine.last_apply.as_millis() as u64,
-            "policy applied"
+            "{what}"
         );
     }
 }
 
 fn reload<B: Backend>(engine: &mut Engine<B>, why: &str) {
-    match engine.reload(None) {
-        Ok(()) => log_applied(engine, why),
-        Err(e) => tracing::error!(trigger = why, "reload rejected: {e:#}"),
+    match engine.reload(Trigger::Files) {
+        Ok(outcome) => log_applied(engine, outcome, why),
+        Err(e) => tracing::error!("reload ({why}) failed: {e:#}"),
     }
 }
 
@@ -123,9 +128,9 @@ fn handle<B: Backend>(engine: &mut Engine<B>, request: Request) -> Response {
         })),
         Request::Apply { confirm_secs } => {
             let confirm = confirm_secs.map(Duration::from_secs);
-            engine.reload(confirm).map(|()| {
-                log_applied(engine, if confirm.is_some() { "applied, waiting for confirmation" } else { "applied on request" });
-                json!({ "generation": engine.generation, "confirm-secs": confirm_secs })
+            engine.reload(Trigger::Request { confirm }).map(|outcome| {
+                log_applied(engine, outcome, if confirm.is_some() { "apply, waiting for confirmation" } else { "apply" });
+                json!({ "generation": engine.generation, "unchanged": outcome == Outcome::Unchanged, "confirm-secs": confirm_secs })
             }).map_err(|e| format!("{e:#}"))
         }
         Request::Confirm => engine.confirm().map(|()| {

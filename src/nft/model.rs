@@ -99,12 +99,14 @@ pub struct Elem {
     pub tag: u32,
 }
 
-/// A named set with `flags interval` (so every field may be a range, prefix or
-/// wildcard) and a counter on every element.
+/// A named set with a counter on every element. With `interval`, every field may
+/// be a range, prefix or wildcard; without it, elements are exact values and the
+/// kernel picks a hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Set {
     pub name: String,
     pub key: Vec<KeyType>,
+    pub interval: bool,
     pub elems: Vec<Elem>,
 }
 
@@ -333,7 +335,9 @@ impl Serialize for SetFields<'_> {
             [one] => m.serialize_entry("type", one.nft_name())?,
             many => m.serialize_entry("type", &many.iter().map(|k| k.nft_name()).collect::<Vec<_>>())?,
         }
-        m.serialize_entry("flags", &["interval"])?;
+        if set.interval {
+            m.serialize_entry("flags", &["interval"])?;
+        }
         m.serialize_entry("stmt", &[json!({ "counter": null })])?;
         if !set.elems.is_empty() {
             m.serialize_entry("elem", &Elems(set))?;

@@ -14,7 +14,7 @@ pub struct RawFile {
     pub version: Option<S<u32>>,
     pub profiles: Option<RawProfiles>,
     #[serde(default)]
-    pub rules: Vec<S<RawRule>>,
+    pub rules: List<S<RawRule>>,
     pub settings: Option<RawSettings>,
 }
 
@@ -29,7 +29,7 @@ pub struct RawProfiles {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawProfile {
-    pub interfaces: Option<S<Vec<S<String>>>>,
+    pub interfaces: Option<S<List<S<String>>>>,
     pub inbound: Option<S<Verdict>>,
     pub outbound: Option<S<Verdict>>,
 }
@@ -69,34 +69,35 @@ impl Direction {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawRule {
-    pub name: S<String>,
-    pub direction: S<Direction>,
-    pub action: S<Verdict>,
+    // Optional here so that a missing one is reported at the rule, by `validate`.
+    pub name: Option<S<String>>,
+    pub direction: Option<S<Direction>>,
+    pub action: Option<S<Verdict>>,
     pub protocol: Option<S<Scalar>>,
     #[serde(default)]
-    pub local_ports: Vec<S<Scalar>>,
+    pub local_ports: List<S<Scalar>>,
     #[serde(default)]
-    pub remote_ports: Vec<S<Scalar>>,
+    pub remote_ports: List<S<Scalar>>,
     #[serde(default)]
-    pub remote_addresses: Vec<S<String>>,
+    pub remote_addresses: List<S<String>>,
     #[serde(default)]
-    pub local_addresses: Vec<S<String>>,
+    pub local_addresses: List<S<String>>,
     #[serde(default)]
-    pub interfaces: Vec<S<String>>,
+    pub interfaces: List<S<String>>,
     #[serde(default)]
-    pub profiles: Vec<S<ProfileKind>>,
+    pub profiles: List<S<ProfileKind>>,
     #[serde(default)]
-    pub icmp_types: Vec<S<Scalar>>,
+    pub icmp_types: List<S<Scalar>>,
     #[serde(default)]
-    pub users: Vec<S<Scalar>>,
-    pub log: Option<S<bool>>,
-    pub enabled: Option<S<bool>>,
+    pub users: List<S<Scalar>>,
+    pub log: Option<S<Flag>>,
+    pub enabled: Option<S<Flag>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawSettings {
-    pub log_dropped: Option<S<bool>>,
+    pub log_dropped: Option<S<Flag>>,
 }
 
 /// Network location profiles, as in Windows Firewall.
@@ -154,7 +155,58 @@ impl<'de> Deserialize<'de> for Scalar {
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
                 Ok(Scalar::Str(v.to_string()))
             }
+            // `8.5` or `1e20` as a port: let validation say it is not a port.
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar::Str(v.to_string()))
+            }
         }
         d.deserialize_any(V)
+    }
+}
+
+/// `true` or `false`, nothing else: YAML 1.1's `yes`, `on`, `y` and quoted
+/// strings are refused rather than guessed at, in a firewall's `enabled:`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flag(pub bool);
+
+impl<'de> Deserialize<'de> for Flag {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Flag;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("true or false")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Flag, E> {
+                Ok(Flag(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Flag, E> {
+                Err(E::custom(format!("{v:?} is not true or false")))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A list that may also be written empty (`key:` with no value, YAML null).
+#[derive(Debug)]
+pub struct List<T>(pub Vec<T>);
+
+impl<T> Default for List<T> {
+    fn default() -> Self {
+        List(Vec::new())
+    }
+}
+
+impl<T> std::ops::Deref for List<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        &self.0
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for List<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Option::<Vec<T>>::deserialize(d).map(|v| List(v.unwrap_or_default()))
     }
 }

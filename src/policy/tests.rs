@@ -96,8 +96,8 @@ fn rule_level_consistency_checks() {
         "p.yaml:2:58: rules[0].local-ports: ports need protocol tcp, udp, sctp, dccp or udplite (protocol is any)",
         "p.yaml:3:72: rules[1].icmp-types: icmp-types need protocol icmp or icmpv6 (protocol is tcp)",
         "p.yaml:4:52: rules[2].users: users match the owner of a local socket, so they apply to direction out only",
-        "p.yaml:5:11: rules[3]: can never match: its addresses and protocol have no IP version in common",
-        "p.yaml:6:11: rules[4]: can never match: its addresses and protocol have no IP version in common",
+        "p.yaml:5:11: rules[3]: can never match: IPv4 only by remote-addresses, IPv6 only by local-addresses",
+        "p.yaml:6:11: rules[4]: can never match: IPv4 only by protocol icmp, IPv6 only by remote-addresses",
         "p.yaml:7:11: rules[5].name: \"a\" is already the name of the rule at p.yaml:2:3",
     ];
     assert_eq!(errs, want);
@@ -133,7 +133,7 @@ fn an_interface_belongs_to_one_profile() {
     let errs = errors("profiles:\n  domain: { interfaces: [\"eth*\"] }\n  private: { interfaces: [eth0, wg0] }\n");
     assert_eq!(
         errs,
-        vec!["p.yaml:3:26: profiles.private.interfaces: \"eth0\" overlaps \"eth*\" of profile domain at p.yaml:2:25; an interface belongs to one profile"]
+        vec!["p.yaml:3:27: profiles.private.interfaces: \"eth0\" overlaps \"eth*\" of profile domain at p.yaml:2:26; an interface belongs to one profile"]
     );
 }
 
@@ -180,9 +180,48 @@ fn unsafe_files_are_refused() {
     write(&dir, "b.yaml", "rules: []\n");
     fs::set_permissions(dir.join("b.yaml"), fs::Permissions::from_mode(0o666)).unwrap();
     fs::write(dir.join("c.yaml"), b"# caf\xe9\n").unwrap();
-    let errs: Vec<String> = load(&[dir.clone()], true).unwrap_err().0.iter().map(ToString::to_string).collect();
+    let errs: Vec<String> = load(std::slice::from_ref(&dir), true).unwrap_err().0.iter().map(ToString::to_string).collect();
     let d = dir.display();
-    assert!(errs[0].starts_with(&format!("{d}/a.yaml:1:1: is a symlink to ")) && errs[0].contains("outside its policy directory"), "{errs:?}");
+    assert!(errs[0].starts_with(&format!("{d}/a.yaml:1:1: is a symlink to ")) && errs[0].ends_with("which is not in the same policy directory; copy the file instead"), "{errs:?}");
     assert_eq!(errs[1], format!("{d}/b.yaml:1:1: is world-writable (mode 0666); any user could change the firewall: chmod o-w it"));
     assert_eq!(errs[2], format!("{d}/c.yaml:1:6: is not UTF-8 text (invalid byte here)"));
+}
+
+#[test]
+fn a_fifo_is_refused_without_blocking() {
+    let t = TempDir::new("fifo");
+    let dir = t.sub("policy");
+    nix::unistd::mkfifo(&dir.join("f.yaml"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let err = load(std::slice::from_ref(&dir), true).unwrap_err().to_string();
+    assert_eq!(err, format!("{}/f.yaml:1:1: is not a regular file", dir.display()));
+}
+
+#[test]
+fn hidden_files_are_not_policy() {
+    let t = TempDir::new("hidden");
+    let dir = t.sub("policy");
+    symlink("/nonexistent", dir.join(".#10-web.yaml")).unwrap();
+    write(&dir, "10-web.yaml", "rules:\n  - { name: web, direction: in, action: allow }\n");
+    assert_eq!(load(&[dir], true).unwrap().rules.len(), 1);
+}
+
+#[test]
+fn booleans_are_true_or_false_only() {
+    for bad in ["yes", "\"true\"", "on", "1"] {
+        let text = format!("rules:\n  - {{ name: a, direction: in, action: allow, enabled: {bad} }}\n");
+        assert!(load_one(&text).is_err(), "enabled: {bad} was accepted");
+    }
+    assert!(!load_one("rules:\n  - { name: a, direction: in, action: allow, enabled: false }\n").unwrap().rules[0].enabled);
+}
+
+#[test]
+fn missing_keys_are_reported_at_the_rule() {
+    assert_eq!(errors("rules:\n  - name: a\n    protocol: tcp\n"), vec!["p.yaml:2:5: rules[0]: missing direction and action (every rule needs name, direction and action)"]);
+}
+
+#[test]
+fn empty_lists_may_be_written_without_a_value() {
+    let p = load_one("rules:\n  - name: a\n    direction: in\n    action: allow\n    local-addresses:\n").unwrap();
+    assert!(p.rules[0].local_addresses.is_empty());
+    assert!(load_one("rules:\n").unwrap().rules.is_empty());
 }

@@ -57,6 +57,8 @@ pub(super) fn merge(files: &[(Arc<Path>, RawFile)], diags: &mut Vec<Diagnostic>)
         settings: Settings { log_dropped: Sourced::default(false) },
     };
     let mut names: HashMap<String, Place> = HashMap::new();
+    // Where each profile's interface pattern was written, for overlap messages.
+    let mut pattern_places: HashMap<(ProfileKind, String), Place> = HashMap::new();
     for (file, raw) in files {
         let mut cx = Ctx { file, diags };
         if let Some(v) = &raw.version {
@@ -67,32 +69,35 @@ pub(super) fn merge(files: &[(Arc<Path>, RawFile)], diags: &mut Vec<Diagnostic>)
         if let Some(p) = &raw.profiles {
             for (kind, profile) in [(ProfileKind::Domain, &p.domain), (ProfileKind::Private, &p.private), (ProfileKind::Public, &p.public)] {
                 if let Some(profile) = profile {
-                    merge_profile(&mut cx, &mut policy.profiles[kind as usize], profile);
+                    merge_profile(&mut cx, &mut policy.profiles[kind as usize], profile, &mut pattern_places);
                 }
             }
         }
         if let Some(log) = raw.settings.as_ref().and_then(|s| s.log_dropped.as_ref()) {
-            policy.settings.log_dropped = Sourced { value: log.value, from: Some(cx.place(log)) };
+            policy.settings.log_dropped = Sourced { value: log.value.0, from: Some(cx.place(log)) };
         }
         for (i, raw_rule) in raw.rules.iter().enumerate() {
             let place = cx.place(raw_rule);
-            let rule = validate_rule(&mut cx, i, &raw_rule.value, place);
+            let Some((rule, name_at)) = validate_rule(&mut cx, i, &raw_rule.value, place) else { continue };
             if let Some(first) = names.get(&rule.name) {
                 let m = format!("rules[{i}].name: {:?} is already the name of the rule at {first}", rule.name);
-                cx.error(&raw_rule.value.name, m);
+                cx.error(name_at, m);
             } else {
                 names.insert(rule.name.clone(), rule.place.clone());
             }
             policy.rules.push(rule);
         }
     }
-    check_profile_overlap(&policy.profiles, diags);
+    check_profile_overlap(&policy.profiles, &pattern_places, diags);
     policy
 }
 
-fn merge_profile(cx: &mut Ctx, profile: &mut Profile, raw: &S<RawProfile>) {
+fn merge_profile(cx: &mut Ctx, profile: &mut Profile, raw: &S<RawProfile>, places: &mut HashMap<(ProfileKind, String), Place>) {
     let key = profile.kind.as_str();
     if let Some(ifs) = &raw.value.interfaces {
+        for item in ifs.value.iter() {
+            places.insert((profile.kind, item.value.clone()), cx.place(item));
+        }
         let mut patterns = cx.list(&format!("profiles.{key}.interfaces"), &ifs.value, |s| values::parse_if_pattern(s));
         // A pattern inside another of the same profile adds nothing, and nftables
         // rejects overlapping elements of one interval map.
@@ -109,12 +114,12 @@ fn merge_profile(cx: &mut Ctx, profile: &mut Profile, raw: &S<RawProfile>) {
 }
 
 /// An interface has exactly one profile, as a Windows network has one location.
-fn check_profile_overlap(profiles: &[Profile; 3], diags: &mut Vec<Diagnostic>) {
+fn check_profile_overlap(profiles: &[Profile; 3], places: &HashMap<(ProfileKind, String), Place>, diags: &mut Vec<Diagnostic>) {
     for (i, a) in profiles.iter().enumerate() {
         for b in &profiles[i + 1..] {
             for pa in &a.interfaces.value {
                 if let Some(pb) = b.interfaces.value.iter().find(|pb| pa.overlaps(pb)) {
-                    let (Some(at_a), Some(at_b)) = (&a.interfaces.from, &b.interfaces.from) else { continue };
+                    let (Some(at_a), Some(at_b)) = (places.get(&(a.kind, pa.0.clone())), places.get(&(b.kind, pb.0.clone()))) else { continue };
                     diags.push(Diagnostic::new(
                         at_b.clone(),
                         format!(
@@ -128,13 +133,24 @@ fn check_profile_overlap(profiles: &[Profile; 3], diags: &mut Vec<Diagnostic>) {
     }
 }
 
-fn validate_rule(cx: &mut Ctx, i: usize, r: &RawRule, place: Place) -> Rule {
+/// The rule, and where its name is written; `None` if it lacks a required key.
+fn validate_rule<'r>(cx: &mut Ctx, i: usize, r: &'r RawRule, place: Place) -> Option<(Rule, &'r S<String>)> {
     let at = |key: &str| format!("rules[{i}].{key}");
-    let name = r.name.value.trim().to_string();
+    let (Some(name_at), Some(direction), Some(action)) = (&r.name, &r.direction, &r.action) else {
+        let missing: Vec<&str> = [("name", r.name.is_none()), ("direction", r.direction.is_none()), ("action", r.action.is_none())]
+            .iter()
+            .filter(|(_, m)| *m)
+            .map(|(k, _)| *k)
+            .collect();
+        let m = format!("rules[{i}]: missing {} (every rule needs name, direction and action)", missing.join(" and "));
+        cx.diags.push(Diagnostic::new(place, m));
+        return None;
+    };
+    let name = name_at.value.trim().to_string();
     if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
-        cx.error(&r.name, format!("{}: a rule name is 1 to {MAX_NAME_CHARS} printable characters", at("name")));
+        cx.error(name_at, format!("{}: a rule name is 1 to {MAX_NAME_CHARS} printable characters", at("name")));
     }
-    let direction = r.direction.value;
+    let direction = direction.value;
     let protocol = match &r.protocol {
         None => None,
         Some(p) => {
@@ -173,7 +189,7 @@ fn validate_rule(cx: &mut Ctx, i: usize, r: &RawRule, place: Place) -> Rule {
     };
     let remote_addresses = addresses(cx, "remote-addresses", &r.remote_addresses);
     let local_addresses = addresses(cx, "local-addresses", &r.local_addresses);
-    check_families(cx, &r.name, &at(""), protocol, &remote_addresses, &local_addresses);
+    check_families(cx, name_at, &at(""), protocol, &remote_addresses, &local_addresses);
 
     let mut interfaces = cx.list(&at("interfaces"), &r.interfaces, |s| values::parse_if_pattern(s));
     if interfaces.iter().any(|p| p.stem().is_empty()) {
@@ -182,7 +198,7 @@ fn validate_rule(cx: &mut Ctx, i: usize, r: &RawRule, place: Place) -> Rule {
     let profiles = cx.list(&at("profiles"), &r.profiles, |p| Ok::<_, String>(*p));
     let icmp_types = match protocol {
         Some(p @ (values::IPPROTO_ICMP | values::IPPROTO_ICMPV6)) => cx.list(&at("icmp-types"), &r.icmp_types, |s| match s {
-            Scalar::Int(n) => u8::try_from(*n).map_err(|_| format!("{n} is not an ICMP type (0-255)")),
+            Scalar::Int(n) => u8::try_from(*n).map_err(|_| format!("{n} is not an {} type (0-255)", values::icmp_family(p))),
             Scalar::Str(s) => values::parse_icmp_type(p, s),
         }),
         _ => {
@@ -196,11 +212,11 @@ fn validate_rule(cx: &mut Ctx, i: usize, r: &RawRule, place: Place) -> Rule {
     if let (Direction::In, Some(first)) = (direction, r.users.first()) {
         cx.error(first, format!("{}: users match the owner of a local socket, so they apply to direction out only", at("users")));
     }
-    Rule {
+    let rule = Rule {
         name,
         place,
         direction,
-        action: r.action.value,
+        action: action.value,
         protocol,
         local_ports,
         remote_ports,
@@ -210,32 +226,32 @@ fn validate_rule(cx: &mut Ctx, i: usize, r: &RawRule, place: Place) -> Rule {
         profiles,
         icmp_types,
         users,
-        log: r.log.as_ref().is_some_and(|l| l.value),
-        enabled: r.enabled.as_ref().is_none_or(|e| e.value),
-    }
+        log: r.log.as_ref().is_some_and(|l| l.value.0),
+        enabled: r.enabled.as_ref().is_none_or(|e| e.value.0),
+    };
+    Some((rule, name_at))
 }
 
 /// A rule must be able to match some packet: its addresses and protocol must
 /// agree on IPv4 or IPv6.
 fn check_families(cx: &mut Ctx, at_name: &S<String>, at: &str, protocol: Option<u8>, remote: &[AddrRange], local: &[AddrRange]) {
-    let families = |list: &[AddrRange]| -> (bool, bool) {
-        if list.is_empty() {
-            (true, true)
-        } else {
-            (list.iter().any(AddrRange::is_v4), list.iter().any(|a| !a.is_v4()))
-        }
+    // (IPv4 possible, IPv6 possible, what limits it) for each constraint.
+    let of_list = |key: &'static str, list: &[AddrRange]| {
+        let (v4, v6) = (list.iter().any(AddrRange::is_v4), list.iter().any(|a| !a.is_v4()));
+        (list.is_empty() || v4, list.is_empty() || v6, key)
     };
-    let (r4, r6) = families(remote);
-    let (l4, l6) = families(local);
-    let (p4, p6) = match protocol {
-        Some(values::IPPROTO_ICMP) => (true, false),
-        Some(values::IPPROTO_ICMPV6) => (false, true),
-        _ => (true, true),
+    let of_protocol = match protocol {
+        Some(values::IPPROTO_ICMP) => (true, false, "protocol icmp"),
+        Some(values::IPPROTO_ICMPV6) => (false, true, "protocol icmpv6"),
+        _ => (true, true, "protocol"),
     };
-    if !(r4 && l4 && p4) && !(r6 && l6 && p6) {
-        let rule = at.trim_end_matches('.');
-        cx.error(at_name, format!("{rule}: can never match: its addresses and protocol have no IP version in common"));
+    let limits = [of_list("remote-addresses", remote), of_list("local-addresses", local), of_protocol];
+    if limits.iter().all(|l| l.0) || limits.iter().all(|l| l.1) {
+        return;
     }
+    let only = |v4: bool| limits.iter().filter(|l| l.0 == v4 && l.1 != v4).map(|l| l.2).collect::<Vec<_>>().join(" and ");
+    let rule = at.trim_end_matches('.');
+    cx.error(at_name, format!("{rule}: can never match: IPv4 only by {}, IPv6 only by {}", only(true), only(false)));
 }
 
 fn resolve_user(s: &Scalar) -> Result<u32, String> {

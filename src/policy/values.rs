@@ -148,10 +148,13 @@ pub fn parse_protocol(s: &str) -> Result<Option<u8>, String> {
         "udp" => Ok(Some(IPPROTO_UDP)),
         "icmp" => Ok(Some(IPPROTO_ICMP)),
         "icmpv6" => Ok(Some(IPPROTO_ICMPV6)),
+        "sctp" => Ok(Some(132)),
+        "dccp" => Ok(Some(33)),
+        "udplite" => Ok(Some(136)),
         _ => s
             .parse::<u8>()
             .map(Some)
-            .map_err(|_| format!("{s:?} is not a protocol (tcp, udp, icmp, icmpv6, any or 0-255)")),
+            .map_err(|_| format!("{s:?} is not a protocol (tcp, udp, icmp, icmpv6, sctp, dccp, udplite, any or 0-255)")),
     }
 }
 
@@ -162,6 +165,9 @@ pub fn protocol_name(p: Option<u8>) -> String {
         Some(IPPROTO_UDP) => "udp".into(),
         Some(IPPROTO_ICMP) => "icmp".into(),
         Some(IPPROTO_ICMPV6) => "icmpv6".into(),
+        Some(132) => "sctp".into(),
+        Some(33) => "dccp".into(),
+        Some(136) => "udplite".into(),
         Some(n) => n.to_string(),
     }
 }
@@ -215,13 +221,26 @@ fn icmp_table(proto: u8) -> &'static [(&'static str, u8)] {
     }
 }
 
+pub fn icmp_family(proto: u8) -> &'static str {
+    if proto == IPPROTO_ICMPV6 {
+        "ICMPv6"
+    } else {
+        "ICMP"
+    }
+}
+
 pub fn parse_icmp_type(proto: u8, s: &str) -> Result<u8, String> {
     if let Ok(n) = s.parse::<u8>() {
         return Ok(n);
     }
     icmp_table(proto).iter().find(|(name, _)| *name == s).map(|&(_, n)| n).ok_or_else(|| {
-        let family = if proto == IPPROTO_ICMPV6 { "ICMPv6" } else { "ICMP" };
-        format!("{s:?} is not an {family} type name or number (0-255)")
+        let other = if proto == IPPROTO_ICMPV6 { IPPROTO_ICMP } else { IPPROTO_ICMPV6 };
+        let hint = if icmp_table(other).iter().any(|(name, _)| *name == s) {
+            format!(" (it is an {} type: use protocol {})", icmp_family(other), protocol_name(Some(other)))
+        } else {
+            String::new()
+        };
+        format!("{s:?} is not an {} type name or number (0-255){hint}", icmp_family(proto))
     })
 }
 
