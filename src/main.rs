@@ -10,6 +10,8 @@ mod nft;
 mod policy;
 mod protocol;
 mod show;
+#[cfg(test)]
+mod testutil;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -251,9 +251,7 @@ impl Serialize for ReplaceBatch<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let t = self.0;
         let table = json!({ "family": FAMILY, "name": t.name });
-        let mut outer = s.serialize_map(Some(1))?;
-        outer.serialize_entry("nftables", &Commands(t, &table))?;
-        outer.end()
+        Wrap("nftables", Commands(t, &table)).serialize(s)
     }
 }
 
@@ -268,7 +266,7 @@ impl Serialize for Commands<'_> {
         seq.serialize_element(&json!({ "delete": { "table": table } }))?;
         seq.serialize_element(&add("table", table.clone()))?;
         for set in &t.sets {
-            seq.serialize_element(&AddSet(&t.name, set))?;
+            seq.serialize_element(&Wrap("add", Wrap("set", SetFields(&t.name, set))))?;
         }
         for chain in &t.chains {
             let mut c = json!({ "family": FAMILY, "table": t.name, "name": chain.name });
@@ -299,25 +297,14 @@ impl Serialize for Commands<'_> {
     }
 }
 
-struct AddSet<'a>(&'a str, &'a Set);
+/// `{ KEY: VALUE }`, streamed.
+struct Wrap<T>(&'static str, T);
 
-impl Serialize for AddSet<'_> {
+impl<T: Serialize> Serialize for Wrap<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let (table, set) = (self.0, self.1);
-        let mut outer = s.serialize_map(Some(1))?;
-        outer.serialize_entry("add", &SetBody(table, set))?;
-        outer.end()
-    }
-}
-
-struct SetBody<'a>(&'a str, &'a Set);
-
-impl Serialize for SetBody<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let (table, set) = (self.0, self.1);
-        let mut outer = s.serialize_map(Some(1))?;
-        outer.serialize_entry("set", &SetFields(table, set))?;
-        outer.end()
+        let mut m = s.serialize_map(Some(1))?;
+        m.serialize_entry(self.0, &self.1)?;
+        m.end()
     }
 }
 

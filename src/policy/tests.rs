@@ -2,9 +2,10 @@
 
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::*;
+use crate::testutil::{write, TempDir};
 
 fn load_one(text: &str) -> Result<Policy, Diagnostics> {
     load_text(&[(PathBuf::from("p.yaml"), text.to_string())])
@@ -12,33 +13,6 @@ fn load_one(text: &str) -> Result<Policy, Diagnostics> {
 
 fn errors(text: &str) -> Vec<String> {
     load_one(text).unwrap_err().0.iter().map(ToString::to_string).collect()
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let d = std::env::temp_dir().join(format!("ringfence-policy-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
-        fs::create_dir_all(&d).unwrap();
-        TempDir(d)
-    }
-    fn sub(&self, name: &str) -> PathBuf {
-        let d = self.0.join(name);
-        fs::create_dir_all(&d).unwrap();
-        d
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-fn write(dir: &Path, name: &str, text: &str) {
-    fs::write(dir.join(name), text).unwrap();
-    fs::set_permissions(dir.join(name), fs::Permissions::from_mode(0o644)).unwrap();
 }
 
 #[test]

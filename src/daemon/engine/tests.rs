@@ -1,34 +1,11 @@
-use std::fs;
-use std::path::{Path, PathBuf};
-
 use super::*;
 use crate::backend::NoopBackend;
+use crate::testutil::{write, TempDir};
 
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(tag: &str) -> Self {
-        let d = std::env::temp_dir().join(format!("ringfence-engine-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
-        fs::create_dir_all(&d).unwrap();
-        Dir(d)
-    }
-
-    fn write(&self, name: &str, text: &str) {
-        fs::write(self.0.join(name), text).unwrap();
-    }
-
-    fn engine(&self) -> Engine<NoopBackend> {
-        let mut e = Engine::new(vec![self.0.clone()], true, NoopBackend::default());
-        e.reload(Trigger::Files).unwrap();
-        e
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
+fn engine(dir: &TempDir) -> Engine<NoopBackend> {
+    let mut e = Engine::new(vec![dir.0.clone()], true, NoopBackend::default());
+    e.reload(Trigger::Files).unwrap();
+    e
 }
 
 const ONE: &str = "rules:\n  - { name: web, direction: in, action: allow, protocol: tcp, local-ports: [80] }\n";
@@ -44,28 +21,24 @@ fn rules<B: Backend>(e: &Engine<B>) -> usize {
     e.applied.as_ref().unwrap().policy.rules.len()
 }
 
-fn names(p: &Path) -> String {
-    p.display().to_string()
-}
-
 #[test]
 fn a_bad_policy_changes_nothing() {
-    let d = Dir::new("bad");
-    d.write("10.yaml", ONE);
-    let mut e = d.engine();
-    d.write("20.yaml", "rules:\n  - { name: x, direction: in, action: allow, protocol: tcp, local-ports: [70000] }\n");
+    let d = TempDir::new("bad");
+    write(&d.0, "10.yaml", ONE);
+    let mut e = engine(&d);
+    write(&d.0, "20.yaml", "rules:\n  - { name: x, direction: in, action: allow, protocol: tcp, local-ports: [70000] }\n");
     let err = e.reload(Trigger::Files).unwrap_err();
-    assert!(err.to_string().contains(&format!("{}:2:", names(&d.0.join("20.yaml")))), "{err}");
+    assert!(err.to_string().contains(&format!("{}:2:", d.0.join("20.yaml").display())), "{err}");
     assert_eq!((e.backend.applied.len(), e.generation), (1, 1));
     assert!(e.last_error.as_deref().unwrap().contains("70000 is not a port"));
 }
 
 #[test]
 fn a_failed_apply_keeps_the_old_state() {
-    let d = Dir::new("fail");
-    d.write("10.yaml", ONE);
-    let mut e = d.engine();
-    d.write("10.yaml", TWO);
+    let d = TempDir::new("fail");
+    write(&d.0, "10.yaml", ONE);
+    let mut e = engine(&d);
+    write(&d.0, "10.yaml", TWO);
     e.backend.fail_next = true;
     assert!(matches!(e.reload(Trigger::Files), Err(EngineError::Apply(_))));
     assert_eq!(rules(&e), 1);
@@ -73,10 +46,10 @@ fn a_failed_apply_keeps_the_old_state() {
 
 #[test]
 fn a_failed_read_back_is_reported_but_the_new_table_is_what_the_kernel_has() {
-    let d = Dir::new("verify");
-    d.write("10.yaml", ONE);
-    let mut e = d.engine();
-    d.write("10.yaml", TWO);
+    let d = TempDir::new("verify");
+    write(&d.0, "10.yaml", ONE);
+    let mut e = engine(&d);
+    write(&d.0, "10.yaml", TWO);
     e.backend.fail_verify = true;
     assert!(matches!(e.reload(Trigger::Files), Err(EngineError::Verify(_))));
     assert_eq!((rules(&e), e.generation), (2, 2));
@@ -84,10 +57,10 @@ fn a_failed_read_back_is_reported_but_the_new_table_is_what_the_kernel_has() {
 
 #[test]
 fn an_unchanged_table_is_not_sent_again() {
-    let d = Dir::new("same");
-    d.write("10.yaml", ONE);
-    let mut e = d.engine();
-    d.write("10.yaml", &format!("# a comment moves nothing that matters\n{ONE}"));
+    let d = TempDir::new("same");
+    write(&d.0, "10.yaml", ONE);
+    let mut e = engine(&d);
+    write(&d.0, "10.yaml", &format!("# a comment moves nothing that matters\n{ONE}"));
     assert_eq!(e.reload(Trigger::Files).unwrap(), Outcome::Unchanged);
     assert_eq!(e.backend.applied.len(), 1);
     assert_eq!(e.applied.as_ref().unwrap().policy.rules[0].place.line, 3, "the policy's places are current");
@@ -95,11 +68,11 @@ fn an_unchanged_table_is_not_sent_again() {
 
 #[test]
 fn an_unconfirmed_apply_rolls_back_exactly() {
-    let d = Dir::new("rollback");
-    d.write("10.yaml", ONE);
-    let mut e = d.engine();
+    let d = TempDir::new("rollback");
+    write(&d.0, "10.yaml", ONE);
+    let mut e = engine(&d);
     let first = e.backend.applied[0].clone();
-    d.write("10.yaml", TWO);
+    write(&d.0, "10.yaml", TWO);
     e.reload(confirm(60)).unwrap();
     assert_eq!(rules(&e), 2);
     e.rollback().unwrap();
@@ -109,10 +82,10 @@ fn an_unconfirmed_apply_rolls_back_exactly() {
 
 #[test]
 fn a_confirmed_apply_stays() {
-    let d = Dir::new("confirm");
-    d.write("10.yaml", ONE);
-    let mut e = d.engine();
-    d.write("10.yaml", TWO);
+    let d = TempDir::new("confirm");
+    write(&d.0, "10.yaml", ONE);
+    let mut e = engine(&d);
+    write(&d.0, "10.yaml", TWO);
     e.reload(confirm(60)).unwrap();
     e.confirm().unwrap();
     assert!(e.pending.is_none());
@@ -123,11 +96,11 @@ fn a_confirmed_apply_stays() {
 
 #[test]
 fn the_window_covers_files_edited_after_it_opens() {
-    let d = Dir::new("window");
-    d.write("10.yaml", ONE);
-    let mut e = d.engine();
+    let d = TempDir::new("window");
+    write(&d.0, "10.yaml", ONE);
+    let mut e = engine(&d);
     e.reload(confirm(60)).unwrap(); // arm with the files as they are
-    d.write("10.yaml", THREE); // the risky edit, applied by the watcher
+    write(&d.0, "10.yaml", THREE); // the risky edit, applied by the watcher
     e.reload(Trigger::Files).unwrap();
     assert_eq!(e.applied.as_ref().unwrap().policy.rules[0].name, "ssh");
     e.rollback().unwrap();
@@ -136,10 +109,10 @@ fn the_window_covers_files_edited_after_it_opens() {
 
 #[test]
 fn a_rolled_back_policy_is_not_reapplied_by_itself() {
-    let d = Dir::new("guard");
-    d.write("10.yaml", ONE);
-    let mut e = d.engine();
-    d.write("10.yaml", THREE);
+    let d = TempDir::new("guard");
+    write(&d.0, "10.yaml", ONE);
+    let mut e = engine(&d);
+    write(&d.0, "10.yaml", THREE);
     e.reload(confirm(60)).unwrap();
     e.rollback().unwrap();
     assert!(matches!(e.reload(Trigger::Files), Err(EngineError::RolledBack)));
