@@ -21,9 +21,20 @@ _cleanup() {
     local pid ns
     for pid in "${_PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
     for ns in "${_NETNS[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
+    # `host` usually runs in a command substitution (a subshell), so _NETNS
+    # misses those namespaces: delete every namespace with this run's prefix.
+    for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$PREFIX-"); do
+        ip netns del "$ns" 2>/dev/null || true
+    done
     rm -rf "$WORK"
 }
 trap _cleanup EXIT
+
+# A missing tool must stop the scenario, not quietly turn every `refute` that
+# uses it into a pass (a `ping` that cannot run looks exactly like a blocked ping).
+for _tool in nft ip ss socat ping setpriv timeout python3; do
+    command -v "$_tool" >/dev/null || { echo "$SCENARIO: $_tool is missing (run integration/install-deps.sh)"; exit 1; }
+done
 
 pass() { PASSED=$((PASSED + 1)); echo "  ok   $SCENARIO: $*"; }
 fail() { FAILED=$((FAILED + 1)); echo "  FAIL $SCENARIO: $*"; }
@@ -32,6 +43,10 @@ fail() { FAILED=$((FAILED + 1)); echo "  FAIL $SCENARIO: $*"; }
 check() { local d=$1; shift; if "$@" >"$WORK/last.out" 2>&1; then pass "$d"; else fail "$d"; sed 's/^/       | /' "$WORK/last.out" | tail -20; fi; }
 # refute DESCRIPTION CMD...: passes when CMD fails.
 refute() { local d=$1; shift; if "$@" >"$WORK/last.out" 2>&1; then fail "$d"; sed 's/^/       | /' "$WORK/last.out" | tail -20; else pass "$d"; fi; }
+
+# said DESCRIPTION REGEX: passes when the output of the previous check/refute
+# matches REGEX (extended, case-insensitive).
+said() { cp "$WORK/last.out" "$WORK/said.out"; check "$1" grep -qiE -- "$2" "$WORK/said.out"; }
 
 # Prints the closing line run-all.sh and CI read, and exits non-zero on failure.
 finish() {
@@ -79,7 +94,9 @@ daemon_start() {
     _PIDS+=("$DAEMON_PID")
     disown
     local i
-    for i in $(seq 100); do
+    # Generous: creating and destroying namespaces elsewhere on the machine can
+    # hold the first netlink call of a fresh namespace for seconds.
+    for i in $(seq 300); do
         rf "$ns" show state >/dev/null 2>&1 && return 0
         kill -0 "$DAEMON_PID" 2>/dev/null || break
         sleep 0.1
@@ -98,7 +115,10 @@ table() { ip netns exec "$1" nft -j list table inet ringfence; }
 # serve_tcp NS PORT / serve_udp NS PORT: a server answering "ok" on every address
 # (IPv4 and IPv6) of NS.
 serve_tcp() { bg "$1" socat "TCP6-LISTEN:$2,ipv6only=0,reuseaddr,fork" SYSTEM:'echo ok'; wait_port "$1" "$2" tcp; }
-serve_udp() { bg "$1" socat "UDP6-RECVFROM:$2,ipv6only=0,reuseaddr,fork" SYSTEM:'echo ok'; wait_port "$1" "$2" udp; }
+# (The UDP answer reads the datagram first: a program that exits without reading
+# makes socat's write of the datagram fail with EPIPE, and socat may then quit
+# before it has sent "ok".)
+serve_udp() { bg "$1" socat "UDP6-RECVFROM:$2,ipv6only=0,reuseaddr,fork" SYSTEM:'timeout 1 head -n1 >/dev/null; echo ok'; wait_port "$1" "$2" udp; }
 
 wait_port() {
     local i flag=-tln
@@ -113,15 +133,92 @@ wait_port() {
 # Address literal for socat: IPv6 in brackets.
 _addr() { case $1 in *:*) echo "[$1]" ;; *) echo "$1" ;; esac; }
 
-# tcp FROM_NS ADDR PORT [AS_USER]: succeeds when a TCP connection gets "ok" back.
-tcp() {
-    local run=(ip netns exec "$1")
-    [ $# -ge 4 ] && run+=(setpriv --reuid "$4" --regid "$4" --clear-groups)
-    "${run[@]}" timeout 5 socat -T2 - "TCP:$(_addr "$2"):$3,connect-timeout=2" </dev/null | grep -qx ok
+# _as NS [USER]: the command prefix that runs inside NS, as USER (name or uid, with
+# that user's primary group and no supplementary groups) when given.
+_as() {
+    _RUN=(ip netns exec "$1")
+    if [ -n "${2:-}" ]; then
+        local gid
+        gid=$(id -g "$2") || return 1
+        _RUN+=(setpriv --reuid "$2" --regid "$gid" --clear-groups)
+    fi
 }
 
-# udp FROM_NS ADDR PORT: succeeds when a UDP datagram gets "ok" back.
-udp() { echo hi | ip netns exec "$1" timeout 5 socat -T2 - "UDP:$(_addr "$2"):$3" | grep -qx ok; }
+# tcp FROM_NS ADDR PORT [AS_USER]: succeeds when a TCP connection gets "ok" back.
+tcp() {
+    _as "$1" "${4:-}" || return 1
+    "${_RUN[@]}" timeout 5 socat -T2 - "TCP:$(_addr "$2"):$3,connect-timeout=2" </dev/null | grep -qx ok
+}
+
+# udp FROM_NS ADDR PORT [AS_USER]: succeeds when a UDP datagram gets "ok" back
+# within 2 s. (A socat client gives up 0.5 s after its stdin ends, which a busy
+# machine's forking server can miss; this client returns as soon as the answer
+# comes.)
+udp() {
+    _as "$1" "${4:-}" || return 1
+    "${_RUN[@]}" timeout 5 python3 -c '
+import socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(2)
+s.sendto(b"hi\n", (host, port))
+try:
+    data = s.recv(512)
+except OSError as e:
+    sys.exit(f"no answer from {host} port {port}: {e}")
+sys.exit(0 if data.strip() == b"ok" else f"unexpected answer {data!r}")' "$2" "$3"
+}
 
 # ping1 FROM_NS ADDR: one echo request, answered within a second.
 ping1() { ip netns exec "$1" ping -c1 -W1 "$2" >/dev/null; }
+
+# table_shape NS: the ringfence table as JSON without packet/byte counters and
+# object handles, for comparing rulesets that saw different traffic or were
+# re-created (a rollback re-creates the table, so the kernel gives new handles).
+table_shape() { table "$1" | _strip_counters; }
+
+# nft_table NS FAMILY NAME: any table as JSON (e.g. an admin's own table).
+nft_table() { ip netns exec "$1" nft -j list table "$2" "$3"; }
+
+_strip_counters() {
+    python3 -c '
+import json, sys
+def strip(v):
+    if isinstance(v, dict):
+        return {k: (None if k == "counter" and isinstance(x, dict) else strip(x)) for k, x in v.items() if k != "handle"}
+    if isinstance(v, list):
+        return [strip(x) for x in v]
+    return v
+print(json.dumps(strip(json.load(sys.stdin)), sort_keys=True))'
+}
+
+# jget EXPR: reads JSON on stdin and prints the Python expression EXPR of it (the
+# document is `v`); strings print bare, everything else as JSON.
+jget() {
+    python3 -c '
+import json, sys
+v = json.load(sys.stdin)
+r = eval(sys.argv[1], {"v": v})
+print(r if isinstance(r, str) else json.dumps(r))' "$1"
+}
+
+# state NS KEY: one field of `show state --json` of NS's daemon.
+state() { rf "$1" show state --json | jget "v[\"$2\"]"; }
+
+# wait_for SECONDS CMD...: polls CMD every 0.1 s until it succeeds (status 0) or
+# SECONDS pass (status 1).
+wait_for() {
+    local deadline=$((${EPOCHREALTIME/./} + $1 * 1000000)); shift
+    until "$@" >/dev/null 2>&1; do
+        [ "${EPOCHREALTIME/./}" -lt "$deadline" ] || return 1
+        sleep 0.1
+    done
+}
+
+# wait_gen NS N: waits (at most 5 s) until NS's daemon has applied generation N or later.
+wait_gen() { wait_for 5 _gen_at_least "$1" "$2"; }
+_gen_at_least() { [ "$(state "$1" generation)" -ge "$2" ]; }
+
+# wait_exit PID: waits (at most 5 s) until the process PID is gone.
+wait_exit() { wait_for 5 _gone "$1"; }
+_gone() { ! kill -0 "$1" 2>/dev/null || [ "$(ps -o stat= -p "$1" 2>/dev/null | cut -c1)" = Z ]; }

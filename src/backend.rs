@@ -66,6 +66,8 @@ pub struct NoopBackend {
     pub applied: Vec<Table>,
     pub fail_next: bool,
     pub fail_verify: bool,
+    /// As if someone had run `nft flush ruleset`.
+    pub flushed: bool,
 }
 
 #[cfg(test)]
@@ -75,10 +77,14 @@ impl Backend for NoopBackend {
             return Err(BackendError::Verify("injected failure".into()));
         }
         self.applied.push(table.clone());
+        self.flushed = false;
         Ok(())
     }
 
     fn verify(&self, _table: &Table) -> Result<(), BackendError> {
+        if self.flushed {
+            return Err(BackendError::Verify("the table is missing".into()));
+        }
         if self.fail_verify {
             return Err(BackendError::Verify("injected failure".into()));
         }

@@ -107,17 +107,18 @@ impl<B: Backend> Engine<B> {
         let policy = policy::load(&self.dirs, self.dirs_required).map_err(EngineError::Policy)?;
         let confirm = match trigger {
             Trigger::Files if self.rolled_back.as_ref() == Some(&policy) => return Err(EngineError::RolledBack),
-            Trigger::Files => return self.apply_policy(policy),
+            Trigger::Files => return self.apply_policy(policy, false),
             Trigger::Request { confirm } => confirm,
         };
-        // An explicit request is the administrator's word: it lifts the rollback guard.
+        // An explicit request is the administrator's word: it lifts the rollback
+        // guard, and it applies even a policy that compiles to the same table.
         self.rolled_back = None;
-        let Some(wait) = confirm else { return self.apply_policy(policy) };
+        let Some(wait) = confirm else { return self.apply_policy(policy, true) };
         let baseline = match self.pending.take() {
             Some(open) => open.baseline,
             None => self.applied.as_ref().map_or_else(|| policy.clone(), |a| a.policy.clone()),
         };
-        let outcome = self.apply_policy(policy);
+        let outcome = self.apply_policy(policy, true);
         // Even if this apply failed, earlier changes in the window still wait
         // for confirmation.
         if outcome.is_ok() || self.applied.as_ref().is_some_and(|a| a.policy != baseline) {
@@ -134,17 +135,19 @@ impl<B: Backend> Engine<B> {
     pub fn rollback(&mut self) -> Result<Outcome, EngineError> {
         let pending = self.pending.take().ok_or(EngineError::NothingToConfirm)?;
         let removed = self.applied.as_ref().map(|a| a.policy.clone());
-        let outcome = self.apply_policy(pending.baseline)?;
+        let outcome = self.apply_policy(pending.baseline, true)?;
         self.rolled_back = removed;
         Ok(outcome)
     }
 
-    fn apply_policy(&mut self, policy: Policy) -> Result<Outcome, EngineError> {
+    /// Compiles and applies `policy`. Unless `force`, a policy that compiles to
+    /// the table in force is not sent again, so its counters keep counting; the
+    /// kernel is still asked, since someone may have flushed the ruleset.
+    fn apply_policy(&mut self, policy: Policy, force: bool) -> Result<Outcome, EngineError> {
         let compiled = compile::compile(&policy).map_err(EngineError::Policy)?;
         if let Some(current) = &mut self.applied {
-            if current.compiled.table == compiled.table {
-                // Same table: keep the kernel's (and its counters); the policy's
-                // places may still have moved.
+            if !force && current.compiled.table == compiled.table && self.backend.verify(&compiled.table).is_ok() {
+                // The policy's places may still have moved.
                 current.policy = policy;
                 current.compiled = compiled;
                 return Ok(Outcome::Unchanged);

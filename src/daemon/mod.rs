@@ -82,6 +82,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     }
     notify_systemd("STOPPING=1");
     let _ = std::fs::remove_file(&opts.socket);
+    // No confirmation can come any more: an unconfirmed change does not outlive
+    // the daemon that was to roll it back.
+    if engine.pending.is_some() {
+        match engine.rollback() {
+            Ok(outcome) => log_applied(&engine, outcome, "rolled back: stopping before confirmation"),
+            Err(e) => tracing::error!("rollback on stop failed: {e:#}"),
+        }
+    }
     if opts.flush_on_exit {
         engine.backend.delete(TABLE).context("cannot delete the table on exit")?;
         tracing::info!(table = TABLE, "stopped; table deleted (--flush-on-exit)");

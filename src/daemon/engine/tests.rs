@@ -121,3 +121,15 @@ fn a_rolled_back_policy_is_not_reapplied_by_itself() {
     e.reload(REQUEST).unwrap();
     assert_eq!(e.applied.as_ref().unwrap().policy.rules[0].name, "ssh");
 }
+
+#[test]
+fn a_flushed_table_is_restored_even_when_the_policy_is_unchanged() {
+    let d = TempDir::new("flushed");
+    write(&d.0, "10.yaml", ONE);
+    let mut e = engine(&d);
+    e.backend.flushed = true;
+    assert_eq!(e.reload(Trigger::Files).unwrap(), Outcome::Applied);
+    assert_eq!(e.backend.applied.len(), 2);
+    assert_eq!(e.reload(Trigger::Files).unwrap(), Outcome::Unchanged);
+    assert_eq!(e.reload(REQUEST).unwrap(), Outcome::Applied, "an explicit apply always applies");
+}
