@@ -10,8 +10,9 @@ pub trait Backend {
     fn replace(&mut self, table: &Table) -> Result<(), BackendError>;
     /// Reads the table back and checks it has the shape that was sent.
     fn verify(&self, table: &Table) -> Result<(), BackendError>;
-    /// The owned table as the kernel has it now, with counters; `None` if absent.
-    fn read(&self, table: &str) -> Result<Option<Value>, BackendError>;
+    /// The owned table as the kernel has it now, with counters (without set
+    /// elements if `terse`); `None` if absent.
+    fn read(&self, table: &str, terse: bool) -> Result<Option<Value>, BackendError>;
     /// Deletes the owned table if present.
     fn delete(&mut self, table: &str) -> Result<(), BackendError>;
 }
@@ -35,8 +36,8 @@ impl Backend for NftBackend {
         verify(table, nft::list_table(&table.name, true)?)
     }
 
-    fn read(&self, table: &str) -> Result<Option<Value>, BackendError> {
-        Ok(nft::list_table(table, false)?)
+    fn read(&self, table: &str, terse: bool) -> Result<Option<Value>, BackendError> {
+        Ok(nft::list_table(table, terse)?)
     }
 
     fn delete(&mut self, table: &str) -> Result<(), BackendError> {
@@ -91,7 +92,7 @@ impl Backend for NoopBackend {
         Ok(())
     }
 
-    fn read(&self, _table: &str) -> Result<Option<Value>, BackendError> {
+    fn read(&self, _table: &str, _terse: bool) -> Result<Option<Value>, BackendError> {
         Ok(None)
     }
 

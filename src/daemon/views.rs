@@ -44,7 +44,7 @@ fn read_counters(listing: &Value) -> Counters {
 }
 
 fn counters<B: Backend>(engine: &Engine<B>) -> Result<Counters, String> {
-    let listing = engine.backend.read(TABLE).map_err(|e| format!("cannot read the table: {e}"))?;
+    let listing = engine.backend.read(TABLE, false).map_err(|e| format!("cannot read the table: {e}"))?;
     Ok(listing.as_ref().map_or(Counters { rules: HashMap::new(), defaults: HashMap::new() }, read_counters))
 }
 
@@ -99,7 +99,8 @@ pub fn policy_view(policy: &Policy) -> Value {
 }
 
 pub fn state<B: Backend>(engine: &Engine<B>) -> Result<Value, String> {
-    let present = engine.backend.read(TABLE).map_err(|e| format!("cannot read the table: {e}"))?.is_some();
+    // Terse: a 100,000-element table need not be listed to know it is there.
+    let present = engine.backend.read(TABLE, true).map_err(|e| format!("cannot read the table: {e}"))?.is_some();
     let applied = engine.applied.as_ref();
     let table = applied.map(|a| &a.compiled.table);
     Ok(json!({
