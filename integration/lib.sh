@@ -14,16 +14,16 @@ PREFIX="rf$$"
 SCENARIO=$(basename "$0" .sh)
 PASSED=0
 FAILED=0
-_NETNS=()
 _PIDS=()
 
 _cleanup() {
     local pid ns
     for pid in "${_PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-    for ns in "${_NETNS[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
-    # `host` usually runs in a command substitution (a subshell), so _NETNS
-    # misses those namespaces: delete every namespace with this run's prefix.
+    # `host` usually runs in a command substitution (a subshell), so a list kept
+    # by it would miss those namespaces: delete every namespace with this run's
+    # prefix, and the daemon's lock file of each (named by the namespace's inode).
     for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$PREFIX-"); do
+        rm -f "/run/ringfence/netns-$(stat -L -c %i "/run/netns/$ns").lock"
         ip netns del "$ns" 2>/dev/null || true
     done
     rm -rf "$WORK"
@@ -58,7 +58,6 @@ finish() {
 host() {
     local ns="$PREFIX-$1"
     ip netns add "$ns"
-    _NETNS+=("$ns")
     ip -n "$ns" link set lo up
     echo "$ns"
 }

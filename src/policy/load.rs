@@ -54,15 +54,15 @@ pub fn load(dirs: &[PathBuf], dirs_required: bool) -> Result<Policy, Diagnostics
 /// Parses, validates and merges policy texts, in order. Pure: no file access.
 pub fn load_text(sources: &[(PathBuf, String)]) -> Result<Policy, Diagnostics> {
     let mut diags = Vec::new();
-    let mut parsed = Vec::new();
+    let mut merger = validate::Merger::new();
     for (path, text) in sources {
         let file: Arc<Path> = Arc::from(path.as_path());
         match parse(&file, text) {
-            Ok(raw) => parsed.push((file, raw)),
+            Ok(raw) => merger.add(&file, &raw, &mut diags),
             Err(d) => diags.push(d),
         }
     }
-    let policy = validate::merge(&parsed, &mut diags);
+    let policy = merger.finish(sources.iter().map(|(p, _)| p.clone()).collect(), &mut diags);
     if diags.is_empty() {
         Ok(policy)
     } else {

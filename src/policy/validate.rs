@@ -45,21 +45,36 @@ impl Ctx<'_> {
                 Err(m) => self.error(item, format!("{key}[{i}]: {m}")),
             }
         }
+        out.shrink_to_fit();
         out
     }
 }
 
-pub(super) fn merge(files: &[(Arc<Path>, RawFile)], diags: &mut Vec<Diagnostic>) -> Policy {
-    let mut policy = Policy {
-        files: files.iter().map(|(f, _)| f.to_path_buf()).collect(),
-        profiles: ProfileKind::ALL.map(Profile::builtin),
-        rules: Vec::new(),
-        settings: Settings { log_dropped: Sourced::default(false) },
-    };
-    let mut names: HashMap<String, Place> = HashMap::new();
-    // Where each profile's interface pattern was written, for overlap messages.
-    let mut pattern_places: HashMap<(ProfileKind, String), Place> = HashMap::new();
-    for (file, raw) in files {
+/// Folds files into one policy, one at a time, so that a file's raw form is
+/// dropped as soon as it is merged (100,000 rules' raw forms are large).
+pub(super) struct Merger {
+    policy: Policy,
+    names: HashMap<String, Place>,
+    /// Where each profile's interface pattern was written, for overlap messages.
+    pattern_places: HashMap<(ProfileKind, String), Place>,
+}
+
+impl Merger {
+    pub(super) fn new() -> Self {
+        Merger {
+            policy: Policy {
+                files: Vec::new(),
+                profiles: ProfileKind::ALL.map(Profile::builtin),
+                rules: Vec::new(),
+                settings: Settings { log_dropped: Sourced::default(false) },
+            },
+            names: HashMap::new(),
+            pattern_places: HashMap::new(),
+        }
+    }
+
+    pub(super) fn add(&mut self, file: &Arc<Path>, raw: &RawFile, diags: &mut Vec<Diagnostic>) {
+        let policy = &mut self.policy;
         let mut cx = Ctx { file, diags };
         if let Some(v) = &raw.version {
             if v.value != 1 {
@@ -69,7 +84,7 @@ pub(super) fn merge(files: &[(Arc<Path>, RawFile)], diags: &mut Vec<Diagnostic>)
         if let Some(p) = &raw.profiles {
             for (kind, profile) in [(ProfileKind::Domain, &p.domain), (ProfileKind::Private, &p.private), (ProfileKind::Public, &p.public)] {
                 if let Some(profile) = profile {
-                    merge_profile(&mut cx, &mut policy.profiles[kind as usize], profile, &mut pattern_places);
+                    merge_profile(&mut cx, &mut policy.profiles[kind as usize], profile, &mut self.pattern_places);
                 }
             }
         }
@@ -79,17 +94,22 @@ pub(super) fn merge(files: &[(Arc<Path>, RawFile)], diags: &mut Vec<Diagnostic>)
         for (i, raw_rule) in raw.rules.iter().enumerate() {
             let place = cx.place(raw_rule);
             let Some((rule, name_at)) = validate_rule(&mut cx, i, &raw_rule.value, place) else { continue };
-            if let Some(first) = names.get(&rule.name) {
+            if let Some(first) = self.names.get(&rule.name) {
                 let m = format!("rules[{i}].name: {:?} is already the name of the rule at {first}", rule.name);
                 cx.error(name_at, m);
             } else {
-                names.insert(rule.name.clone(), rule.place.clone());
+                self.names.insert(rule.name.clone(), rule.place.clone());
             }
             policy.rules.push(rule);
         }
     }
-    check_profile_overlap(&policy.profiles, &pattern_places, diags);
-    policy
+
+    pub(super) fn finish(mut self, files: Vec<std::path::PathBuf>, diags: &mut Vec<Diagnostic>) -> Policy {
+        check_profile_overlap(&self.policy.profiles, &self.pattern_places, diags);
+        self.policy.files = files;
+        self.policy.rules.shrink_to_fit();
+        self.policy
+    }
 }
 
 fn merge_profile(cx: &mut Ctx, profile: &mut Profile, raw: &S<RawProfile>, places: &mut HashMap<(ProfileKind, String), Place>) {
