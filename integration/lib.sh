@@ -175,6 +175,10 @@ ping1() { ip netns exec "$1" ping -c1 -W1 "$2" >/dev/null; }
 # object handles, for comparing rulesets that saw different traffic or were
 # re-created (a rollback re-creates the table, so the kernel gives new handles).
 table_shape() { table "$1" | _strip_counters; }
+# table_same NS: the table with counters left out but handles kept: equal output
+# means nothing replaced or changed the table, whatever traffic (neighbour
+# discovery never stops) did to its counters. The check for "byte-identical".
+table_same() { table "$1" | _strip_counters keep-handles; }
 
 # nft_table NS FAMILY NAME: any table as JSON (e.g. an admin's own table).
 nft_table() { ip netns exec "$1" nft -j list table "$2" "$3"; }
@@ -184,11 +188,12 @@ _strip_counters() {
 import json, sys
 def strip(v):
     if isinstance(v, dict):
-        return {k: (None if k == "counter" and isinstance(x, dict) else strip(x)) for k, x in v.items() if k != "handle"}
+        return {k: (None if k == "counter" and isinstance(x, dict) else strip(x)) for k, x in v.items() if keep or k != "handle"}
     if isinstance(v, list):
         return [strip(x) for x in v]
     return v
-print(json.dumps(strip(json.load(sys.stdin)), sort_keys=True))'
+keep = sys.argv[1:] == ["keep-handles"]
+print(json.dumps(strip(json.load(sys.stdin)), sort_keys=True))' "$@"
 }
 
 # jget EXPR: reads JSON on stdin and prints the Python expression EXPR of it (the

@@ -57,7 +57,7 @@ check "after SIGHUP: tcp/8083 allowed (v4+v6)" up 8083
 check "after SIGHUP: no last-error" test "$(state "$fw" last-error)" = null
 
 # 4. A broken file: port 70000. Nothing changes, the daemon stays, the error is reported.
-before=$(table "$fw")
+before=$(table_same "$fw")
 g=$(gen)
 cat >"$P/40-broken.yaml" <<'YAML'
 version: 1
@@ -67,7 +67,7 @@ rules:
 YAML
 check "the broken file is read and rejected (last-error set within 3 s)" wait_for 3 state_has '"last-error": "'
 sleep 0.5
-check "broken file: table inet ringfence is byte-identical" test "$(table "$fw")" = "$before"
+check "broken file: table inet ringfence is identical (apart from counters)" test "$(table_same "$fw")" = "$before"
 check "broken file: generation unchanged" test "$(gen)" = "$g"
 check "broken file: the daemon is still running" kill -0 "$DAEMON_PID"
 err=$(state "$fw" last-error)
@@ -77,11 +77,11 @@ check "last-error says the running ruleset is unchanged" grep -q 'unchanged' "$W
 check "human show state reports the failed reload" human_state_has 'last reload: FAILED'
 check "broken file: tcp/8082 still allowed (v4+v6)" up 8082
 refute "broken file: its valid rule for tcp/8081 is not applied either" tcp "$peer" 10.203.0.1 8081
-before=$(table "$fw")   # the traffic above moved counters: a new reference
+before=$(table_same "$fw")   # the traffic above moved counters: a new reference
 kill -HUP "$DAEMON_PID"
 sleep 0.5
-check "SIGHUP with the broken file: table still byte-identical" test "$(table "$fw")" = "$before"
-check "SIGHUP with the broken file: the daemon logged the rejection" grep -q 'trigger="SIGHUP"' "$WORK/$fw.log"
+check "SIGHUP with the broken file: table still identical (apart from counters)" test "$(table_same "$fw")" = "$before"
+check "SIGHUP with the broken file: the daemon logged the rejection" grep -q 'reload (SIGHUP) failed' "$WORK/$fw.log"
 check "SIGHUP with the broken file: the daemon is still running" kill -0 "$DAEMON_PID"
 check "ringfence check reports FILE:LINE:COL for the broken file" check_reports '40-broken\.yaml:4:[0-9]+: '
 
