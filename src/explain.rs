@@ -13,7 +13,7 @@ use crate::policy::{Direction, Place, Policy, ProfileKind, Verdict};
 /// A new connection's first packet, as seen from this host. A field left out
 /// matches only rules that do not constrain it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Packet {
     pub protocol: u8,
     pub remote: Option<IpAddr>,

@@ -81,9 +81,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Explain(args) => explain(&cli.socket, args),
         Command::Apply { confirm } => {
             let answer = client::call(&cli.socket, &Request::Apply { confirm_secs: confirm.map(|d| d.as_secs()) })?;
-            if answer["unchanged"] == serde_json::Value::Bool(true) {
-                println!("the policy files compile to the ruleset already in force; nothing was sent to the kernel");
-            }
             match confirm {
                 Some(d) => println!(
                     "applied (generation {}); it rolls back in {} s unless `ringfence confirm` comes first",

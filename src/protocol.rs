@@ -11,7 +11,9 @@ use crate::policy::Direction;
 pub const DEFAULT_SOCKET: &str = "/run/ringfence/ringfence.sock";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "request", rename_all = "kebab-case", rename_all_fields = "kebab-case")]
+// Unknown keys are errors: a misspelt `confirm-secs` must not become a plain
+// apply without its safety net.
+#[serde(tag = "request", rename_all = "kebab-case", rename_all_fields = "kebab-case", deny_unknown_fields)]
 pub enum Request {
     State,
     Rules,
@@ -36,4 +38,18 @@ impl Request {
 pub enum Response {
     Ok(Value),
     Error(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_kebab_case_and_strict() {
+        let apply: Request = serde_json::from_str(r#"{"request":"apply","confirm-secs":60}"#).unwrap();
+        assert_eq!(apply, Request::Apply { confirm_secs: Some(60) });
+        assert!(serde_json::from_str::<Request>(r#"{"request":"apply","confirm_secs":60}"#).is_err());
+        let misspelt = r#"{"request":"explain","direction":"in","packet":{"protocol":6,"local_port":22}}"#;
+        assert!(serde_json::from_str::<Request>(misspelt).is_err());
+    }
 }

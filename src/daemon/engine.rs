@@ -16,6 +16,9 @@ use crate::backend::{Backend, BackendError};
 use crate::compile::{self, Compiled};
 use crate::policy::{self, Diagnostics, Policy};
 
+/// How soon a failed rollback is tried again.
+const ROLLBACK_RETRY: Duration = Duration::from_secs(5);
+
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("the policy has errors; the running ruleset is unchanged:\n{0}")]
@@ -131,13 +134,21 @@ impl<B: Backend> Engine<B> {
         self.pending.take().map(|_| ()).ok_or(EngineError::NothingToConfirm)
     }
 
-    /// Re-applies the baseline of the open window.
+    /// Re-applies the baseline of the open window. If that fails, the window
+    /// stays open and the rollback is tried again `ROLLBACK_RETRY` later.
     pub fn rollback(&mut self) -> Result<Outcome, EngineError> {
         let pending = self.pending.take().ok_or(EngineError::NothingToConfirm)?;
         let removed = self.applied.as_ref().map(|a| a.policy.clone());
-        let outcome = self.apply_policy(pending.baseline, true)?;
-        self.rolled_back = removed;
-        Ok(outcome)
+        match self.apply_policy(pending.baseline.clone(), true) {
+            Ok(outcome) => {
+                self.rolled_back = removed;
+                Ok(outcome)
+            }
+            Err(e) => {
+                self.pending = Some(Pending { baseline: pending.baseline, deadline: Instant::now() + ROLLBACK_RETRY });
+                Err(e)
+            }
+        }
     }
 
     /// Compiles and applies `policy`. Unless `force`, a policy that compiles to

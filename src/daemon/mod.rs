@@ -100,21 +100,21 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
 }
 
 fn log_applied<B: Backend>(engine: &Engine<B>, outcome: Outcome, why: &str) {
-    if let Some(a) = &engine.applied {
-        let what = match outcome {
-            Outcome::Applied => "policy applied",
-            Outcome::Unchanged => "policy reloaded; the table is unchanged",
-        };
-        tracing::info!(
+    let Some(a) = &engine.applied else { return };
+    let (files, rules, sets, elements) =
+        (a.policy.files.len(), a.policy.rules.len(), a.compiled.table.sets.len(), a.compiled.table.element_count());
+    match outcome {
+        Outcome::Applied => tracing::info!(
             trigger = why,
             generation = engine.generation,
-            files = a.policy.files.len(),
-            rules = a.policy.rules.len(),
-            sets = a.compiled.table.sets.len(),
-            elements = a.compiled.table.element_count(),
+            files,
+            rules,
+            sets,
+            elements,
             apply_ms = engine.last_apply.as_millis() as u64,
-            "{what}"
-        );
+            "policy applied"
+        ),
+        Outcome::Unchanged => tracing::info!(trigger = why, generation = engine.generation, files, rules, "policy reloaded; the table is unchanged"),
     }
 }
 
@@ -136,10 +136,17 @@ fn handle<B: Backend>(engine: &mut Engine<B>, request: Request) -> Response {
         })),
         Request::Apply { confirm_secs } => {
             let confirm = confirm_secs.map(Duration::from_secs);
-            engine.reload(Trigger::Request { confirm }).map(|outcome| {
-                log_applied(engine, outcome, if confirm.is_some() { "apply, waiting for confirmation" } else { "apply" });
-                json!({ "generation": engine.generation, "unchanged": outcome == Outcome::Unchanged, "confirm-secs": confirm_secs })
-            }).map_err(|e| format!("{e:#}"))
+            let why = if confirm.is_some() { "apply, waiting for confirmation" } else { "apply" };
+            match engine.reload(Trigger::Request { confirm }) {
+                Ok(outcome) => {
+                    log_applied(engine, outcome, why);
+                    Ok(json!({ "generation": engine.generation, "confirm-secs": confirm_secs }))
+                }
+                Err(e) => {
+                    tracing::error!("{why} failed: {e:#}");
+                    Err(format!("{e:#}"))
+                }
+            }
         }
         Request::Confirm => engine.confirm().map(|()| {
             tracing::info!("apply confirmed");

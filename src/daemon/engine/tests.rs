@@ -133,3 +133,18 @@ fn a_flushed_table_is_restored_even_when_the_policy_is_unchanged() {
     assert_eq!(e.reload(Trigger::Files).unwrap(), Outcome::Unchanged);
     assert_eq!(e.reload(REQUEST).unwrap(), Outcome::Applied, "an explicit apply always applies");
 }
+
+#[test]
+fn a_failed_rollback_keeps_the_window_open_and_retries() {
+    let d = TempDir::new("retry");
+    write(&d.0, "10.yaml", ONE);
+    let mut e = engine(&d);
+    write(&d.0, "10.yaml", THREE);
+    e.reload(confirm(60)).unwrap();
+    e.backend.fail_next = true;
+    assert!(e.rollback().is_err());
+    let retry_in = e.pending.as_ref().expect("still pending").deadline.saturating_duration_since(Instant::now());
+    assert!(retry_in <= ROLLBACK_RETRY, "{retry_in:?}");
+    e.rollback().unwrap();
+    assert_eq!(e.applied.as_ref().unwrap().policy.rules[0].name, "web");
+}
