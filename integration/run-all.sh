@@ -17,7 +17,7 @@ failed_names=()
 tally() { # tally NAME LOGFILE STATUS
     local line p f
     line=$(grep -E '^[^ ]*:? ?[0-9]+ passed, [0-9]+ failed' "$2" | tail -1)
-    p=$(sed -E 's/.* ?([0-9]+) passed.*/\1/' <<<"$line"); f=$(sed -E 's/.* ([0-9]+) failed.*/\1/' <<<"$line")
+    p=$(grep -oE '[0-9]+ passed' <<<"$line" | grep -oE '[0-9]+'); f=$(grep -oE '[0-9]+ failed' <<<"$line" | grep -oE '[0-9]+')
     passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
     if [ "$3" -ne 0 ] || [ -z "$line" ]; then
         failed_names+=("$1")

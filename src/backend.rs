@@ -3,13 +3,15 @@
 
 use serde_json::Value;
 
-use crate::nft::{self, NftError, Table};
+use crate::nft::{self, NftError, Set, Table};
 
 pub trait Backend {
     /// Replaces the owned table in one transaction: all of it or nothing.
     fn replace(&mut self, table: &Table) -> Result<(), BackendError>;
     /// Reads the table back and checks it has the shape that was sent.
     fn verify(&self, table: &Table) -> Result<(), BackendError>;
+    /// Replaces the elements of some sets of the table, in one transaction.
+    fn update_sets(&mut self, table: &str, sets: &[&Set]) -> Result<(), BackendError>;
     /// The owned table as the kernel has it now, with counters (without set
     /// elements if `terse`); `None` if absent.
     fn read(&self, table: &str, terse: bool) -> Result<Option<Value>, BackendError>;
@@ -34,6 +36,10 @@ impl Backend for NftBackend {
 
     fn verify(&self, table: &Table) -> Result<(), BackendError> {
         verify(table, nft::list_table(&table.name, true)?)
+    }
+
+    fn update_sets(&mut self, table: &str, sets: &[&Set]) -> Result<(), BackendError> {
+        Ok(nft::apply(&nft::UpdateSets { table, sets })?)
     }
 
     fn read(&self, table: &str, terse: bool) -> Result<Option<Value>, BackendError> {
@@ -69,6 +75,8 @@ pub struct NoopBackend {
     pub fail_verify: bool,
     /// As if someone had run `nft flush ruleset`.
     pub flushed: bool,
+    /// The sets of every `update_sets`.
+    pub set_updates: Vec<Vec<Set>>,
 }
 
 #[cfg(test)]
@@ -98,6 +106,14 @@ impl Backend for NoopBackend {
 
     fn delete(&mut self, _table: &str) -> Result<(), BackendError> {
         self.applied.clear();
+        Ok(())
+    }
+
+    fn update_sets(&mut self, _table: &str, sets: &[&Set]) -> Result<(), BackendError> {
+        if std::mem::take(&mut self.fail_next) {
+            return Err(BackendError::Verify("injected failure".into()));
+        }
+        self.set_updates.push(sets.iter().map(|s| (*s).clone()).collect());
         Ok(())
     }
 }

@@ -84,6 +84,9 @@ pub enum ShowWhat {
     Profiles,
     /// The resultant policy after merging, with the file that set each value.
     Policy,
+    /// The dynamic address sets (default-gateway, local-subnet): their current
+    /// elements and where each came from.
+    Sets,
 }
 
 #[derive(Args)]

@@ -5,7 +5,9 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::compile::{Compiled, Field};
+use crate::compile::{Compiled, DynMatch, Field};
+use crate::dynamic;
+use crate::policy::values::Keyword;
 use crate::nft;
 use crate::policy::values::{has_ports, IPPROTO_ICMP, IPPROTO_ICMPV6};
 use crate::policy::{Direction, Place, Policy, ProfileKind, Verdict};
@@ -76,12 +78,14 @@ pub fn explain(policy: &Policy, compiled: &Compiled, direction: Direction, packe
     }
     for i in compiled.lookups(direction, profile) {
         let group = &compiled.groups[i];
+        if !group.dynamic.iter().all(|d| dynamic_match(compiled, packet, *d)) {
+            continue;
+        }
         let Some(key) = group.fields.iter().map(|&f| packet.field(f)).collect::<Option<Vec<u128>>>() else {
             continue;
         };
         let set = &compiled.table.sets[i];
-        let hit = set.elems.iter().find(|e| e.ranges.iter().zip(&key).all(|(&(lo, hi), &k)| lo <= k && k <= hi));
-        if let Some(elem) = hit {
+        if let Some(elem) = find(set, &key) {
             let rule = &policy.rules[elem.tag as usize];
             return Explanation {
                 verdict: group.action(),
@@ -95,4 +99,25 @@ pub fn explain(policy: &Policy, compiled: &Compiled, direction: Direction, packe
         profile,
         decided_by: Decider::ProfileDefault { profile },
     }
+}
+
+fn find<'a>(set: &'a nft::Set, key: &[u128]) -> Option<&'a nft::Elem> {
+    set.elems.iter().find(|e| e.ranges.iter().zip(key).all(|(&(lo, hi), &k)| lo <= k && k <= hi))
+}
+
+/// Whether the packet's address is in the keyword's set as the table has it now.
+fn dynamic_match(compiled: &Compiled, packet: &Packet, d: DynMatch) -> bool {
+    let field = match (d.v4, d.remote) {
+        (true, true) => Field::RemoteAddr4,
+        (true, false) => Field::LocalAddr4,
+        (false, true) => Field::RemoteAddr6,
+        (false, false) => Field::LocalAddr6,
+    };
+    let key = match d.keyword {
+        Keyword::DefaultGateway => packet.field(field).map(|a| vec![a]),
+        Keyword::LocalSubnet => packet.field(Field::Interface).zip(packet.field(field)).map(|(i, a)| vec![i, a]),
+    };
+    let name = dynamic::set_name(d.keyword, d.v4);
+    let set = compiled.table.sets.iter().find(|s| s.name == name);
+    matches!((key, set), (Some(key), Some(set)) if find(set, &key).is_some())
 }

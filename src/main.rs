@@ -5,6 +5,7 @@ mod cli;
 mod client;
 mod compile;
 mod daemon;
+mod dynamic;
 mod explain;
 mod nft;
 mod policy;
@@ -75,6 +76,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ShowWhat::Rules => (Request::Rules, show::rules),
                 ShowWhat::Profiles => (Request::Profiles, show::profiles),
                 ShowWhat::Policy => (Request::Policy, show::policy),
+                ShowWhat::Sets => (Request::Sets, show::sets),
             };
             print(json, &client::call(&cli.socket, &request)?, human)
         }
@@ -104,7 +106,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn check(p: &PolicyDirs, dump: bool) -> anyhow::Result<ExitCode> {
     let (dirs, required) = dirs(p);
-    let compiled = policy::load(&dirs, required).and_then(|pol| compile::compile(&pol).map(|c| (pol, c)));
+    let compiled = policy::load(&dirs, required).and_then(|pol| compile::compile(&pol, &dynamic::DynState::default()).map(|c| (pol, c)));
     match compiled {
         Err(diags) => {
             eprintln!("{diags}");
@@ -167,7 +169,8 @@ fn explain(socket: &std::path::Path, a: ExplainArgs) -> anyhow::Result<ExitCode>
     } else {
         let (dirs, required) = dirs(&a.policy);
         let policy = policy::load(&dirs, required)?;
-        let compiled = compile::compile(&policy)?;
+        // Offline there is no live host: keyword rules match nothing.
+        let compiled = compile::compile(&policy, &dynamic::DynState::default())?;
         serde_json::to_value(explain::explain(&policy, &compiled, direction, &packet))?
     };
     print(a.json, &answer, show::explanation)

@@ -19,6 +19,7 @@ pub enum Request {
     Rules,
     Profiles,
     Policy,
+    Sets,
     Explain { direction: Direction, packet: Packet },
     /// Re-read the policy files and apply them; with `confirm_secs`, roll back
     /// unless `Confirm` arrives in time.

@@ -169,3 +169,23 @@ pub fn explanation(v: &Value) -> String {
     };
     format!("verdict:    {}\ndecided by: {by}\nprofile:    {}\n", s(&v["verdict"]), s(&v["profile"]))
 }
+
+pub fn sets(v: &Value) -> String {
+    let mut o = String::new();
+    for set in v.as_array().into_iter().flatten() {
+        let used = if set["in-table"] == Value::Bool(true) { "" } else { " (no rule uses it)" };
+        let _ = writeln!(o, "{} {} -> set {}{used}", s(&set["keyword"]), s(&set["family"]), s(&set["set"]));
+        let elements = set["elements"].as_array().map_or(&[][..], Vec::as_slice);
+        if elements.is_empty() {
+            let _ = writeln!(o, "  (empty)");
+        }
+        for e in elements {
+            let iface = match &e["interface"] {
+                Value::String(i) => format!("{i} "),
+                _ => String::new(),
+            };
+            let _ = writeln!(o, "  {iface}{}  <- {}", s(&e["address"]), s(&e["source"]));
+        }
+    }
+    o
+}

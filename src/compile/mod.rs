@@ -18,6 +18,8 @@
 mod dims;
 mod disjoint;
 
+pub use disjoint::make_disjoint;
+
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -25,7 +27,8 @@ use serde_json::json;
 
 pub use dims::Field;
 use crate::nft::{self, BaseChain, Chain, Elem, Expr, Hook, Set, Stmt, Table};
-use crate::policy::values::{AddrRange, IPPROTO_ICMP, IPPROTO_ICMPV6};
+use crate::dynamic::{self, DynState};
+use crate::policy::values::{AddrRange, Address, Keyword, IPPROTO_ICMP, IPPROTO_ICMPV6};
 use crate::policy::{Diagnostic, Diagnostics, Direction, Policy, ProfileKind, Rule, Verdict};
 
 /// The one table Ringfence owns; it creates, replaces and deletes nothing else.
@@ -48,7 +51,39 @@ pub struct Group {
     /// `None` applies in every profile, and is looked up before a profile's own.
     pub scope: Option<ProfileKind>,
     pub log: bool,
+    /// Addresses matched against the daemon's dynamic sets, outside the key.
+    pub dynamic: Vec<DynMatch>,
     pub fields: Vec<Field>,
+}
+
+/// A packet address looked up in a keyword's set (`ip saddr @dyn_default_gateway4`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct DynMatch {
+    pub keyword: Keyword,
+    pub v4: bool,
+    /// The remote address (else the local one).
+    pub remote: bool,
+}
+
+impl DynMatch {
+    /// The lookup key: the address, with the interface for `local-subnet`.
+    pub fn expr(self, direction: Direction) -> Expr {
+        let field = match (self.v4, self.remote) {
+            (true, true) => Field::RemoteAddr4,
+            (true, false) => Field::LocalAddr4,
+            (false, true) => Field::RemoteAddr6,
+            (false, false) => Field::LocalAddr6,
+        };
+        match self.keyword {
+            Keyword::DefaultGateway => field.expr(direction),
+            Keyword::LocalSubnet => Expr::Concat(vec![Field::Interface.expr(direction), field.expr(direction)]),
+        }
+    }
+
+    fn short(self) -> String {
+        let side = if self.remote { "r" } else { "l" };
+        format!("{side}{}", dynamic::set_name(self.keyword, self.v4).trim_start_matches("dyn_"))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -67,7 +102,8 @@ impl Group {
 
     fn set_name(&self) -> String {
         let scope = self.scope.map_or("all", ProfileKind::as_str);
-        let fields: Vec<&str> = self.fields.iter().map(|f| f.short()).collect();
+        let fields: Vec<String> =
+            self.dynamic.iter().map(|d| d.short()).chain(self.fields.iter().map(|f| f.short().to_string())).collect();
         let log = if self.log { "_log" } else { "" };
         format!("{}_{}{log}_{scope}_{}", self.direction.as_str(), self.action().as_str(), fields.join("_"))
     }
@@ -78,8 +114,9 @@ impl Group {
     }
 }
 
-/// The compiled policy: the table to apply and, parallel to its sets, what each
-/// set means (used by `explain` and `show`, so they read exactly what the kernel has).
+/// The compiled policy: the table to apply and, parallel to its first sets, what
+/// each set means (used by `explain` and `show`, so they read exactly what the
+/// kernel has). The sets after those of the groups are the dynamic sets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Compiled {
     pub table: Table,
@@ -87,18 +124,39 @@ pub struct Compiled {
 }
 
 impl Compiled {
-    /// Indexes of the sets a packet meets, in the order the chain looks them up.
+    /// The dynamic sets in the table, with their keyword and IP version.
+    pub fn dynamic_sets(&self) -> impl Iterator<Item = (usize, Keyword, bool)> + '_ {
+        let mut used: Vec<(Keyword, bool)> = self.groups.iter().flat_map(|g| g.dynamic.iter().map(|d| (d.keyword, d.v4))).collect();
+        used.sort();
+        used.dedup();
+        used.into_iter().enumerate().map(|(i, (k, v4))| (self.groups.len() + i, k, v4))
+    }
+
+    /// The dynamic sets whose elements differ under `state`, rebuilt, with
+    /// their indexes in the table.
+    pub fn dynamic_updates(&self, state: &DynState) -> Vec<(usize, Set)> {
+        self.dynamic_sets()
+            .map(|(i, k, v4)| (i, dynamic::set(state, k, v4)))
+            .filter(|(i, set)| self.table.sets[*i] != *set)
+            .collect()
+    }
+}
+
+impl Compiled {
+    /// Indexes of the group sets a packet meets, in the order the chain looks them up.
     pub fn lookups(&self, direction: Direction, profile: ProfileKind) -> impl Iterator<Item = usize> + '_ {
         (0..self.groups.len()).filter(move |&i| self.groups[i].applies(direction, profile))
     }
 }
 
-pub fn compile(policy: &Policy) -> Result<Compiled, Diagnostics> {
+/// Compiles `policy`, with the dynamic sets holding the keywords' values of
+/// `dynamic` (empty when there is no live host to read them from, as for `check`).
+pub fn compile(policy: &Policy, dynamic: &DynState) -> Result<Compiled, Diagnostics> {
     let mut by_group: BTreeMap<Group, Vec<Elem>> = BTreeMap::new();
     let mut total = 0usize;
     for (tag, rule) in policy.rules.iter().enumerate().filter(|(_, r)| r.enabled) {
         let shapes = shapes(rule);
-        let count = shapes.iter().map(|s| s.iter().map(|(_, v)| v.len()).fold(1usize, usize::saturating_mul)).fold(0usize, usize::saturating_add);
+        let count = shapes.iter().map(|s| s.fields.iter().map(|(_, v)| v.len()).fold(1usize, usize::saturating_mul)).fold(0usize, usize::saturating_add);
         total = total.saturating_add(count);
         if total > MAX_ELEMENTS {
             let m = format!(
@@ -120,9 +178,10 @@ pub fn compile(policy: &Policy) -> Result<Compiled, Diagnostics> {
                     block_first: if rule.action == Verdict::Block { BlockFirst::Block } else { BlockFirst::Allow },
                     scope,
                     log: rule.log,
-                    fields: shape.iter().map(|(f, _)| *f).collect(),
+                    dynamic: shape.dynamic.clone(),
+                    fields: shape.fields.iter().map(|(f, _)| *f).collect(),
                 };
-                product(shape, tag as u32, by_group.entry(group).or_default());
+                product(&shape.fields, tag as u32, by_group.entry(group).or_default());
             }
         }
     }
@@ -145,16 +204,54 @@ pub fn compile(policy: &Policy) -> Result<Compiled, Diagnostics> {
         }
     }
     let mut compiled = Compiled { table: Table { name: TABLE.into(), sets, chains: Vec::new() }, groups };
+    let dynamic_sets: Vec<Set> = compiled.dynamic_sets().map(|(_, k, v4)| dynamic::set(dynamic, k, v4)).collect();
+    compiled.table.sets.extend(dynamic_sets);
     compiled.table.chains = chains(policy, &compiled);
     Ok(compiled)
 }
 
-type Shape = Vec<(Field, Vec<(u128, u128)>)>;
+/// What a rule constrains, for one of its set groups: fields with their values
+/// (the set key) and addresses looked up in dynamic sets.
+#[derive(Clone, Default)]
+struct Shape {
+    fields: Vec<(Field, Vec<(u128, u128)>)>,
+    dynamic: Vec<DynMatch>,
+}
+
+/// One way an address list can match for one IP version: its literal ranges,
+/// or one of its keywords.
+enum Alternative {
+    Any,
+    Literal(Vec<(u128, u128)>),
+    Dynamic(Keyword),
+}
+
+/// The alternatives of an address list for one IP version; none if the list
+/// names no address of that version.
+fn alternatives(list: &[Address], v4: bool) -> Vec<Alternative> {
+    if list.is_empty() {
+        return vec![Alternative::Any];
+    }
+    let literal: Vec<(u128, u128)> = list
+        .iter()
+        .filter_map(|a| match *a {
+            Address::Range(AddrRange::V4(lo, hi)) if v4 => Some((lo as u128, hi as u128)),
+            Address::Range(AddrRange::V6(lo, hi)) if !v4 => Some((lo, hi)),
+            _ => None,
+        })
+        .collect();
+    let keywords = list.iter().filter_map(|a| match a {
+        Address::Keyword(k) => Some(Alternative::Dynamic(*k)),
+        Address::Range(_) => None,
+    });
+    (!literal.is_empty()).then_some(Alternative::Literal(literal)).into_iter().chain(keywords).collect()
+}
 
 /// The shapes of a rule: one per IP version its addresses need (one in all if it
-/// names no address), each the list of fields it constrains with their values.
+/// names no address), times one per keyword it names.
 fn shapes(rule: &Rule) -> Vec<Shape> {
-    let mut common: Shape = Vec::new();
+    let mut common = Shape::default();
+    let fields = &mut common.fields;
     if !rule.interfaces.is_empty() {
         let ranges = rule.interfaces.iter().map(|p| {
             if p.is_glob() {
@@ -164,72 +261,61 @@ fn shapes(rule: &Rule) -> Vec<Shape> {
                 (k, k)
             }
         });
-        common.push((Field::Interface, ranges.collect()));
+        fields.push((Field::Interface, ranges.collect()));
     }
     if !rule.users.is_empty() {
-        common.push((Field::User, rule.users.iter().map(|&u| (u as u128, u as u128)).collect()));
+        fields.push((Field::User, rule.users.iter().map(|&u| (u as u128, u as u128)).collect()));
     }
     let icmp = rule.icmp_types.iter().map(|&t| (t as u128, t as u128)).collect::<Vec<_>>();
     match rule.protocol {
-        Some(IPPROTO_ICMP) if !icmp.is_empty() => common.push((Field::IcmpType, icmp)),
-        Some(IPPROTO_ICMPV6) if !icmp.is_empty() => common.push((Field::Icmpv6Type, icmp)),
-        Some(p) => common.push((Field::Protocol, vec![(p as u128, p as u128)])),
+        Some(IPPROTO_ICMP) if !icmp.is_empty() => fields.push((Field::IcmpType, icmp)),
+        Some(IPPROTO_ICMPV6) if !icmp.is_empty() => fields.push((Field::Icmpv6Type, icmp)),
+        Some(p) => fields.push((Field::Protocol, vec![(p as u128, p as u128)])),
         None => {}
     }
     let ports = |list: &[crate::policy::values::PortRange]| list.iter().map(|p| (p.0 as u128, p.1 as u128)).collect();
     if !rule.remote_ports.is_empty() {
-        common.push((Field::RemotePort, ports(&rule.remote_ports)));
+        fields.push((Field::RemotePort, ports(&rule.remote_ports)));
     }
     if !rule.local_ports.is_empty() {
-        common.push((Field::LocalPort, ports(&rule.local_ports)));
+        fields.push((Field::LocalPort, ports(&rule.local_ports)));
     }
 
     let mut shapes = Vec::new();
     if rule.remote_addresses.is_empty() && rule.local_addresses.is_empty() {
         shapes.push(common);
     } else {
-        let v4_ok = rule.protocol != Some(IPPROTO_ICMPV6);
-        let v6_ok = rule.protocol != Some(IPPROTO_ICMP);
-        for (ok, want_v4, remote_field, local_field) in [
-            (v4_ok, true, Field::RemoteAddr4, Field::LocalAddr4),
-            (v6_ok, false, Field::RemoteAddr6, Field::LocalAddr6),
-        ] {
-            let pick = |list: &[AddrRange]| -> Vec<(u128, u128)> {
-                list.iter()
-                    .filter(|a| a.is_v4() == want_v4)
-                    .map(|a| match *a {
-                        AddrRange::V4(lo, hi) => (lo as u128, hi as u128),
-                        AddrRange::V6(lo, hi) => (lo, hi),
-                    })
-                    .collect()
-            };
-            let (remote, local) = (pick(&rule.remote_addresses), pick(&rule.local_addresses));
-            let unusable = |given: &[AddrRange], picked: &[(u128, u128)]| !given.is_empty() && picked.is_empty();
-            if !ok || unusable(&rule.remote_addresses, &remote) || unusable(&rule.local_addresses, &local) {
+        for (v4, remote_field, local_field) in [(true, Field::RemoteAddr4, Field::LocalAddr4), (false, Field::RemoteAddr6, Field::LocalAddr6)] {
+            if rule.protocol == Some(if v4 { IPPROTO_ICMPV6 } else { IPPROTO_ICMP }) {
                 continue;
             }
-            let mut shape = common.clone();
-            if !remote.is_empty() {
-                shape.push((remote_field, remote));
+            for remote in alternatives(&rule.remote_addresses, v4) {
+                for local in alternatives(&rule.local_addresses, v4) {
+                    let mut shape = common.clone();
+                    for (alt, field, is_remote) in [(&remote, remote_field, true), (&local, local_field, false)] {
+                        match alt {
+                            Alternative::Any => {}
+                            Alternative::Literal(ranges) => shape.fields.push((field, ranges.clone())),
+                            Alternative::Dynamic(k) => shape.dynamic.push(DynMatch { keyword: *k, v4, remote: is_remote }),
+                        }
+                    }
+                    shapes.push(shape);
+                }
             }
-            if !local.is_empty() {
-                shape.push((local_field, local));
-            }
-            shapes.push(shape);
         }
     }
     for shape in &mut shapes {
-        if shape.is_empty() {
-            // "any protocol" with nothing else: a key needs a field.
-            shape.push((Field::Protocol, vec![(0, 255)]));
+        if shape.fields.is_empty() {
+            // "any protocol" with nothing else in the key: a key needs a field.
+            shape.fields.push((Field::Protocol, vec![(0, 255)]));
         }
-        shape.sort_by_key(|(f, _)| *f);
+        shape.fields.sort_by_key(|(f, _)| *f);
     }
     shapes
 }
 
 /// Appends the cartesian product of a shape's value lists.
-fn product(shape: &Shape, tag: u32, out: &mut Vec<Elem>) {
+fn product(shape: &[(Field, Vec<(u128, u128)>)], tag: u32, out: &mut Vec<Elem>) {
     let mut idx = vec![0usize; shape.len()];
     loop {
         let ranges: Box<[(u128, u128)]> = shape.iter().zip(&idx).map(|((_, v), &i)| v[i]).collect();
@@ -337,12 +423,14 @@ fn profile_chain(policy: &Policy, compiled: &Compiled, direction: Direction, pro
         .map(|i| {
             let group = &compiled.groups[i];
             let key = Expr::Concat(group.fields.iter().map(|f| f.expr(direction)).collect());
+            let dynamic = group.dynamic.iter().map(|d| Stmt::InSet(d.expr(direction), dynamic::set_name(d.keyword, d.v4)));
+            let lookup = dynamic.chain([Stmt::InSet(key, compiled.table.sets[i].name.clone())]);
             let then = if group.log {
                 nft::Verdict::Goto(log_chain_name(direction, group.action()))
             } else {
                 verdict(group.action())
             };
-            nft::Rule { stmts: vec![Stmt::InSet(key, compiled.table.sets[i].name.clone()), Stmt::Verdict(then)], comment: None }
+            nft::Rule { stmts: lookup.chain([Stmt::Verdict(then)]).collect(), comment: None }
         })
         .collect();
     let default = policy.profile(profile).default_for(direction);

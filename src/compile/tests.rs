@@ -7,6 +7,11 @@ use std::path::{Path, PathBuf};
 use super::*;
 use crate::explain::{explain, Decider, Packet};
 use crate::policy::load_text;
+use crate::policy::values::Keyword;
+
+fn compile_default(p: &Policy) -> Result<Compiled, Diagnostics> {
+    compile(p, &DynState::default())
+}
 
 fn policy(text: &str) -> Policy {
     load_text(&[(PathBuf::from("test.yaml"), text.to_string())]).unwrap_or_else(|d| panic!("{d}"))
@@ -16,7 +21,7 @@ fn golden(policy_file: &Path, golden_file: &Path) {
     let text = std::fs::read_to_string(policy_file).unwrap();
     let name = PathBuf::from(policy_file.file_name().unwrap());
     let p = load_text(&[(name, text)]).unwrap_or_else(|d| panic!("{d}"));
-    let c = compile(&p).unwrap_or_else(|d| panic!("{d}"));
+    let c = compile(&p, &DynState::default()).unwrap_or_else(|d| panic!("{d}"));
     let got = serde_json::to_string_pretty(&c.table.replace()).unwrap() + "\n";
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(golden_file, &got).unwrap();
@@ -50,7 +55,7 @@ fn rules_of_one_shape_share_one_set() {
     for i in 0..500 {
         text += &format!("  - {{ name: r{i}, direction: in, action: block, protocol: tcp, remote-addresses: [\"10.0.{}.{}\"], local-ports: [{}] }}\n", i / 250, i % 250, 1000 + i);
     }
-    let c = compile(&policy(&text)).unwrap();
+    let c = compile_default(&policy(&text)).unwrap();
     assert_eq!(c.table.sets.len(), 1);
     assert_eq!(c.table.sets[0].elems.len(), 500);
     assert!(!c.table.sets[0].interval, "exact values go to a hash set");
@@ -67,7 +72,7 @@ fn overlapping_rules_become_disjoint_elements_with_the_same_union() {
          - { name: wide, direction: in, action: allow, protocol: tcp, remote-addresses: [\"10.0.0.0/8\"], local-ports: [22] }\n\
          - { name: inside, direction: in, action: allow, protocol: tcp, remote-addresses: [\"10.1.0.0/16\"], local-ports: [\"20-80\"] }\n",
     );
-    let c = compile(&p).unwrap();
+    let c = compile(&p, &DynState::default()).unwrap();
     let elems = &c.table.sets[0].elems;
     for (i, a) in elems.iter().enumerate() {
         for b in &elems[i + 1..] {
@@ -93,7 +98,7 @@ fn block_beats_allow_whatever_the_order() {
              - {{ name: a, direction: in, action: {first}, protocol: tcp, local-ports: [443] }}\n\
              - {{ name: b, direction: in, action: {second}, protocol: tcp, local-ports: [443] }}\n"
         ));
-        let c = compile(&p).unwrap();
+        let c = compile(&p, &DynState::default()).unwrap();
         let pkt = Packet { protocol: 6, remote: Some("192.0.2.1".parse().unwrap()), local_port: Some(443), ..Default::default() };
         assert_eq!(explain(&p, &c, Direction::In, &pkt).verdict, Verdict::Block);
         let chain = c.table.chains.iter().find(|ch| ch.name == "in_public").unwrap();
@@ -113,7 +118,7 @@ fn profiles_get_their_own_chains_and_sets() {
          - { name: dom-block, direction: in, action: block, protocol: udp, local-ports: [53], profiles: [domain] }\n\
          - { name: all-ssh, direction: in, action: allow, protocol: tcp, local-ports: [22] }\n",
     );
-    let c = compile(&p).unwrap();
+    let c = compile(&p, &DynState::default()).unwrap();
     let names: Vec<&str> = c.table.chains.iter().map(|ch| ch.name.as_str()).collect();
     for want in ["in_domain", "in_private", "in_public", "out_domain", "input", "output"] {
         assert!(names.contains(&want), "{want} missing from {names:?}");
@@ -135,7 +140,7 @@ fn interface_wildcards_stay_wildcards_when_rules_overlap() {
          - { name: any-eth, direction: in, action: allow, protocol: tcp, interfaces: [\"eth*\"], local-ports: [\"1-100\"] }\n\
          - { name: eth0, direction: in, action: allow, protocol: tcp, interfaces: [eth0], local-ports: [\"50-200\"] }\n",
     );
-    let c = compile(&p).unwrap();
+    let c = compile(&p, &DynState::default()).unwrap();
     let json = serde_json::to_string(&c.table.replace()).unwrap();
     assert!(json.contains("\"eth*\"") && json.contains("\"eth0\""), "{json}");
     for (iface, port, allowed) in [("eth0", 150, true), ("eth1", 150, false), ("eth1", 60, true), ("eth0", 60, true)] {
@@ -147,7 +152,7 @@ fn interface_wildcards_stay_wildcards_when_rules_overlap() {
 #[test]
 fn a_rule_with_both_ip_versions_gets_a_set_per_version() {
     let p = policy("rules:\n- { name: r, direction: in, action: block, remote-addresses: [\"10.0.0.0/8\", \"fd00::/8\"] }\n");
-    let c = compile(&p).unwrap();
+    let c = compile(&p, &DynState::default()).unwrap();
     let keys: Vec<Vec<nft::KeyType>> = c.table.sets.iter().map(|s| s.key.clone()).collect();
     assert_eq!(keys, vec![vec![nft::KeyType::Ipv4Addr], vec![nft::KeyType::Ipv6Addr]]);
 }
@@ -159,7 +164,7 @@ fn disabled_rules_compile_to_nothing_and_logged_rules_jump_to_a_log_chain() {
          - { name: off, direction: in, action: allow, protocol: tcp, local-ports: [1], enabled: false }\n\
          - { name: logged, direction: out, action: block, protocol: udp, remote-ports: [9], log: true }\n",
     );
-    let c = compile(&p).unwrap();
+    let c = compile(&p, &DynState::default()).unwrap();
     assert_eq!(c.table.sets.len(), 1);
     assert_eq!(c.table.sets[0].elems[0].tag, 1);
     let chain = c.table.chains.iter().find(|ch| ch.name == "out_public").unwrap();
@@ -170,7 +175,7 @@ fn disabled_rules_compile_to_nothing_and_logged_rules_jump_to_a_log_chain() {
 #[test]
 fn users_match_the_socket_owner_outbound() {
     let p = policy("rules:\n- { name: u, direction: out, action: block, users: [0, 65534], protocol: tcp }\n");
-    let c = compile(&p).unwrap();
+    let c = compile(&p, &DynState::default()).unwrap();
     let out = |uid| Packet { protocol: 6, remote: Some("192.0.2.1".parse().unwrap()), remote_port: Some(80), uid, ..Default::default() };
     assert_eq!(explain(&p, &c, Direction::Out, &out(Some(65534))).verdict, Verdict::Block);
     assert_eq!(explain(&p, &c, Direction::Out, &out(Some(1000))).verdict, Verdict::Allow);
@@ -186,6 +191,52 @@ fn a_rule_that_multiplies_to_too_many_elements_is_an_error() {
         ports.join(","),
         addrs.join(",")
     ));
-    let err = compile(&p).unwrap_err().to_string();
+    let err = compile(&p, &DynState::default()).unwrap_err().to_string();
     assert!(err.starts_with("test.yaml:2:3: rule \"big\" expands to 1100000 set elements"), "{err}");
+}
+
+fn dyn_state(entries: &[(Keyword, Option<&str>, &str)]) -> DynState {
+    let mut s = DynState::default();
+    for (k, iface, addr) in entries {
+        let a = crate::policy::values::parse_addr_range(addr).unwrap();
+        let e = crate::dynamic::Entry { interface: iface.map(str::to_string), addresses: a, source: "test".into() };
+        s.0.entry((*k, a.is_v4())).or_default().push(e);
+    }
+    s
+}
+
+#[test]
+fn keywords_are_looked_up_in_dynamic_sets_that_follow_the_host() {
+    let p = policy(
+        "rules:\n\
+         - { name: gw-dns, direction: in, action: allow, protocol: udp, local-ports: [53], remote-addresses: [default-gateway, \"192.0.2.53\"] }\n\
+         - { name: lan-ssh, direction: in, action: allow, protocol: tcp, local-ports: [22], remote-addresses: [local-subnet] }\n",
+    );
+    let state = dyn_state(&[(Keyword::DefaultGateway, None, "10.0.0.1"), (Keyword::LocalSubnet, Some("eth0"), "10.0.0.0/24")]);
+    let c = compile(&p, &state).unwrap();
+    let names: Vec<&str> = c.table.sets.iter().map(|s| s.name.as_str()).collect();
+    for want in ["dyn_default_gateway4", "dyn_default_gateway6", "dyn_local_subnet4", "dyn_local_subnet6"] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+    let udp53 = |from: &str| Packet { protocol: 17, remote: Some(from.parse().unwrap()), local_port: Some(53), interface: Some("eth0".into()), ..Default::default() };
+    let ssh = |from: &str, iface: &str| Packet { protocol: 6, remote: Some(from.parse().unwrap()), local_port: Some(22), interface: Some(iface.into()), ..Default::default() };
+    let verdict = |c: &Compiled, pkt| explain(&p, c, Direction::In, &pkt).verdict;
+    assert_eq!(verdict(&c, udp53("10.0.0.1")), Verdict::Allow, "the gateway");
+    assert_eq!(verdict(&c, udp53("192.0.2.53")), Verdict::Allow, "the literal address beside the keyword");
+    assert_eq!(verdict(&c, udp53("10.0.0.2")), Verdict::Block);
+    assert_eq!(verdict(&c, ssh("10.0.0.7", "eth0")), Verdict::Allow, "on eth0's subnet");
+    assert_eq!(verdict(&c, ssh("10.0.0.7", "eth1")), Verdict::Block, "the same address arriving on another interface");
+
+    // The host changes: only the dynamic sets change, and they are the only ones to send.
+    let moved = dyn_state(&[(Keyword::DefaultGateway, None, "10.0.0.254"), (Keyword::LocalSubnet, Some("eth0"), "10.0.0.0/24")]);
+    let updates = c.dynamic_updates(&moved);
+    assert_eq!(updates.iter().map(|(_, s)| s.name.as_str()).collect::<Vec<_>>(), ["dyn_default_gateway4"]);
+    let recompiled = compile(&p, &moved).unwrap();
+    let mut updated = c.clone();
+    for (i, set) in updates {
+        updated.table.sets[i] = set;
+    }
+    assert_eq!(updated, recompiled, "updating elements gives what compiling anew would");
+    assert_eq!(verdict(&updated, udp53("10.0.0.254")), Verdict::Allow);
+    assert_eq!(verdict(&updated, udp53("10.0.0.1")), Verdict::Block);
 }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::backend::{Backend, BackendError};
 use crate::compile::{self, Compiled};
+use crate::dynamic::DynState;
 use crate::policy::{self, Diagnostics, Policy};
 
 /// How soon a failed rollback is tried again.
@@ -74,6 +75,8 @@ pub struct Engine<B: Backend> {
     pub pending: Option<Pending>,
     /// The policy the last rollback removed.
     rolled_back: Option<Policy>,
+    /// The current values of the address keywords.
+    pub dynamic: DynState,
     /// How many times a ruleset was applied.
     pub generation: u64,
     pub last_apply: Duration,
@@ -90,6 +93,7 @@ impl<B: Backend> Engine<B> {
             applied: None,
             pending: None,
             rolled_back: None,
+            dynamic: DynState::default(),
             generation: 0,
             last_apply: Duration::ZERO,
             last_error: None,
@@ -130,6 +134,25 @@ impl<B: Backend> Engine<B> {
         outcome
     }
 
+    /// Takes new values of the address keywords: only the elements of the sets
+    /// that changed are replaced, in one transaction; rules are not touched.
+    /// Returns how many sets changed.
+    pub fn update_dynamic(&mut self, state: DynState) -> Result<usize, EngineError> {
+        self.dynamic = state;
+        let Some(applied) = &mut self.applied else { return Ok(0) };
+        let updates = applied.compiled.dynamic_updates(&self.dynamic);
+        if updates.is_empty() {
+            return Ok(0);
+        }
+        let sets: Vec<&crate::nft::Set> = updates.iter().map(|(_, s)| s).collect();
+        self.backend.update_sets(&applied.compiled.table.name, &sets).map_err(EngineError::Apply)?;
+        let changed = updates.len();
+        for (i, set) in updates {
+            applied.compiled.table.sets[i] = set;
+        }
+        Ok(changed)
+    }
+
     pub fn confirm(&mut self) -> Result<(), EngineError> {
         self.pending.take().map(|_| ()).ok_or(EngineError::NothingToConfirm)
     }
@@ -155,7 +178,7 @@ impl<B: Backend> Engine<B> {
     /// the table in force is not sent again, so its counters keep counting; the
     /// kernel is still asked, since someone may have flushed the ruleset.
     fn apply_policy(&mut self, policy: Policy, force: bool) -> Result<Outcome, EngineError> {
-        let compiled = compile::compile(&policy).map_err(EngineError::Policy)?;
+        let compiled = compile::compile(&policy, &self.dynamic).map_err(EngineError::Policy)?;
         if let Some(current) = &mut self.applied {
             if !force && current.compiled.table == compiled.table && self.backend.verify(&compiled.table).is_ok() {
                 // The policy's places may still have moved.

@@ -20,6 +20,7 @@ use engine::{Engine, Outcome, Trigger};
 use views::policy_view;
 use crate::backend::{Backend, NftBackend};
 use crate::compile::TABLE;
+use crate::dynamic::netlink;
 use crate::protocol::{Request, Response};
 
 /// Quiet time after the last file event before reloading, so that an editor's
@@ -39,6 +40,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let _lock = lock::lock_netns()?;
     let listener = control::bind(&opts.socket, opts.socket_group.as_deref())?;
     let mut engine = Engine::new(opts.dirs.clone(), opts.dirs_required, NftBackend);
+    // The keywords' values go into the first table, so that it never has empty
+    // dynamic sets that the host's configuration would have filled.
+    let (netlink, events) = netlink::connect()?;
+    engine.dynamic = netlink::read(&netlink).await?;
+    let (dynamic_tx, mut dynamic_rx) = mpsc::channel(4);
+    tokio::spawn(netlink::watch(netlink, events, engine.dynamic.clone(), dynamic_tx));
     if let Err(e) = engine.reload(Trigger::Files) {
         let _ = std::fs::remove_file(&opts.socket);
         return Err(e).context("cannot start");
@@ -65,6 +72,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 let _ = reply.send(handle(&mut engine, request));
             }
             _ = hup.recv() => reload(&mut engine, "SIGHUP"),
+            Some(state) = dynamic_rx.recv() => match engine.update_dynamic(state) {
+                Ok(0) => {}
+                Ok(sets) => tracing::info!(sets, "dynamic sets updated"),
+                Err(e) => tracing::error!("updating the dynamic sets failed; they keep their previous elements: {e:#}"),
+            },
             Some(()) = ticks.recv() => reload_at = Some(Instant::now() + DEBOUNCE),
             _ = sleep_until(reload_at.unwrap_or_else(Instant::now)), if reload_at.is_some() => {
                 reload_at = None;
@@ -131,6 +143,7 @@ fn handle<B: Backend>(engine: &mut Engine<B>, request: Request) -> Response {
         Request::Rules => views::rules(engine),
         Request::Profiles => views::profiles(engine),
         Request::Policy => Ok(engine.applied.as_ref().map_or(json!(null), |a| policy_view(&a.policy))),
+        Request::Sets => Ok(views::sets(engine)),
         Request::Explain { direction, packet } => Ok(engine.applied.as_ref().map_or(json!(null), |a| {
             json!(crate::explain::explain(&a.policy, &a.compiled, direction, &packet))
         })),

@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 use super::engine::Engine;
 use crate::backend::Backend;
 use crate::compile::{default_rule_comment, TABLE};
-use crate::policy::values::{format_addr_range, icmp_type_name, protocol_name};
+use crate::dynamic;
+use crate::policy::values::{format_addr_range, format_address, icmp_type_name, protocol_name, Keyword};
 use crate::policy::{Direction, Policy, ProfileKind, Rule, Sourced};
 
 /// Packets and bytes.
@@ -66,8 +67,8 @@ pub fn rule_view(rule: &Rule) -> Value {
         "protocol": protocol_name(rule.protocol),
         "local-ports": ports(&rule.local_ports),
         "remote-ports": ports(&rule.remote_ports),
-        "remote-addresses": rule.remote_addresses.iter().map(format_addr_range).collect::<Vec<_>>(),
-        "local-addresses": rule.local_addresses.iter().map(format_addr_range).collect::<Vec<_>>(),
+        "remote-addresses": rule.remote_addresses.iter().map(format_address).collect::<Vec<_>>(),
+        "local-addresses": rule.local_addresses.iter().map(format_address).collect::<Vec<_>>(),
         "interfaces": rule.interfaces.iter().map(|p| p.0.clone()).collect::<Vec<_>>(),
         "profiles": rule.profiles,
         "icmp-types": rule.icmp_types.iter().map(|&t| icmp_type_name(proto, t)).collect::<Vec<_>>(),
@@ -169,4 +170,32 @@ pub fn profiles<B: Backend>(engine: &Engine<B>) -> Result<Value, String> {
         })
         .collect();
     Ok(json!({ "profiles": profiles, "host-interfaces": host_interfaces(policy) }))
+}
+
+/// Every keyword's current values, where each came from, and its set.
+pub fn sets<B: Backend>(engine: &Engine<B>) -> Value {
+    let in_table: Vec<String> = engine.applied.as_ref().map_or_else(Vec::new, |a| {
+        a.compiled.dynamic_sets().map(|(i, _, _)| a.compiled.table.sets[i].name.clone()).collect()
+    });
+    let sets: Vec<Value> = Keyword::ALL
+        .iter()
+        .flat_map(|&k| [true, false].map(|v4| (k, v4)))
+        .map(|(keyword, v4)| {
+            let name = dynamic::set_name(keyword, v4);
+            let entries: Vec<Value> = engine
+                .dynamic
+                .entries(keyword, v4)
+                .iter()
+                .map(|e| json!({ "interface": e.interface, "address": format_addr_range(&e.addresses), "source": e.source }))
+                .collect();
+            json!({
+                "keyword": keyword,
+                "family": if v4 { "ipv4" } else { "ipv6" },
+                "set": name,
+                "in-table": in_table.contains(&name),
+                "elements": entries,
+            })
+        })
+        .collect();
+    Value::Array(sets)
 }

@@ -90,6 +90,9 @@ fn addr_value(lo: u128, hi: u128, bits: u32, show: impl Fn(u128) -> String) -> V
     json!({ "range": [show(lo), show(hi)] })
 }
 
+/// The tag of an element that no rule owns (the elements of dynamic sets).
+pub const NO_OWNER: u32 = u32::MAX;
+
 /// One set element: a range per key field, and a tag written as the element's
 /// comment (the compiler uses it to name the rule that owns the element, which is
 /// how per-rule counters are read back from the kernel).
@@ -239,6 +242,48 @@ impl Table {
     }
 }
 
+/// A batch that replaces the elements of some sets, leaving everything else of
+/// the table (rules, their handles, other sets' counters) as it is.
+pub struct UpdateSets<'a> {
+    pub table: &'a str,
+    pub sets: &'a [&'a Set],
+}
+
+impl Serialize for UpdateSets<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        Wrap("nftables", UpdateCommands(self)).serialize(s)
+    }
+}
+
+struct UpdateCommands<'a>(&'a UpdateSets<'a>);
+
+impl Serialize for UpdateCommands<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(None)?;
+        for set in self.0.sets {
+            let id = json!({ "family": FAMILY, "table": self.0.table, "name": set.name });
+            seq.serialize_element(&json!({ "flush": { "set": id } }))?;
+            if !set.elems.is_empty() {
+                seq.serialize_element(&Wrap("add", Wrap("element", ElementFields(self.0.table, set))))?;
+            }
+        }
+        seq.end()
+    }
+}
+
+struct ElementFields<'a>(&'a str, &'a Set);
+
+impl Serialize for ElementFields<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(4))?;
+        m.serialize_entry("family", FAMILY)?;
+        m.serialize_entry("table", self.0)?;
+        m.serialize_entry("name", &self.1.name)?;
+        m.serialize_entry("elem", &Elems(self.1))?;
+        m.end()
+    }
+}
+
 /// A batch that deletes the table if it exists (`--flush-on-exit`, purge).
 pub fn delete_batch(table: &str) -> Value {
     let t = json!({ "family": FAMILY, "name": table });
@@ -346,7 +391,12 @@ impl Serialize for Elems<'_> {
             } else {
                 json!({ "concat": parts.collect::<Vec<_>>() })
             };
-            seq.serialize_element(&json!({ "elem": { "val": val, "comment": e.tag.to_string() } }))?;
+            let elem = if e.tag == NO_OWNER {
+                json!({ "elem": { "val": val } })
+            } else {
+                json!({ "elem": { "val": val, "comment": e.tag.to_string() } })
+            };
+            seq.serialize_element(&elem)?;
         }
         seq.end()
     }

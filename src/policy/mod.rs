@@ -19,7 +19,7 @@ pub use load::{load, DEFAULT_DIRS, EMBEDDED_DEFAULT};
 #[cfg(test)]
 pub use load::load_text;
 pub use raw::{Direction, ProfileKind, Verdict};
-use values::{AddrRange, IfPattern, PortRange};
+use values::{Address, IfPattern, PortRange};
 
 /// A value with the place that set it; `from: None` is the built-in default.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -76,8 +76,8 @@ pub struct Rule {
     pub protocol: Option<u8>,
     pub local_ports: Vec<PortRange>,
     pub remote_ports: Vec<PortRange>,
-    pub remote_addresses: Vec<AddrRange>,
-    pub local_addresses: Vec<AddrRange>,
+    pub remote_addresses: Vec<Address>,
+    pub local_addresses: Vec<Address>,
     pub interfaces: Vec<IfPattern>,
     pub profiles: Vec<ProfileKind>,
     pub icmp_types: Vec<u8>,

@@ -40,7 +40,7 @@ fn every_problem_is_reported_with_its_place() {
             "p.yaml:6:23: rules[0].local-ports[1]: \"80-70\" is not a port range (start > end)",
             "p.yaml:6:32: rules[0].local-ports[2]: 70000 is not a port (0-65535)",
             "p.yaml:7:24: rules[0].remote-addresses[0]: \"10.0.0.0/33\" is not a CIDR prefix (IPv4 prefix length is at most 32)",
-            "p.yaml:7:39: rules[0].remote-addresses[1]: the keyword \"dns\" is reserved for dynamic exceptions, which this version does not support yet",
+            "p.yaml:7:39: rules[0].remote-addresses[1]: the keyword \"dns\" is not supported by this version (default-gateway and local-subnet are)",
         ]
     );
 }
@@ -186,6 +186,16 @@ fn booleans_are_true_or_false_only() {
         assert!(load_one(&text).is_err(), "enabled: {bad} was accepted");
     }
     assert!(!load_one("rules:\n  - { name: a, direction: in, action: allow, enabled: false }\n").unwrap().rules[0].enabled);
+}
+
+#[test]
+fn keywords_are_addresses_and_local_addresses_take_only_local_subnet() {
+    let p = load_one("rules:\n  - { name: a, direction: in, action: allow, remote-addresses: [default-gateway, \"10.0.0.0/8\"], local-addresses: [local-subnet] }\n").unwrap();
+    assert_eq!(p.rules[0].remote_addresses[0], values::Address::Keyword(values::Keyword::DefaultGateway));
+    assert_eq!(
+        errors("rules:\n  - { name: a, direction: in, action: allow, local-addresses: [default-gateway] }\n"),
+        vec!["p.yaml:2:64: rules[0].local-addresses[0]: \"default-gateway\" names remote hosts; local-addresses takes only the keyword \"local-subnet\""]
+    );
 }
 
 #[test]

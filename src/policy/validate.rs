@@ -10,7 +10,7 @@ use serde_saphyr::Spanned as S;
 
 use super::diag::{Diagnostic, Place};
 use super::raw::{Direction, ProfileKind, RawFile, RawProfile, RawRule, Scalar};
-use super::values::{self, AddrRange, PortRange};
+use super::values::{self, Address, PortRange};
 use super::{Policy, Profile, Rule, Settings, Sourced};
 
 const MAX_NAME_CHARS: usize = 100;
@@ -199,16 +199,8 @@ fn validate_rule<'r>(cx: &mut Ctx, i: usize, r: &'r RawRule, place: Place) -> Op
     };
     let local_ports = ports(cx, "local-ports", &r.local_ports);
     let remote_ports = ports(cx, "remote-ports", &r.remote_ports);
-    let addresses = |cx: &mut Ctx, key: &str, list: &[S<String>]| {
-        cx.list(&at(key), list, |s| {
-            if values::ADDRESS_KEYWORDS.contains(&s.as_str()) {
-                return Err(format!("the keyword {s:?} is reserved for dynamic exceptions, which this version does not support yet"));
-            }
-            values::parse_addr_range(s)
-        })
-    };
-    let remote_addresses = addresses(cx, "remote-addresses", &r.remote_addresses);
-    let local_addresses = addresses(cx, "local-addresses", &r.local_addresses);
+    let remote_addresses = cx.list(&at("remote-addresses"), &r.remote_addresses, |s| values::parse_address(s, false));
+    let local_addresses = cx.list(&at("local-addresses"), &r.local_addresses, |s| values::parse_address(s, true));
     check_families(cx, name_at, &at(""), protocol, &remote_addresses, &local_addresses);
 
     let mut interfaces = cx.list(&at("interfaces"), &r.interfaces, |s| values::parse_if_pattern(s));
@@ -254,11 +246,12 @@ fn validate_rule<'r>(cx: &mut Ctx, i: usize, r: &'r RawRule, place: Place) -> Op
 
 /// A rule must be able to match some packet: its addresses and protocol must
 /// agree on IPv4 or IPv6.
-fn check_families(cx: &mut Ctx, at_name: &S<String>, at: &str, protocol: Option<u8>, remote: &[AddrRange], local: &[AddrRange]) {
-    // (IPv4 possible, IPv6 possible, what limits it) for each constraint.
-    let of_list = |key: &'static str, list: &[AddrRange]| {
-        let (v4, v6) = (list.iter().any(AddrRange::is_v4), list.iter().any(|a| !a.is_v4()));
-        (list.is_empty() || v4, list.is_empty() || v6, key)
+fn check_families(cx: &mut Ctx, at_name: &S<String>, at: &str, protocol: Option<u8>, remote: &[Address], local: &[Address]) {
+    // (IPv4 possible, IPv6 possible, what limits it) for each constraint. A
+    // keyword stands for addresses of both versions.
+    let of_list = |key: &'static str, list: &[Address]| {
+        let has = |v4: bool| list.iter().any(|a| matches!(a, Address::Keyword(_)) || matches!(a, Address::Range(r) if r.is_v4() == v4));
+        (list.is_empty() || has(true), list.is_empty() || has(false), key)
     };
     let of_protocol = match protocol {
         Some(values::IPPROTO_ICMP) => (true, false, "protocol icmp"),

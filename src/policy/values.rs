@@ -8,7 +8,7 @@ use serde::Serialize;
 
 /// An inclusive range of IPv4 or IPv6 addresses (a single address, a CIDR prefix
 /// or `start-end`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum AddrRange {
     V4(u32, u32),
     V6(u128, u128),
@@ -100,9 +100,58 @@ pub fn format_addr_range(r: &AddrRange) -> String {
     }
 }
 
-/// Dynamic address keywords that later versions resolve from the host's live
-/// configuration; reserved now so that a policy using them fails clearly.
-pub const ADDRESS_KEYWORDS: &[&str] = &["dns", "dhcp", "wins", "default-gateway", "local-subnet"];
+/// Addresses that follow the host's live configuration (Windows' `DefaultGateway`
+/// and `LocalSubnet`); the daemon keeps a named set of each up to date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Keyword {
+    /// The next hops of every default route, in every routing table.
+    DefaultGateway,
+    /// The prefixes of the addresses of the interface a packet uses.
+    LocalSubnet,
+}
+
+impl Keyword {
+    pub const ALL: [Keyword; 2] = [Keyword::DefaultGateway, Keyword::LocalSubnet];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Keyword::DefaultGateway => "default-gateway",
+            Keyword::LocalSubnet => "local-subnet",
+        }
+    }
+}
+
+/// Keywords of Windows Firewall that Ringfence does not resolve yet.
+const RESERVED_KEYWORDS: &[&str] = &["dns", "dhcp", "wins"];
+
+/// One entry of `remote-addresses` or `local-addresses`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum Address {
+    Range(AddrRange),
+    Keyword(Keyword),
+}
+
+/// `local` is for `local-addresses`, where only `local-subnet` makes sense.
+pub fn parse_address(s: &str, local: bool) -> Result<Address, String> {
+    if let Some(k) = Keyword::ALL.into_iter().find(|k| k.as_str() == s) {
+        if local && k != Keyword::LocalSubnet {
+            return Err(format!("{s:?} names remote hosts; local-addresses takes only the keyword \"local-subnet\""));
+        }
+        return Ok(Address::Keyword(k));
+    }
+    if RESERVED_KEYWORDS.contains(&s) {
+        return Err(format!("the keyword {s:?} is not supported by this version (default-gateway and local-subnet are)"));
+    }
+    parse_addr_range(s).map(Address::Range)
+}
+
+pub fn format_address(a: &Address) -> String {
+    match a {
+        Address::Range(r) => format_addr_range(r),
+        Address::Keyword(k) => k.as_str().to_string(),
+    }
+}
 
 /// An inclusive port range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
