@@ -7,8 +7,8 @@ use serde::Serialize;
 
 use crate::compile::{Compiled, DynMatch, Field};
 use crate::dynamic;
-use crate::policy::values::Keyword;
 use crate::nft;
+use crate::policy::values::Keyword;
 use crate::policy::values::{has_ports, IPPROTO_ICMP, IPPROTO_ICMPV6};
 use crate::policy::{Direction, Place, Policy, ProfileKind, Verdict};
 
@@ -59,8 +59,14 @@ impl Packet {
 pub enum Decider {
     /// Traffic on the loopback interface is always allowed.
     Loopback,
-    Rule { name: String, place: Place, set: String },
-    ProfileDefault { profile: ProfileKind },
+    Rule {
+        name: String,
+        place: Place,
+        set: String,
+    },
+    ProfileDefault {
+        profile: ProfileKind,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -27,9 +27,7 @@ use protocol::Request;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("RINGFENCE_LOG").unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("RINGFENCE_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
@@ -86,7 +84,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             match confirm {
                 Some(d) => println!(
                     "applied (generation {}); it rolls back in {} s unless `ringfence confirm` comes first",
-                    answer["generation"], d.as_secs()
+                    answer["generation"],
+                    d.as_secs()
                 ),
                 None => println!("applied (generation {})", answer["generation"]),
             }
@@ -106,7 +105,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn check(p: &PolicyDirs, dump: bool) -> anyhow::Result<ExitCode> {
     let (dirs, required) = dirs(p);
-    let compiled = policy::load(&dirs, required).and_then(|pol| compile::compile(&pol, &dynamic::DynState::default()).map(|c| (pol, c)));
+    let compiled = policy::load(&dirs, required)
+        .and_then(|pol| compile::compile(&pol, &dynamic::DynState::default()).map(|c| (pol, c)));
     match compiled {
         Err(diags) => {
             eprintln!("{diags}");

@@ -20,10 +20,15 @@ pub enum Request {
     Profiles,
     Policy,
     Sets,
-    Explain { direction: Direction, packet: Packet },
+    Explain {
+        direction: Direction,
+        packet: Packet,
+    },
     /// Re-read the policy files and apply them; with `confirm_secs`, roll back
     /// unless `Confirm` arrives in time.
-    Apply { confirm_secs: Option<u64> },
+    Apply {
+        confirm_secs: Option<u64>,
+    },
     Confirm,
 }
 

@@ -30,11 +30,23 @@ pub fn state(v: &Value) -> String {
         "ruleset:     {} sets, {} elements, {} chains, {} nft rules",
         v["sets"], v["elements"], v["chains"], v["nft-rules"]
     );
-    let _ = writeln!(o, "policy:      {} rules ({} enabled) from {} files", v["rules"], v["enabled-rules"], v["files"].as_array().map_or(0, Vec::len));
+    let _ = writeln!(
+        o,
+        "policy:      {} rules ({} enabled) from {} files",
+        v["rules"],
+        v["enabled-rules"],
+        v["files"].as_array().map_or(0, Vec::len)
+    );
     for f in v["files"].as_array().into_iter().flatten() {
         let _ = writeln!(o, "             {}", s(f));
     }
-    let _ = writeln!(o, "applied:     generation {}, at unix time {}, in {:.1} ms", v["generation"], s(&v["applied-at"]), v["last-apply-ms"].as_f64().unwrap_or(0.0));
+    let _ = writeln!(
+        o,
+        "applied:     generation {}, at unix time {}, in {:.1} ms",
+        v["generation"],
+        s(&v["applied-at"]),
+        v["last-apply-ms"].as_f64().unwrap_or(0.0)
+    );
     if let Some(secs) = v["confirm-pending-secs"].as_u64() {
         let _ = writeln!(o, "pending:     rolls back in {secs} s unless `ringfence confirm`");
     }
@@ -78,7 +90,15 @@ pub fn rules(v: &Value) -> String {
             if r["enabled"] == Value::Bool(false) {
                 action.push_str(" (disabled)");
             }
-            [s(&r["name"]), s(&r["direction"]), action, rule_match(r), s(&r["packets"]), s(&r["bytes"]), s(&r["source"])]
+            [
+                s(&r["name"]),
+                s(&r["direction"]),
+                action,
+                rule_match(r),
+                s(&r["packets"]),
+                s(&r["bytes"]),
+                s(&r["source"]),
+            ]
         })
         .collect();
     table(&["NAME", "DIR", "ACTION", "MATCH", "PACKETS", "BYTES", "SOURCE"], &rows)
@@ -108,7 +128,13 @@ pub fn profiles(v: &Value) -> String {
     for p in v["profiles"].as_array().into_iter().flatten() {
         let default = |d: &Value| format!("{} ({} packets, {} bytes)", s(&d["verdict"]), d["packets"], d["bytes"]);
         let interfaces = profile_interfaces(&p["profile"], &p["interfaces"]);
-        let _ = writeln!(o, "{}:\n  interfaces: {interfaces}\n  inbound:    {}\n  outbound:   {}", s(&p["profile"]), default(&p["inbound"]), default(&p["outbound"]));
+        let _ = writeln!(
+            o,
+            "{}:\n  interfaces: {interfaces}\n  inbound:    {}\n  outbound:   {}",
+            s(&p["profile"]),
+            default(&p["inbound"]),
+            default(&p["outbound"])
+        );
     }
     let _ = writeln!(o, "host interfaces:");
     for i in v["host-interfaces"].as_array().into_iter().flatten() {
@@ -146,7 +172,11 @@ pub fn policy(v: &Value) -> String {
     for p in v["profiles"].as_array().into_iter().flatten() {
         let _ = writeln!(o, "  {}:", s(&p["profile"]));
         for key in ["interfaces", "inbound", "outbound"] {
-            let value = if key == "interfaces" { profile_interfaces(&p["profile"], &p[key]["value"]) } else { s(&p[key]["value"]) };
+            let value = if key == "interfaces" {
+                profile_interfaces(&p["profile"], &p[key]["value"])
+            } else {
+                s(&p[key]["value"])
+            };
             let _ = writeln!(o, "    {key:<11} {value:<12} {}", from(&p[key]));
         }
     }
@@ -155,7 +185,15 @@ pub fn policy(v: &Value) -> String {
     let _ = writeln!(o, "rules:");
     for r in v["rules"].as_array().into_iter().flatten() {
         let enabled = if r["enabled"] == Value::Bool(false) { " (disabled)" } else { "" };
-        let _ = writeln!(o, "  {} {} {}{enabled}: {}  (set at {})", s(&r["name"]), s(&r["direction"]), s(&r["action"]), rule_match(r), s(&r["source"]));
+        let _ = writeln!(
+            o,
+            "  {} {} {}{enabled}: {}  (set at {})",
+            s(&r["name"]),
+            s(&r["direction"]),
+            s(&r["action"]),
+            rule_match(r),
+            s(&r["source"])
+        );
     }
     o
 }

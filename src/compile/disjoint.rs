@@ -96,7 +96,10 @@ fn resolve(cluster: Vec<Elem>, first_is_ifname: bool, out: &mut Vec<Elem>) {
             let new_inside = !first_is_ifname || (elo <= nlo && nhi <= ehi);
             if new_inside {
                 let existing = &out[i];
-                pieces = pieces.iter().flat_map(|p| if overlaps(p, existing) { subtract(p, existing) } else { vec![p.clone()] }).collect();
+                pieces = pieces
+                    .iter()
+                    .flat_map(|p| if overlaps(p, existing) { subtract(p, existing) } else { vec![p.clone()] })
+                    .collect();
                 i += 1;
             } else {
                 // The existing element's interfaces are inside the new one's: cut it.
@@ -128,7 +131,8 @@ mod tests {
         let dims = input[0].ranges.len();
         let mut point = vec![0u128; dims];
         loop {
-            let inside = |v: &[Elem]| v.iter().any(|e| e.ranges.iter().zip(&point).all(|(r, p)| r.0 <= *p && *p <= r.1));
+            let inside =
+                |v: &[Elem]| v.iter().any(|e| e.ranges.iter().zip(&point).all(|(r, p)| r.0 <= *p && *p <= r.1));
             assert_eq!(inside(&input), inside(&out), "at {point:?}");
             let mut d = 0;
             while d < dims {
@@ -160,7 +164,10 @@ mod tests {
 
     #[test]
     fn partial_overlaps_are_cut() {
-        check(vec![e(1, &[(0, 5), (0, 5)]), e(2, &[(3, 8), (3, 8)]), e(3, &[(4, 12), (0, 1)]), e(4, &[(2, 2), (0, 12)])], false);
+        check(
+            vec![e(1, &[(0, 5), (0, 5)]), e(2, &[(3, 8), (3, 8)]), e(3, &[(4, 12), (0, 1)]), e(4, &[(2, 2), (0, 12)])],
+            false,
+        );
     }
 
     #[test]

@@ -25,11 +25,11 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::json;
 
-pub use dims::Field;
-use crate::nft::{self, BaseChain, Chain, Elem, Expr, Hook, Set, Stmt, Table};
 use crate::dynamic::{self, DynState};
+use crate::nft::{self, BaseChain, Chain, Elem, Expr, Hook, Set, Stmt, Table};
 use crate::policy::values::{AddrRange, Address, Keyword, IPPROTO_ICMP, IPPROTO_ICMPV6};
 use crate::policy::{Diagnostic, Diagnostics, Direction, Policy, ProfileKind, Rule, Verdict};
+pub use dims::Field;
 
 /// The one table Ringfence owns; it creates, replaces and deletes nothing else.
 pub const TABLE: &str = "ringfence";
@@ -126,7 +126,8 @@ pub struct Compiled {
 impl Compiled {
     /// The dynamic sets in the table, with their keyword and IP version.
     pub fn dynamic_sets(&self) -> impl Iterator<Item = (usize, Keyword, bool)> + '_ {
-        let mut used: Vec<(Keyword, bool)> = self.groups.iter().flat_map(|g| g.dynamic.iter().map(|d| (d.keyword, d.v4))).collect();
+        let mut used: Vec<(Keyword, bool)> =
+            self.groups.iter().flat_map(|g| g.dynamic.iter().map(|d| (d.keyword, d.v4))).collect();
         used.sort();
         used.dedup();
         used.into_iter().enumerate().map(|(i, (k, v4))| (self.groups.len() + i, k, v4))
@@ -140,9 +141,7 @@ impl Compiled {
             .filter(|(i, set)| self.table.sets[*i] != *set)
             .collect()
     }
-}
 
-impl Compiled {
     /// Indexes of the group sets a packet meets, in the order the chain looks them up.
     pub fn lookups(&self, direction: Direction, profile: ProfileKind) -> impl Iterator<Item = usize> + '_ {
         (0..self.groups.len()).filter(move |&i| self.groups[i].applies(direction, profile))
@@ -156,7 +155,10 @@ pub fn compile(policy: &Policy, dynamic: &DynState) -> Result<Compiled, Diagnost
     let mut total = 0usize;
     for (tag, rule) in policy.rules.iter().enumerate().filter(|(_, r)| r.enabled) {
         let shapes = shapes(rule);
-        let count = shapes.iter().map(|s| s.fields.iter().map(|(_, v)| v.len()).fold(1usize, usize::saturating_mul)).fold(0usize, usize::saturating_add);
+        let count = shapes
+            .iter()
+            .map(|s| s.fields.iter().map(|(_, v)| v.len()).fold(1usize, usize::saturating_mul))
+            .fold(0usize, usize::saturating_add);
         total = total.saturating_add(count);
         if total > MAX_ELEMENTS {
             let m = format!(
@@ -192,8 +194,9 @@ pub fn compile(policy: &Policy, dynamic: &DynState) -> Result<Compiled, Diagnost
         // Exact values go to a hash set, looked up in constant time. Ranges,
         // prefixes and wildcards need an interval set (rbtree, or pipapo for a
         // concatenation), whose lookup cost grows with the number of elements.
-        let (exact, ranged): (Vec<Elem>, Vec<Elem>) =
-            disjoint::make_disjoint(elems, first_is_ifname).into_iter().partition(|e| e.ranges.iter().all(|r| r.0 == r.1));
+        let (exact, ranged): (Vec<Elem>, Vec<Elem>) = disjoint::make_disjoint(elems, first_is_ifname)
+            .into_iter()
+            .partition(|e| e.ranges.iter().all(|r| r.0 == r.1));
         for (elems, interval) in [(exact, false), (ranged, true)] {
             if elems.is_empty() {
                 continue;
@@ -285,7 +288,9 @@ fn shapes(rule: &Rule) -> Vec<Shape> {
     if rule.remote_addresses.is_empty() && rule.local_addresses.is_empty() {
         shapes.push(common);
     } else {
-        for (v4, remote_field, local_field) in [(true, Field::RemoteAddr4, Field::LocalAddr4), (false, Field::RemoteAddr6, Field::LocalAddr6)] {
+        for (v4, remote_field, local_field) in
+            [(true, Field::RemoteAddr4, Field::LocalAddr4), (false, Field::RemoteAddr6, Field::LocalAddr6)]
+        {
             if rule.protocol == Some(if v4 { IPPROTO_ICMPV6 } else { IPPROTO_ICMP }) {
                 continue;
             }
@@ -296,7 +301,9 @@ fn shapes(rule: &Rule) -> Vec<Shape> {
                         match alt {
                             Alternative::Any => {}
                             Alternative::Literal(ranges) => shape.fields.push((field, ranges.clone())),
-                            Alternative::Dynamic(k) => shape.dynamic.push(DynMatch { keyword: *k, v4, remote: is_remote }),
+                            Alternative::Dynamic(k) => {
+                                shape.dynamic.push(DynMatch { keyword: *k, v4, remote: is_remote })
+                            }
                         }
                     }
                     shapes.push(shape);
@@ -351,7 +358,10 @@ fn verdict(action: Verdict) -> nft::Verdict {
 }
 
 fn limited_log(prefix: String) -> nft::Rule {
-    nft::Rule { stmts: vec![Stmt::Limit { per_second: LOG_RATE, burst: LOG_BURST }, Stmt::Log { prefix }], comment: None }
+    nft::Rule {
+        stmts: vec![Stmt::Limit { per_second: LOG_RATE, burst: LOG_BURST }, Stmt::Log { prefix }],
+        comment: None,
+    }
 }
 
 /// The comment on a profile's default rule; `show` reads its counter by it.
@@ -372,7 +382,8 @@ fn chains(policy: &Policy, compiled: &Compiled) -> Vec<Chain> {
         for action in [Verdict::Block, Verdict::Allow] {
             if compiled.groups.iter().any(|g| g.direction == direction && g.log && g.action() == action) {
                 let prefix = format!("ringfence {} {}: ", direction.as_str(), action.as_str());
-                let rules = vec![limited_log(prefix), nft::Rule { stmts: vec![Stmt::Verdict(verdict(action))], comment: None }];
+                let rules =
+                    vec![limited_log(prefix), nft::Rule { stmts: vec![Stmt::Verdict(verdict(action))], comment: None }];
                 chains.push(Chain { name: log_chain_name(direction, action), base: None, rules });
             }
         }
@@ -384,11 +395,17 @@ fn chains(policy: &Policy, compiled: &Compiled) -> Vec<Chain> {
 fn base_chain(policy: &Policy, direction: Direction, reachable: &[ProfileKind]) -> Chain {
     let inbound = direction == Direction::In;
     let mut rules = vec![nft::Rule {
-        stmts: vec![Stmt::Equals(Expr::Meta(if inbound { "iif" } else { "oif" }), json!("lo")), Stmt::Verdict(nft::Verdict::Accept)],
+        stmts: vec![
+            Stmt::Equals(Expr::Meta(if inbound { "iif" } else { "oif" }), json!("lo")),
+            Stmt::Verdict(nft::Verdict::Accept),
+        ],
         comment: Some("loopback".into()),
     }];
     if inbound {
-        rules.push(nft::Rule { stmts: vec![Stmt::CtState(vec!["invalid"]), Stmt::Verdict(nft::Verdict::Drop)], comment: None });
+        rules.push(nft::Rule {
+            stmts: vec![Stmt::CtState(vec!["invalid"]), Stmt::Verdict(nft::Verdict::Drop)],
+            comment: None,
+        });
     }
     rules.push(nft::Rule {
         stmts: vec![Stmt::CtState(vec!["established", "related"]), Stmt::Verdict(nft::Verdict::Accept)],
@@ -423,7 +440,8 @@ fn profile_chain(policy: &Policy, compiled: &Compiled, direction: Direction, pro
         .map(|i| {
             let group = &compiled.groups[i];
             let key = Expr::Concat(group.fields.iter().map(|f| f.expr(direction)).collect());
-            let dynamic = group.dynamic.iter().map(|d| Stmt::InSet(d.expr(direction), dynamic::set_name(d.keyword, d.v4)));
+            let dynamic =
+                group.dynamic.iter().map(|d| Stmt::InSet(d.expr(direction), dynamic::set_name(d.keyword, d.v4)));
             let lookup = dynamic.chain([Stmt::InSet(key, compiled.table.sets[i].name.clone())]);
             let then = if group.log {
                 nft::Verdict::Goto(log_chain_name(direction, group.action()))

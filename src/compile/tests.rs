@@ -28,7 +28,12 @@ fn golden(policy_file: &Path, golden_file: &Path) {
     }
     let want = std::fs::read_to_string(golden_file)
         .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1 to create it)", golden_file.display()));
-    assert!(got == want, "{} differs from its golden file {}; run UPDATE_GOLDEN=1 cargo test and review the diff", policy_file.display(), golden_file.display());
+    assert!(
+        got == want,
+        "{} differs from its golden file {}; run UPDATE_GOLDEN=1 cargo test and review the diff",
+        policy_file.display(),
+        golden_file.display()
+    );
 }
 
 #[test]
@@ -36,7 +41,8 @@ fn shipped_policies_match_their_golden_rulesets() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let goldens = root.join("src/compile/golden");
     let mut files = vec![root.join("policies/default.yaml")];
-    let mut examples: Vec<PathBuf> = std::fs::read_dir(root.join("policies/examples")).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut examples: Vec<PathBuf> =
+        std::fs::read_dir(root.join("policies/examples")).unwrap().map(|e| e.unwrap().path()).collect();
     examples.sort();
     files.extend(examples);
     for f in files {
@@ -76,12 +82,18 @@ fn overlapping_rules_become_disjoint_elements_with_the_same_union() {
     let elems = &c.table.sets[0].elems;
     for (i, a) in elems.iter().enumerate() {
         for b in &elems[i + 1..] {
-            assert!(!a.ranges.iter().zip(b.ranges.iter()).all(|(x, y)| x.0 <= y.1 && y.0 <= x.1), "{a:?} overlaps {b:?}");
+            assert!(
+                !a.ranges.iter().zip(b.ranges.iter()).all(|(x, y)| x.0 <= y.1 && y.0 <= x.1),
+                "{a:?} overlaps {b:?}"
+            );
         }
     }
     // Where both rules match, the element (and its counter) belongs to one of them.
-    for (addr, port, want) in [("10.9.9.9", 22, "wide"), ("10.1.2.3", 22, "wide|inside"), ("10.1.2.3", 80, "inside"), ("10.2.0.1", 80, "")] {
-        let pkt = Packet { protocol: 6, remote: Some(addr.parse().unwrap()), local_port: Some(port), ..Default::default() };
+    for (addr, port, want) in
+        [("10.9.9.9", 22, "wide"), ("10.1.2.3", 22, "wide|inside"), ("10.1.2.3", 80, "inside"), ("10.2.0.1", 80, "")]
+    {
+        let pkt =
+            Packet { protocol: 6, remote: Some(addr.parse().unwrap()), local_port: Some(port), ..Default::default() };
         let e = explain(&p, &c, Direction::In, &pkt);
         match e.decided_by {
             Decider::Rule { name, .. } => assert!(want.split('|').any(|w| w == name), "{addr}:{port}: {name}"),
@@ -99,7 +111,12 @@ fn block_beats_allow_whatever_the_order() {
              - {{ name: b, direction: in, action: {second}, protocol: tcp, local-ports: [443] }}\n"
         ));
         let c = compile(&p, &DynState::default()).unwrap();
-        let pkt = Packet { protocol: 6, remote: Some("192.0.2.1".parse().unwrap()), local_port: Some(443), ..Default::default() };
+        let pkt = Packet {
+            protocol: 6,
+            remote: Some("192.0.2.1".parse().unwrap()),
+            local_port: Some(443),
+            ..Default::default()
+        };
         assert_eq!(explain(&p, &c, Direction::In, &pkt).verdict, Verdict::Block);
         let chain = c.table.chains.iter().find(|ch| ch.name == "in_public").unwrap();
         let first_lookup = match &chain.rules[0].stmts[0] {
@@ -124,12 +141,26 @@ fn profiles_get_their_own_chains_and_sets() {
         assert!(names.contains(&want), "{want} missing from {names:?}");
     }
     assert_eq!(sets_named(&c, "in_block_domain").len(), 1);
-    let udp53 = |iface: &str| Packet { protocol: 17, remote: Some("192.0.2.1".parse().unwrap()), local_port: Some(53), interface: Some(iface.into()), ..Default::default() };
+    let udp53 = |iface: &str| Packet {
+        protocol: 17,
+        remote: Some("192.0.2.1".parse().unwrap()),
+        local_port: Some(53),
+        interface: Some(iface.into()),
+        ..Default::default()
+    };
     let e = explain(&p, &c, Direction::In, &udp53("eth1"));
     assert_eq!((e.verdict, e.profile), (Verdict::Block, ProfileKind::Domain));
     let e = explain(&p, &c, Direction::In, &udp53("wg0"));
-    assert_eq!((e.verdict, e.profile, e.decided_by), (Verdict::Block, ProfileKind::Private, Decider::ProfileDefault { profile: ProfileKind::Private }));
-    let e = explain(&p, &c, Direction::In, &Packet { protocol: 17, local_port: Some(54), interface: Some("eth0".into()), ..Default::default() });
+    assert_eq!(
+        (e.verdict, e.profile, e.decided_by),
+        (Verdict::Block, ProfileKind::Private, Decider::ProfileDefault { profile: ProfileKind::Private })
+    );
+    let e = explain(
+        &p,
+        &c,
+        Direction::In,
+        &Packet { protocol: 17, local_port: Some(54), interface: Some("eth0".into()), ..Default::default() },
+    );
     assert_eq!(e.verdict, Verdict::Allow, "domain's inbound default is allow");
 }
 
@@ -151,7 +182,9 @@ fn interface_wildcards_stay_wildcards_when_rules_overlap() {
 
 #[test]
 fn a_rule_with_both_ip_versions_gets_a_set_per_version() {
-    let p = policy("rules:\n- { name: r, direction: in, action: block, remote-addresses: [\"10.0.0.0/8\", \"fd00::/8\"] }\n");
+    let p = policy(
+        "rules:\n- { name: r, direction: in, action: block, remote-addresses: [\"10.0.0.0/8\", \"fd00::/8\"] }\n",
+    );
     let c = compile(&p, &DynState::default()).unwrap();
     let keys: Vec<Vec<nft::KeyType>> = c.table.sets.iter().map(|s| s.key.clone()).collect();
     assert_eq!(keys, vec![vec![nft::KeyType::Ipv4Addr], vec![nft::KeyType::Ipv6Addr]]);
@@ -176,7 +209,13 @@ fn disabled_rules_compile_to_nothing_and_logged_rules_jump_to_a_log_chain() {
 fn users_match_the_socket_owner_outbound() {
     let p = policy("rules:\n- { name: u, direction: out, action: block, users: [0, 65534], protocol: tcp }\n");
     let c = compile(&p, &DynState::default()).unwrap();
-    let out = |uid| Packet { protocol: 6, remote: Some("192.0.2.1".parse().unwrap()), remote_port: Some(80), uid, ..Default::default() };
+    let out = |uid| Packet {
+        protocol: 6,
+        remote: Some("192.0.2.1".parse().unwrap()),
+        remote_port: Some(80),
+        uid,
+        ..Default::default()
+    };
     assert_eq!(explain(&p, &c, Direction::Out, &out(Some(65534))).verdict, Verdict::Block);
     assert_eq!(explain(&p, &c, Direction::Out, &out(Some(1000))).verdict, Verdict::Allow);
     assert_eq!(explain(&p, &c, Direction::Out, &out(None)).verdict, Verdict::Allow, "no socket, no owner");
@@ -212,14 +251,27 @@ fn keywords_are_looked_up_in_dynamic_sets_that_follow_the_host() {
          - { name: gw-dns, direction: in, action: allow, protocol: udp, local-ports: [53], remote-addresses: [default-gateway, \"192.0.2.53\"] }\n\
          - { name: lan-ssh, direction: in, action: allow, protocol: tcp, local-ports: [22], remote-addresses: [local-subnet] }\n",
     );
-    let state = dyn_state(&[(Keyword::DefaultGateway, None, "10.0.0.1"), (Keyword::LocalSubnet, Some("eth0"), "10.0.0.0/24")]);
+    let state =
+        dyn_state(&[(Keyword::DefaultGateway, None, "10.0.0.1"), (Keyword::LocalSubnet, Some("eth0"), "10.0.0.0/24")]);
     let c = compile(&p, &state).unwrap();
     let names: Vec<&str> = c.table.sets.iter().map(|s| s.name.as_str()).collect();
     for want in ["dyn_default_gateway4", "dyn_default_gateway6", "dyn_local_subnet4", "dyn_local_subnet6"] {
         assert!(names.contains(&want), "{want} missing from {names:?}");
     }
-    let udp53 = |from: &str| Packet { protocol: 17, remote: Some(from.parse().unwrap()), local_port: Some(53), interface: Some("eth0".into()), ..Default::default() };
-    let ssh = |from: &str, iface: &str| Packet { protocol: 6, remote: Some(from.parse().unwrap()), local_port: Some(22), interface: Some(iface.into()), ..Default::default() };
+    let udp53 = |from: &str| Packet {
+        protocol: 17,
+        remote: Some(from.parse().unwrap()),
+        local_port: Some(53),
+        interface: Some("eth0".into()),
+        ..Default::default()
+    };
+    let ssh = |from: &str, iface: &str| Packet {
+        protocol: 6,
+        remote: Some(from.parse().unwrap()),
+        local_port: Some(22),
+        interface: Some(iface.into()),
+        ..Default::default()
+    };
     let verdict = |c: &Compiled, pkt| explain(&p, c, Direction::In, &pkt).verdict;
     assert_eq!(verdict(&c, udp53("10.0.0.1")), Verdict::Allow, "the gateway");
     assert_eq!(verdict(&c, udp53("192.0.2.53")), Verdict::Allow, "the literal address beside the keyword");
@@ -228,7 +280,10 @@ fn keywords_are_looked_up_in_dynamic_sets_that_follow_the_host() {
     assert_eq!(verdict(&c, ssh("10.0.0.7", "eth1")), Verdict::Block, "the same address arriving on another interface");
 
     // The host changes: only the dynamic sets change, and they are the only ones to send.
-    let moved = dyn_state(&[(Keyword::DefaultGateway, None, "10.0.0.254"), (Keyword::LocalSubnet, Some("eth0"), "10.0.0.0/24")]);
+    let moved = dyn_state(&[
+        (Keyword::DefaultGateway, None, "10.0.0.254"),
+        (Keyword::LocalSubnet, Some("eth0"), "10.0.0.0/24"),
+    ]);
     let updates = c.dynamic_updates(&moved);
     assert_eq!(updates.iter().map(|(_, s)| s.name.as_str()).collect::<Vec<_>>(), ["dyn_default_gateway4"]);
     let recompiled = compile(&p, &moved).unwrap();

@@ -20,7 +20,11 @@ pub type Call = (Request, oneshot::Sender<Response>);
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     #[error("cannot create the control socket {path}")]
-    Bind { path: String, #[source] source: io::Error },
+    Bind {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("another daemon is serving {0}")]
     InUse(String),
     #[error("no group named {0:?}")]

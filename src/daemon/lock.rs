@@ -15,7 +15,11 @@ const RUN_DIR: &str = "/run/ringfence";
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error("cannot take the namespace lock {path}")]
-    Io { path: PathBuf, #[source] source: std::io::Error },
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("another ringfence daemon (pid {pid}) manages this network namespace (lock {path})")]
     Held { pid: String, path: PathBuf },
 }

@@ -16,12 +16,12 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
-use engine::{Engine, Outcome, Trigger};
-use views::policy_view;
 use crate::backend::{Backend, NftBackend};
 use crate::compile::TABLE;
 use crate::dynamic::netlink;
 use crate::protocol::{Request, Response};
+use engine::{Engine, Outcome, Trigger};
+use views::policy_view;
 
 /// Quiet time after the last file event before reloading, so that an editor's
 /// write-rename-chmod or a `cp -r` of many files is one reload.
@@ -126,7 +126,13 @@ fn log_applied<B: Backend>(engine: &Engine<B>, outcome: Outcome, why: &str) {
             apply_ms = engine.last_apply.as_millis() as u64,
             "policy applied"
         ),
-        Outcome::Unchanged => tracing::info!(trigger = why, generation = engine.generation, files, rules, "policy reloaded; the table is unchanged"),
+        Outcome::Unchanged => tracing::info!(
+            trigger = why,
+            generation = engine.generation,
+            files,
+            rules,
+            "policy reloaded; the table is unchanged"
+        ),
     }
 }
 
@@ -144,9 +150,10 @@ fn handle<B: Backend>(engine: &mut Engine<B>, request: Request) -> Response {
         Request::Profiles => views::profiles(engine),
         Request::Policy => Ok(engine.applied.as_ref().map_or(json!(null), |a| policy_view(&a.policy))),
         Request::Sets => Ok(views::sets(engine)),
-        Request::Explain { direction, packet } => Ok(engine.applied.as_ref().map_or(json!(null), |a| {
-            json!(crate::explain::explain(&a.policy, &a.compiled, direction, &packet))
-        })),
+        Request::Explain { direction, packet } => Ok(engine
+            .applied
+            .as_ref()
+            .map_or(json!(null), |a| json!(crate::explain::explain(&a.policy, &a.compiled, direction, &packet)))),
         Request::Apply { confirm_secs } => {
             let confirm = confirm_secs.map(Duration::from_secs);
             let why = if confirm.is_some() { "apply, waiting for confirmation" } else { "apply" };
@@ -161,10 +168,13 @@ fn handle<B: Backend>(engine: &mut Engine<B>, request: Request) -> Response {
                 }
             }
         }
-        Request::Confirm => engine.confirm().map(|()| {
-            tracing::info!("apply confirmed");
-            json!({ "confirmed": true })
-        }).map_err(|e| e.to_string()),
+        Request::Confirm => engine
+            .confirm()
+            .map(|()| {
+                tracing::info!("apply confirmed");
+                json!({ "confirmed": true })
+            })
+            .map_err(|e| e.to_string()),
     };
     match answer {
         Ok(v) => Response::Ok(v),
@@ -182,7 +192,8 @@ fn notify_systemd(state: &str) {
     let bytes = path.as_encoded_bytes();
     let result = if let Some(abstract_name) = bytes.strip_prefix(b"@") {
         use std::os::linux::net::SocketAddrExt;
-        std::os::unix::net::SocketAddr::from_abstract_name(abstract_name).and_then(|a| sock.send_to_addr(state.as_bytes(), &a))
+        std::os::unix::net::SocketAddr::from_abstract_name(abstract_name)
+            .and_then(|a| sock.send_to_addr(state.as_bytes(), &a))
     } else {
         sock.send_to(state.as_bytes(), &path)
     };

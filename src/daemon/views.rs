@@ -82,7 +82,10 @@ pub fn policy_view(policy: &Policy) -> Value {
         .profiles
         .iter()
         .map(|p| {
-            let interfaces = Sourced { value: p.interfaces.value.iter().map(|i| i.0.clone()).collect::<Vec<_>>(), from: p.interfaces.from.clone() };
+            let interfaces = Sourced {
+                value: p.interfaces.value.iter().map(|i| i.0.clone()).collect::<Vec<_>>(),
+                from: p.interfaces.from.clone(),
+            };
             json!({
                 "profile": p.kind,
                 "interfaces": sourced(&interfaces),

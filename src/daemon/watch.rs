@@ -12,7 +12,8 @@ use tokio::sync::mpsc;
 pub fn watch(dirs: &[PathBuf], ticks: mpsc::UnboundedSender<()>) -> notify::Result<notify::RecommendedWatcher> {
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let relevant = event.is_ok_and(|e| {
-            !matches!(e.kind, EventKind::Access(_)) && e.paths.iter().any(|p| p.extension().is_some_and(|x| x == "yaml"))
+            !matches!(e.kind, EventKind::Access(_))
+                && e.paths.iter().any(|p| p.extension().is_some_and(|x| x == "yaml"))
         });
         if relevant {
             let _ = ticks.send(());

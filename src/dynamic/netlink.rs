@@ -56,7 +56,8 @@ pub fn connect() -> Result<(Handle, Events), NetlinkError> {
 /// Reads links, addresses and routes (of every routing table) now.
 pub async fn read(handle: &Handle) -> Result<DynState, NetlinkError> {
     let links: Vec<LinkMessage> = handle.link().get().execute().try_collect().await.map_err(NetlinkError::Dump)?;
-    let addresses: Vec<AddressMessage> = handle.address().get().execute().try_collect().await.map_err(NetlinkError::Dump)?;
+    let addresses: Vec<AddressMessage> =
+        handle.address().get().execute().try_collect().await.map_err(NetlinkError::Dump)?;
     let mut routes: Vec<RouteMessage> = Vec::new();
     for query in [RouteMessageBuilder::<Ipv4Addr>::new().build(), RouteMessageBuilder::<Ipv6Addr>::new().build()] {
         let mut dump = handle.route().get(query).execute();

@@ -190,8 +190,13 @@ pub enum Stmt {
     /// `EXPR vmap { literal : verdict, ... }`
     Vmap(Expr, Vec<(Value, Verdict)>),
     /// `limit rate N/second burst B packets`
-    Limit { per_second: u32, burst: u32 },
-    Log { prefix: String },
+    Limit {
+        per_second: u32,
+        burst: u32,
+    },
+    Log {
+        prefix: String,
+    },
     Counter,
     Verdict(Verdict),
 }
@@ -200,8 +205,12 @@ impl Stmt {
     fn json(&self) -> Value {
         match self {
             Stmt::Equals(left, right) => json!({ "match": { "op": "==", "left": left.json(), "right": right } }),
-            Stmt::InSet(left, set) => json!({ "match": { "op": "==", "left": left.json(), "right": format!("@{set}") } }),
-            Stmt::CtState(states) => json!({ "match": { "op": "in", "left": { "ct": { "key": "state" } }, "right": states } }),
+            Stmt::InSet(left, set) => {
+                json!({ "match": { "op": "==", "left": left.json(), "right": format!("@{set}") } })
+            }
+            Stmt::CtState(states) => {
+                json!({ "match": { "op": "in", "left": { "ct": { "key": "state" } }, "right": states } })
+            }
             Stmt::Vmap(key, entries) => {
                 let data: Vec<Value> = entries.iter().map(|(k, v)| json!([k, v.json()])).collect();
                 json!({ "vmap": { "key": key.json(), "data": { "set": data } } })
@@ -419,7 +428,10 @@ mod tests {
 
     #[test]
     fn address_values() {
-        assert_eq!(KeyType::Ipv4Addr.value(0x0a00_0000, 0x0aff_ffff), json!({"prefix": {"addr": "10.0.0.0", "len": 8}}));
+        assert_eq!(
+            KeyType::Ipv4Addr.value(0x0a00_0000, 0x0aff_ffff),
+            json!({"prefix": {"addr": "10.0.0.0", "len": 8}})
+        );
         assert_eq!(KeyType::Ipv4Addr.value(1, 2), json!({"range": ["0.0.0.1", "0.0.0.2"]}));
         assert_eq!(KeyType::Ipv6Addr.value(0, u128::MAX), json!({"prefix": {"addr": "::", "len": 0}}));
         assert_eq!(KeyType::InetService.value(22, 22), json!(22));

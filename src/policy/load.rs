@@ -84,7 +84,10 @@ fn discover(dirs: &[PathBuf], dirs_required: bool, diags: &mut Vec<Diagnostic>) 
         };
         if let Ok(meta) = fs::metadata(dir) {
             if meta.permissions().mode() & 0o002 != 0 {
-                diags.push(whole_file(dir, "policy directory is world-writable: any user could add a policy; chmod o-w it".into()));
+                diags.push(whole_file(
+                    dir,
+                    "policy directory is world-writable: any user could add a policy; chmod o-w it".into(),
+                ));
             }
         }
         for entry in entries.flatten() {
@@ -141,9 +144,7 @@ fn read(path: &Path) -> Result<String, Diagnostic> {
         return Err(err(format!("is {} bytes; policy files are limited to {MAX_FILE_BYTES} bytes", meta.size())));
     }
     let mut bytes = Vec::with_capacity(meta.size() as usize);
-    file.take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| err(format!("cannot read: {e}")))?;
+    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(|e| err(format!("cannot read: {e}")))?;
     String::from_utf8(bytes).map_err(|e| {
         let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
         let line = valid.iter().filter(|&&b| b == b'\n').count() as u32 + 1;
@@ -159,7 +160,10 @@ fn check_ownership(meta: &fs::Metadata) -> Result<(), String> {
     let mode = meta.permissions().mode() & 0o7777;
     let me = nix::unistd::geteuid().as_raw();
     if meta.uid() != 0 && meta.uid() != me {
-        return Err(format!("is owned by uid {}, not root; only root may change the firewall: chown root it", meta.uid()));
+        return Err(format!(
+            "is owned by uid {}, not root; only root may change the firewall: chown root it",
+            meta.uid()
+        ));
     }
     if mode & 0o002 != 0 {
         return Err(format!("is world-writable (mode {mode:04o}); any user could change the firewall: chmod o-w it"));

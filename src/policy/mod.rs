@@ -15,9 +15,9 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 pub use diag::{Diagnostic, Diagnostics, Place};
-pub use load::{load, DEFAULT_DIRS, EMBEDDED_DEFAULT};
 #[cfg(test)]
 pub use load::load_text;
+pub use load::{load, DEFAULT_DIRS, EMBEDDED_DEFAULT};
 pub use raw::{Direction, ProfileKind, Verdict};
 use values::{Address, IfPattern, PortRange};
 

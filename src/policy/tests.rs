@@ -80,15 +80,22 @@ fn rule_level_consistency_checks() {
 #[test]
 fn duplicate_names_across_files_name_both_places() {
     let rule = "rules:\n  - { name: web, direction: in, action: allow }\n";
-    let err = load_text(&[(PathBuf::from("10-a.yaml"), rule.into()), (PathBuf::from("20-b.yaml"), rule.into())]).unwrap_err();
-    assert_eq!(err.to_string(), "20-b.yaml:2:13: rules[0].name: \"web\" is already the name of the rule at 10-a.yaml:2:5");
+    let err =
+        load_text(&[(PathBuf::from("10-a.yaml"), rule.into()), (PathBuf::from("20-b.yaml"), rule.into())]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "20-b.yaml:2:13: rules[0].name: \"web\" is already the name of the rule at 10-a.yaml:2:5"
+    );
 }
 
 #[test]
 fn profiles_merge_field_by_field_and_remember_who_set_what() {
     let p = load_text(&[
         (PathBuf::from("10-a.yaml"), "profiles:\n  domain: { interfaces: [eth0], inbound: allow }\n".into()),
-        (PathBuf::from("20-b.yaml"), "profiles:\n  domain: { inbound: block }\nsettings: { log-dropped: true }\n".into()),
+        (
+            PathBuf::from("20-b.yaml"),
+            "profiles:\n  domain: { inbound: block }\nsettings: { log-dropped: true }\n".into(),
+        ),
     ])
     .unwrap();
     let d = p.profile(ProfileKind::Domain);
@@ -154,10 +161,18 @@ fn unsafe_files_are_refused() {
     write(&dir, "b.yaml", "rules: []\n");
     fs::set_permissions(dir.join("b.yaml"), fs::Permissions::from_mode(0o666)).unwrap();
     fs::write(dir.join("c.yaml"), b"# caf\xe9\n").unwrap();
-    let errs: Vec<String> = load(std::slice::from_ref(&dir), true).unwrap_err().0.iter().map(ToString::to_string).collect();
+    let errs: Vec<String> =
+        load(std::slice::from_ref(&dir), true).unwrap_err().0.iter().map(ToString::to_string).collect();
     let d = dir.display();
-    assert!(errs[0].starts_with(&format!("{d}/a.yaml:1:1: is a symlink to ")) && errs[0].ends_with("which is not in the same policy directory; copy the file instead"), "{errs:?}");
-    assert_eq!(errs[1], format!("{d}/b.yaml:1:1: is world-writable (mode 0666); any user could change the firewall: chmod o-w it"));
+    assert!(
+        errs[0].starts_with(&format!("{d}/a.yaml:1:1: is a symlink to "))
+            && errs[0].ends_with("which is not in the same policy directory; copy the file instead"),
+        "{errs:?}"
+    );
+    assert_eq!(
+        errs[1],
+        format!("{d}/b.yaml:1:1: is world-writable (mode 0666); any user could change the firewall: chmod o-w it")
+    );
     assert_eq!(errs[2], format!("{d}/c.yaml:1:6: is not UTF-8 text (invalid byte here)"));
 }
 
@@ -185,7 +200,9 @@ fn booleans_are_true_or_false_only() {
         let text = format!("rules:\n  - {{ name: a, direction: in, action: allow, enabled: {bad} }}\n");
         assert!(load_one(&text).is_err(), "enabled: {bad} was accepted");
     }
-    assert!(!load_one("rules:\n  - { name: a, direction: in, action: allow, enabled: false }\n").unwrap().rules[0].enabled);
+    assert!(
+        !load_one("rules:\n  - { name: a, direction: in, action: allow, enabled: false }\n").unwrap().rules[0].enabled
+    );
 }
 
 #[test]
@@ -200,7 +217,10 @@ fn keywords_are_addresses_and_local_addresses_take_only_local_subnet() {
 
 #[test]
 fn missing_keys_are_reported_at_the_rule() {
-    assert_eq!(errors("rules:\n  - name: a\n    protocol: tcp\n"), vec!["p.yaml:2:5: rules[0]: missing direction and action (every rule needs name, direction and action)"]);
+    assert_eq!(
+        errors("rules:\n  - name: a\n    protocol: tcp\n"),
+        vec!["p.yaml:2:5: rules[0]: missing direction and action (every rule needs name, direction and action)"]
+    );
 }
 
 #[test]

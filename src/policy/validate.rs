@@ -31,12 +31,7 @@ impl Ctx<'_> {
     }
 
     /// Parses every item of a list, reporting each bad one, and drops duplicates.
-    fn list<T: PartialEq, U>(
-        &mut self,
-        key: &str,
-        items: &[S<U>],
-        parse: impl Fn(&U) -> Result<T, String>,
-    ) -> Vec<T> {
+    fn list<T: PartialEq, U>(&mut self, key: &str, items: &[S<U>], parse: impl Fn(&U) -> Result<T, String>) -> Vec<T> {
         let mut out = Vec::new();
         for (i, item) in items.iter().enumerate() {
             match parse(&item.value) {
@@ -82,7 +77,9 @@ impl Merger {
             }
         }
         if let Some(p) = &raw.profiles {
-            for (kind, profile) in [(ProfileKind::Domain, &p.domain), (ProfileKind::Private, &p.private), (ProfileKind::Public, &p.public)] {
+            for (kind, profile) in
+                [(ProfileKind::Domain, &p.domain), (ProfileKind::Private, &p.private), (ProfileKind::Public, &p.public)]
+            {
                 if let Some(profile) = profile {
                     merge_profile(&mut cx, &mut policy.profiles[kind as usize], profile, &mut self.pattern_places);
                 }
@@ -112,7 +109,12 @@ impl Merger {
     }
 }
 
-fn merge_profile(cx: &mut Ctx, profile: &mut Profile, raw: &S<RawProfile>, places: &mut HashMap<(ProfileKind, String), Place>) {
+fn merge_profile(
+    cx: &mut Ctx,
+    profile: &mut Profile,
+    raw: &S<RawProfile>,
+    places: &mut HashMap<(ProfileKind, String), Place>,
+) {
     let key = profile.kind.as_str();
     if let Some(ifs) = &raw.value.interfaces {
         for item in ifs.value.iter() {
@@ -122,7 +124,11 @@ fn merge_profile(cx: &mut Ctx, profile: &mut Profile, raw: &S<RawProfile>, place
         // A pattern inside another of the same profile adds nothing, and nftables
         // rejects overlapping elements of one interval map.
         let all = patterns.clone();
-        patterns.retain(|p| !all.iter().any(|q| q != p && q.is_glob() && q.matches(p.stem()) && (!p.is_glob() || q.stem().len() < p.stem().len())));
+        patterns.retain(|p| {
+            !all.iter().any(|q| {
+                q != p && q.is_glob() && q.matches(p.stem()) && (!p.is_glob() || q.stem().len() < p.stem().len())
+            })
+        });
         profile.interfaces = Sourced { value: patterns, from: Some(cx.place(ifs)) };
     }
     if let Some(v) = &raw.value.inbound {
@@ -134,12 +140,20 @@ fn merge_profile(cx: &mut Ctx, profile: &mut Profile, raw: &S<RawProfile>, place
 }
 
 /// An interface has exactly one profile, as a Windows network has one location.
-fn check_profile_overlap(profiles: &[Profile; 3], places: &HashMap<(ProfileKind, String), Place>, diags: &mut Vec<Diagnostic>) {
+fn check_profile_overlap(
+    profiles: &[Profile; 3],
+    places: &HashMap<(ProfileKind, String), Place>,
+    diags: &mut Vec<Diagnostic>,
+) {
     for (i, a) in profiles.iter().enumerate() {
         for b in &profiles[i + 1..] {
             for pa in &a.interfaces.value {
                 if let Some(pb) = b.interfaces.value.iter().find(|pb| pa.overlaps(pb)) {
-                    let (Some(at_a), Some(at_b)) = (places.get(&(a.kind, pa.0.clone())), places.get(&(b.kind, pb.0.clone()))) else { continue };
+                    let (Some(at_a), Some(at_b)) =
+                        (places.get(&(a.kind, pa.0.clone())), places.get(&(b.kind, pb.0.clone())))
+                    else {
+                        continue;
+                    };
                     diags.push(Diagnostic::new(
                         at_b.clone(),
                         format!(
@@ -157,11 +171,12 @@ fn check_profile_overlap(profiles: &[Profile; 3], places: &HashMap<(ProfileKind,
 fn validate_rule<'r>(cx: &mut Ctx, i: usize, r: &'r RawRule, place: Place) -> Option<(Rule, &'r S<String>)> {
     let at = |key: &str| format!("rules[{i}].{key}");
     let (Some(name_at), Some(direction), Some(action)) = (&r.name, &r.direction, &r.action) else {
-        let missing: Vec<&str> = [("name", r.name.is_none()), ("direction", r.direction.is_none()), ("action", r.action.is_none())]
-            .iter()
-            .filter(|(_, m)| *m)
-            .map(|(k, _)| *k)
-            .collect();
+        let missing: Vec<&str> =
+            [("name", r.name.is_none()), ("direction", r.direction.is_none()), ("action", r.action.is_none())]
+                .iter()
+                .filter(|(_, m)| *m)
+                .map(|(k, _)| *k)
+                .collect();
         let m = format!("rules[{i}]: missing {} (every rule needs name, direction and action)", missing.join(" and "));
         cx.diags.push(Diagnostic::new(place, m));
         return None;
@@ -175,7 +190,9 @@ fn validate_rule<'r>(cx: &mut Ctx, i: usize, r: &'r RawRule, place: Place) -> Op
         None => None,
         Some(p) => {
             let parsed = match &p.value {
-                Scalar::Int(n) => u8::try_from(*n).map(Some).map_err(|_| format!("{n} is not a protocol number (0-255)")),
+                Scalar::Int(n) => {
+                    u8::try_from(*n).map(Some).map_err(|_| format!("{n} is not a protocol number (0-255)"))
+                }
                 Scalar::Str(s) => values::parse_protocol(s),
             };
             parsed.unwrap_or_else(|m| {
@@ -191,7 +208,11 @@ fn validate_rule<'r>(cx: &mut Ctx, i: usize, r: &'r RawRule, place: Place) -> Op
         });
         if let Some(first) = list.first() {
             if !protocol.is_some_and(values::has_ports) {
-                let m = format!("{}: ports need protocol tcp, udp, sctp, dccp or udplite (protocol is {})", at(key), values::protocol_name(protocol));
+                let m = format!(
+                    "{}: ports need protocol tcp, udp, sctp, dccp or udplite (protocol is {})",
+                    at(key),
+                    values::protocol_name(protocol)
+                );
                 cx.error(first, m);
             }
         }
@@ -209,20 +230,34 @@ fn validate_rule<'r>(cx: &mut Ctx, i: usize, r: &'r RawRule, place: Place) -> Op
     }
     let profiles = cx.list(&at("profiles"), &r.profiles, |p| Ok::<_, String>(*p));
     let icmp_types = match protocol {
-        Some(p @ (values::IPPROTO_ICMP | values::IPPROTO_ICMPV6)) => cx.list(&at("icmp-types"), &r.icmp_types, |s| match s {
-            Scalar::Int(n) => u8::try_from(*n).map_err(|_| format!("{n} is not an {} type (0-255)", values::icmp_family(p))),
-            Scalar::Str(s) => values::parse_icmp_type(p, s),
-        }),
+        Some(p @ (values::IPPROTO_ICMP | values::IPPROTO_ICMPV6)) => {
+            cx.list(&at("icmp-types"), &r.icmp_types, |s| match s {
+                Scalar::Int(n) => {
+                    u8::try_from(*n).map_err(|_| format!("{n} is not an {} type (0-255)", values::icmp_family(p)))
+                }
+                Scalar::Str(s) => values::parse_icmp_type(p, s),
+            })
+        }
         _ => {
             if let Some(first) = r.icmp_types.first() {
-                cx.error(first, format!("{}: icmp-types need protocol icmp or icmpv6 (protocol is {})", at("icmp-types"), values::protocol_name(protocol)));
+                cx.error(
+                    first,
+                    format!(
+                        "{}: icmp-types need protocol icmp or icmpv6 (protocol is {})",
+                        at("icmp-types"),
+                        values::protocol_name(protocol)
+                    ),
+                );
             }
             Vec::new()
         }
     };
     let users = cx.list(&at("users"), &r.users, resolve_user);
     if let (Direction::In, Some(first)) = (direction, r.users.first()) {
-        cx.error(first, format!("{}: users match the owner of a local socket, so they apply to direction out only", at("users")));
+        cx.error(
+            first,
+            format!("{}: users match the owner of a local socket, so they apply to direction out only", at("users")),
+        );
     }
     let rule = Rule {
         name,
@@ -246,11 +281,20 @@ fn validate_rule<'r>(cx: &mut Ctx, i: usize, r: &'r RawRule, place: Place) -> Op
 
 /// A rule must be able to match some packet: its addresses and protocol must
 /// agree on IPv4 or IPv6.
-fn check_families(cx: &mut Ctx, at_name: &S<String>, at: &str, protocol: Option<u8>, remote: &[Address], local: &[Address]) {
+fn check_families(
+    cx: &mut Ctx,
+    at_name: &S<String>,
+    at: &str,
+    protocol: Option<u8>,
+    remote: &[Address],
+    local: &[Address],
+) {
     // (IPv4 possible, IPv6 possible, what limits it) for each constraint. A
     // keyword stands for addresses of both versions.
     let of_list = |key: &'static str, list: &[Address]| {
-        let has = |v4: bool| list.iter().any(|a| matches!(a, Address::Keyword(_)) || matches!(a, Address::Range(r) if r.is_v4() == v4));
+        let has = |v4: bool| {
+            list.iter().any(|a| matches!(a, Address::Keyword(_)) || matches!(a, Address::Range(r) if r.is_v4() == v4))
+        };
         (list.is_empty() || has(true), list.is_empty() || has(false), key)
     };
     let of_protocol = match protocol {
@@ -262,7 +306,8 @@ fn check_families(cx: &mut Ctx, at_name: &S<String>, at: &str, protocol: Option<
     if limits.iter().all(|l| l.0) || limits.iter().all(|l| l.1) {
         return;
     }
-    let only = |v4: bool| limits.iter().filter(|l| l.0 == v4 && l.1 != v4).map(|l| l.2).collect::<Vec<_>>().join(" and ");
+    let only =
+        |v4: bool| limits.iter().filter(|l| l.0 == v4 && l.1 != v4).map(|l| l.2).collect::<Vec<_>>().join(" and ");
     let rule = at.trim_end_matches('.');
     cx.error(at_name, format!("{rule}: can never match: IPv4 only by {}, IPv6 only by {}", only(true), only(false)));
 }

@@ -26,16 +26,14 @@ pub fn parse_addr_range(s: &str) -> Result<AddrRange, String> {
         let len: u32 = len.parse().map_err(|_| bad())?;
         return match addr.parse::<IpAddr>().map_err(|_| bad())? {
             IpAddr::V4(a) => {
-                let (lo, hi) = prefix_bounds(u32::from(a) as u128, len, 32).ok_or_else(|| {
-                    format!("{s:?} is not a CIDR prefix (IPv4 prefix length is at most 32)")
-                })?;
+                let (lo, hi) = prefix_bounds(u32::from(a) as u128, len, 32)
+                    .ok_or_else(|| format!("{s:?} is not a CIDR prefix (IPv4 prefix length is at most 32)"))?;
                 host_bits_clear(s, u32::from(a) as u128, lo, |v| Ipv4Addr::from(v as u32).to_string(), len)?;
                 Ok(AddrRange::V4(lo as u32, hi as u32))
             }
             IpAddr::V6(a) => {
-                let (lo, hi) = prefix_bounds(u128::from(a), len, 128).ok_or_else(|| {
-                    format!("{s:?} is not a CIDR prefix (IPv6 prefix length is at most 128)")
-                })?;
+                let (lo, hi) = prefix_bounds(u128::from(a), len, 128)
+                    .ok_or_else(|| format!("{s:?} is not a CIDR prefix (IPv6 prefix length is at most 128)"))?;
                 host_bits_clear(s, u128::from(a), lo, |v| Ipv6Addr::from(v).to_string(), len)?;
                 Ok(AddrRange::V6(lo, hi))
             }
@@ -67,13 +65,7 @@ fn prefix_bounds(addr: u128, len: u32, bits: u32) -> Option<(u128, u128)> {
     Some((addr & !host_mask, addr | host_mask))
 }
 
-fn host_bits_clear(
-    s: &str,
-    addr: u128,
-    network: u128,
-    show: impl Fn(u128) -> String,
-    len: u32,
-) -> Result<(), String> {
+fn host_bits_clear(s: &str, addr: u128, network: u128, show: impl Fn(u128) -> String, len: u32) -> Result<(), String> {
     if addr == network {
         Ok(())
     } else {
@@ -141,7 +133,9 @@ pub fn parse_address(s: &str, local: bool) -> Result<Address, String> {
         return Ok(Address::Keyword(k));
     }
     if RESERVED_KEYWORDS.contains(&s) {
-        return Err(format!("the keyword {s:?} is not supported by this version (default-gateway and local-subnet are)"));
+        return Err(format!(
+            "the keyword {s:?} is not supported by this version (default-gateway and local-subnet are)"
+        ));
     }
     parse_addr_range(s).map(Address::Range)
 }
@@ -200,10 +194,9 @@ pub fn parse_protocol(s: &str) -> Result<Option<u8>, String> {
         "sctp" => Ok(Some(132)),
         "dccp" => Ok(Some(33)),
         "udplite" => Ok(Some(136)),
-        _ => s
-            .parse::<u8>()
-            .map(Some)
-            .map_err(|_| format!("{s:?} is not a protocol (tcp, udp, icmp, icmpv6, sctp, dccp, udplite, any or 0-255)")),
+        _ => s.parse::<u8>().map(Some).map_err(|_| {
+            format!("{s:?} is not a protocol (tcp, udp, icmp, icmpv6, sctp, dccp, udplite, any or 0-255)")
+        }),
     }
 }
 
@@ -343,7 +336,8 @@ pub fn parse_if_pattern(s: &str) -> Result<IfPattern, String> {
         return Err(format!("{s:?} is not an interface name (at most {} bytes)", IFNAMSIZ - 1));
     }
     if let Some(c) = stem.chars().find(|c| *c == '*' || *c == '/' || *c == ':' || c.is_whitespace() || c.is_control()) {
-        let why = if c == '*' { "`*` may only end a pattern".to_string() } else { format!("{c:?} cannot be part of a name") };
+        let why =
+            if c == '*' { "`*` may only end a pattern".to_string() } else { format!("{c:?} cannot be part of a name") };
         return Err(format!("{s:?} is not an interface name or pattern ({why})"));
     }
     Ok(IfPattern(s.to_string()))
@@ -369,7 +363,10 @@ mod tests {
             parse_addr_range("10.0.0.1/8").unwrap_err(),
             "\"10.0.0.1/8\" has host bits set (did you mean \"10.0.0.0/8\"?)"
         );
-        assert_eq!(parse_addr_range("10.0.0.9-10.0.0.1").unwrap_err(), "\"10.0.0.9-10.0.0.1\" is not an address range (start > end)");
+        assert_eq!(
+            parse_addr_range("10.0.0.9-10.0.0.1").unwrap_err(),
+            "\"10.0.0.9-10.0.0.1\" is not an address range (start > end)"
+        );
         assert!(parse_addr_range("10.0.0.1-::1").unwrap_err().contains("mixes IPv4 and IPv6"));
         assert!(parse_addr_range("300.1.1.1").is_err());
         assert!(parse_addr_range("example.com").is_err());

@@ -26,7 +26,11 @@ fn a_bad_policy_changes_nothing() {
     let d = TempDir::new("bad");
     write(&d.0, "10.yaml", ONE);
     let mut e = engine(&d);
-    write(&d.0, "20.yaml", "rules:\n  - { name: x, direction: in, action: allow, protocol: tcp, local-ports: [70000] }\n");
+    write(
+        &d.0,
+        "20.yaml",
+        "rules:\n  - { name: x, direction: in, action: allow, protocol: tcp, local-ports: [70000] }\n",
+    );
     let err = e.reload(Trigger::Files).unwrap_err();
     assert!(err.to_string().contains(&format!("{}:2:", d.0.join("20.yaml").display())), "{err}");
     assert_eq!((e.backend.applied.len(), e.generation), (1, 1));

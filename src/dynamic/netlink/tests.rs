@@ -45,7 +45,14 @@ fn render(state: &DynState, keyword: Keyword, v4: bool) -> Vec<String> {
     state
         .entries(keyword, v4)
         .iter()
-        .map(|e| format!("{}{} ({})", e.interface.as_ref().map(|i| format!("{i} ")).unwrap_or_default(), crate::policy::values::format_addr_range(&e.addresses), e.source))
+        .map(|e| {
+            format!(
+                "{}{} ({})",
+                e.interface.as_ref().map(|i| format!("{i} ")).unwrap_or_default(),
+                crate::policy::values::format_addr_range(&e.addresses),
+                e.source
+            )
+        })
         .collect()
 }
 
@@ -62,7 +69,11 @@ fn local_subnets_are_per_interface_and_skip_loopback() {
     let s = state_from(&links, &addrs, &[]);
     assert_eq!(
         render(&s, Keyword::LocalSubnet, true),
-        ["eth0 10.0.0.0/24 (address 10.0.0.5/24 on eth0)", "eth0 10.0.0.0/24 (address 10.0.0.6/24 on eth0)", "wg0 10.9.0.1 (address 10.9.0.1/32 on wg0)"]
+        [
+            "eth0 10.0.0.0/24 (address 10.0.0.5/24 on eth0)",
+            "eth0 10.0.0.0/24 (address 10.0.0.6/24 on eth0)",
+            "wg0 10.9.0.1 (address 10.9.0.1/32 on wg0)"
+        ]
     );
     assert_eq!(render(&s, Keyword::LocalSubnet, false), ["eth0 fd00::/64 (address fd00::5/64 on eth0)"]);
     // Two addresses in one subnet are one element of the set.
@@ -73,10 +84,7 @@ fn local_subnets_are_per_interface_and_skip_loopback() {
 fn default_gateways_come_from_every_table_and_every_next_hop() {
     let links = [link(2, "eth0"), link(3, "eth1")];
     let mut multipath = route(0, 100, vec![]);
-    multipath.attributes.push(RouteAttribute::MultiPath(vec![
-        hop(2, "192.0.2.1"),
-        hop(3, "198.51.100.1"),
-    ]));
+    multipath.attributes.push(RouteAttribute::MultiPath(vec![hop(2, "192.0.2.1"), hop(3, "198.51.100.1")]));
     let routes = [
         route(0, 254, vec![gw("10.0.0.1"), RouteAttribute::Oif(2)]),
         multipath,
@@ -92,7 +100,10 @@ fn default_gateways_come_from_every_table_and_every_next_hop() {
             "198.51.100.1 (default route in table 100 via 198.51.100.1 on eth1)",
         ]
     );
-    assert_eq!(render(&s, Keyword::DefaultGateway, false), ["fe80::1 (default route in table 254 via fe80::1 on eth0)"]);
+    assert_eq!(
+        render(&s, Keyword::DefaultGateway, false),
+        ["fe80::1 (default route in table 254 via fe80::1 on eth0)"]
+    );
 }
 
 #[test]
