@@ -3,15 +3,15 @@
 
 use serde_json::Value;
 
-use crate::nft::{self, NftError, Set, Table};
+use crate::nft::{self, NftError, SetDiff, Table};
 
 pub trait Backend {
     /// Replaces the owned table in one transaction: all of it or nothing.
     fn replace(&mut self, table: &Table) -> Result<(), BackendError>;
     /// Reads the table back and checks it has the shape that was sent.
     fn verify(&self, table: &Table) -> Result<(), BackendError>;
-    /// Replaces the elements of some sets of the table, in one transaction.
-    fn update_sets(&mut self, table: &str, sets: &[&Set]) -> Result<(), BackendError>;
+    /// Changes the elements of some sets of the table, in one transaction.
+    fn update_sets(&mut self, table: &str, diffs: &[SetDiff]) -> Result<(), BackendError>;
     /// The owned table as the kernel has it now, with counters (without set
     /// elements if `terse`); `None` if absent.
     fn read(&self, table: &str, terse: bool) -> Result<Option<Value>, BackendError>;
@@ -38,8 +38,8 @@ impl Backend for NftBackend {
         verify(table, nft::list_table(&table.name, true)?)
     }
 
-    fn update_sets(&mut self, table: &str, sets: &[&Set]) -> Result<(), BackendError> {
-        Ok(nft::apply(&nft::UpdateSets { table, sets })?)
+    fn update_sets(&mut self, table: &str, diffs: &[SetDiff]) -> Result<(), BackendError> {
+        Ok(nft::apply(&nft::UpdateSets { table, diffs })?)
     }
 
     fn read(&self, table: &str, terse: bool) -> Result<Option<Value>, BackendError> {
@@ -75,8 +75,8 @@ pub struct NoopBackend {
     pub fail_verify: bool,
     /// As if someone had run `nft flush ruleset`.
     pub flushed: bool,
-    /// The sets of every `update_sets`.
-    pub set_updates: Vec<Vec<Set>>,
+    /// The changes of every `update_sets`.
+    pub set_updates: Vec<Vec<SetDiff>>,
 }
 
 #[cfg(test)]
@@ -109,11 +109,11 @@ impl Backend for NoopBackend {
         Ok(())
     }
 
-    fn update_sets(&mut self, _table: &str, sets: &[&Set]) -> Result<(), BackendError> {
+    fn update_sets(&mut self, _table: &str, diffs: &[SetDiff]) -> Result<(), BackendError> {
         if std::mem::take(&mut self.fail_next) {
             return Err(BackendError::Verify("injected failure".into()));
         }
-        self.set_updates.push(sets.iter().map(|s| (*s).clone()).collect());
+        self.set_updates.push(diffs.to_vec());
         Ok(())
     }
 }

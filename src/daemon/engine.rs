@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::backend::{Backend, BackendError};
 use crate::compile::{self, Compiled};
 use crate::dynamic::DynState;
+use crate::nft::SetDiff;
 use crate::policy::{self, Diagnostics, Policy};
 
 /// How soon a failed rollback is tried again.
@@ -144,8 +145,9 @@ impl<B: Backend> Engine<B> {
         if updates.is_empty() {
             return Ok(0);
         }
-        let sets: Vec<&crate::nft::Set> = updates.iter().map(|(_, s)| s).collect();
-        self.backend.update_sets(&applied.compiled.table.name, &sets).map_err(EngineError::Apply)?;
+        let diffs: Vec<SetDiff> =
+            updates.iter().map(|(i, new)| SetDiff::between(&applied.compiled.table.sets[*i], new)).collect();
+        self.backend.update_sets(&applied.compiled.table.name, &diffs).map_err(EngineError::Apply)?;
         let changed = updates.len();
         for (i, set) in updates {
             applied.compiled.table.sets[i] = set;

@@ -1,3 +1,4 @@
+use std::collections::HashSet;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde::ser::{SerializeMap, SerializeSeq, Serializer};
@@ -96,7 +97,7 @@ pub const NO_OWNER: u32 = u32::MAX;
 /// One set element: a range per key field, and a tag written as the element's
 /// comment (the compiler uses it to name the rule that owns the element, which is
 /// how per-rule counters are read back from the kernel).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Elem {
     pub ranges: Box<[(u128, u128)]>,
     pub tag: u32,
@@ -251,11 +252,46 @@ impl Table {
     }
 }
 
-/// A batch that replaces the elements of some sets, leaving everything else of
-/// the table (rules, their handles, other sets' counters) as it is.
+/// Above this many deletions, emptying a set and adding all its elements is
+/// cheaper than deleting them one by one. Measured on a 1,344-element
+/// `ifname . ipv4_addr` interval set (pipapo), kernel 6.18: adding one element
+/// 7 ms, deleting one 39 ms, flushing and re-adding all 590 ms.
+const MAX_DELETES: usize = 8;
+
+/// The change of one set's elements: what to delete and what to add, or, with
+/// `flush`, all the elements to put in the emptied set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetDiff {
+    pub name: String,
+    pub key: Vec<KeyType>,
+    pub flush: bool,
+    pub delete: Vec<Elem>,
+    pub add: Vec<Elem>,
+}
+
+impl SetDiff {
+    /// From the elements in the kernel to `new` (both as the compiler made them,
+    /// so the kernel holds exactly the elements to delete). A small change is
+    /// sent as such: the kernel's cost of rewriting an interval set grows with
+    /// its size, not with the change.
+    pub fn between(old: &Set, new: &Set) -> SetDiff {
+        let (was, is): (HashSet<&Elem>, HashSet<&Elem>) = (old.elems.iter().collect(), new.elems.iter().collect());
+        let delete: Vec<Elem> = old.elems.iter().filter(|e| !is.contains(e)).cloned().collect();
+        let (flush, delete, add) = if delete.len() > MAX_DELETES {
+            (true, Vec::new(), new.elems.clone())
+        } else {
+            (false, delete, new.elems.iter().filter(|e| !was.contains(e)).cloned().collect())
+        };
+        SetDiff { name: new.name.clone(), key: new.key.clone(), flush, delete, add }
+    }
+}
+
+/// A batch that changes the elements of some sets, leaving everything else of
+/// the table (rules, their handles, other elements and their counters) as it is.
+/// Deletions come first, so that a changed element never overlaps its old self.
 pub struct UpdateSets<'a> {
     pub table: &'a str,
-    pub sets: &'a [&'a Set],
+    pub diffs: &'a [SetDiff],
 }
 
 impl Serialize for UpdateSets<'_> {
@@ -269,26 +305,37 @@ struct UpdateCommands<'a>(&'a UpdateSets<'a>);
 impl Serialize for UpdateCommands<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut seq = s.serialize_seq(None)?;
-        for set in self.0.sets {
-            let id = json!({ "family": FAMILY, "table": self.0.table, "name": set.name });
+        for d in self.0.diffs.iter().filter(|d| d.flush) {
+            let id = json!({ "family": FAMILY, "table": self.0.table, "name": d.name });
             seq.serialize_element(&json!({ "flush": { "set": id } }))?;
-            if !set.elems.is_empty() {
-                seq.serialize_element(&Wrap("add", Wrap("element", ElementFields(self.0.table, set))))?;
+        }
+        for verb in ["delete", "add"] {
+            for d in self.0.diffs {
+                let elems = if verb == "delete" { &d.delete } else { &d.add };
+                if !elems.is_empty() {
+                    let fields = ElementFields { table: self.0.table, name: &d.name, key: &d.key, elems };
+                    seq.serialize_element(&Wrap(verb, Wrap("element", fields)))?;
+                }
             }
         }
         seq.end()
     }
 }
 
-struct ElementFields<'a>(&'a str, &'a Set);
+struct ElementFields<'a> {
+    table: &'a str,
+    name: &'a str,
+    key: &'a [KeyType],
+    elems: &'a [Elem],
+}
 
 impl Serialize for ElementFields<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(4))?;
         m.serialize_entry("family", FAMILY)?;
-        m.serialize_entry("table", self.0)?;
-        m.serialize_entry("name", &self.1.name)?;
-        m.serialize_entry("elem", &Elems(self.1))?;
+        m.serialize_entry("table", self.table)?;
+        m.serialize_entry("name", self.name)?;
+        m.serialize_entry("elem", &Elems(self.key, self.elems))?;
         m.end()
     }
 }
@@ -381,21 +428,21 @@ impl Serialize for SetFields<'_> {
         }
         m.serialize_entry("stmt", &[json!({ "counter": null })])?;
         if !set.elems.is_empty() {
-            m.serialize_entry("elem", &Elems(set))?;
+            m.serialize_entry("elem", &Elems(&set.key, &set.elems))?;
         }
         m.end()
     }
 }
 
-struct Elems<'a>(&'a Set);
+struct Elems<'a>(&'a [KeyType], &'a [Elem]);
 
 impl Serialize for Elems<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let set = self.0;
-        let mut seq = s.serialize_seq(Some(set.elems.len()))?;
-        for e in &set.elems {
-            let mut parts = set.key.iter().zip(e.ranges.iter()).map(|(k, &(lo, hi))| k.value(lo, hi));
-            let val = if set.key.len() == 1 {
+        let (key, elems) = (self.0, self.1);
+        let mut seq = s.serialize_seq(Some(elems.len()))?;
+        for e in elems {
+            let mut parts = key.iter().zip(e.ranges.iter()).map(|(k, &(lo, hi))| k.value(lo, hi));
+            let val = if key.len() == 1 {
                 parts.next().unwrap_or(Value::Null)
             } else {
                 json!({ "concat": parts.collect::<Vec<_>>() })
