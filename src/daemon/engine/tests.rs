@@ -159,27 +159,43 @@ fn host_changes_send_only_the_changed_elements() {
     use crate::policy::values::{parse_addr_range, Keyword};
     let gateways = |addrs: &[&str]| {
         let mut s = DynState::default();
-        let entries = addrs.iter().map(|a| Entry { interface: None, addresses: parse_addr_range(a).unwrap(), source: "test".into() });
+        let entries = addrs.iter().map(|a| Entry {
+            interface: None,
+            addresses: parse_addr_range(a).unwrap(),
+            source: "test".into(),
+        });
         s.0.insert((Keyword::DefaultGateway, true), entries.collect());
         s
     };
     let d = TempDir::new("dynamic");
-    write(&d.0, "10.yaml", "rules:\n  - { name: gw, direction: in, action: allow, remote-addresses: [default-gateway] }\n");
+    write(
+        &d.0,
+        "10.yaml",
+        "rules:\n  - { name: gw, direction: in, action: allow, remote-addresses: [default-gateway] }\n",
+    );
     let mut e = engine(&d);
     assert_eq!(e.update_dynamic(gateways(&["10.0.0.1", "10.0.0.2"])).unwrap(), 1);
     assert_eq!(e.update_dynamic(gateways(&["10.0.0.2", "10.0.0.3"])).unwrap(), 1);
     let last = &e.backend.set_updates[1][0];
-    assert_eq!((last.name.as_str(), last.flush, last.delete.len(), last.add.len()), ("dyn_default_gateway4", false, 1, 1));
+    assert_eq!(
+        (last.name.as_str(), last.flush, last.delete.len(), last.add.len()),
+        ("dyn_default_gateway4", false, 1, 1)
+    );
     let many: Vec<String> = (1..=20).map(|i| format!("10.1.0.{i}")).collect();
     e.update_dynamic(gateways(&many.iter().map(String::as_str).collect::<Vec<_>>())).unwrap();
     e.update_dynamic(gateways(&["10.0.0.2", "10.0.0.3"])).unwrap();
     let last = &e.backend.set_updates[3][0];
     assert_eq!((last.flush, last.delete.len(), last.add.len()), (true, 0, 2), "20 deletions: flush and re-add instead");
-    assert_eq!(e.update_dynamic(gateways(&["10.0.0.3", "10.0.0.2"])).unwrap(), 0, "the same addresses: nothing to send");
+    assert_eq!(
+        e.update_dynamic(gateways(&["10.0.0.3", "10.0.0.2"])).unwrap(),
+        0,
+        "the same addresses: nothing to send"
+    );
     assert_eq!(e.generation, 1, "no table replacement");
 
     e.backend.fail_next = true;
     assert!(e.update_dynamic(gateways(&["10.0.0.9"])).is_err());
-    let kept = e.applied.as_ref().unwrap().compiled.table.sets.iter().find(|s| s.name == "dyn_default_gateway4").unwrap();
+    let kept =
+        e.applied.as_ref().unwrap().compiled.table.sets.iter().find(|s| s.name == "dyn_default_gateway4").unwrap();
     assert_eq!(kept.elems.len(), 2, "a failed update leaves what the kernel has");
 }
