@@ -39,6 +39,10 @@ pub enum Command {
         /// stays in force when the daemon stops: fail closed).
         #[arg(long)]
         flush_on_exit: bool,
+        /// The resolver configuration whose name servers the `dns` keyword
+        /// stands for (followed through symlinks and replacements).
+        #[arg(long, value_name = "PATH", default_value = "/etc/resolv.conf")]
+        resolv_conf: PathBuf,
     },
     /// Validate and compile the policy files without touching the kernel.
     /// Prints every error as FILE:LINE:COLUMN: message and exits 1.

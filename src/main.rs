@@ -60,9 +60,10 @@ fn print(json: bool, value: &serde_json::Value, human: fn(&serde_json::Value) ->
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Daemon { policy, socket_group, flush_on_exit } => {
+        Command::Daemon { policy, socket_group, flush_on_exit, resolv_conf } => {
             let (dirs, dirs_required) = dirs(&policy);
-            let opts = daemon::Options { dirs, dirs_required, socket: cli.socket, socket_group, flush_on_exit };
+            let opts =
+                daemon::Options { dirs, dirs_required, socket: cli.socket, socket_group, flush_on_exit, resolv_conf };
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(daemon::run(opts))?;
             Ok(ExitCode::SUCCESS)

@@ -7,7 +7,7 @@ mod lock;
 mod views;
 mod watch;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -18,7 +18,8 @@ use tokio::time::{sleep_until, Instant};
 
 use crate::backend::{Backend, NftBackend};
 use crate::compile::TABLE;
-use crate::dynamic::netlink;
+use crate::dynamic::{netlink, resolv, DynState};
+use crate::policy::values::Keyword;
 use crate::protocol::{Request, Response};
 use engine::{Engine, Outcome, Trigger};
 use views::policy_view;
@@ -33,6 +34,8 @@ pub struct Options {
     pub socket: PathBuf,
     pub socket_group: Option<String>,
     pub flush_on_exit: bool,
+    /// Where the `dns` keyword's servers are read.
+    pub resolv_conf: PathBuf,
 }
 
 pub async fn run(opts: Options) -> anyhow::Result<()> {
@@ -43,9 +46,18 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     // The keywords' values go into the first table, so that it never has empty
     // dynamic sets that the host's configuration would have filled.
     let (netlink, events) = netlink::connect()?;
-    engine.dynamic = netlink::read(&netlink).await?;
-    let (dynamic_tx, mut dynamic_rx) = mpsc::channel(4);
-    tokio::spawn(netlink::watch(netlink, events, engine.dynamic.clone(), dynamic_tx));
+    let from_kernel = netlink::read(&netlink).await?;
+    let from_resolver = resolv::read(&opts.resolv_conf, Path::new(resolv::RESOLVED_UPSTREAM)).unwrap_or_else(|e| {
+        tracing::warn!("dns starts empty: {e}");
+        DynState::default()
+    });
+    let (kernel_tx, mut kernel_rx) = mpsc::channel(4);
+    let (resolver_tx, mut resolver_rx) = mpsc::channel(4);
+    tokio::spawn(netlink::watch(netlink, events, from_kernel.clone(), kernel_tx));
+    let upstream = PathBuf::from(resolv::RESOLVED_UPSTREAM);
+    tokio::spawn(resolv::watch(opts.resolv_conf.clone(), upstream, from_resolver.clone(), resolver_tx));
+    engine.dynamic.replace(netlink::KEYWORDS, from_kernel);
+    engine.dynamic.replace(resolv::KEYWORDS, from_resolver);
     if let Err(e) = engine.reload(Trigger::Files) {
         let _ = std::fs::remove_file(&opts.socket);
         return Err(e).context("cannot start");
@@ -72,11 +84,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 let _ = reply.send(handle(&mut engine, request));
             }
             _ = hup.recv() => reload(&mut engine, "SIGHUP"),
-            Some(state) = dynamic_rx.recv() => match engine.update_dynamic(state) {
-                Ok(0) => {}
-                Ok(sets) => tracing::info!(sets, "dynamic sets updated"),
-                Err(e) => tracing::error!("updating the dynamic sets failed; they keep their previous elements: {e:#}"),
-            },
+            Some(part) = kernel_rx.recv() => update_dynamic(&mut engine, netlink::KEYWORDS, part),
+            Some(part) = resolver_rx.recv() => update_dynamic(&mut engine, resolv::KEYWORDS, part),
             Some(()) = ticks.recv() => reload_at = Some(Instant::now() + DEBOUNCE),
             _ = sleep_until(reload_at.unwrap_or_else(Instant::now)), if reload_at.is_some() => {
                 reload_at = None;
@@ -133,6 +142,17 @@ fn log_applied<B: Backend>(engine: &Engine<B>, outcome: Outcome, why: &str) {
             rules,
             "policy reloaded; the table is unchanged"
         ),
+    }
+}
+
+/// Takes one source's new values of its keywords.
+fn update_dynamic<B: Backend>(engine: &mut Engine<B>, keywords: &[Keyword], part: DynState) {
+    let mut state = engine.dynamic.clone();
+    state.replace(keywords, part);
+    match engine.update_dynamic(state) {
+        Ok(0) => {}
+        Ok(sets) => tracing::info!(sets, "dynamic sets updated"),
+        Err(e) => tracing::error!("updating the dynamic sets failed; they keep their previous elements: {e:#}"),
     }
 }
 

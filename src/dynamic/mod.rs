@@ -1,11 +1,13 @@
 //! Dynamic exceptions: addresses that follow the host's live configuration
-//! (`default-gateway`, `local-subnet`). This module holds their current values
-//! with the source of each, and turns them into the elements of the named sets
-//! that rules match against; `netlink` observes the kernel to keep them current.
+//! (`default-gateway`, `local-subnet`, `dns`). This module holds their current
+//! values with the source of each, and turns them into the elements of the named
+//! sets that rules match against; `netlink` observes the kernel's routes and
+//! addresses, `resolv` the resolver configuration, to keep them current.
 //! The daemon changes only these sets' elements when the host changes, never
 //! the rules.
 
 pub mod netlink;
+pub mod resolv;
 
 use std::collections::BTreeMap;
 
@@ -32,6 +34,12 @@ impl DynState {
     pub fn entries(&self, keyword: Keyword, v4: bool) -> &[Entry] {
         self.0.get(&(keyword, v4)).map_or(&[], Vec::as_slice)
     }
+
+    /// Replaces the values of `keywords` (one source's) with those of `from`.
+    pub fn replace(&mut self, keywords: &[Keyword], from: DynState) {
+        self.0.retain(|(k, _), _| !keywords.contains(k));
+        self.0.extend(from.0);
+    }
 }
 
 /// The name of a keyword's set for one IP version, e.g. `dyn_local_subnet4`.
@@ -45,7 +53,7 @@ pub fn set_name(keyword: Keyword, v4: bool) -> String {
 pub fn set_key(keyword: Keyword, v4: bool) -> Vec<KeyType> {
     let addr = if v4 { KeyType::Ipv4Addr } else { KeyType::Ipv6Addr };
     match keyword {
-        Keyword::DefaultGateway => vec![addr],
+        Keyword::DefaultGateway | Keyword::Dns => vec![addr],
         Keyword::LocalSubnet => vec![KeyType::Ifname, addr],
     }
 }

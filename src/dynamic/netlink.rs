@@ -21,6 +21,9 @@ use tokio::time::{timeout, Instant};
 use super::{DynState, Entry};
 use crate::policy::values::{AddrRange, Keyword};
 
+/// The keywords this source gives values to.
+pub const KEYWORDS: &[Keyword] = &[Keyword::DefaultGateway, Keyword::LocalSubnet];
+
 /// Quiet time that ends a burst of events, and the longest a burst may delay
 /// the update (an interface flapping for seconds must not freeze the sets).
 const QUIET: Duration = Duration::from_millis(20);

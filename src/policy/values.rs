@@ -101,21 +101,24 @@ pub enum Keyword {
     DefaultGateway,
     /// The prefixes of the addresses of the interface a packet uses.
     LocalSubnet,
+    /// The name servers of resolv.conf (or of systemd-resolved's stub).
+    Dns,
 }
 
 impl Keyword {
-    pub const ALL: [Keyword; 2] = [Keyword::DefaultGateway, Keyword::LocalSubnet];
+    pub const ALL: [Keyword; 3] = [Keyword::DefaultGateway, Keyword::LocalSubnet, Keyword::Dns];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Keyword::DefaultGateway => "default-gateway",
             Keyword::LocalSubnet => "local-subnet",
+            Keyword::Dns => "dns",
         }
     }
 }
 
 /// Keywords of Windows Firewall that Ringfence does not resolve yet.
-const RESERVED_KEYWORDS: &[&str] = &["dns", "dhcp", "wins"];
+const RESERVED_KEYWORDS: &[&str] = &["dhcp", "wins"];
 
 /// One entry of `remote-addresses` or `local-addresses`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -134,7 +137,7 @@ pub fn parse_address(s: &str, local: bool) -> Result<Address, String> {
     }
     if RESERVED_KEYWORDS.contains(&s) {
         return Err(format!(
-            "the keyword {s:?} is not supported by this version (default-gateway and local-subnet are)"
+            "the keyword {s:?} is not supported by this version (default-gateway, local-subnet and dns are)"
         ));
     }
     parse_addr_range(s).map(Address::Range)
