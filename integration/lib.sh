@@ -32,7 +32,7 @@ trap _cleanup EXIT
 
 # A missing tool must stop the scenario, not quietly turn every `refute` that
 # uses it into a pass (a `ping` that cannot run looks exactly like a blocked ping).
-for _tool in nft ip ss socat ping setpriv timeout python3; do
+for _tool in nft ip ss socat ping setpriv timeout python3 dnsmasq; do
     command -v "$_tool" >/dev/null || { echo "$SCENARIO: $_tool is missing (run integration/install-deps.sh)"; exit 1; }
 done
 

@@ -57,7 +57,9 @@ pub fn read(path: &Path, upstream: &Path) -> Result<DynState, String> {
     for (line, content) in &bad {
         tracing::warn!("{}:{line}: not a name server address, ignored: {content:?}", path.display());
     }
-    if servers.is_empty() && !bad.is_empty() {
+    // No server at all is taken as a broken or half-written file (a writer that
+    // truncates, then writes), never as "block all DNS".
+    if servers.is_empty() {
         return Err(format!("{} names no valid name server", path.display()));
     }
     let (servers, from) = if !servers.is_empty() && servers.iter().all(is_stub) {
@@ -84,10 +86,25 @@ pub fn read(path: &Path, upstream: &Path) -> Result<DynState, String> {
     Ok(state)
 }
 
-/// Watches the directories of `path`, of its symlink's target (resolv.conf is
-/// usually a symlink, and is replaced by renaming a new file over it) and of the
-/// upstream file; after each burst of changes sends the servers, or keeps the
-/// last good ones with a warning.
+/// The directories to watch: those of `path`, of its symlink's target now
+/// (resolv.conf is usually a symlink, and is replaced by renaming a new file
+/// over it), and of the upstream file.
+fn watched_dirs(path: &Path, upstream: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> =
+        [Some(path.to_path_buf()), std::fs::canonicalize(path).ok(), Some(upstream.to_path_buf())]
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.parent().map(Path::to_path_buf))
+            .collect();
+    dirs.sort();
+    dirs.dedup();
+    dirs
+}
+
+/// Watches the files `path` leads to; after each burst of changes sends the
+/// servers, or keeps the last good ones with a warning. The directories are
+/// looked at again after every burst, since resolv.conf may become a symlink
+/// into a directory that was not watched before.
 pub async fn watch(path: PathBuf, upstream: PathBuf, mut last: DynState, updates: mpsc::Sender<DynState>) {
     let (tick_tx, mut ticks) = mpsc::unbounded_channel();
     let watcher = notify::recommended_watcher(move |_event| {
@@ -97,18 +114,17 @@ pub async fn watch(path: PathBuf, upstream: PathBuf, mut last: DynState, updates
         Ok(w) => w,
         Err(e) => return tracing::error!("cannot watch {}: {e}; dns no longer follows it", path.display()),
     };
-    let mut dirs: Vec<PathBuf> = [Some(path.clone()), std::fs::canonicalize(&path).ok(), Some(upstream.clone())]
-        .into_iter()
-        .flatten()
-        .filter_map(|p| p.parent().map(Path::to_path_buf))
-        .collect();
-    dirs.sort();
-    dirs.dedup();
-    for dir in &dirs {
-        // A directory that does not exist yet (no systemd-resolved) is simply not watched.
-        let _ = watcher.watch(dir, RecursiveMode::NonRecursive);
-    }
-    while ticks.recv().await.is_some() {
+    let mut watched: Vec<PathBuf> = Vec::new();
+    loop {
+        for dir in watched_dirs(&path, &upstream) {
+            // A directory that does not exist (no systemd-resolved) is not watched.
+            if !watched.contains(&dir) && watcher.watch(&dir, RecursiveMode::NonRecursive).is_ok() {
+                watched.push(dir);
+            }
+        }
+        if ticks.recv().await.is_none() {
+            return;
+        }
         while tokio::time::timeout(QUIET, ticks.recv()).await.is_ok_and(|t| t.is_some()) {}
         match read(&path, &upstream) {
             Ok(state) if state != last => {

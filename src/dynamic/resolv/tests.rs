@@ -28,7 +28,7 @@ fn unusable_files_are_errors_so_the_last_good_servers_stay() {
     assert!(read(&t.0.join("garbage.conf"), &t.0.join("missing")).is_err());
     write(&t.0, "stub.conf", "nameserver 127.0.0.53\n");
     assert!(read(&t.0.join("stub.conf"), &t.0.join("missing")).unwrap_err().contains("systemd-resolved's stub"));
-    // A file that names no server at all (yet) is a valid empty answer.
+    // No server at all: a broken or half-written file, not "block all DNS".
     write(&t.0, "empty.conf", "# nothing\n");
-    assert_eq!(read(&t.0.join("empty.conf"), &t.0.join("missing")).unwrap(), DynState::default());
+    assert!(read(&t.0.join("empty.conf"), &t.0.join("missing")).is_err());
 }
