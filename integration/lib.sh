@@ -179,6 +179,9 @@ table_shape() { table "$1" | _strip_counters; }
 # means nothing replaced or changed the table, whatever traffic (neighbour
 # discovery never stops) did to its counters. The check for "byte-identical".
 table_same() { table "$1" | _strip_counters keep-handles; }
+# table_rules NS: the table without set elements and counters, handles kept:
+# what must not change when only the dynamic sets' elements do.
+table_rules() { table "$1" | _strip_counters keep-handles drop-elements; }
 
 # nft_table NS FAMILY NAME: any table as JSON (e.g. an admin's own table).
 nft_table() { ip netns exec "$1" nft -j list table "$2" "$3"; }
@@ -188,11 +191,13 @@ _strip_counters() {
 import json, sys
 def strip(v):
     if isinstance(v, dict):
-        return {k: (None if k == "counter" and isinstance(x, dict) else strip(x)) for k, x in v.items() if keep or k != "handle"}
+        return {k: (None if k == "counter" and isinstance(x, dict) else strip(x)) for k, x in v.items()
+                if (keep or k != "handle") and not (drop_elements and k == "elem")}
     if isinstance(v, list):
         return [strip(x) for x in v]
     return v
-keep = sys.argv[1:] == ["keep-handles"]
+keep = "keep-handles" in sys.argv[1:]
+drop_elements = "drop-elements" in sys.argv[1:]
 print(json.dumps(strip(json.load(sys.stdin)), sort_keys=True))' "$@"
 }
 

@@ -36,19 +36,7 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
-REPO=$(cd "$HERE/../.." && pwd)
-if [ -z "${RINGFENCE:-}" ]; then
-    (cd "$REPO" && cargo build --release --quiet)
-    RINGFENCE=$REPO/target/release/ringfence
-fi
-RINGFENCE=$(realpath "$RINGFENCE")
-export RINGFENCE
-[ "$(id -u)" -eq 0 ] || { echo "the benchmark needs root (network namespaces, nftables)"; exit 1; }
-for tool in nft ip python3 stdbuf; do
-    command -v "$tool" >/dev/null || { echo "missing $tool (bash integration/install-deps.sh)"; exit 1; }
-done
-# shellcheck source=../lib.sh
-source "$REPO/integration/lib.sh"
+source "$HERE/common.sh" nft ip python3 stdbuf
 
 CHANGES=${BENCH_CHANGES:-200}
 POLL_CHANGES=${BENCH_POLL_CHANGES:-20}

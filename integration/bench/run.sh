@@ -27,19 +27,7 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
-REPO=$(cd "$HERE/../.." && pwd)
-if [ -z "${RINGFENCE:-}" ]; then
-    (cd "$REPO" && cargo build --release --quiet)
-    RINGFENCE=$REPO/target/release/ringfence
-fi
-RINGFENCE=$(realpath "$RINGFENCE")
-export RINGFENCE
-[ "$(id -u)" -eq 0 ] || { echo "the benchmark needs root (network namespaces, nftables)"; exit 1; }
-for tool in nft iperf3 ip python3; do
-    command -v "$tool" >/dev/null || { echo "missing $tool (bash integration/install-deps.sh)"; exit 1; }
-done
-# shellcheck source=../lib.sh
-source "$REPO/integration/lib.sh"
+source "$HERE/common.sh" nft iperf3 ip python3
 
 ROUNDS=${BENCH_ROUNDS:-5}
 IPERF_SECS=${BENCH_IPERF_SECS:-3}

@@ -138,17 +138,7 @@ settle() { local d=$1; shift; wait_for 5 "$@" || true; check "$d" "$@"; }
 
 # The table without set elements and counters; the chain out_public as nft
 # prints it (with handles); the table's own handle.
-shape() {
-    table "$fw" | python3 -c '
-import json, sys
-def strip(v):
-    if isinstance(v, dict):
-        return {k: (None if k == "counter" and isinstance(x, dict) else strip(x)) for k, x in v.items() if k != "elem"}
-    if isinstance(v, list):
-        return [strip(x) for x in v]
-    return v
-print(json.dumps(strip(json.load(sys.stdin)), indent=1, sort_keys=True))'
-}
+shape() { table_rules "$fw"; }
 chain_text() { ip netns exec "$fw" nft -a list chain inet ringfence out_public | sed -E 's/counter packets [0-9]+ bytes [0-9]+/counter/'; }
 table_handle() {
     ip netns exec "$fw" nft -j list tables |

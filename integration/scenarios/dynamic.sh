@@ -65,17 +65,7 @@ serve_udp "$fw" 9998
 
 # The table as it is before any change: chains, rules and sets with their
 # handles, without set elements and counters.
-shape() {
-    table "$fw" | python3 -c '
-import json, sys
-def strip(v):
-    if isinstance(v, dict):
-        return {k: (None if k == "counter" and isinstance(x, dict) else strip(x)) for k, x in v.items() if k != "elem"}
-    if isinstance(v, list):
-        return [strip(x) for x in v]
-    return v
-print(json.dumps(strip(json.load(sys.stdin)), indent=1, sort_keys=True))'
-}
+shape() { table_rules "$fw"; }
 chain_text() { ip netns exec "$fw" nft -a list chain inet ringfence in_public | sed -E 's/counter packets [0-9]+ bytes [0-9]+/counter/'; }
 shape >"$WORK/shape.0"
 chain_text >"$WORK/chain.0"
