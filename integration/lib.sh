@@ -8,6 +8,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# Inline Python in the scenarios imports integration/nftjson.py.
+export PYTHONPATH="$ROOT/integration${PYTHONPATH:+:$PYTHONPATH}"
 RINGFENCE=${RINGFENCE:-$ROOT/target/debug/ringfence}
 WORK=$(mktemp -d /tmp/ringfence-test.XXXXXX)
 PREFIX="rf$$"

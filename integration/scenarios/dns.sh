@@ -94,19 +94,8 @@ q() {
 # exactly dnsN's addresses, the source of each "nameserver in SOURCE" ($R).
 cat >"$WORK/sets.py" <<'PY'
 import ipaddress, json, sys
+from nftjson import addr_range as rng
 sets_file, k4_file, k6_file, source, a4, a6 = sys.argv[1:]
-def rng(s):
-    if isinstance(s, dict) and "elem" in s:
-        s = s["elem"]["val"]
-    if isinstance(s, dict) and "prefix" in s:
-        s = "%s/%d" % (s["prefix"]["addr"], s["prefix"]["len"])
-    elif isinstance(s, dict) and "range" in s:
-        s = "%s-%s" % tuple(s["range"])
-    if "-" in s:
-        lo, hi = s.split("-")
-        return ipaddress.ip_address(lo), ipaddress.ip_address(hi)
-    n = ipaddress.ip_network(s, strict=False)
-    return n.network_address, n.broadcast_address
 shown = {s["set"]: s for s in json.load(open(sets_file))}
 problems = []
 for name, kfile, addr in (("dyn_dns4", k4_file, a4), ("dyn_dns6", k6_file, a6)):
@@ -120,9 +109,10 @@ for name, kfile, addr in (("dyn_dns4", k4_file, a4), ("dyn_dns6", k6_file, a6)):
     if s["elements"] != want:
         problems.append("show sets %s: %s\n  expected: %s" % (name, json.dumps(s["elements"]), json.dumps(want)))
     kernel = [rng(e) for o in json.load(open(kfile))["nftables"] for e in o.get("set", {}).get("elem", [])]
-    ip = ipaddress.ip_address(addr)
+    ip = int(ipaddress.ip_address(addr))
     if kernel != [(ip, ip)]:
-        problems.append("the kernel's set %s holds %s, expected %s" % (name, ", ".join("%s-%s" % k for k in kernel) or "nothing", addr))
+        shown_kernel = ", ".join("%s-%s" % tuple(ipaddress.ip_address(a) for a in k) for k in kernel)
+        problems.append("the kernel's set %s holds %s, expected %s" % (name, shown_kernel or "nothing", addr))
 if problems:
     sys.exit("\n".join(problems))
 print("dyn_dns4 = %s, dyn_dns6 = %s <- nameserver in %s" % (a4, a6, source))

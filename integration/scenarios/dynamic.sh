@@ -79,18 +79,8 @@ gen0=$(state "$fw" generation)
 # the prefixes of fw's addresses per `ip -j addr`).
 cat >"$WORK/dyn.py" <<'PY'
 import ipaddress, json, sys
+from nftjson import addr_range as rng
 sets_file, kset_file, addr_file, name, mode, *want = sys.argv[1:]
-def rng(s):
-    """An address, prefix or range as (lo, hi) integers."""
-    if isinstance(s, dict) and "prefix" in s:
-        s = "%s/%d" % (s["prefix"]["addr"], s["prefix"]["len"])
-    elif isinstance(s, dict) and "range" in s:
-        s = "%s-%s" % tuple(s["range"])
-    if "-" in s:
-        lo, hi = s.split("-")
-        return int(ipaddress.ip_address(lo)), int(ipaddress.ip_address(hi))
-    n = ipaddress.ip_network(s, strict=False)
-    return int(n.network_address), int(n.broadcast_address)
 def entry(line):
     addr, source = line.split(" <- ", 1)
     iface, _, a = addr.rpartition(" ")

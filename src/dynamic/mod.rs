@@ -42,6 +42,27 @@ impl DynState {
     }
 }
 
+/// What a source does with a fresh read: sends it if it differs from the last
+/// one sent, or warns and keeps the last one if the read failed. `false` when
+/// the daemon is gone.
+async fn publish(
+    read: Result<DynState, String>,
+    last: &mut DynState,
+    updates: &tokio::sync::mpsc::Sender<DynState>,
+) -> bool {
+    match read {
+        Ok(state) if state != *last => {
+            *last = state.clone();
+            updates.send(state).await.is_ok()
+        }
+        Ok(_) => true,
+        Err(warning) => {
+            tracing::warn!("{warning}");
+            true
+        }
+    }
+}
+
 /// The name of a keyword's set for one IP version, e.g. `dyn_local_subnet4`.
 pub fn set_name(keyword: Keyword, v4: bool) -> String {
     format!("dyn_{}{}", keyword.as_str().replace('-', "_"), if v4 { 4 } else { 6 })

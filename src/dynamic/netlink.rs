@@ -82,15 +82,10 @@ pub async fn watch(handle: Handle, mut events: Events, mut last: DynState, updat
                 Err(_) => break,
             }
         }
-        match read(&handle).await {
-            Ok(state) if state != last => {
-                last = state.clone();
-                if updates.send(state).await.is_err() {
-                    return;
-                }
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!("keeping the last default-gateway and local-subnet values: {e:#}"),
+        let read =
+            read(&handle).await.map_err(|e| format!("keeping the last default-gateway and local-subnet values: {e:#}"));
+        if !super::publish(read, &mut last, &updates).await {
+            return;
         }
     }
     tracing::error!("the rtnetlink event socket closed; default-gateway and local-subnet no longer follow the host");

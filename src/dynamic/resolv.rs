@@ -126,15 +126,9 @@ pub async fn watch(path: PathBuf, upstream: PathBuf, mut last: DynState, updates
             return;
         }
         while tokio::time::timeout(QUIET, ticks.recv()).await.is_ok_and(|t| t.is_some()) {}
-        match read(&path, &upstream) {
-            Ok(state) if state != last => {
-                last = state.clone();
-                if updates.send(state).await.is_err() {
-                    return;
-                }
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!("keeping the last dns servers: {e}"),
+        let read = read(&path, &upstream).map_err(|e| format!("keeping the last dns servers: {e}"));
+        if !super::publish(read, &mut last, &updates).await {
+            return;
         }
     }
 }
