@@ -170,6 +170,39 @@ except OSError as e:
 sys.exit(0 if data.strip() == b"ok" else f"unexpected answer {data!r}")' "$2" "$3"
 }
 
+# dns_query NS SERVER PROTO ANSWER: from NS, a DNS query for test.ringfence (A)
+# over udp or tcp to SERVER port 53 gets the answer ANSWER within 1.5 s.
+dns_query() {
+    ip netns exec "$1" timeout 5 python3 -c '
+import random, socket, struct, sys
+server, proto, want = sys.argv[1], sys.argv[2], socket.inet_aton(sys.argv[3])
+qid = random.randrange(1 << 16)
+q = struct.pack("!6H", qid, 0x0100, 1, 0, 0, 0) + b"".join(bytes([len(w)]) + w for w in (b"test", b"ringfence", b"")) + struct.pack("!2H", 1, 1)
+family = socket.AF_INET6 if ":" in server else socket.AF_INET
+try:
+    if proto == "udp":
+        s = socket.socket(family, socket.SOCK_DGRAM)
+        s.settimeout(1.5)
+        s.sendto(q, (server, 53))
+        r = s.recv(4096)
+    else:
+        s = socket.create_connection((server, 53), timeout=1.5)
+        s.sendall(struct.pack("!H", len(q)) + q)
+        r = b""
+        while len(r) < 2 or len(r) < 2 + struct.unpack("!H", r[:2])[0]:
+            chunk = s.recv(4096)
+            if not chunk:
+                sys.exit("connection closed early")
+            r += chunk
+        r = r[2:]
+except OSError as e:
+    sys.exit(f"no answer from {server} ({proto}): {e}")
+rid, flags, _, ancount = struct.unpack("!4H", r[:8])
+ok = rid == qid and flags & 0x8000 and flags & 0xF == 0 and ancount >= 1 and want in r[len(q):]
+print(f"answer from {server} ({proto}): rcode {flags & 0xF}, {ancount} answers")
+sys.exit(0 if ok else f"not the expected answer {sys.argv[3]}: {r!r}")' "$2" "$3" "$4"
+}
+
 # ping1 FROM_NS ADDR: one echo request, answered within a second.
 ping1() { ip netns exec "$1" ping -c1 -W1 "$2" >/dev/null; }
 

@@ -4,10 +4,12 @@ import ipaddress
 
 
 def addr_range(v):
-    """An element of `nft -j` (or its value) or an address, prefix or range in
-    text, as (lo, hi) integers."""
+    """An element of `nft -j` (or its value; of a concatenation, its last
+    field) or an address, prefix or range in text, as (lo, hi) integers."""
     if isinstance(v, dict) and "elem" in v:
         v = v["elem"]["val"]
+    if isinstance(v, dict) and "concat" in v:  # (ifname . address): the address
+        v = v["concat"][-1]
     if isinstance(v, dict) and "prefix" in v:
         v = "%s/%d" % (v["prefix"]["addr"], v["prefix"]["len"])
     elif isinstance(v, dict) and "range" in v:

@@ -43,6 +43,16 @@ pub enum Command {
         /// stands for (followed through symlinks and replacements).
         #[arg(long, value_name = "PATH", default_value = "/etc/resolv.conf")]
         resolv_conf: PathBuf,
+        /// A DHCP lease file, or a directory of them, that the `dhcp` and
+        /// `wins` keywords follow (repeatable; replaces the default places:
+        /// /var/lib/dhcp, /var/lib/dhclient, /run/systemd/netif/leases,
+        /// /var/lib/NetworkManager, /var/lib/dhcpcd).
+        #[arg(long = "leases", value_name = "PATH")]
+        lease_paths: Vec<PathBuf>,
+        /// Samba's configuration, whose `wins server` the `wins` keyword
+        /// includes (a missing file is no WINS server).
+        #[arg(long, value_name = "PATH", default_value = crate::dynamic::leases::DEFAULT_SMB_CONF)]
+        smb_conf: PathBuf,
     },
     /// Validate and compile the policy files without touching the kernel.
     /// Prints every error as FILE:LINE:COLUMN: message and exits 1.

@@ -120,7 +120,7 @@ fn dynamic_match(compiled: &Compiled, packet: &Packet, d: DynMatch) -> bool {
         (false, false) => Field::LocalAddr6,
     };
     let key = match d.keyword {
-        Keyword::DefaultGateway | Keyword::Dns => packet.field(field).map(|a| vec![a]),
+        Keyword::DefaultGateway | Keyword::Dns | Keyword::Dhcp | Keyword::Wins => packet.field(field).map(|a| vec![a]),
         Keyword::LocalSubnet => packet.field(Field::Interface).zip(packet.field(field)).map(|(i, a)| vec![i, a]),
     };
     let name = dynamic::set_name(d.keyword, d.v4);

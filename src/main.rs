@@ -60,10 +60,21 @@ fn print(json: bool, value: &serde_json::Value, human: fn(&serde_json::Value) ->
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Daemon { policy, socket_group, flush_on_exit, resolv_conf } => {
+        Command::Daemon { policy, socket_group, flush_on_exit, resolv_conf, mut lease_paths, smb_conf } => {
             let (dirs, dirs_required) = dirs(&policy);
-            let opts =
-                daemon::Options { dirs, dirs_required, socket: cli.socket, socket_group, flush_on_exit, resolv_conf };
+            if lease_paths.is_empty() {
+                lease_paths = dynamic::leases::DEFAULT_LEASE_PATHS.iter().map(PathBuf::from).collect();
+            }
+            let opts = daemon::Options {
+                dirs,
+                dirs_required,
+                socket: cli.socket,
+                socket_group,
+                flush_on_exit,
+                resolv_conf,
+                lease_paths,
+                smb_conf,
+            };
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(daemon::run(opts))?;
             Ok(ExitCode::SUCCESS)

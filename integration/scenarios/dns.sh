@@ -51,38 +51,9 @@ echo "$ND_RULE" >>"$P/10-dns.yaml"
 daemon_start "$fw" "$P" --resolv-conf "$R"
 
 # --- Helpers ------------------------------------------------------------------
-# query FROM_NS SERVER PROTO N: a DNS query for test.ringfence (A) over udp or
-# tcp to SERVER port 53 gets the answer 192.0.2.N within 1.5 s.
-query() {
-    ip netns exec "$1" timeout 5 python3 -c '
-import random, socket, struct, sys
-server, proto, want = sys.argv[1], sys.argv[2], socket.inet_aton(sys.argv[3])
-qid = random.randrange(1 << 16)
-q = struct.pack("!6H", qid, 0x0100, 1, 0, 0, 0) + b"".join(bytes([len(w)]) + w for w in (b"test", b"ringfence", b"")) + struct.pack("!2H", 1, 1)
-family = socket.AF_INET6 if ":" in server else socket.AF_INET
-try:
-    if proto == "udp":
-        s = socket.socket(family, socket.SOCK_DGRAM)
-        s.settimeout(1.5)
-        s.sendto(q, (server, 53))
-        r = s.recv(4096)
-    else:
-        s = socket.create_connection((server, 53), timeout=1.5)
-        s.sendall(struct.pack("!H", len(q)) + q)
-        r = b""
-        while len(r) < 2 or len(r) < 2 + struct.unpack("!H", r[:2])[0]:
-            chunk = s.recv(4096)
-            if not chunk:
-                sys.exit("connection closed early")
-            r += chunk
-        r = r[2:]
-except OSError as e:
-    sys.exit(f"no answer from {server} ({proto}): {e}")
-rid, flags, _, ancount = struct.unpack("!4H", r[:8])
-ok = rid == qid and flags & 0x8000 and flags & 0xF == 0 and ancount >= 1 and want in r[len(q):]
-print(f"answer from {server} ({proto}): rcode {flags & 0xF}, {ancount} answers")
-sys.exit(0 if ok else f"not the expected answer {sys.argv[3]}: {r!r}")' "$2" "$3" "192.0.2.$4"
-}
+# query FROM_NS SERVER PROTO N: a DNS query for test.ringfence over udp or tcp
+# to SERVER gets the answer 192.0.2.N within 1.5 s.
+query() { dns_query "$1" "$2" "$3" "192.0.2.$4"; }
 # q SERVER PROTO: fw asks dnsN (SERVER is d1_4, d1_6, d2_4 or d2_6).
 q() {
     local n=${1:1:1} addr

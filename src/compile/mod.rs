@@ -75,7 +75,7 @@ impl DynMatch {
             (false, false) => Field::LocalAddr6,
         };
         match self.keyword {
-            Keyword::DefaultGateway | Keyword::Dns => field.expr(direction),
+            Keyword::DefaultGateway | Keyword::Dns | Keyword::Dhcp | Keyword::Wins => field.expr(direction),
             Keyword::LocalSubnet => Expr::Concat(vec![Field::Interface.expr(direction), field.expr(direction)]),
         }
     }

@@ -7,7 +7,7 @@ mod lock;
 mod views;
 mod watch;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -18,7 +18,10 @@ use tokio::time::{sleep_until, Instant};
 
 use crate::backend::{Backend, NftBackend};
 use crate::compile::TABLE;
-use crate::dynamic::{netlink, resolv, DynState};
+use crate::dynamic::follow::{follow, FileSource};
+use crate::dynamic::leases::Leases;
+use crate::dynamic::resolv::Resolv;
+use crate::dynamic::{keyword_names, netlink, resolv, DynState, Update};
 use crate::policy::values::Keyword;
 use crate::protocol::{Request, Response};
 use engine::{Engine, Outcome, Trigger};
@@ -36,6 +39,10 @@ pub struct Options {
     pub flush_on_exit: bool,
     /// Where the `dns` keyword's servers are read.
     pub resolv_conf: PathBuf,
+    /// DHCP lease files or directories of them (`dhcp`, `wins`).
+    pub lease_paths: Vec<PathBuf>,
+    /// Samba's configuration (`wins`).
+    pub smb_conf: PathBuf,
 }
 
 pub async fn run(opts: Options) -> anyhow::Result<()> {
@@ -45,19 +52,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut engine = Engine::new(opts.dirs.clone(), opts.dirs_required, NftBackend);
     // The keywords' values go into the first table, so that it never has empty
     // dynamic sets that the host's configuration would have filled.
+    let (updates, mut dynamic) = mpsc::channel::<Update>(4);
     let (netlink, events) = netlink::connect()?;
     let from_kernel = netlink::read(&netlink).await?;
-    let from_resolver = resolv::read(&opts.resolv_conf, Path::new(resolv::RESOLVED_UPSTREAM)).unwrap_or_else(|e| {
-        tracing::warn!("dns starts empty: {e}");
-        DynState::default()
-    });
-    let (kernel_tx, mut kernel_rx) = mpsc::channel(4);
-    let (resolver_tx, mut resolver_rx) = mpsc::channel(4);
-    tokio::spawn(netlink::watch(netlink, events, from_kernel.clone(), kernel_tx));
-    let upstream = PathBuf::from(resolv::RESOLVED_UPSTREAM);
-    tokio::spawn(resolv::watch(opts.resolv_conf.clone(), upstream, from_resolver.clone(), resolver_tx));
-    engine.dynamic.replace(netlink::KEYWORDS, from_kernel);
-    engine.dynamic.replace(resolv::KEYWORDS, from_resolver);
+    engine.dynamic.replace(netlink::KEYWORDS, from_kernel.clone());
+    tokio::spawn(netlink::watch(netlink, events, from_kernel, updates.clone()));
+    let resolver = Resolv { path: opts.resolv_conf.clone(), upstream: PathBuf::from(resolv::RESOLVED_UPSTREAM) };
+    start_file_source(&mut engine, resolver, &updates);
+    start_file_source(&mut engine, Leases::new(opts.lease_paths.clone(), opts.smb_conf.clone()), &updates);
     if let Err(e) = engine.reload(Trigger::Files) {
         let _ = std::fs::remove_file(&opts.socket);
         return Err(e).context("cannot start");
@@ -84,8 +86,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 let _ = reply.send(handle(&mut engine, request));
             }
             _ = hup.recv() => reload(&mut engine, "SIGHUP"),
-            Some(part) = kernel_rx.recv() => update_dynamic(&mut engine, netlink::KEYWORDS, part),
-            Some(part) = resolver_rx.recv() => update_dynamic(&mut engine, resolv::KEYWORDS, part),
+            Some((keywords, part)) = dynamic.recv() => update_dynamic(&mut engine, keywords, part),
             Some(()) = ticks.recv() => reload_at = Some(Instant::now() + DEBOUNCE),
             _ = sleep_until(reload_at.unwrap_or_else(Instant::now)), if reload_at.is_some() => {
                 reload_at = None;
@@ -143,6 +144,16 @@ fn log_applied<B: Backend>(engine: &Engine<B>, outcome: Outcome, why: &str) {
             "policy reloaded; the table is unchanged"
         ),
     }
+}
+
+/// Reads a file source for the first table, then follows it.
+fn start_file_source<B: Backend, S: FileSource>(engine: &mut Engine<B>, mut source: S, updates: &mpsc::Sender<Update>) {
+    let first = source.read(std::time::SystemTime::now());
+    match &first.state {
+        Ok(state) => engine.dynamic.replace(S::KEYWORDS, state.clone()),
+        Err(e) => tracing::warn!("{} start empty; {e}", keyword_names(S::KEYWORDS)),
+    }
+    tokio::spawn(follow(source, first, updates.clone()));
 }
 
 /// Takes one source's new values of its keywords.

@@ -1,15 +1,19 @@
 //! Dynamic exceptions: addresses that follow the host's live configuration
-//! (`default-gateway`, `local-subnet`, `dns`). This module holds their current
-//! values with the source of each, and turns them into the elements of the named
-//! sets that rules match against; `netlink` observes the kernel's routes and
-//! addresses, `resolv` the resolver configuration, to keep them current.
+//! (`default-gateway`, `local-subnet`, `dns`, `dhcp`, `wins`). This module holds
+//! their current values with the source of each, and turns them into the
+//! elements of the named sets that rules match against; `netlink` observes the
+//! kernel's routes and addresses, `resolv` the resolver configuration, `leases`
+//! the DHCP clients' lease files and smb.conf, to keep them current.
 //! The daemon changes only these sets' elements when the host changes, never
 //! the rules.
 
+pub mod follow;
+pub mod leases;
 pub mod netlink;
 pub mod resolv;
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use serde::Serialize;
 
@@ -35,6 +39,15 @@ impl DynState {
         self.0.get(&(keyword, v4)).map_or(&[], Vec::as_slice)
     }
 
+    /// Adds one host address to a keyword that is not per interface.
+    pub fn push_host(&mut self, keyword: Keyword, ip: IpAddr, source: String) {
+        let addresses = match ip {
+            IpAddr::V4(a) => AddrRange::V4(a.into(), a.into()),
+            IpAddr::V6(a) => AddrRange::V6(a.into(), a.into()),
+        };
+        self.0.entry((keyword, ip.is_ipv4())).or_default().push(Entry { interface: None, addresses, source });
+    }
+
     /// Replaces the values of `keywords` (one source's) with those of `from`.
     pub fn replace(&mut self, keywords: &[Keyword], from: DynState) {
         self.0.retain(|(k, _), _| !keywords.contains(k));
@@ -42,18 +55,22 @@ impl DynState {
     }
 }
 
+/// New values of one source's keywords, sent to the daemon.
+pub type Update = (&'static [Keyword], DynState);
+
 /// What a source does with a fresh read: sends it if it differs from the last
 /// one sent, or warns and keeps the last one if the read failed. `false` when
 /// the daemon is gone.
 async fn publish(
+    keywords: &'static [Keyword],
     read: Result<DynState, String>,
     last: &mut DynState,
-    updates: &tokio::sync::mpsc::Sender<DynState>,
+    updates: &tokio::sync::mpsc::Sender<Update>,
 ) -> bool {
     match read {
         Ok(state) if state != *last => {
             *last = state.clone();
-            updates.send(state).await.is_ok()
+            updates.send((keywords, state)).await.is_ok()
         }
         Ok(_) => true,
         Err(warning) => {
@@ -61,6 +78,11 @@ async fn publish(
             true
         }
     }
+}
+
+/// "dhcp, wins", for messages.
+pub fn keyword_names(keywords: &[Keyword]) -> String {
+    keywords.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
 }
 
 /// The name of a keyword's set for one IP version, e.g. `dyn_local_subnet4`.
@@ -74,7 +96,7 @@ pub fn set_name(keyword: Keyword, v4: bool) -> String {
 pub fn set_key(keyword: Keyword, v4: bool) -> Vec<KeyType> {
     let addr = if v4 { KeyType::Ipv4Addr } else { KeyType::Ipv6Addr };
     match keyword {
-        Keyword::DefaultGateway | Keyword::Dns => vec![addr],
+        Keyword::DefaultGateway | Keyword::Dns | Keyword::Dhcp | Keyword::Wins => vec![addr],
         Keyword::LocalSubnet => vec![KeyType::Ifname, addr],
     }
 }

@@ -18,7 +18,7 @@ use rtnetlink::{Handle, MulticastGroup, RouteMessageBuilder};
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
 
-use super::{DynState, Entry};
+use super::{DynState, Entry, Update};
 use crate::policy::values::{AddrRange, Keyword};
 
 /// The keywords this source gives values to.
@@ -72,7 +72,7 @@ pub async fn read(handle: &Handle) -> Result<DynState, NetlinkError> {
 }
 
 /// Sends the new state after every burst of events that changed it.
-pub async fn watch(handle: Handle, mut events: Events, mut last: DynState, updates: mpsc::Sender<DynState>) {
+pub async fn watch(handle: Handle, mut events: Events, mut last: DynState, updates: mpsc::Sender<Update>) {
     while events.next().await.is_some() {
         let deadline = Instant::now() + MAX_DELAY;
         while Instant::now() < deadline {
@@ -84,7 +84,7 @@ pub async fn watch(handle: Handle, mut events: Events, mut last: DynState, updat
         }
         let read =
             read(&handle).await.map_err(|e| format!("keeping the last default-gateway and local-subnet values: {e:#}"));
-        if !super::publish(read, &mut last, &updates).await {
+        if !super::publish(KEYWORDS, read, &mut last, &updates).await {
             return;
         }
     }

@@ -9,22 +9,44 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::SystemTime;
 
-use notify::{RecursiveMode, Watcher};
-use tokio::sync::mpsc;
-
-use super::{DynState, Entry};
-use crate::policy::values::{AddrRange, Keyword};
-
-/// The keywords this source gives values to.
-pub const KEYWORDS: &[Keyword] = &[Keyword::Dns];
+use super::follow::{FileSource, Read};
+use super::DynState;
+use crate::policy::values::Keyword;
 
 /// The upstream servers of systemd-resolved's stub.
 pub const RESOLVED_UPSTREAM: &str = "/run/systemd/resolve/resolv.conf";
 
-/// Quiet time that ends a burst of file events (an editor's write and rename).
-const QUIET: Duration = Duration::from_millis(20);
+/// The resolver configuration at `path`, and resolved's upstream file.
+pub struct Resolv {
+    pub path: PathBuf,
+    pub upstream: PathBuf,
+}
+
+impl FileSource for Resolv {
+    const KEYWORDS: &'static [Keyword] = &[Keyword::Dns];
+
+    /// The directories of `path`, of its symlink's target now (resolv.conf is
+    /// usually a symlink, and is replaced by renaming a new file over it), and
+    /// of the upstream file.
+    fn dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> =
+            [Some(self.path.clone()), std::fs::canonicalize(&self.path).ok(), Some(self.upstream.clone())]
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p.parent().map(Path::to_path_buf))
+                .collect();
+        dirs.sort();
+        dirs.dedup();
+        dirs
+    }
+
+    fn read(&mut self, _now: SystemTime) -> Read {
+        let state = read(&self.path, &self.upstream).map_err(|e| format!("keeping the last dns servers: {e}"));
+        Read { state, again_at: None }
+    }
+}
 
 /// The name servers of a resolv.conf text, and the lines that are not valid.
 pub fn parse(text: &str) -> (Vec<IpAddr>, Vec<(usize, String)>) {
@@ -76,61 +98,9 @@ pub fn read(path: &Path, upstream: &Path) -> Result<DynState, String> {
     };
     let mut state = DynState::default();
     for ip in servers {
-        let addresses = match ip {
-            IpAddr::V4(a) => AddrRange::V4(a.into(), a.into()),
-            IpAddr::V6(a) => AddrRange::V6(a.into(), a.into()),
-        };
-        let entry = Entry { interface: None, addresses, source: format!("nameserver in {}", from.display()) };
-        state.0.entry((Keyword::Dns, ip.is_ipv4())).or_default().push(entry);
+        state.push_host(Keyword::Dns, ip, format!("nameserver in {}", from.display()));
     }
     Ok(state)
-}
-
-/// The directories to watch: those of `path`, of its symlink's target now
-/// (resolv.conf is usually a symlink, and is replaced by renaming a new file
-/// over it), and of the upstream file.
-fn watched_dirs(path: &Path, upstream: &Path) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> =
-        [Some(path.to_path_buf()), std::fs::canonicalize(path).ok(), Some(upstream.to_path_buf())]
-            .into_iter()
-            .flatten()
-            .filter_map(|p| p.parent().map(Path::to_path_buf))
-            .collect();
-    dirs.sort();
-    dirs.dedup();
-    dirs
-}
-
-/// Watches the files `path` leads to; after each burst of changes sends the
-/// servers, or keeps the last good ones with a warning. The directories are
-/// looked at again after every burst, since resolv.conf may become a symlink
-/// into a directory that was not watched before.
-pub async fn watch(path: PathBuf, upstream: PathBuf, mut last: DynState, updates: mpsc::Sender<DynState>) {
-    let (tick_tx, mut ticks) = mpsc::unbounded_channel();
-    let watcher = notify::recommended_watcher(move |_event| {
-        let _ = tick_tx.send(());
-    });
-    let mut watcher = match watcher {
-        Ok(w) => w,
-        Err(e) => return tracing::error!("cannot watch {}: {e}; dns no longer follows it", path.display()),
-    };
-    let mut watched: Vec<PathBuf> = Vec::new();
-    loop {
-        for dir in watched_dirs(&path, &upstream) {
-            // A directory that does not exist (no systemd-resolved) is not watched.
-            if !watched.contains(&dir) && watcher.watch(&dir, RecursiveMode::NonRecursive).is_ok() {
-                watched.push(dir);
-            }
-        }
-        if ticks.recv().await.is_none() {
-            return;
-        }
-        while tokio::time::timeout(QUIET, ticks.recv()).await.is_ok_and(|t| t.is_some()) {}
-        let read = read(&path, &upstream).map_err(|e| format!("keeping the last dns servers: {e}"));
-        if !super::publish(read, &mut last, &updates).await {
-            return;
-        }
-    }
 }
 
 #[cfg(test)]

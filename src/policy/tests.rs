@@ -32,7 +32,7 @@ fn every_problem_is_reported_with_its_place() {
          \x20   action: allow\n\
          \x20   protocol: tcp\n\
          \x20   local-ports: [22, \"80-70\", 70000]\n\
-         \x20   remote-addresses: [\"10.0.0.0/33\", dhcp]\n",
+         \x20   remote-addresses: [\"10.0.0.0/33\", dhcp-server]\n",
     );
     assert_eq!(
         errs,
@@ -40,7 +40,7 @@ fn every_problem_is_reported_with_its_place() {
             "p.yaml:6:23: rules[0].local-ports[1]: \"80-70\" is not a port range (start > end)",
             "p.yaml:6:32: rules[0].local-ports[2]: 70000 is not a port (0-65535)",
             "p.yaml:7:24: rules[0].remote-addresses[0]: \"10.0.0.0/33\" is not a CIDR prefix (IPv4 prefix length is at most 32)",
-            "p.yaml:7:39: rules[0].remote-addresses[1]: the keyword \"dhcp\" is not supported by this version (default-gateway, local-subnet and dns are)",
+            "p.yaml:7:39: rules[0].remote-addresses[1]: \"dhcp-server\" is not a keyword (default-gateway, local-subnet, dns, dhcp, wins) nor an address",
         ]
     );
 }

@@ -92,8 +92,9 @@ pub fn format_addr_range(r: &AddrRange) -> String {
     }
 }
 
-/// Addresses that follow the host's live configuration (Windows' `DefaultGateway`
-/// and `LocalSubnet`); the daemon keeps a named set of each up to date.
+/// Addresses that follow the host's live configuration (Windows' `DefaultGateway`,
+/// `LocalSubnet`, `DNS`, `DHCP` and `WINS`); the daemon keeps a named set of
+/// each up to date.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Keyword {
@@ -103,22 +104,26 @@ pub enum Keyword {
     LocalSubnet,
     /// The name servers of resolv.conf (or of systemd-resolved's stub).
     Dns,
+    /// The servers that granted the host's DHCP leases.
+    Dhcp,
+    /// The WINS (NetBIOS name) servers of the leases and of smb.conf.
+    Wins,
 }
 
 impl Keyword {
-    pub const ALL: [Keyword; 3] = [Keyword::DefaultGateway, Keyword::LocalSubnet, Keyword::Dns];
+    pub const ALL: [Keyword; 5] =
+        [Keyword::DefaultGateway, Keyword::LocalSubnet, Keyword::Dns, Keyword::Dhcp, Keyword::Wins];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Keyword::DefaultGateway => "default-gateway",
             Keyword::LocalSubnet => "local-subnet",
             Keyword::Dns => "dns",
+            Keyword::Dhcp => "dhcp",
+            Keyword::Wins => "wins",
         }
     }
 }
-
-/// Keywords of Windows Firewall that Ringfence does not resolve yet.
-const RESERVED_KEYWORDS: &[&str] = &["dhcp", "wins"];
 
 /// One entry of `remote-addresses` or `local-addresses`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -135,10 +140,10 @@ pub fn parse_address(s: &str, local: bool) -> Result<Address, String> {
         }
         return Ok(Address::Keyword(k));
     }
-    if RESERVED_KEYWORDS.contains(&s) {
-        return Err(format!(
-            "the keyword {s:?} is not supported by this version (default-gateway, local-subnet and dns are)"
-        ));
+    // A word is a mistyped keyword, not a mistyped address.
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-' || b == b'_') {
+        let names: Vec<&str> = Keyword::ALL.iter().map(|k| k.as_str()).collect();
+        return Err(format!("{s:?} is not a keyword ({}) nor an address", names.join(", ")));
     }
     parse_addr_range(s).map(Address::Range)
 }

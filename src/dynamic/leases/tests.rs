@@ -1,0 +1,90 @@
+use super::*;
+use crate::testutil::TempDir;
+
+fn at(secs: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs)
+}
+
+fn dhclient_lease(interface: &str, server: &str, expire: &str) -> String {
+    format!(
+        "lease {{\n  interface \"{interface}\";\n  fixed-address 10.9.0.50;\n  option subnet-mask 255.255.255.0;\n  \
+         option dhcp-server-identifier {server};\n  option netbios-name-servers 10.9.0.7, 10.9.0.8;\n  \
+         option domain-name \"a; b {{ c\";\n  renew 2 2026/11/24 10:00:00;\n  expire {expire};\n}}\n"
+    )
+}
+
+fn render(s: &DynState, k: Keyword) -> Vec<String> {
+    s.entries(k, true)
+        .iter()
+        .map(|e| format!("{} <- {}", crate::policy::values::format_addr_range(&e.addresses), e.source))
+        .collect()
+}
+
+#[test]
+fn sources_with_their_files_and_expiry() {
+    let t = TempDir::new("leases");
+    let dir = t.sub("dhcp");
+    let old = dhclient_lease("eth0", "10.9.0.1", "3 2026/11/25 10:00:00");
+    let new = dhclient_lease("eth0", "10.9.0.2", "epoch 1800000000");
+    std::fs::write(dir.join("dhclient.eth0.leases"), old + &new).unwrap();
+    std::fs::write(dir.join("not-a-lease.conf"), "garbage").unwrap();
+    std::fs::write(t.0.join("smb.conf"), "[global]\n  WINS Server = 10.9.0.9\n").unwrap();
+    let mut l = Leases::new(vec![dir.clone(), t.0.join("absent")], t.0.join("smb.conf"));
+    let read = l.read(at(1_700_000_000));
+    let s = read.state.unwrap();
+    let file = dir.join("dhclient.eth0.leases").display().to_string();
+    assert_eq!(render(&s, Keyword::Dhcp), [format!("10.9.0.2 <- server of the lease of eth0 in {file}")]);
+    assert_eq!(
+        render(&s, Keyword::Wins),
+        [
+            format!("10.9.0.7 <- WINS server (option 44) of the lease of eth0 in {file}"),
+            format!("10.9.0.8 <- WINS server (option 44) of the lease of eth0 in {file}"),
+            format!("10.9.0.9 <- wins server in {}", t.0.join("smb.conf").display()),
+        ]
+    );
+    assert!(s.entries(Keyword::Dhcp, false).is_empty());
+    assert_eq!(read.again_at, Some(at(1_800_000_000)));
+    // Past its expiry the lease is gone, and nothing asks for another read.
+    let later = l.read(at(1_800_000_001));
+    assert!(later.state.unwrap().entries(Keyword::Dhcp, true).is_empty());
+    assert_eq!(later.again_at, None);
+}
+
+#[test]
+fn a_file_cut_short_or_a_vanished_directory_keeps_the_last_good_leases() {
+    let t = TempDir::new("leases-bad");
+    let dir = t.sub("dhcp");
+    let text = dhclient_lease("eth0", "10.9.0.1", "never");
+    std::fs::write(dir.join("a.leases"), &text).unwrap();
+    let mut l = Leases::new(vec![dir.clone()], t.0.join("smb.conf"));
+    let servers = |l: &mut Leases| render(&l.read(at(0)).state.unwrap(), Keyword::Dhcp).len();
+    assert_eq!(servers(&mut l), 1);
+    std::fs::write(dir.join("a.leases"), &text[..text.len() / 2]).unwrap();
+    assert_eq!(servers(&mut l), 1);
+    assert!(l.warned[&dir.join("a.leases")].contains("is not closed"));
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(servers(&mut l), 1);
+    assert!(l.warned[&dir].contains("keeping the leases last read there"));
+    // Back, without the file: the lease is gone.
+    std::fs::create_dir(&dir).unwrap();
+    assert_eq!(servers(&mut l), 0);
+    assert!(l.warned.is_empty());
+}
+
+#[test]
+fn watched_directories() {
+    let t = TempDir::new("leases-dirs");
+    let dir = t.sub("present");
+    let l = Leases::new(vec![dir.clone(), t.0.join("missing/leases"), t.0.join("file.lease")], t.0.join("smb.conf"));
+    assert_eq!(l.dirs(), [t.0.clone(), t.0.join("missing"), dir]);
+}
+
+#[test]
+fn one_server_of_two_leases_is_one_element() {
+    let t = TempDir::new("leases-same");
+    std::fs::write(t.0.join("a.leases"), dhclient_lease("eth0", "10.9.0.1", "never")).unwrap();
+    std::fs::write(t.0.join("b.leases"), dhclient_lease("eth1", "10.9.0.1", "never")).unwrap();
+    let s = Leases::new(vec![t.0.clone()], t.0.join("smb.conf")).read(at(0)).state.unwrap();
+    assert_eq!(s.entries(Keyword::Dhcp, true).len(), 2);
+    assert_eq!(crate::dynamic::set(&s, Keyword::Dhcp, true).elems.len(), 1);
+}
