@@ -8,6 +8,7 @@ mod daemon;
 mod dynamic;
 mod explain;
 mod nft;
+mod pki;
 mod policy;
 mod protocol;
 mod show;

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use notify::{EventKind, RecursiveMode, Watcher};
+use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 /// Watches the directories that exist now; returns the watcher, which stops
@@ -11,10 +11,8 @@ use tokio::sync::mpsc;
 /// (SIGHUP) but not watched.
 pub fn watch(dirs: &[PathBuf], ticks: mpsc::UnboundedSender<()>) -> notify::Result<notify::RecommendedWatcher> {
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        let relevant = event.is_ok_and(|e| {
-            !matches!(e.kind, EventKind::Access(_))
-                && e.paths.iter().any(|p| p.extension().is_some_and(|x| x == "yaml"))
-        });
+        let relevant = crate::dynamic::follow::is_change(&event)
+            && event.is_ok_and(|e| e.paths.iter().any(|p| p.extension().is_some_and(|x| x == "yaml")));
         if relevant {
             let _ = ticks.send(());
         }

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use notify::{RecursiveMode, Watcher};
+use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use super::{keyword_names, publish, DynState, Update};
@@ -14,6 +14,13 @@ use crate::policy::values::Keyword;
 /// Quiet time that ends a burst of file events (an editor's write and rename,
 /// a DHCP client truncating and rewriting its lease file).
 const QUIET: Duration = Duration::from_millis(20);
+
+/// Whether an inotify event says that something changed. Opening and reading
+/// a file are events too (`Access`); counting them would make every read of
+/// the source, the daemon's own included, start the next read.
+pub fn is_change(event: &notify::Result<notify::Event>) -> bool {
+    event.as_ref().is_ok_and(|e| !matches!(e.kind, EventKind::Access(_)))
+}
 
 /// A source of keyword values read from files.
 pub trait FileSource: Send + 'static {
@@ -39,8 +46,10 @@ pub struct Read {
 /// at the times its reads ask for. `first` is the read the daemon started with.
 pub async fn follow<S: FileSource>(mut source: S, first: Read, updates: mpsc::Sender<Update>) {
     let (tick_tx, mut ticks) = mpsc::unbounded_channel();
-    let watcher = notify::recommended_watcher(move |_event| {
-        let _ = tick_tx.send(());
+    let watcher = notify::recommended_watcher(move |event| {
+        if is_change(&event) {
+            let _ = tick_tx.send(());
+        }
     });
     let mut watcher = match watcher {
         Ok(w) => w,
@@ -76,3 +85,6 @@ pub async fn follow<S: FileSource>(mut source: S, first: Read, updates: mpsc::Se
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

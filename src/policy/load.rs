@@ -42,8 +42,14 @@ pub fn load(dirs: &[PathBuf], dirs_required: bool) -> Result<Policy, Diagnostics
     }
     // Report the readable files' problems too, so that one run shows them all.
     match load_text(&sources) {
-        Ok(policy) if diags.is_empty() => Ok(policy),
-        Ok(_) => Err(Diagnostics(diags)),
+        Ok(policy) => {
+            super::isolation::check_identity(&policy.isolation, &mut diags);
+            if diags.is_empty() {
+                Ok(policy)
+            } else {
+                Err(Diagnostics(diags))
+            }
+        }
         Err(more) => {
             diags.extend(more.0);
             Err(Diagnostics(diags))

@@ -3,6 +3,7 @@
 //! nftables or netlink.
 
 pub mod diag;
+pub mod isolation;
 mod load;
 pub mod raw;
 #[cfg(test)]
@@ -95,6 +96,7 @@ pub struct Policy {
     pub profiles: [Profile; 3],
     pub rules: Vec<Rule>,
     pub settings: Settings,
+    pub isolation: isolation::Isolation,
 }
 
 impl Policy {

@@ -16,6 +16,7 @@ pub struct RawFile {
     #[serde(default)]
     pub rules: List<S<RawRule>>,
     pub settings: Option<RawSettings>,
+    pub isolation: Option<RawIsolation>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -98,6 +99,72 @@ pub struct RawRule {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawSettings {
     pub log_dropped: Option<S<Flag>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawIsolation {
+    pub mode: Option<S<IsolationMode>>,
+    pub secure_subnets: Option<S<List<S<String>>>>,
+    pub exempt: Option<S<List<S<String>>>>,
+    pub identity: Option<RawIdentity>,
+    pub lifetimes: Option<RawLifetimes>,
+    pub ike: Option<RawIke>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawIdentity {
+    pub ca: Option<S<String>>,
+    pub certificate: Option<S<String>>,
+    pub private_key: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLifetimes {
+    pub ike: Option<S<String>>,
+    pub child: Option<S<String>>,
+    pub idle: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIke {
+    pub socket: Option<S<String>>,
+}
+
+/// How far a host goes in protecting its traffic with the members of its
+/// domain (Windows' connection security rule modes, in rollout order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IsolationMode {
+    /// No IPsec.
+    Off,
+    /// Try IPsec both ways; clear traffic is accepted both ways.
+    Request,
+    /// Outbound tries IPsec and falls back to clear; new inbound connections
+    /// from secure subnets must come over IPsec.
+    SecureRequest,
+    /// IPsec both ways with secure subnets, no fallback.
+    Require,
+    /// As `require`, with an encrypting algorithm.
+    RequireEncryption,
+    /// Clear inbound from anyone, IPsec with members where they offer it.
+    Boundary,
+}
+
+impl IsolationMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IsolationMode::Off => "off",
+            IsolationMode::Request => "request",
+            IsolationMode::SecureRequest => "secure-request",
+            IsolationMode::Require => "require",
+            IsolationMode::RequireEncryption => "require-encryption",
+            IsolationMode::Boundary => "boundary",
+        }
+    }
 }
 
 /// Network location profiles, as in Windows Firewall.

@@ -15,23 +15,28 @@ use super::{Policy, Profile, Rule, Settings, Sourced};
 
 const MAX_NAME_CHARS: usize = 100;
 
-struct Ctx<'a> {
-    file: &'a Arc<Path>,
-    diags: &'a mut Vec<Diagnostic>,
+pub(super) struct Ctx<'a> {
+    pub(super) file: &'a Arc<Path>,
+    pub(super) diags: &'a mut Vec<Diagnostic>,
 }
 
 impl Ctx<'_> {
-    fn place<T>(&self, s: &S<T>) -> Place {
+    pub(super) fn place<T>(&self, s: &S<T>) -> Place {
         Place::new(self.file, s.referenced.line() as u32, s.referenced.column() as u32)
     }
 
-    fn error<T>(&mut self, at: &S<T>, message: impl Into<String>) {
+    pub(super) fn error<T>(&mut self, at: &S<T>, message: impl Into<String>) {
         let place = self.place(at);
         self.diags.push(Diagnostic::new(place, message));
     }
 
     /// Parses every item of a list, reporting each bad one, and drops duplicates.
-    fn list<T: PartialEq, U>(&mut self, key: &str, items: &[S<U>], parse: impl Fn(&U) -> Result<T, String>) -> Vec<T> {
+    pub(super) fn list<T: PartialEq, U>(
+        &mut self,
+        key: &str,
+        items: &[S<U>],
+        parse: impl Fn(&U) -> Result<T, String>,
+    ) -> Vec<T> {
         let mut out = Vec::new();
         for (i, item) in items.iter().enumerate() {
             match parse(&item.value) {
@@ -62,6 +67,7 @@ impl Merger {
                 profiles: ProfileKind::ALL.map(Profile::builtin),
                 rules: Vec::new(),
                 settings: Settings { log_dropped: Sourced::default(false) },
+                isolation: Default::default(),
             },
             names: HashMap::new(),
             pattern_places: HashMap::new(),
@@ -88,6 +94,9 @@ impl Merger {
         if let Some(log) = raw.settings.as_ref().and_then(|s| s.log_dropped.as_ref()) {
             policy.settings.log_dropped = Sourced { value: log.value.0, from: Some(cx.place(log)) };
         }
+        if let Some(iso) = &raw.isolation {
+            super::isolation::merge(&mut cx, &mut policy.isolation, iso);
+        }
         for (i, raw_rule) in raw.rules.iter().enumerate() {
             let place = cx.place(raw_rule);
             let Some((rule, name_at)) = validate_rule(&mut cx, i, &raw_rule.value, place) else { continue };
@@ -103,6 +112,7 @@ impl Merger {
 
     pub(super) fn finish(mut self, files: Vec<std::path::PathBuf>, diags: &mut Vec<Diagnostic>) -> Policy {
         check_profile_overlap(&self.policy.profiles, &self.pattern_places, diags);
+        super::isolation::check(&self.policy.isolation, diags);
         self.policy.files = files;
         self.policy.rules.shrink_to_fit();
         self.policy

@@ -18,6 +18,25 @@ impl AddrRange {
     pub fn is_v4(&self) -> bool {
         matches!(self, AddrRange::V4(..))
     }
+
+    /// The network address and prefix length, if the range is one CIDR prefix
+    /// (a single address is a /32 or /128).
+    pub fn prefix(&self) -> Option<(IpAddr, u8)> {
+        let (lo, hi, bits) = match *self {
+            AddrRange::V4(lo, hi) => (lo as u128, hi as u128, 32),
+            AddrRange::V6(lo, hi) => (lo, hi, 128),
+        };
+        let span = hi - lo;
+        if span.count_ones() != span.trailing_ones() || lo & span != 0 {
+            return None;
+        }
+        let len = (bits - span.trailing_ones()) as u8;
+        let addr = match self {
+            AddrRange::V4(..) => IpAddr::V4(Ipv4Addr::from(lo as u32)),
+            AddrRange::V6(..) => IpAddr::V6(Ipv6Addr::from(lo)),
+        };
+        Some((addr, len))
+    }
 }
 
 pub fn parse_addr_range(s: &str) -> Result<AddrRange, String> {
@@ -75,20 +94,14 @@ fn host_bits_clear(s: &str, addr: u128, network: u128, show: impl Fn(u128) -> St
 
 /// Renders an address range the way a person writes it.
 pub fn format_addr_range(r: &AddrRange) -> String {
-    fn render<T: ToString>(lo: u128, hi: u128, bits: u32, show: impl Fn(u128) -> T) -> String {
-        if lo == hi {
-            return show(lo).to_string();
-        }
-        let span = hi - lo;
-        if span.count_ones() == span.trailing_ones() && lo & span == 0 {
-            let len = bits - span.trailing_ones();
-            return format!("{}/{len}", show(lo).to_string());
-        }
-        format!("{}-{}", show(lo).to_string(), show(hi).to_string())
-    }
-    match *r {
-        AddrRange::V4(lo, hi) => render(lo as u128, hi as u128, 32, |v| Ipv4Addr::from(v as u32)),
-        AddrRange::V6(lo, hi) => render(lo, hi, 128, Ipv6Addr::from),
+    let (lo, hi): (IpAddr, IpAddr) = match *r {
+        AddrRange::V4(lo, hi) => (Ipv4Addr::from(lo).into(), Ipv4Addr::from(hi).into()),
+        AddrRange::V6(lo, hi) => (Ipv6Addr::from(lo).into(), Ipv6Addr::from(hi).into()),
+    };
+    match r.prefix() {
+        _ if lo == hi => lo.to_string(),
+        Some((addr, len)) => format!("{addr}/{len}"),
+        None => format!("{lo}-{hi}"),
     }
 }
 
