@@ -1,16 +1,24 @@
 #!/usr/bin/env bash
-# Ringfence benchmark of the dynamic sets (`default-gateway`, `local-subnet`):
+# Ringfence benchmark of the dynamic sets (`default-gateway`, `local-subnet`, `dns`):
 # prints figures, never fails because a target is missed (only if something
 # cannot be set up). See docs/performance.md, "Dynamic sets".
 #
-#   1. Latency from a change to the element being in the kernel set: BENCH_CHANGES
-#      (200) times `ip route replace default via <alternating gateway>` in the
-#      daemon's namespace; for each, the time from writing the command to a
-#      long-running `ip -batch -` until `nft monitor` in the same namespace
-#      prints the new gateway's element being added to dyn_default_gateway4.
-#      Median, p90, p99, max. As a cross-check, BENCH_POLL_CHANGES (20) more
-#      changes measured by polling `nft -j list set` in a tight loop instead.
-#   2. A burst of BENCH_EVENTS (10,000) address events in one `ip -batch`: 60%
+#   1. Latency from a route change to the element being in the kernel set:
+#      BENCH_CHANGES (200) times `ip route replace default via <alternating
+#      gateway>` in the daemon's namespace; for each, the time from writing the
+#      command to a long-running `ip -batch -` until `nft monitor` in the same
+#      namespace prints the new gateway's element being added to
+#      dyn_default_gateway4. Median, p90, p99, max. As a cross-check,
+#      BENCH_POLL_CHANGES (20) more changes measured by polling `nft -j list set`
+#      in a tight loop instead.
+#   2. The same for resolv.conf (the daemon runs with --resolv-conf pointing
+#      to a file in the work directory): BENCH_RESOLV_CHANGES (200) times a new
+#      file naming the other of two name servers (10.250.0.53, .54) is written
+#      next to it and renamed over it (rename(2)), by one long-running python3;
+#      for each, the time from just before the rename until `nft monitor`
+#      prints the new server's element being added to dyn_dns4. Median, p90,
+#      p99, max.
+#   3. A burst of BENCH_EVENTS (10,000) address events in one `ip -batch`: 60%
 #      adds (2/3 IPv4 /24s, 1/3 IPv6 /64s, on one interface) then 40% of them
 #      deleted. The daemon's CPU time (utime+stime from /proc/PID/stat, and
 #      separately that of the nft processes it ran, cutime+cstime) from the
@@ -18,11 +26,11 @@
 #      final (the daemon's log line of its last update; checked against
 #      `ip -j addr`), how many set updates the burst took, and how long
 #      `show state` took to answer during the burst.
-#   3. With the burst's addresses left in place (local-subnet sets of about
+#   4. With the burst's addresses left in place (local-subnet sets of about
 #      2,000 elements), BENCH_ADDR_CHANGES single addresses added and deleted:
 #      the time until the daemon's update is done (its log line, written when
 #      nft returned; the kernel set is checked after each).
-#   4. To explain 2 and 3: in a scratch namespace, `nft -f` of what one update
+#   5. To explain 3 and 4: in a scratch namespace, `nft -f` of what one update
 #      sends (flush set + add every element) for a set of that size and type,
 #      against adding or deleting only the element that changed.
 #
@@ -31,15 +39,19 @@
 #   RINGFENCE             binary to measure (default: cargo build --release, target/release/ringfence)
 #   BENCH_CHANGES=200     route changes measured with nft monitor
 #   BENCH_POLL_CHANGES=20 route changes measured by polling (0 to skip)
+#   BENCH_RESOLV_CHANGES=200  resolv.conf replacements measured with nft monitor
 #   BENCH_EVENTS=10000    address events in the burst
 #   BENCH_ADDR_CHANGES=10 single address adds and deletes after the burst
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 source "$HERE/common.sh" nft ip python3 stdbuf
+# Parts 1 and 2 time their changes with setlatency.py.
+export PYTHONPATH="$HERE:$PYTHONPATH"
 
 CHANGES=${BENCH_CHANGES:-200}
 POLL_CHANGES=${BENCH_POLL_CHANGES:-20}
+RESOLV_CHANGES=${BENCH_RESOLV_CHANGES:-200}
 EVENTS=${BENCH_EVENTS:-10000}
 ADDR_CHANGES=${BENCH_ADDR_CHANGES:-10}
 T0=$(date +%s)
@@ -48,26 +60,43 @@ LOAD_START=$(cut -d' ' -f1 /proc/loadavg)
 log "ringfence $("$RINGFENCE" --version 2>/dev/null | awk '{print $2}') ($RINGFENCE); load average $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # The daemon's host: eth0 to a peer holding both gateways (10.250.0.2 and .3),
-# a default route via the first, and a policy that uses both keywords.
+# a default route via the first, a resolv.conf of its own naming 10.250.0.53,
+# and a policy that uses the three keywords.
 fw=$(host fw); peer=$(host peer)
 link "$fw" eth0 10.250.0.1 fd00:250::1 "$peer" eth0 10.250.0.2 fd00:250::2
 ip -n "$peer" addr add 10.250.0.3/24 dev eth0
 ip -n "$fw" route add default via 10.250.0.2
-mkdir "$WORK/policy"
+RESOLV=$WORK/etc/resolv.conf
+mkdir "$WORK/policy" "$WORK/etc"
+echo "nameserver 10.250.0.53" >"$RESOLV"
 cat >"$WORK/policy/10-dynamic.yaml" <<'YAML'
 version: 1
 rules:
   - { name: lan-web, direction: in, action: allow, protocol: tcp, local-ports: [8080], remote-addresses: [local-subnet] }
   - { name: gw-udp, direction: in, action: allow, protocol: udp, local-ports: [9999], remote-addresses: [default-gateway] }
+  - { name: dns-udp, direction: out, action: allow, protocol: udp, remote-ports: [53], remote-addresses: [dns] }
 YAML
 echo "$ND_RULE" >>"$WORK/policy/10-dynamic.yaml"
-daemon_start "$fw" "$WORK/policy"
+daemon_start "$fw" "$WORK/policy" --resolv-conf "$RESOLV"
 DAEMON_LOG="$WORK/$fw.log"
+
+# figures PREFIX FILE: reads the figures setlatency.summary wrote to FILE
+# (shell variables PREFIX_MEDIAN, PREFIX_P99... and PREFIX_ALL).
+# shellcheck disable=SC1090
+figures() { eval "$(grep -E "^$1_" "$2")"; }
+# figures_line PREFIX: those figures, as the summary prints them.
+figures_line() {
+    local median=$1_MEDIAN p90=$1_P90 p99=$1_P99 min=$1_MIN max=$1_MAX missed=$1_MISSED
+    echo "   median ${!median} ms   p90 ${!p90} ms   p99 ${!p99} ms   min ${!min} ms   max ${!max} ms   missed ${!missed} (target p99 < 50 ms)"
+}
+# holds SET ADDRESS: the kernel set SET in the daemon's namespace holds ADDRESS.
+holds() { ip netns exec "$fw" nft -j list set inet ringfence "$1" | grep -q "\"$2\""; }
 
 # ------------------------------------------------------------------ 1. latency
 log "1. $CHANGES route changes, latency by nft monitor; $POLL_CHANGES by polling"
 python3 - "$fw" "$CHANGES" "$POLL_CHANGES" >"$WORK/latency.out" <<'PY'
-import queue, random, re, statistics, subprocess, sys, threading, time, json
+import subprocess, sys, time
+import setlatency as sl
 ns, changes, poll_changes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 gws = ["10.250.0.3", "10.250.0.2"]
 # One `ip` process for every change, so that no process start is measured:
@@ -78,116 +107,47 @@ def change(gw):
     ipb.stdin.write("route replace default via %s\n" % gw)
     ipb.stdin.flush()
     return t
-# nft monitor in the namespace prints each element added (after the
-# transaction's commit); a thread timestamps every line as it arrives.
-mon = subprocess.Popen(["ip", "netns", "exec", ns, "stdbuf", "-oL", "nft", "monitor", "new", "elements"],
-                       stdout=subprocess.PIPE, text=True, bufsize=1)
-import atexit
-atexit.register(lambda: [p.kill() for p in (mon, ipb) if p.poll() is None])
-lines = queue.Queue()
-def reader():
-    for line in mon.stdout:
-        lines.put((time.monotonic(), line))
-threading.Thread(target=reader, daemon=True).start()
-def wait_element(gw, deadline):
-    pat = re.compile(r"dyn_default_gateway4 \{ %s[ }]" % re.escape(gw))
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return None
-        try:
-            t, line = lines.get(timeout=left)
-        except queue.Empty:
-            return None
-        if pat.search(line):
-            return t
-def drain():
-    while True:
-        try:
-            lines.get_nowait()
-        except queue.Empty:
-            return
-# Until nft monitor is listening, changes go unseen: change back and forth
-# until one is seen.
-for i in range(50):
-    gw = gws[i % 2]
-    if wait_element(gw, change(gw) + 0.5) is not None:
-        break
-else:
-    sys.exit("nft monitor saw no element in 25 s")
-current = gw
-time.sleep(0.3)
-random.seed(1)
-lat, missed = [], 0
-for i in range(changes):
-    gw = gws[0] if current == gws[1] else gws[1]
-    drain()
-    t0 = change(gw)
-    t1 = wait_element(gw, t0 + 2.0)
-    if t1 is None:
-        missed += 1
-    else:
-        lat.append((t1 - t0) * 1000)
-    current = gw
-    # A pause longer than the daemon's coalescing, so that every change is its
-    # own burst; jittered so as not to beat with anything periodic.
-    time.sleep(0.05 + random.random() * 0.05)
-mon.terminate()
-# The cross-check: poll the kernel set with nft as fast as it answers.
-def kernel_has(gw):
-    out = subprocess.run(["ip", "netns", "exec", ns, "nft", "-j", "list", "set", "inet", "ringfence", "dyn_default_gateway4"],
-                         capture_output=True, text=True).stdout
-    for o in json.loads(out)["nftables"]:
-        for e in o.get("set", {}).get("elem", []):
-            v = e["elem"]["val"] if isinstance(e, dict) else e
-            if v == gw:
-                return True
-    return False
-poll_lat, poll_missed, polls = [], 0, []
-for i in range(poll_changes):
-    gw = gws[0] if current == gws[1] else gws[1]
-    t0 = change(gw)
-    n = 0
-    while True:
-        n += 1
-        if kernel_has(gw):
-            poll_lat.append((time.monotonic() - t0) * 1000)
-            break
-        if time.monotonic() - t0 > 2:
-            poll_missed += 1
-            break
-    polls.append(n)
-    current = gw
-    time.sleep(0.05 + random.random() * 0.05)
+lat, missed, gw = sl.monitored(ns, "dyn_default_gateway4", gws, change, changes)
+poll_lat, poll_missed, tries, nft_ms, gw = sl.polled(ns, "dyn_default_gateway4", gws, change, poll_changes, gw)
 ipb.stdin.close()
 ipb.wait()
-def pct(v, p):
-    v = sorted(v)
-    return v[min(len(v) - 1, max(0, int(round(p / 100 * len(v) + 0.5)) - 1))]
-# One nft invocation, for the resolution of the polling.
-t = time.monotonic()
-for _ in range(10):
-    kernel_has(current)
-nft_ms = (time.monotonic() - t) * 100
-s = lambda v, p: "%.1f" % pct(v, p) if v else "n/a"
-print("MON_N=%d MON_MISSED=%d MON_MEDIAN=%s MON_P90=%s MON_P99=%s MON_MIN=%s MON_MAX=%s" % (
-    len(lat), missed, s(lat, 50), s(lat, 90), s(lat, 99), s(lat, 0), s(lat, 100)))
+sl.summary("MON", lat, missed)
 print("POLL_N=%d POLL_MISSED=%d POLL_MEDIAN=%s POLL_P99=%s POLL_MAX=%s POLL_NFT_MS=%.1f POLL_TRIES=%s" % (
-    len(poll_lat), poll_missed, s(poll_lat, 50), s(poll_lat, 99), s(poll_lat, 100), nft_ms,
-    statistics.median(polls) if polls else 0))
-print("MON_ALL=" + ",".join("%.1f" % x for x in sorted(lat)))
+    len(poll_lat), poll_missed, sl.fmt(poll_lat, 50), sl.fmt(poll_lat, 99), sl.fmt(poll_lat, 100), nft_ms, tries))
 PY
+figures MON "$WORK/latency.out"
 # shellcheck disable=SC1090
-eval "$(grep -E '^(MON|POLL)_' "$WORK/latency.out" | grep -v MON_ALL)"
-MON_ALL=$(sed -n 's/^MON_ALL=//p' "$WORK/latency.out")
+eval "$(grep -E '^POLL_' "$WORK/latency.out")"
 # The last change's gateway must be in the kernel set (the figures measured the real thing).
 final_gw=$(ip -n "$fw" -j route show default | jget 'v[0]["gateway"]')
-ip netns exec "$fw" nft -j list set inet ringfence dyn_default_gateway4 | grep -q "\"$final_gw\"" \
-    || { echo "the kernel set does not hold the last gateway $final_gw"; exit 1; }
+holds dyn_default_gateway4 "$final_gw" || { echo "the kernel set does not hold the last gateway $final_gw"; exit 1; }
 log "latency: median $MON_MEDIAN ms, p99 $MON_P99 ms (monitor); polling median $POLL_MEDIAN ms"
 
-# ------------------------------------------------------------------- 2. burst
-log "2. $EVENTS address events in one ip -batch"
+# ------------------------------------------------------- 2. resolv.conf latency
+# As 1, the change being a new resolv.conf renamed over the daemon's, as
+# resolvers replace it: written next to it first, the time taken just before
+# rename(2), both by this one python3 process (no process start measured).
+log "2. $RESOLV_CHANGES resolv.conf replacements, latency by nft monitor"
+python3 - "$fw" "$RESOLV_CHANGES" "$RESOLV" >"$WORK/resolv.out" <<'PY'
+import os, sys, time
+import setlatency as sl
+ns, changes, resolv = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+def change(server):
+    with open(resolv + ".new", "w") as f:
+        f.write("# written by dynamic.sh\nnameserver %s\n" % server)
+    t = time.monotonic()
+    os.rename(resolv + ".new", resolv)
+    return t
+lat, missed, _ = sl.monitored(ns, "dyn_dns4", ["10.250.0.54", "10.250.0.53"], change, changes)
+sl.summary("DNS", lat, missed)
+PY
+figures DNS "$WORK/resolv.out"
+final_ns=$(awk '$1 == "nameserver" { print $2 }' "$RESOLV")
+holds dyn_dns4 "$final_ns" || { echo "the kernel set does not hold the last name server $final_ns"; exit 1; }
+log "resolv.conf latency: median $DNS_MEDIAN ms, p99 $DNS_P99 ms"
+
+# ------------------------------------------------------------------- 3. burst
+log "3. $EVENTS address events in one ip -batch"
 python3 - "$WORK" "$EVENTS" <<'PY'
 import random, sys
 work, events = sys.argv[1], int(sys.argv[2])
@@ -306,11 +266,11 @@ KIDS_USER_MS=$(( (ku1 - ku0) * 1000 / CLK_TCK )); KIDS_SYS_MS=$(( (ks1 - ks0) * 
 # in them.
 log "burst: batch ${BATCH_MS} ms, final after ${FINAL_MS} ms, $UPDATES updates, daemon ${OWN_MS} ms CPU, nft ${KIDS_MS} ms"
 
-# ------------------------------------------------------ 3. one address change
+# ------------------------------------------------------ 4. one address change
 # With the burst's addresses still there (local-subnet sets of about 2,000
 # elements), one address added, then deleted: the time until the daemon has
 # updated the set (its log line of the update, written when nft returned).
-log "3. $ADDR_CHANGES single address changes, with the burst's addresses in the sets"
+log "4. $ADDR_CHANGES single address changes, with the burst's addresses in the sets"
 python3 - "$fw" "$DAEMON_LOG" "$ADDR_CHANGES" >"$WORK/single.out" <<'PY'
 import datetime, json, subprocess, sys, time
 ns, logfile, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -350,13 +310,13 @@ PY
 eval "$(cat "$WORK/single.out")"
 log "single address: add median $ADD_MEDIAN ms, delete median $DEL_MEDIAN ms"
 
-# ------------------------------------------- 4. what one update costs in nft
-# Explains 2 and 3: the daemon replaces a changed set's elements with `flush
+# ------------------------------------------- 5. what one update costs in nft
+# Explains 3 and 4: the daemon replaces a changed set's elements with `flush
 # set` + `add element` of all of them (one transaction). In a scratch
 # namespace, a set of the same type as dyn_local_subnet4 holding N elements:
 # that rewrite, against adding or deleting the one element that changed.
 N4=${FINAL_ELEMENTS%% *}
-log "4. nft cost of one update, $N4-element set"
+log "5. nft cost of one update, $N4-element set"
 scratch=$(host scratch)
 python3 - "$WORK" "$N4" <<'PY'
 import sys
@@ -380,6 +340,8 @@ nft_ms() { # median of 5 runs of nft -f FILE (FILE2 run after each, untimed)
 ip netns exec "$scratch" nft -f "$WORK/nft.create"
 NFT_REWRITE_MS=$(nft_ms nft.rewrite)
 NFT_ADD1_MS=$(nft_ms nft.add1 nft.del1)
+# (Each add above was undone: the element to delete must be there first.)
+ip netns exec "$scratch" nft -f "$WORK/nft.add1"
 NFT_DEL1_MS=$(nft_ms nft.del1 nft.add1)
 ip netns exec "$scratch" nft delete table inet t
 NFT_CREATE_MS=$(nft_ms nft.create nft.drop)
@@ -393,22 +355,28 @@ cat <<EOF
 1. route change -> element in the kernel set (dyn_default_gateway4), $CHANGES changes
    (ip route replace default via <alternating gateway>, one ip -batch process;
    time until nft monitor in the namespace prints the new element)
-   median $MON_MEDIAN ms   p90 $MON_P90 ms   p99 $MON_P99 ms   min $MON_MIN ms   max $MON_MAX ms   missed $MON_MISSED (target p99 < 50 ms)
+$(figures_line MON)
    cross-check by polling nft -j list set ($POLL_N changes, one nft call ${POLL_NFT_MS} ms, median $POLL_TRIES calls):
    median $POLL_MEDIAN ms   p99 $POLL_P99 ms   max $POLL_MAX ms   missed $POLL_MISSED
 
-2. burst: $EVENTS address events in one ip -batch ($((EVENTS * 6 / 10)) adds, $((EVENTS - EVENTS * 6 / 10)) deletes), final sets $FINAL_ELEMENTS
+2. resolv.conf renamed into place -> element in the kernel set (dyn_dns4), $RESOLV_CHANGES changes
+   (a new file naming the other name server written next to it, then rename(2) over it, one python3
+   process; time from just before the rename until nft monitor in the namespace prints the new element)
+$(figures_line DNS)
+
+3. burst: $EVENTS address events in one ip -batch ($((EVENTS * 6 / 10)) adds, $((EVENTS - EVENTS * 6 / 10)) deletes), final sets $FINAL_ELEMENTS
    ip -batch took $BATCH_MS ms; the sets were final ${FINAL_MS} ms after it started, after $UPDATES set updates
    (each done at, ms after the start: $UPDATE_TIMES)
    daemon CPU (utime+stime) ${OWN_MS} ms; its nft processes (cutime+cstime) ${KIDS_MS} ms (user ${KIDS_USER_MS}, system ${KIDS_SYS_MS})
    show state during the burst: median $SHOW_MEDIAN ms, max $SHOW_MAX ms ($SHOW_N queries)
 
-3. one address change with $FINAL_ELEMENTS in the sets, $ADDR_CHANGES times each: until the daemon's update is done
+4. one address change with $FINAL_ELEMENTS in the sets, $ADDR_CHANGES times each: until the daemon's update is done
    add: median $ADD_MEDIAN ms, max $ADD_MAX ms   delete: median $DEL_MEDIAN ms, max $DEL_MAX ms
 
-4. nft -f in a scratch namespace, a set like dyn_local_subnet4 (ifname . ipv4_addr, interval) of $N4 elements, median of 5:
+5. nft -f in a scratch namespace, a set like dyn_local_subnet4 (ifname . ipv4_addr, interval) of $N4 elements, median of 5:
    flush set + add all $N4 elements (what the daemon sends when more than 8 go): $NFT_REWRITE_MS ms
    add the one element that changed: $NFT_ADD1_MS ms   delete it: $NFT_DEL1_MS ms
    (creating the set with its $N4 elements in one transaction: $NFT_CREATE_MS ms)
 EOF
-echo "   all latencies (ms, sorted): $MON_ALL" >&2
+echo "   all route latencies (ms, sorted): $MON_ALL" >&2
+echo "   all resolv.conf latencies (ms, sorted): $DNS_ALL" >&2
