@@ -17,6 +17,7 @@
 
 mod dims;
 mod disjoint;
+pub mod isolation;
 
 pub use disjoint::make_disjoint;
 
@@ -121,16 +122,15 @@ impl Group {
 pub struct Compiled {
     pub table: Table,
     pub groups: Vec<Group>,
+    /// The dynamic sets, in table order after the groups' sets: those the
+    /// groups look up and those isolation's exemptions name.
+    pub dynamic: Vec<(Keyword, bool)>,
 }
 
 impl Compiled {
     /// The dynamic sets in the table, with their keyword and IP version.
     pub fn dynamic_sets(&self) -> impl Iterator<Item = (usize, Keyword, bool)> + '_ {
-        let mut used: Vec<(Keyword, bool)> =
-            self.groups.iter().flat_map(|g| g.dynamic.iter().map(|d| (d.keyword, d.v4))).collect();
-        used.sort();
-        used.dedup();
-        used.into_iter().enumerate().map(|(i, (k, v4))| (self.groups.len() + i, k, v4))
+        self.dynamic.iter().enumerate().map(|(i, &(k, v4))| (self.groups.len() + i, k, v4))
     }
 
     /// The dynamic sets whose elements differ under `state`, rebuilt, with
@@ -206,9 +206,19 @@ pub fn compile(policy: &Policy, dynamic: &DynState) -> Result<Compiled, Diagnost
             groups.push(group.clone());
         }
     }
-    let mut compiled = Compiled { table: Table { name: TABLE.into(), sets, chains: Vec::new() }, groups };
-    let dynamic_sets: Vec<Set> = compiled.dynamic_sets().map(|(_, k, v4)| dynamic::set(dynamic, k, v4)).collect();
-    compiled.table.sets.extend(dynamic_sets);
+    let mut used: Vec<(Keyword, bool)> = groups
+        .iter()
+        .flat_map(|g| g.dynamic.iter().map(|d| (d.keyword, d.v4)))
+        .chain(isolation::exempt_keywords(&policy.isolation).flat_map(|k| [(k, true), (k, false)]))
+        .collect();
+    used.sort();
+    used.dedup();
+    sets.extend(used.iter().map(|&(k, v4)| dynamic::set(dynamic, k, v4)));
+    if policy.isolation.enabled() {
+        sets.extend(isolation::sets(&policy.isolation));
+    }
+    let mut compiled =
+        Compiled { table: Table { name: TABLE.into(), sets, chains: Vec::new() }, groups, dynamic: used };
     compiled.table.chains = chains(policy, &compiled);
     Ok(compiled)
 }
@@ -389,6 +399,7 @@ fn chains(policy: &Policy, compiled: &Compiled) -> Vec<Chain> {
         }
         chains.push(base_chain(policy, direction, &reachable));
     }
+    chains.extend(isolation::chains(&policy.isolation));
     chains
 }
 
@@ -406,6 +417,12 @@ fn base_chain(policy: &Policy, direction: Direction, reachable: &[ProfileKind]) 
             stmts: vec![Stmt::CtState(vec!["invalid"]), Stmt::Verdict(nft::Verdict::Drop)],
             comment: None,
         });
+    }
+    // Before `established`: in require modes a clear connection from a secure
+    // subnet is dropped even if it was established before.
+    if policy.isolation.enabled() {
+        let chain = if inbound { isolation::CHAIN_IN } else { isolation::CHAIN_OUT };
+        rules.push(nft::Rule { stmts: vec![Stmt::Verdict(nft::Verdict::Jump(chain.into()))], comment: None });
     }
     rules.push(nft::Rule {
         stmts: vec![Stmt::CtState(vec!["established", "related"]), Stmt::Verdict(nft::Verdict::Accept)],

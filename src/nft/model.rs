@@ -168,6 +168,8 @@ pub enum Verdict {
     Accept,
     Drop,
     Goto(String),
+    Jump(String),
+    Return,
 }
 
 impl Verdict {
@@ -176,6 +178,8 @@ impl Verdict {
             Verdict::Accept => json!({ "accept": null }),
             Verdict::Drop => json!({ "drop": null }),
             Verdict::Goto(target) => json!({ "goto": { "target": target } }),
+            Verdict::Jump(target) => json!({ "jump": { "target": target } }),
+            Verdict::Return => json!({ "return": null }),
         }
     }
 }
