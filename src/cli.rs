@@ -98,9 +98,12 @@ pub enum ShowWhat {
     Profiles,
     /// The resultant policy after merging, with the file that set each value.
     Policy,
-    /// The dynamic address sets (default-gateway, local-subnet): their current
-    /// elements and where each came from.
+    /// The dynamic address sets (default-gateway, local-subnet, dns, dhcp,
+    /// wins): their current elements and where each came from.
     Sets,
+    /// IPsec: charon's IKE SAs and their CHILD SAs (peer, certificate
+    /// identity, SPIs, algorithms, traffic, lifetimes).
+    Sas,
 }
 
 #[derive(Args)]

@@ -7,6 +7,7 @@ mod compile;
 mod daemon;
 mod dynamic;
 mod explain;
+mod ike;
 mod nft;
 mod pki;
 mod policy;
@@ -88,6 +89,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ShowWhat::Profiles => (Request::Profiles, show::profiles),
                 ShowWhat::Policy => (Request::Policy, show::policy),
                 ShowWhat::Sets => (Request::Sets, show::sets),
+                ShowWhat::Sas => (Request::Sas, show::sas),
             };
             print(json, &client::call(&cli.socket, &request)?, human)
         }

@@ -20,6 +20,8 @@ pub enum Request {
     Profiles,
     Policy,
     Sets,
+    /// charon's IKE and CHILD SAs.
+    Sas,
     Explain {
         direction: Direction,
         packet: Packet,

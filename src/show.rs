@@ -58,6 +58,63 @@ pub fn state(v: &Value) -> String {
             let _ = writeln!(o, "last reload: ok");
         }
     }
+    let iso = &v["isolation"];
+    let mode = iso["mode"].as_str().unwrap_or("off");
+    let ike = &iso["ike"];
+    let charon = match (&ike["last-error"], ike["loaded"].as_bool()) {
+        _ if mode == "off" => String::new(),
+        (Value::String(e), _) => format!(", charon: {e}"),
+        (_, Some(true)) => format!(", loaded into charon at {} ({} loads)", s(&ike["socket"]), ike["loads"]),
+        _ => ", not loaded into charon yet".into(),
+    };
+    let _ = writeln!(o, "isolation:   {mode}{charon}");
+    o
+}
+
+/// IKE SAs with their CHILD SAs, as Windows lists main and quick mode SAs.
+pub fn sas(v: &Value) -> String {
+    let mut o = String::new();
+    let sas = v["ike-sas"].as_array().map_or(&[][..], Vec::as_slice);
+    if v["isolation"] == "off" {
+        let _ = writeln!(o, "isolation is off");
+    } else if sas.is_empty() {
+        let _ = writeln!(o, "no SA");
+    }
+    for ike in sas {
+        let _ = writeln!(
+            o,
+            "{} {} <-> {} {}  {} ({} initiated), IKE {}/{}/{}",
+            s(&ike["local-host"]),
+            s(&ike["local-id"]),
+            s(&ike["remote-host"]),
+            s(&ike["remote-id"]),
+            s(&ike["state"]),
+            if ike["initiator"] == "yes" { "we" } else { "peer" },
+            s(&ike["encr-alg"]),
+            s(&ike["integ-alg"]),
+            s(&ike["dh-group"]),
+        );
+        for child in ike["child-sas"].as_object().into_iter().flat_map(|m| m.values()) {
+            let _ = writeln!(
+                o,
+                "  {} {} {} reqid {}  SPI in {} out {}  {}/{}  in {} B / {} pkts, out {} B / {} pkts  rekey in {} s, installed {} s ago",
+                s(&child["state"]),
+                s(&child["protocol"]),
+                s(&child["mode"]),
+                s(&child["reqid"]),
+                s(&child["spi-in"]),
+                s(&child["spi-out"]),
+                s(&child["encr-alg"]),
+                s(&child["integ-alg"]),
+                s(&child["bytes-in"]),
+                s(&child["packets-in"]),
+                s(&child["bytes-out"]),
+                s(&child["packets-out"]),
+                s(&child["rekey-time"]),
+                s(&child["install-time"]),
+            );
+        }
+    }
     o
 }
 

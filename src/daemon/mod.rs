@@ -3,6 +3,7 @@
 
 mod control;
 mod engine;
+mod isolation;
 mod lock;
 mod views;
 mod watch;
@@ -50,6 +51,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let _lock = lock::lock_netns()?;
     let listener = control::bind(&opts.socket, opts.socket_group.as_deref())?;
     let mut engine = Engine::new(opts.dirs.clone(), opts.dirs_required, NftBackend);
+    let isolation = isolation::Isolation::start();
     // The keywords' values go into the first table, so that it never has empty
     // dynamic sets that the host's configuration would have filled.
     let (updates, mut dynamic) = mpsc::channel::<Update>(4);
@@ -64,7 +66,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(&opts.socket);
         return Err(e).context("cannot start");
     }
-    log_applied(&engine, Outcome::Applied, "started");
+    applied(&engine, &isolation, Outcome::Applied, "started");
 
     let (calls_tx, mut calls) = mpsc::channel::<control::Call>(64);
     let (ticks_tx, mut ticks) = mpsc::unbounded_channel();
@@ -82,19 +84,31 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 Ok((stream, _)) => { tokio::spawn(control::serve(stream, calls_tx.clone())); }
                 Err(e) => tracing::warn!(error = %e, "control socket accept failed"),
             },
-            Some((request, reply)) = calls.recv() => {
-                let _ = reply.send(handle(&mut engine, request));
-            }
-            _ = hup.recv() => reload(&mut engine, "SIGHUP"),
+            Some((request, reply)) = calls.recv() => match request {
+                // charon answers on its own socket, in its own time.
+                Request::Sas => {
+                    let socket = engine
+                        .applied
+                        .as_ref()
+                        .map(|a| &a.policy.isolation)
+                        .filter(|i| i.enabled())
+                        .map(crate::ike::socket_path);
+                    tokio::spawn(async move { let _ = reply.send(views::sas(socket).await); });
+                }
+                request => {
+                    let _ = reply.send(handle(&mut engine, &isolation, request));
+                }
+            },
+            _ = hup.recv() => reload(&mut engine, &isolation, "SIGHUP"),
             Some((keywords, part)) = dynamic.recv() => update_dynamic(&mut engine, keywords, part),
             Some(()) = ticks.recv() => reload_at = Some(Instant::now() + DEBOUNCE),
             _ = sleep_until(reload_at.unwrap_or_else(Instant::now)), if reload_at.is_some() => {
                 reload_at = None;
-                reload(&mut engine, "policy files changed");
+                reload(&mut engine, &isolation, "policy files changed");
             }
             _ = sleep_until(rollback_at.unwrap_or_else(Instant::now)), if rollback_at.is_some() => {
                 match engine.rollback() {
-                    Ok(outcome) => log_applied(&engine, outcome, "rolled back: not confirmed in time"),
+                    Ok(outcome) => applied(&engine, &isolation, outcome, "rolled back: not confirmed in time"),
                     Err(e) => tracing::error!("rollback failed: {e:#}"),
                 }
             }
@@ -108,7 +122,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     // the daemon that was to roll it back.
     if engine.pending.is_some() {
         match engine.rollback() {
-            Ok(outcome) => log_applied(&engine, outcome, "rolled back: stopping before confirmation"),
+            Ok(outcome) => applied(&engine, &isolation, outcome, "rolled back: stopping before confirmation"),
             Err(e) => tracing::error!("rollback on stop failed: {e:#}"),
         }
     }
@@ -121,8 +135,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn log_applied<B: Backend>(engine: &Engine<B>, outcome: Outcome, why: &str) {
+/// After a successful apply or reload: logs it, and brings charon in step.
+fn applied<B: Backend>(engine: &Engine<B>, isolation: &isolation::Isolation, outcome: Outcome, why: &str) {
     let Some(a) = &engine.applied else { return };
+    isolation.sync(&a.policy);
     let (files, rules, sets, elements) =
         (a.policy.files.len(), a.policy.rules.len(), a.compiled.table.sets.len(), a.compiled.table.element_count());
     match outcome {
@@ -167,16 +183,21 @@ fn update_dynamic<B: Backend>(engine: &mut Engine<B>, keywords: &[Keyword], part
     }
 }
 
-fn reload<B: Backend>(engine: &mut Engine<B>, why: &str) {
+fn reload<B: Backend>(engine: &mut Engine<B>, isolation: &isolation::Isolation, why: &str) {
     match engine.reload(Trigger::Files) {
-        Ok(outcome) => log_applied(engine, outcome, why),
+        Ok(outcome) => applied(engine, isolation, outcome, why),
         Err(e) => tracing::error!("reload ({why}) failed: {e:#}"),
     }
 }
 
-fn handle<B: Backend>(engine: &mut Engine<B>, request: Request) -> Response {
+fn handle<B: Backend>(engine: &mut Engine<B>, isolation: &isolation::Isolation, request: Request) -> Response {
     let answer = match request {
-        Request::State => views::state(engine),
+        Request::State => views::state(engine).map(|mut v| {
+            v["isolation"] = isolation.view(engine.applied.as_ref().map(|a| &a.policy));
+            v
+        }),
+        // The event loop answers it without waiting (see `run`).
+        Request::Sas => Err("show sas is answered by the event loop".into()),
         Request::Rules => views::rules(engine),
         Request::Profiles => views::profiles(engine),
         Request::Policy => Ok(engine.applied.as_ref().map_or(json!(null), |a| policy_view(&a.policy))),
@@ -190,7 +211,7 @@ fn handle<B: Backend>(engine: &mut Engine<B>, request: Request) -> Response {
             let why = if confirm.is_some() { "apply, waiting for confirmation" } else { "apply" };
             match engine.reload(Trigger::Request { confirm }) {
                 Ok(outcome) => {
-                    log_applied(engine, outcome, why);
+                    applied(engine, isolation, outcome, why);
                     Ok(json!({ "generation": engine.generation, "confirm-secs": confirm_secs }))
                 }
                 Err(e) => {

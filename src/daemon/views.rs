@@ -202,3 +202,13 @@ pub fn sets<B: Backend>(engine: &Engine<B>) -> Value {
         .collect();
     Value::Array(sets)
 }
+
+/// charon's SAs; `socket` is `None` when isolation is off.
+pub async fn sas(socket: Option<std::path::PathBuf>) -> crate::protocol::Response {
+    use crate::protocol::Response;
+    let Some(socket) = socket else { return Response::Ok(json!({ "isolation": "off", "ike-sas": [] })) };
+    match crate::ike::list_sas(&socket).await {
+        Ok(sas) => Response::Ok(json!({ "isolation": "on", "ike-sas": sas })),
+        Err(e) => Response::Error(e),
+    }
+}

@@ -127,7 +127,9 @@ fn prefix(s: &str) -> Result<values::AddrRange, String> {
 pub(super) fn check(iso: &Isolation, diags: &mut Vec<Diagnostic>) {
     let Some(at) = iso.mode.from.clone().filter(|_| iso.enabled()) else { return };
     let mode = iso.mode.value.as_str();
-    if iso.secure_subnets.value.is_empty() {
+    // (Not when the list is empty because its items were wrong: those are reported.)
+    let bad_items = diags.iter().any(|d| d.message.starts_with("isolation.secure-subnets["));
+    if iso.secure_subnets.value.is_empty() && !bad_items {
         diags.push(Diagnostic::new(at.clone(), format!("isolation.mode {mode} needs isolation.secure-subnets")));
     }
     let missing: Vec<&str> = [("ca", &iso.ca), ("certificate", &iso.certificate), ("private-key", &iso.private_key)]

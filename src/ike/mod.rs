@@ -1,0 +1,181 @@
+//! IKE is charon's: Ringfence loads into it, over its VICI socket, the
+//! credentials and the connection isolation needs (`conn`), keeps them loaded
+//! across charon's restarts, and reads its SAs for `show sas` (`sas`).
+
+pub mod conn;
+pub mod sas;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::policy::isolation::{private_key_file, Isolation};
+use conn::{Credentials, Load};
+
+/// How often to try again while charon's socket cannot be reached.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// What the daemon wants charon to hold: nothing (isolation off), or `load`
+/// at `socket`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Desired {
+    pub socket: Option<PathBuf>,
+    pub load: Option<Arc<Load>>,
+}
+
+/// How loading went, for `show state`.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Status {
+    pub socket: Option<PathBuf>,
+    /// The connection is loaded into the charon that listens there now.
+    pub loaded: bool,
+    pub last_error: Option<String>,
+    /// Times the connection was loaded (charon restarts count).
+    pub loads: u64,
+}
+
+/// The socket path of `unix:///path`.
+pub fn socket_path(iso: &Isolation) -> PathBuf {
+    PathBuf::from(iso.ike_socket.value.trim_start_matches("unix://"))
+}
+
+/// Reads the identity's files (the policy check has validated them; the key's
+/// ownership and mode are checked again, here where it is read).
+pub fn read_credentials(iso: &Isolation) -> Result<Credentials, String> {
+    let read = |p: &Option<PathBuf>| -> Result<Vec<u8>, String> {
+        let p = p.as_deref().ok_or("isolation.identity is incomplete")?;
+        std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+    };
+    if let Some(key) = &iso.private_key.value {
+        private_key_file(key)?;
+    }
+    Ok(Credentials {
+        ca: read(&iso.ca.value)?,
+        certificate: read(&iso.certificate.value)?,
+        private_key: read(&iso.private_key.value)?,
+    })
+}
+
+#[derive(Deserialize)]
+struct Reply {
+    success: bool,
+    errmsg: Option<String>,
+}
+
+async fn command<T: Serialize>(client: &mut rsvici::Client, cmd: &str, message: T) -> Result<(), String> {
+    let reply: Reply = client.request(cmd, message).await.map_err(|e| format!("{cmd}: {e}"))?;
+    if reply.success {
+        Ok(())
+    } else {
+        Err(format!("{cmd}: {}", reply.errmsg.unwrap_or_else(|| "failed".into())))
+    }
+}
+
+#[derive(Deserialize)]
+struct Conns {
+    #[serde(default)]
+    conns: Vec<String>,
+}
+
+/// Loads credentials and connections, and unloads Ringfence's connections that
+/// are no longer wanted.
+async fn load(client: &mut rsvici::Client, load: Option<&Load>) -> Result<(), String> {
+    let loaded: Conns = client.request("get-conns", ()).await.map_err(|e| format!("get-conns: {e}"))?;
+    let wanted = |name: &String| load.is_some_and(|l| l.conns.contains_key(name));
+    for name in loaded.conns.iter().filter(|n| n.starts_with(conn::CONN) && !wanted(n)) {
+        #[derive(Serialize)]
+        struct Unload<'a> {
+            name: &'a str,
+        }
+        command(client, "unload-conn", Unload { name }).await?;
+    }
+    let Some(load) = load else { return Ok(()) };
+    for cert in &load.certs {
+        command(client, "load-cert", cert).await?;
+    }
+    command(client, "load-key", &load.key).await?;
+    command(client, "load-conn", &load.conns).await
+}
+
+/// Keeps charon holding what `desired` says: loads it when it changes and
+/// every time charon (re)appears at the socket; publishes how it went.
+pub async fn follow(mut desired: watch::Receiver<Desired>, status: watch::Sender<Status>) {
+    // The socket where Ringfence's connection was last loaded, to unload it
+    // there when isolation is turned off.
+    let mut loaded_at: Option<PathBuf> = None;
+    loop {
+        let want = desired.borrow_and_update().clone();
+        let socket = want.socket.clone().or_else(|| loaded_at.clone());
+        let Some(socket) = socket else {
+            if desired.changed().await.is_err() {
+                return;
+            }
+            continue;
+        };
+        let result = match rsvici::unix::connect(&socket).await {
+            Ok(mut client) => match load(&mut client, want.load.as_deref()).await {
+                Ok(()) => Ok(client),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(format!("cannot connect to charon at {}: {e}", socket.display())),
+        };
+        let mut client = match result {
+            Ok(client) => client,
+            Err(e) => {
+                if status.borrow().last_error.as_ref() != Some(&e) {
+                    tracing::warn!("{e}; trying again every {}s", RETRY.as_secs());
+                }
+                status.send_modify(|s| {
+                    s.socket = Some(socket.clone());
+                    s.loaded = false;
+                    s.last_error = Some(e);
+                });
+                tokio::select! {
+                    _ = tokio::time::sleep(RETRY) => {}
+                    changed = desired.changed() => if changed.is_err() { return },
+                }
+                continue;
+            }
+        };
+        loaded_at = want.load.as_ref().map(|_| socket.clone());
+        if want.load.is_some() {
+            tracing::info!(socket = %socket.display(), "isolation connection loaded into charon");
+        }
+        status.send_modify(|s| {
+            s.socket = Some(socket.clone());
+            s.loaded = want.load.is_some();
+            s.last_error = None;
+            s.loads += u64::from(want.load.is_some());
+        });
+        if want.load.is_none() {
+            // Unloaded: nothing to keep up until the policy asks again.
+            if desired.changed().await.is_err() {
+                return;
+            }
+            continue;
+        }
+        // The event stream ends when charon closes the socket (a restart).
+        let mut events = Box::pin(client.subscribe::<serde::de::IgnoredAny>("ike-updown"));
+        tokio::select! {
+            _ = async { while let Some(Ok(_)) = events.next().await {} } => {
+                tracing::warn!(socket = %socket.display(), "charon closed its VICI socket; loading again when it is back");
+                status.send_modify(|s| s.loaded = false);
+            }
+            changed = desired.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// charon's SAs, for `show sas` (a connection of its own, so that a slow
+/// charon never holds up the daemon's loop).
+pub async fn list_sas(socket: &Path) -> Result<Vec<sas::IkeSa>, String> {
+    let mut client = rsvici::unix::connect(socket)
+        .await
+        .map_err(|e| format!("cannot connect to charon at {}: {e}", socket.display()))?;
+    sas::list(&mut client).await
+}
