@@ -4,17 +4,18 @@
 
 pub mod conn;
 pub mod sas;
+mod vici;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::policy::isolation::{private_key_file, Isolation};
 use conn::{Credentials, Load};
+use vici::Vici;
 
 /// How often to try again while charon's socket cannot be reached.
 const RETRY: Duration = Duration::from_secs(1);
@@ -67,8 +68,8 @@ struct Reply {
     errmsg: Option<String>,
 }
 
-async fn command<T: Serialize>(client: &mut rsvici::Client, cmd: &str, message: T) -> Result<(), String> {
-    let reply: Reply = client.request(cmd, message).await.map_err(|e| format!("{cmd}: {e}"))?;
+async fn command<T: Serialize>(client: &mut Vici, cmd: &str, message: &T) -> Result<(), String> {
+    let reply: Reply = client.request(cmd, message).await?;
     if reply.success {
         Ok(())
     } else {
@@ -84,15 +85,15 @@ struct Conns {
 
 /// Loads credentials and connections, and unloads Ringfence's connections that
 /// are no longer wanted.
-async fn load(client: &mut rsvici::Client, load: Option<&Load>) -> Result<(), String> {
-    let loaded: Conns = client.request("get-conns", ()).await.map_err(|e| format!("get-conns: {e}"))?;
+async fn load(client: &mut Vici, load: Option<&Load>) -> Result<(), String> {
+    let loaded: Conns = client.request("get-conns", &()).await?;
     let wanted = |name: &String| load.is_some_and(|l| l.conns.contains_key(name));
     for name in loaded.conns.iter().filter(|n| n.starts_with(conn::CONN) && !wanted(n)) {
         #[derive(Serialize)]
         struct Unload<'a> {
             name: &'a str,
         }
-        command(client, "unload-conn", Unload { name }).await?;
+        command(client, "unload-conn", &Unload { name }).await?;
     }
     let Some(load) = load else { return Ok(()) };
     for cert in &load.certs {
@@ -117,12 +118,9 @@ pub async fn follow(mut desired: watch::Receiver<Desired>, status: watch::Sender
             }
             continue;
         };
-        let result = match rsvici::unix::connect(&socket).await {
-            Ok(mut client) => match load(&mut client, want.load.as_deref()).await {
-                Ok(()) => Ok(client),
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(format!("cannot connect to charon at {}: {e}", socket.display())),
+        let result = match Vici::connect(&socket).await {
+            Ok(mut client) => load(&mut client, want.load.as_deref()).await.map(|()| client),
+            Err(e) => Err(e),
         };
         let mut client = match result {
             Ok(client) => client,
@@ -159,10 +157,8 @@ pub async fn follow(mut desired: watch::Receiver<Desired>, status: watch::Sender
             }
             continue;
         }
-        // The event stream ends when charon closes the socket (a restart).
-        let mut events = Box::pin(client.subscribe::<serde::de::IgnoredAny>("ike-updown"));
         tokio::select! {
-            _ = async { while let Some(Ok(_)) = events.next().await {} } => {
+            () = client.closed() => {
                 tracing::warn!(socket = %socket.display(), "charon closed its VICI socket; loading again when it is back");
                 status.send_modify(|s| s.loaded = false);
             }
@@ -174,8 +170,6 @@ pub async fn follow(mut desired: watch::Receiver<Desired>, status: watch::Sender
 /// charon's SAs, for `show sas` (a connection of its own, so that a slow
 /// charon never holds up the daemon's loop).
 pub async fn list_sas(socket: &Path) -> Result<Vec<sas::IkeSa>, String> {
-    let mut client = rsvici::unix::connect(socket)
-        .await
-        .map_err(|e| format!("cannot connect to charon at {}: {e}", socket.display()))?;
+    let mut client = Vici::connect(socket).await?;
     sas::list(&mut client).await
 }

@@ -4,8 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
+
+use super::vici::Vici;
 
 /// One IKE SA as charon reports it (every value is text in VICI; the fields
 /// Ringfence shows).
@@ -58,12 +59,7 @@ pub struct ChildSa {
 }
 
 /// Every IKE SA, named.
-pub async fn list(client: &mut rsvici::Client) -> Result<Vec<IkeSa>, String> {
-    let mut stream = Box::pin(client.stream_request::<(), BTreeMap<String, IkeSa>>("list-sas", "list-sa", ()));
-    let mut out = Vec::new();
-    while let Some(event) = stream.next().await {
-        let event = event.map_err(|e| format!("list-sas: {e}"))?;
-        out.extend(event.into_iter().map(|(name, sa)| IkeSa { name, ..sa }));
-    }
-    Ok(out)
+pub async fn list(client: &mut Vici) -> Result<Vec<IkeSa>, String> {
+    let events: Vec<BTreeMap<String, IkeSa>> = client.stream("list-sas", "list-sa", &()).await?;
+    Ok(events.into_iter().flatten().map(|(name, sa)| IkeSa { name, ..sa }).collect())
 }
