@@ -5,9 +5,10 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::compile::{Compiled, DynMatch, Field};
+use crate::compile::{isolation, Compiled, DynMatch, Field};
 use crate::dynamic;
 use crate::nft;
+use crate::policy::raw::IsolationMode;
 use crate::policy::values::Keyword;
 use crate::policy::values::{has_ports, IPPROTO_ICMP, IPPROTO_ICMPV6};
 use crate::policy::{Direction, Place, Policy, ProfileKind, Verdict};
@@ -67,6 +68,11 @@ pub enum Decider {
     ProfileDefault {
         profile: ProfileKind,
     },
+    /// A new inbound connection in clear from a secure subnet, where the
+    /// isolation mode requires IPsec (docs/isolation.md).
+    Isolation {
+        mode: IsolationMode,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -81,6 +87,10 @@ pub fn explain(policy: &Policy, compiled: &Compiled, direction: Direction, packe
     let profile = packet.interface.as_deref().map_or(ProfileKind::Public, |i| policy.profile_of(i));
     if packet.interface.as_deref() == Some("lo") {
         return Explanation { verdict: Verdict::Allow, profile, decided_by: Decider::Loopback };
+    }
+    if direction == Direction::In && isolation_drops(policy, compiled, packet) {
+        let mode = policy.isolation.mode.value;
+        return Explanation { verdict: Verdict::Block, profile, decided_by: Decider::Isolation { mode } };
     }
     for i in compiled.lookups(direction, profile) {
         let group = &compiled.groups[i];
@@ -109,6 +119,28 @@ pub fn explain(policy: &Policy, compiled: &Compiled, direction: Direction, packe
 
 fn find<'a>(set: &'a nft::Set, key: &[u128]) -> Option<&'a nft::Elem> {
     set.elems.iter().find(|e| e.ranges.iter().zip(key).all(|(&(lo, hi), &k)| lo <= k && k <= hi))
+}
+
+/// Whether `isolation_in` drops the packet, taken as the first of a new
+/// connection in clear: it comes from a secure subnet (`iso_secure4/6`, as
+/// the table has them), from no exempt keyword's address, in a mode that
+/// requires IPsec inbound.
+fn isolation_drops(policy: &Policy, compiled: &Compiled, packet: &Packet) -> bool {
+    let requires = matches!(
+        policy.isolation.mode.value,
+        IsolationMode::SecureRequest | IsolationMode::Require | IsolationMode::RequireEncryption
+    );
+    let Some(remote) = packet.remote else { return false };
+    let v4 = remote.is_ipv4();
+    let secure = compiled.table.sets.iter().find(|s| s.name == isolation::secure_set_name(v4));
+    let in_secure = matches!(
+        (secure, packet.field(if v4 { Field::RemoteAddr4 } else { Field::RemoteAddr6 })),
+        (Some(set), Some(a)) if find(set, &[a]).is_some()
+    );
+    let exempt = isolation::exempt_keywords(&policy.isolation)
+        .any(|keyword| dynamic_match(compiled, packet, DynMatch { keyword, v4, remote: true }));
+    let nd = packet.protocol == IPPROTO_ICMPV6 && packet.icmp_type.is_some_and(|t| isolation::ND_TYPES.contains(&t));
+    requires && in_secure && !exempt && !nd
 }
 
 /// Whether the packet's address is in the keyword's set as the table has it now.

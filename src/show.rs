@@ -260,6 +260,10 @@ pub fn explanation(v: &Value) -> String {
     let by = match d["kind"].as_str() {
         Some("rule") => format!("rule {} ({}), set {}", s(&d["name"]), s(&d["place"]), s(&d["set"])),
         Some("loopback") => "loopback traffic is always allowed".into(),
+        Some("isolation") => format!(
+            "isolation ({}): a new connection in clear from a secure subnet is dropped; it must come over IPsec",
+            s(&d["mode"])
+        ),
         _ => format!("the {} profile's default", s(&d["profile"])),
     };
     format!("verdict:    {}\ndecided by: {by}\nprofile:    {}\n", s(&v["verdict"]), s(&v["profile"]))

@@ -102,6 +102,11 @@ check  "the exempt host (.10) gets through" from 10.71.0.10
 check  "the DNS server (.53, exempt by the dns keyword) gets through" from 10.71.0.53
 check  "a host outside the secure subnets gets through" from 10.72.0.2
 check  "fw's own clear connection to the member gets its replies" tcp "$fw" 10.71.0.2 9000
+ex() { rf "$fw" explain --direction in --protocol tcp --remote "$1" --local-port 8080; }
+check  "explain: the member's clear connection" ex 10.71.0.2
+said   "explain: dropped by isolation, as the kernel did" "decided by: isolation \(secure-request\)"
+check  "explain: the DNS server's connection" ex 10.71.0.53
+said   "explain: the DNS server is decided by the web rule (exempt)" "decided by: rule web"
 check  "show sas answers (no SA: this kernel has no ESP)" rf "$fw" show sas
 said   "show sas says there is no SA" "no SA"
 

@@ -25,8 +25,7 @@ use crate::policy::values::{AddrRange, Address, Keyword};
 /// IKE and NAT-T.
 pub const IKE_PORTS: [u16; 2] = [500, 4500];
 /// ICMPv6 router and neighbour solicitations and advertisements, redirects.
-pub const ND_TYPES: [&str; 5] =
-    ["nd-router-solicit", "nd-router-advert", "nd-neighbor-solicit", "nd-neighbor-advert", "nd-redirect"];
+pub const ND_TYPES: std::ops::RangeInclusive<u8> = 133..=137;
 pub const CHAIN_IN: &str = "isolation_in";
 pub const CHAIN_OUT: &str = "isolation_out";
 
@@ -157,7 +156,7 @@ pub fn chains(iso: &Isolation) -> Vec<Chain> {
                 // work before any SA can: IKE needs it.
                 inbound.push(nft::Rule {
                     stmts: vec![
-                        Stmt::Equals(Expr::Payload("icmpv6", "type"), json!({ "set": ND_TYPES })),
+                        Stmt::Equals(Expr::Payload("icmpv6", "type"), json!({ "set": ND_TYPES.collect::<Vec<u8>>() })),
                         Stmt::Verdict(nft::Verdict::Return),
                     ],
                     comment: Some("neighbour discovery".into()),
