@@ -139,7 +139,7 @@ fn isolation_drops(policy: &Policy, compiled: &Compiled, packet: &Packet) -> boo
     );
     let exempt = isolation::exempt_keywords(&policy.isolation)
         .any(|keyword| dynamic_match(compiled, packet, DynMatch { keyword, v4, remote: true }));
-    let nd = packet.protocol == IPPROTO_ICMPV6 && packet.icmp_type.is_some_and(|t| isolation::ND_TYPES.contains(&t));
+    let nd = packet.protocol == IPPROTO_ICMPV6 && packet.icmp_type.is_some_and(|t| crate::xfrm::ND_TYPES.contains(&t));
     requires && in_secure && !exempt && !nd
 }
 

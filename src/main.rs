@@ -15,8 +15,6 @@ mod protocol;
 mod show;
 #[cfg(test)]
 mod testutil;
-// Not called by the daemon yet: wiring it into the apply engine is the next step.
-#[cfg_attr(not(test), allow(dead_code, unused_imports))]
 mod xfrm;
 
 use std::path::PathBuf;

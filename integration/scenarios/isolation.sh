@@ -5,9 +5,12 @@
 # the daemon and a charon; lan holds a member's address (.2), an exempt host's
 # (.10) and fw's DNS server's (.53); far is outside the secure subnets.
 #
-# - secure-request: a new clear connection from the member is dropped; the
+# - secure-request: the xfrm policies (ESP transport templates of reqid 0x5246
+#   for the secure subnets, clear for exemptions, following resolv.conf for
+#   the dns keyword); a new clear connection from the member is dropped; the
 #   exempt host, the DNS server (keyword) and the far host get through; fw's
-#   own clear connection to the member gets its replies.
+#   own clear connection to the member gets its replies and makes charon start
+#   IKE with it (the kernel's ACQUIRE reached the trapped child).
 # - require: even the replies to fw's clear connection are dropped.
 # - request: the member gets through.
 # - charon: the connection and the credentials are loaded (certificate, CA
@@ -62,6 +65,23 @@ unloaded() { ! sw "$fw" --list-conns | grep -q ringfence; }
 mode_is() { [ "$(state "$fw" isolation | jget 'v["mode"]')" = "$1" ]; }
 loaded() { [ "$(rf "$fw" show state --json | jget 'v["isolation"]["ike"]["loaded"]')" = true ]; }
 loads() { rf "$fw" show state --json | jget 'v["isolation"]["ike"]["loads"]'; }
+# xfrm_out DST LEVEL: fw's kernel has the outbound policy to DST with an ESP
+# transport template of reqid 0x5246 at LEVEL; xfrm_clear DIR ADDR: a policy
+# without template for ADDR (dst out, src in).
+# (`ip xfrm` prints `level use` and leaves out `required`, the default.)
+xfrm_out() {
+    local p
+    p=$(ip -n "$fw" xfrm policy show dir out dst "$1" | tr '\n' ' ')
+    grep -qE "src 0.0.0.0/0 dst $1 .*proto esp reqid 21062 mode transport" <<<"$p" || return 1
+    if [ "$2" = use ]; then grep -q "level use" <<<"$p"; else ! grep -q "level use" <<<"$p"; fi
+}
+xfrm_clear() {
+    local sel="dst $2"
+    [ "$1" = out ] || sel="src $2"
+    ip -n "$fw" xfrm policy show dir "$1" $sel >"$WORK/xp" && grep -q "dir $1" "$WORK/xp" && ! grep -q tmpl "$WORK/xp"
+}
+# (charon's per-socket bypass policies, `socket in/out`, are not counted.)
+xfrm_count() { ip -n "$fw" xfrm policy show | grep -cE "^\s+dir (in|out|fwd) "; }
 drop_counter() {
     ip netns exec "$fw" nft -j list chain inet ringfence isolation_in |
         jget 'sum(e["counter"]["packets"] for o in v["nftables"] if "rule" in o for e in o["rule"]["expr"] if "counter" in e)'
@@ -94,6 +114,19 @@ check  "the peer must have a certificate of the domain CA" grep -q "cacerts: C=X
 check  "the host authenticates with its certificate" grep -qE "certs: +C=XX, O=Example, OU=Members, CN=fw" "$WORK/conns"
 check  "charon has the CA and the host certificate" sw "$fw" --list-certs
 said   "the CA is loaded as a CA" "flags: +CA"
+check  "xfrm: outbound to the secure subnet: ESP transport, reqid 0x5246, level use" xfrm_out 10.71.0.0/24 use
+check  "xfrm: inbound from the secure subnet: ESP template of any reqid, level use" sh -c \
+    "ip -n $fw xfrm policy show dir in src 10.71.0.0/24 | tr '\n' ' ' | grep -qE 'proto esp reqid 0 mode transport.*level use'"
+check  "xfrm: the exempt prefix is clear, out" xfrm_clear out 10.71.0.10/32
+check  "xfrm: the exempt prefix is clear, in" xfrm_clear in 10.71.0.10/32
+check  "xfrm: the DNS server (dns keyword) is clear" xfrm_clear out 10.71.0.53/32
+check  "xfrm: IPv6 neighbour solicitations are clear" sh -c "ip -n $fw xfrm policy show dir out | grep -A1 'proto ipv6-icmp type 135' | grep -q 'dir out'"
+echo "nameserver 10.71.0.54" >"$R.new" && mv "$R.new" "$R"
+wait_for 5 xfrm_clear out 10.71.0.54/32 || true
+check  "xfrm: a new DNS server in resolv.conf is exempt at once" xfrm_clear out 10.71.0.54/32
+refute "xfrm: ... and the old one no longer" xfrm_clear out 10.71.0.53/32
+echo "nameserver 10.71.0.53" >"$R.new" && mv "$R.new" "$R"
+wait_for 5 xfrm_clear out 10.71.0.53/32 || true
 check  "the table has the isolation chains" ip netns exec "$fw" nft list chain inet ringfence isolation_in
 said   "isolation_in drops new clear connections from the secure subnets" "ct state new meta ipsec missing ip saddr @iso_secure4 counter packets [0-9]+ bytes [0-9]+ drop"
 refute "a new clear connection from the member (.2) is dropped" from 10.71.0.2
@@ -107,8 +140,12 @@ check  "explain: the member's clear connection" ex 10.71.0.2
 said   "explain: dropped by isolation, as the kernel did" "decided by: isolation \(secure-request\)"
 check  "explain: the DNS server's connection" ex 10.71.0.53
 said   "explain: the DNS server is decided by the web rule (exempt)" "decided by: rule web"
-check  "show sas answers (no SA: this kernel has no ESP)" rf "$fw" show sas
-said   "show sas says there is no SA" "no SA"
+# That connection went out in clear (level use) and raised an ACQUIRE for reqid
+# 0x5246, which charon's trapped child answered: it is negotiating with the
+# member (which runs no charon, so it stays CONNECTING).
+check  "show sas answers" rf "$fw" show sas
+said   "show sas: charon started IKE with the member because of the kernel's ACQUIRE" \
+    "10\.71\.0\.1 .*<-> 10\.71\.0\.2 .*CONNECTING \(we initiated\)"
 
 # --- charon restarts ------------------------------------------------------------------
 n=$(loads)
@@ -127,6 +164,7 @@ said   "charon restarted: the connection is ringfence" "ringfence: IKEv2"
 policy require
 rf "$fw" apply >/dev/null
 check  "require: applied" mode_is require
+check  "require: outbound to the secure subnet is ESP at level required" xfrm_out 10.71.0.0/24 required
 refute "require: fw's clear connection to the member gets no reply" tcp "$fw" 10.71.0.2 9000
 check  "require: the exempt host still gets through" from 10.71.0.10
 policy request
@@ -140,6 +178,7 @@ rf "$fw" apply >/dev/null
 check  "off: applied" mode_is off
 wait_for 5 unloaded || true
 check  "off: charon no longer has the connection" unloaded
+check  "off: no xfrm policy is left" test "$(xfrm_count)" = 0
 refute "off: the isolation chains are gone" ip netns exec "$fw" nft list chain inet ringfence isolation_in
 
 finish

@@ -24,8 +24,6 @@ use crate::policy::values::{AddrRange, Address, Keyword};
 
 /// IKE and NAT-T.
 pub const IKE_PORTS: [u16; 2] = [500, 4500];
-/// ICMPv6 router and neighbour solicitations and advertisements, redirects.
-pub const ND_TYPES: std::ops::RangeInclusive<u8> = 133..=137;
 pub const CHAIN_IN: &str = "isolation_in";
 pub const CHAIN_OUT: &str = "isolation_out";
 
@@ -156,7 +154,10 @@ pub fn chains(iso: &Isolation) -> Vec<Chain> {
                 // work before any SA can: IKE needs it.
                 inbound.push(nft::Rule {
                     stmts: vec![
-                        Stmt::Equals(Expr::Payload("icmpv6", "type"), json!({ "set": ND_TYPES.collect::<Vec<u8>>() })),
+                        Stmt::Equals(
+                            Expr::Payload("icmpv6", "type"),
+                            json!({ "set": crate::xfrm::ND_TYPES.collect::<Vec<u8>>() }),
+                        ),
                         Stmt::Verdict(nft::Verdict::Return),
                     ],
                     comment: Some("neighbour discovery".into()),

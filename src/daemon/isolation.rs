@@ -1,42 +1,52 @@
-//! Keeping charon in step with the applied policy's `isolation:` section, and
-//! what the daemon says about it (`show state`, `show sas`).
+//! Keeping the kernel's xfrm policies and charon in step with the applied
+//! policy's `isolation:` section (and the host's addresses its exemptions
+//! name), and what the daemon says about it (`show state`).
 
 use std::sync::Arc;
 
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
+use crate::dynamic::DynState;
 use crate::ike::{self, conn, Desired, Status};
 use crate::policy::Policy;
-
-/// The static reqid of Ringfence's CHILD_SA: charon's child and the xfrm
-/// policies' outbound templates must name the same.
-pub const REQID: u32 = 0x5246;
+use crate::xfrm::{self, Xfrm};
 
 pub struct Isolation {
     desired: watch::Sender<Desired>,
     status: watch::Receiver<Status>,
+    /// The netlink socket for xfrm policies, opened at start in the daemon's
+    /// network namespace.
+    xfrm: Xfrm,
+    /// The policies last applied, so that an unchanged list costs nothing.
+    applied: Option<Vec<xfrm::Policy>>,
+    /// The last xfrm failure, until an apply succeeds.
+    xfrm_error: Option<String>,
 }
 
 impl Isolation {
     /// Starts the task that talks to charon (it does nothing until a policy
     /// turns isolation on).
-    pub fn start() -> Self {
+    pub fn start() -> Result<Self, xfrm::Error> {
+        let xfrm = Xfrm::open()?;
         let (desired, desired_rx) = watch::channel(Desired::default());
         let (status_tx, status) = watch::channel(Status::default());
         tokio::spawn(ike::follow(desired_rx, status_tx));
-        Isolation { desired, status }
+        Ok(Isolation { desired, status, xfrm, applied: None, xfrm_error: None })
     }
 
-    /// After an apply or a reload: what charon must hold now. The credential
-    /// files are read again, so a reload picks up a renewed certificate.
-    pub fn sync(&self, policy: &Policy) {
+    /// After an apply or a reload: the xfrm policies, and what charon must
+    /// hold. The credential files are read again, so a reload picks up a
+    /// renewed certificate.
+    pub fn sync(&mut self, policy: &Policy, dynamic: &DynState) {
+        self.sync_xfrm(policy, dynamic);
         let iso = &policy.isolation;
         let desired = if iso.enabled() {
             match ike::read_credentials(iso) {
-                Ok(creds) => {
-                    Desired { socket: Some(ike::socket_path(iso)), load: Some(Arc::new(conn::load(iso, creds, REQID))) }
-                }
+                Ok(creds) => Desired {
+                    socket: Some(ike::socket_path(iso)),
+                    load: Some(Arc::new(conn::load(iso, creds, xfrm::REQID))),
+                },
                 Err(e) => return tracing::error!("isolation: {e}; charon keeps what it has"),
             }
         } else {
@@ -49,11 +59,42 @@ impl Isolation {
         });
     }
 
+    /// The xfrm policies for the policy and the host's addresses now (a
+    /// change of an exempt keyword's addresses changes them).
+    pub fn sync_xfrm(&mut self, policy: &Policy, dynamic: &DynState) {
+        let desired = xfrm::policies(&policy.isolation, dynamic);
+        if self.applied.as_ref() == Some(&desired) {
+            return;
+        }
+        match self.xfrm.apply(&desired) {
+            Ok(c) => {
+                if c.added + c.updated + c.removed > 0 {
+                    tracing::info!(added = c.added, updated = c.updated, removed = c.removed, "xfrm policies applied");
+                }
+                self.applied = Some(desired);
+                self.xfrm_error = None;
+            }
+            Err(e) => {
+                tracing::error!("xfrm policies: {e}");
+                // Unknown now: the next sync applies the whole list again.
+                self.applied = None;
+                self.xfrm_error = Some(e.to_string());
+            }
+        }
+    }
+
+    /// Removes Ringfence's xfrm policies (`--flush-on-exit`).
+    pub fn remove_xfrm(&mut self) -> Result<(), xfrm::Error> {
+        self.xfrm.remove_all().map(drop)
+    }
+
     /// For `show state`.
     pub fn view(&self, policy: Option<&Policy>) -> Value {
         let status = self.status.borrow();
         json!({
             "mode": policy.map(|p| p.isolation.mode.value),
+            "xfrm-policies": self.applied.as_ref().map(Vec::len),
+            "xfrm-error": self.xfrm_error,
             "ike": *status,
         })
     }

@@ -51,7 +51,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let _lock = lock::lock_netns()?;
     let listener = control::bind(&opts.socket, opts.socket_group.as_deref())?;
     let mut engine = Engine::new(opts.dirs.clone(), opts.dirs_required, NftBackend);
-    let isolation = isolation::Isolation::start();
+    let mut isolation = isolation::Isolation::start().context("cannot open the xfrm netlink socket")?;
     // The keywords' values go into the first table, so that it never has empty
     // dynamic sets that the host's configuration would have filled.
     let (updates, mut dynamic) = mpsc::channel::<Update>(4);
@@ -66,7 +66,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(&opts.socket);
         return Err(e).context("cannot start");
     }
-    applied(&engine, &isolation, Outcome::Applied, "started");
+    applied(&engine, &mut isolation, Outcome::Applied, "started");
 
     let (calls_tx, mut calls) = mpsc::channel::<control::Call>(64);
     let (ticks_tx, mut ticks) = mpsc::unbounded_channel();
@@ -96,19 +96,19 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                     tokio::spawn(async move { let _ = reply.send(views::sas(socket).await); });
                 }
                 request => {
-                    let _ = reply.send(handle(&mut engine, &isolation, request));
+                    let _ = reply.send(handle(&mut engine, &mut isolation, request));
                 }
             },
-            _ = hup.recv() => reload(&mut engine, &isolation, "SIGHUP"),
-            Some((keywords, part)) = dynamic.recv() => update_dynamic(&mut engine, keywords, part),
+            _ = hup.recv() => reload(&mut engine, &mut isolation, "SIGHUP"),
+            Some((keywords, part)) = dynamic.recv() => update_dynamic(&mut engine, &mut isolation, keywords, part),
             Some(()) = ticks.recv() => reload_at = Some(Instant::now() + DEBOUNCE),
             _ = sleep_until(reload_at.unwrap_or_else(Instant::now)), if reload_at.is_some() => {
                 reload_at = None;
-                reload(&mut engine, &isolation, "policy files changed");
+                reload(&mut engine, &mut isolation, "policy files changed");
             }
             _ = sleep_until(rollback_at.unwrap_or_else(Instant::now)), if rollback_at.is_some() => {
                 match engine.rollback() {
-                    Ok(outcome) => applied(&engine, &isolation, outcome, "rolled back: not confirmed in time"),
+                    Ok(outcome) => applied(&engine, &mut isolation, outcome, "rolled back: not confirmed in time"),
                     Err(e) => tracing::error!("rollback failed: {e:#}"),
                 }
             }
@@ -122,11 +122,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     // the daemon that was to roll it back.
     if engine.pending.is_some() {
         match engine.rollback() {
-            Ok(outcome) => applied(&engine, &isolation, outcome, "rolled back: stopping before confirmation"),
+            Ok(outcome) => applied(&engine, &mut isolation, outcome, "rolled back: stopping before confirmation"),
             Err(e) => tracing::error!("rollback on stop failed: {e:#}"),
         }
     }
     if opts.flush_on_exit {
+        isolation.remove_xfrm().context("cannot remove the xfrm policies on exit")?;
         engine.backend.delete(TABLE).context("cannot delete the table on exit")?;
         tracing::info!(table = TABLE, "stopped; table deleted (--flush-on-exit)");
     } else {
@@ -136,9 +137,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
 }
 
 /// After a successful apply or reload: logs it, and brings charon in step.
-fn applied<B: Backend>(engine: &Engine<B>, isolation: &isolation::Isolation, outcome: Outcome, why: &str) {
+fn applied<B: Backend>(engine: &Engine<B>, isolation: &mut isolation::Isolation, outcome: Outcome, why: &str) {
     let Some(a) = &engine.applied else { return };
-    isolation.sync(&a.policy);
+    isolation.sync(&a.policy, &engine.dynamic);
     let (files, rules, sets, elements) =
         (a.policy.files.len(), a.policy.rules.len(), a.compiled.table.sets.len(), a.compiled.table.element_count());
     match outcome {
@@ -173,7 +174,12 @@ fn start_file_source<B: Backend, S: FileSource>(engine: &mut Engine<B>, mut sour
 }
 
 /// Takes one source's new values of its keywords.
-fn update_dynamic<B: Backend>(engine: &mut Engine<B>, keywords: &[Keyword], part: DynState) {
+fn update_dynamic<B: Backend>(
+    engine: &mut Engine<B>,
+    isolation: &mut isolation::Isolation,
+    keywords: &[Keyword],
+    part: DynState,
+) {
     let mut state = engine.dynamic.clone();
     state.replace(keywords, part);
     match engine.update_dynamic(state) {
@@ -181,16 +187,20 @@ fn update_dynamic<B: Backend>(engine: &mut Engine<B>, keywords: &[Keyword], part
         Ok(sets) => tracing::info!(sets, "dynamic sets updated"),
         Err(e) => tracing::error!("updating the dynamic sets failed; they keep their previous elements: {e:#}"),
     }
+    // Exempt keywords are xfrm policies too.
+    if let Some(a) = &engine.applied {
+        isolation.sync_xfrm(&a.policy, &engine.dynamic);
+    }
 }
 
-fn reload<B: Backend>(engine: &mut Engine<B>, isolation: &isolation::Isolation, why: &str) {
+fn reload<B: Backend>(engine: &mut Engine<B>, isolation: &mut isolation::Isolation, why: &str) {
     match engine.reload(Trigger::Files) {
         Ok(outcome) => applied(engine, isolation, outcome, why),
         Err(e) => tracing::error!("reload ({why}) failed: {e:#}"),
     }
 }
 
-fn handle<B: Backend>(engine: &mut Engine<B>, isolation: &isolation::Isolation, request: Request) -> Response {
+fn handle<B: Backend>(engine: &mut Engine<B>, isolation: &mut isolation::Isolation, request: Request) -> Response {
     let answer = match request {
         Request::State => views::state(engine).map(|mut v| {
             v["isolation"] = isolation.view(engine.applied.as_ref().map(|a| &a.policy));

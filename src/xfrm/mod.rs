@@ -27,9 +27,11 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::RangeInclusive;
 
+use crate::policy::values::{IPPROTO_ICMP, IPPROTO_ICMPV6};
+
 use serde::Serialize;
 
-pub use kernel::{Changes, Error, Installed, Xfrm};
+pub use kernel::{Error, Xfrm};
 pub use plan::policies;
 
 /// The reqid of the outbound templates, and of the CHILD_SA that charon
@@ -56,9 +58,6 @@ pub const BAND: RangeInclusive<u32> = 0x1_0000..=0x1_FFFF;
 /// (IPv4 needs nothing: ARP is not IP. IKE itself passes through charon's
 /// per-socket bypass policies.)
 pub const ND_TYPES: RangeInclusive<u8> = 133..=137;
-
-pub const IPPROTO_ICMP: u8 = 1;
-pub const IPPROTO_ICMPV6: u8 = 58;
 
 /// Why a policy exists, from the most preferred down; the kernel takes, of
 /// the policies whose selector matches a packet, the one of lowest priority.

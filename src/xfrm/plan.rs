@@ -1,10 +1,11 @@
 //! The policies isolation needs: a pure function of the `isolation:` section
 //! and of the exempt keywords' current addresses.
 
-use super::{Action, Dir, Level, Policy, Prefix, Rank, Selector, INBOUND_REQID, IPPROTO_ICMPV6, ND_TYPES, REQID};
+use super::{Action, Dir, Level, Policy, Prefix, Rank, Selector, INBOUND_REQID, ND_TYPES, REQID};
 use crate::dynamic::DynState;
 use crate::policy::isolation::Isolation;
 use crate::policy::raw::IsolationMode;
+use crate::policy::values::IPPROTO_ICMPV6;
 use crate::policy::values::{AddrRange, Address};
 
 /// Every policy isolation needs now, sorted, one per (direction, selector).

@@ -10,9 +10,10 @@ use std::process::Command;
 use nix::sched::CloneFlags;
 
 use super::{diff, Op, Plan};
+use super::{Changes, Installed};
 use crate::policy::raw::IsolationMode;
 use crate::xfrm::plan::tests::{dynamic, isolation};
-use crate::xfrm::{policies, Changes, Dir, Error, Installed, Policy, Xfrm};
+use crate::xfrm::{policies, Dir, Error, Policy, Xfrm};
 
 /// The policies of a mode over 10.0.0.0/8, fd00::/8 and `extra`, with `exempt`
 /// and the DNS servers 10.0.0.53 and fd00::53.
