@@ -277,7 +277,7 @@ _watch() {
 _watch >"$WORK/watch.out" &
 WATCH=$!
 sleep 0.5
-# postinst's try-restart returns once the new daemon has sent READY=1.
+# postinst's restart returns once the new daemon has sent READY=1.
 check "reinstalling the .deb (the upgrade path) succeeds" incont dpkg -i /root/ringfence.deb
 touch "$WORK/watch.stop"
 wait "$WATCH"
@@ -287,6 +287,12 @@ check "the service is active after the upgrade" incont systemctl is-active ringf
 check "the table never went away during the upgrade's restart" grep -qE '^[1-9][0-9]* polls, 0 without the table$' "$WORK/watch.out"
 check "after the upgrade tcp/22 is reachable" tcp "$peer" 10.209.0.1 22
 refute "after the upgrade tcp/8080 is blocked" tcp "$peer" 10.209.0.1 8080
+check "systemctl disable --now succeeds" incont systemctl disable --now ringfence
+check "an upgrade of the disabled service succeeds" incont dpkg -i /root/ringfence.deb
+refute "and leaves it stopped" incont systemctl is-active ringfence
+refute "and disabled" incont systemctl is-enabled ringfence
+check "systemctl enable --now succeeds" incont systemctl enable --now ringfence
+check "and the service is active again" incont systemctl is-active ringfence
 table_same "$fw" >"$WORK/table.running"
 MAIN=$(main_pid)
 
@@ -311,6 +317,10 @@ rm "$R/etc/ringfence/policy.d/50-admin.yaml"
 check "installing again succeeds" incont apt-get install -y -qq /root/ringfence.deb
 check "and starts the service" incont systemctl is-active ringfence
 check "remove again" incont apt-get remove -y -qq ringfence
+# From the config-files state postinst gets the old version, as on an upgrade.
+check "installing over the removed package's conffiles succeeds" incont apt-get install -y -qq /root/ringfence.deb
+check "and starts the service too" incont systemctl is-active ringfence
+check "remove once more" incont apt-get remove -y -qq ringfence
 check "the table is deleted by hand" ip netns exec "$fw" nft delete table inet ringfence
 check "purge with no ringfence table in the kernel succeeds" incont apt-get purge -y -qq ringfence
 check "that purge left the admin's table untouched too" cmp "$WORK/admin.before" <(admin_table)
