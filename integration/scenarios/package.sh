@@ -325,6 +325,17 @@ check "the table is deleted by hand" ip netns exec "$fw" nft delete table inet r
 check "purge with no ringfence table in the kernel succeeds" incont apt-get purge -y -qq ringfence
 check "that purge left the admin's table untouched too" cmp "$WORK/admin.before" <(admin_table)
 
+# The RPM's %postun, the one scriptlet that touches nftables, run as rpm would
+# on erase ($1 = 0) by the container's sh (there is no RPM-based root here).
+rpm -qp --qf '%{POSTUN}' "$RPM" >"$R/root/postun.sh"
+check "the ringfence table is created by hand" ip netns exec "$fw" nft add table inet ringfence
+check "the .rpm's %postun on erase succeeds" incont sh /root/postun.sh 0
+refute "it deleted the ringfence table" ip netns exec "$fw" nft list table inet ringfence
+check "it left the admin's table untouched" cmp "$WORK/admin.before" <(admin_table)
+check "the .rpm's %postun on erase succeeds with no ringfence table" incont sh /root/postun.sh 0
+check "the .rpm's %postun on upgrade succeeds and creates no table" \
+    sh -c "nsenter -t $LEADER -m -u -i -n -p -- sh /root/postun.sh 1 && ! ip netns exec $fw nft list table inet ringfence"
+
 kill -TERM "$NSPAWN_PID"
 check "the container shuts down on SIGTERM" wait_for 30 _gone "$NSPAWN_PID"
 echo "  the scenario took $((SECONDS - START)) s"
