@@ -86,6 +86,13 @@ pub enum Command {
     Confirm,
     /// Print the embedded default policy (a starting point for your own).
     DefaultPolicy,
+    /// Print the completion script for SHELL (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (ringfence.8, ringfence-SUBCOMMAND.8) into DIR, as the packages do.
+    Manpages { dir: PathBuf },
 }
 
 #[derive(Clone, Copy, ValueEnum)]

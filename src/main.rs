@@ -5,6 +5,7 @@ mod cli;
 mod client;
 mod compile;
 mod daemon;
+mod docgen;
 mod dynamic;
 mod explain;
 mod ike;
@@ -114,6 +115,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::DefaultPolicy => {
             print!("{}", policy::EMBEDDED_DEFAULT);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Completions { shell } => {
+            std::io::Write::write_all(&mut std::io::stdout().lock(), &docgen::completions(shell))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Manpages { dir } => {
+            for path in docgen::manpages(&dir)? {
+                println!("{}", path.display());
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

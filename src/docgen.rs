@@ -1,0 +1,87 @@
+//! Man pages and shell completions, generated from the clap definition in
+//! `cli.rs` so that they can never drift from `--help`. The packages run these
+//! at build time (`ringfence completions SHELL`, `ringfence manpages DIR`;
+//! packaging/build-packages.sh).
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::CommandFactory;
+use clap_complete::Shell;
+
+use crate::cli::Cli;
+
+/// Section 8: system administration commands and daemons.
+const SECTION: &str = "8";
+
+/// The completion script for `shell`.
+pub fn completions(shell: Shell) -> Vec<u8> {
+    let mut cmd = Cli::command();
+    let name = cmd.get_name().to_string();
+    // Into memory: clap_complete panics on a failed write (e.g. a closed pipe).
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cmd, name, &mut script);
+    script
+}
+
+/// Writes ringfence.8 and one page per subcommand (ringfence-daemon.8, ...)
+/// into `dir`, none for `help` or a hidden subcommand; returns the paths written.
+pub fn manpages(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut cmd = Cli::command().disable_help_subcommand(true);
+    // Building propagates the global options (--socket) into the subcommands and
+    // names them `ringfence-SUB`, the name of their page.
+    cmd.build();
+    let mut written = Vec::new();
+    write_page(&cmd, dir, &mut written).with_context(|| format!("cannot write man pages into {}", dir.display()))?;
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        write_page(sub, dir, &mut written).with_context(|| format!("cannot write man pages into {}", dir.display()))?;
+    }
+    Ok(written)
+}
+
+fn write_page(cmd: &clap::Command, dir: &Path, written: &mut Vec<PathBuf>) -> io::Result<()> {
+    // No date: the pages of one version are byte-identical whenever they are built.
+    let man = clap_mangen::Man::new(cmd.clone()).section(SECTION).manual("Ringfence");
+    let path = dir.join(man.get_filename());
+    let mut out = BufWriter::new(File::create(&path)?);
+    man.render(&mut out)?;
+    out.flush()?;
+    written.push(path);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_page_per_subcommand() {
+        let dir = std::env::temp_dir().join(format!("ringfence-man-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut names: Vec<String> =
+            manpages(&dir).unwrap().iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+        names.sort();
+        let main = std::fs::read_to_string(dir.join("ringfence.8")).unwrap();
+        let daemon = std::fs::read_to_string(dir.join("ringfence-daemon.8")).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(names.contains(&"ringfence.8".to_string()), "{names:?}");
+        assert!(names.contains(&"ringfence-daemon.8".to_string()), "{names:?}");
+        assert!(names.contains(&"ringfence-completions.8".to_string()), "{names:?}");
+        assert!(names.contains(&"ringfence-manpages.8".to_string()), "{names:?}");
+        assert!(!names.iter().any(|n| n.contains("help")), "{names:?}");
+        assert!(main.contains(".TH ringfence 8"), "{main}");
+        // The global option reaches the subcommands' pages.
+        assert!(daemon.contains("socket"), "{daemon}");
+        assert!(daemon.contains("flush\\-on\\-exit"), "{daemon}");
+    }
+
+    #[test]
+    fn completions_know_the_subcommands() {
+        for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+            let text = String::from_utf8(completions(shell)).unwrap();
+            assert!(text.contains("daemon") && text.contains("explain"), "{shell}: {text}");
+        }
+    }
+}
