@@ -2,7 +2,7 @@
 # Installs what the tests need on a Debian machine (as root). Idempotent and quiet:
 # does nothing when everything is present.
 set -euo pipefail
-PACKAGES=(nftables iproute2 iperf3 socat netcat-openbsd procps util-linux iputils-ping python3 dnsmasq-base isc-dhcp-client)
+PACKAGES=(nftables iproute2 iperf3 socat netcat-openbsd procps util-linux iputils-ping python3 dnsmasq-base isc-dhcp-client python3-jsonschema python3-yaml)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -7,14 +7,18 @@ mod compile;
 mod daemon;
 mod dynamic;
 mod explain;
+mod metrics;
+mod monitor;
 mod nft;
 mod pki;
 mod policy;
 mod protocol;
+mod schema;
 mod show;
 #[cfg(test)]
 mod testutil;
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -61,7 +65,7 @@ fn print(json: bool, value: &serde_json::Value, human: fn(&serde_json::Value) ->
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Daemon { policy, socket_group, flush_on_exit, resolv_conf, mut lease_paths, smb_conf } => {
+        Command::Daemon { policy, socket_group, flush_on_exit, resolv_conf, mut lease_paths, smb_conf, metrics } => {
             let (dirs, dirs_required) = dirs(&policy);
             if lease_paths.is_empty() {
                 lease_paths = dynamic::leases::DEFAULT_LEASE_PATHS.iter().map(PathBuf::from).collect();
@@ -75,6 +79,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 resolv_conf,
                 lease_paths,
                 smb_conf,
+                metrics,
             };
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(daemon::run(opts))?;
@@ -88,6 +93,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ShowWhat::Profiles => (Request::Profiles, show::profiles),
                 ShowWhat::Policy => (Request::Policy, show::policy),
                 ShowWhat::Sets => (Request::Sets, show::sets),
+                ShowWhat::Stats => (Request::Stats, show::stats),
             };
             print(json, &client::call(&cli.socket, &request)?, human)
         }
@@ -107,6 +113,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Confirm => {
             client::call(&cli.socket, &Request::Confirm)?;
             println!("confirmed; the ruleset stays");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Monitor { backlog, json } => {
+            let mut out = std::io::stdout().lock();
+            client::stream(&cli.socket, &Request::Monitor { backlog }, |line| {
+                if json {
+                    writeln!(out, "{line}")
+                } else {
+                    write!(out, "{}", show::monitor_line(&line))
+                }
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schema => {
+            println!("{}", serde_json::to_string_pretty(&schema::policy_schema())?);
             Ok(ExitCode::SUCCESS)
         }
         Command::DefaultPolicy => {

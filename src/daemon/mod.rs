@@ -4,10 +4,12 @@
 mod control;
 mod engine;
 mod lock;
+mod stats;
 mod views;
 mod watch;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -22,8 +24,11 @@ use crate::dynamic::follow::{follow, FileSource};
 use crate::dynamic::leases::Leases;
 use crate::dynamic::resolv::Resolv;
 use crate::dynamic::{keyword_names, netlink, resolv, DynState, Update};
+use crate::metrics;
+use crate::monitor::{self, Hub};
 use crate::policy::values::Keyword;
 use crate::protocol::{Request, Response};
+pub use control::Call;
 use engine::{Engine, Outcome, Trigger};
 use views::policy_view;
 
@@ -43,6 +48,8 @@ pub struct Options {
     pub lease_paths: Vec<PathBuf>,
     /// Samba's configuration (`wins`).
     pub smb_conf: PathBuf,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics: Option<metrics::Listen>,
 }
 
 pub async fn run(opts: Options) -> anyhow::Result<()> {
@@ -60,6 +67,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let resolver = Resolv { path: opts.resolv_conf.clone(), upstream: PathBuf::from(resolv::RESOLVED_UPSTREAM) };
     start_file_source(&mut engine, resolver, &updates);
     start_file_source(&mut engine, Leases::new(opts.lease_paths.clone(), opts.smb_conf.clone()), &updates);
+    // Bound before the first table, so that its first logged packet is read.
+    let hub = Arc::new(Hub::default());
+    let mut logged = monitor::start(Arc::clone(&hub)).await;
     if let Err(e) = engine.reload(Trigger::Files) {
         let _ = std::fs::remove_file(&opts.socket);
         return Err(e).context("cannot start");
@@ -67,6 +77,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     log_applied(&engine, Outcome::Applied, "started");
 
     let (calls_tx, mut calls) = mpsc::channel::<control::Call>(64);
+    if let Some(listen) = &opts.metrics {
+        let server = metrics::bind(listen).await.context("cannot serve metrics")?;
+        tokio::spawn(metrics::serve(server, calls_tx.clone()));
+    }
     let (ticks_tx, mut ticks) = mpsc::unbounded_channel();
     let _watcher = watch::watch(&opts.dirs, ticks_tx).context("cannot watch the policy directories")?;
     let mut hup = signal(SignalKind::hangup())?;
@@ -79,12 +93,13 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         let rollback_at = engine.pending.as_ref().map(|p| Instant::from_std(p.deadline));
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => { tokio::spawn(control::serve(stream, calls_tx.clone())); }
+                Ok((stream, _)) => { tokio::spawn(control::serve(stream, calls_tx.clone(), Arc::clone(&hub))); }
                 Err(e) => tracing::warn!(error = %e, "control socket accept failed"),
             },
             Some((request, reply)) = calls.recv() => {
-                let _ = reply.send(handle(&mut engine, request));
+                let _ = reply.send(handle(&mut engine, &hub, request));
             }
+            Some(packet) = logged.recv() => hub.record(engine.applied.as_ref().map(|a| (&a.policy, &a.compiled)), packet),
             _ = hup.recv() => reload(&mut engine, "SIGHUP"),
             Some((keywords, part)) = dynamic.recv() => update_dynamic(&mut engine, keywords, part),
             Some(()) = ticks.recv() => reload_at = Some(Instant::now() + DEBOUNCE),
@@ -174,13 +189,16 @@ fn reload<B: Backend>(engine: &mut Engine<B>, why: &str) {
     }
 }
 
-fn handle<B: Backend>(engine: &mut Engine<B>, request: Request) -> Response {
+fn handle<B: Backend>(engine: &mut Engine<B>, hub: &Hub, request: Request) -> Response {
     let answer = match request {
         Request::State => views::state(engine),
         Request::Rules => views::rules(engine),
         Request::Profiles => views::profiles(engine),
         Request::Policy => Ok(engine.applied.as_ref().map_or(json!(null), |a| policy_view(&a.policy))),
         Request::Sets => Ok(views::sets(engine)),
+        Request::Stats => stats::stats(engine, hub),
+        // Served by the connection's task (`control::serve`), never queued.
+        Request::Monitor { .. } => Err("monitor is a stream".into()),
         Request::Explain { direction, packet } => Ok(engine
             .applied
             .as_ref()
