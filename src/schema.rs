@@ -58,7 +58,6 @@ impl<T: JsonSchema> JsonSchema for List<Spanned<T>> {
 /// The schema of one policy file. An empty file (a YAML null) is valid.
 pub fn policy_schema() -> Schema {
     let mut schema = schemars::schema_for!(RawFile);
-    schema.insert("$id".into(), json!("https://ringfence.invalid/schema/policy-v1.json"));
     schema.insert("title".into(), json!("Ringfence policy file, version 1"));
     schema.insert("type".into(), json!(["object", "null"]));
     schema

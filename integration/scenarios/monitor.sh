@@ -23,7 +23,9 @@ rules:
   - { name: no-v6-9091, direction: in, action: block, protocol: udp, local-ports: [9091], remote-addresses: ["fd00:207:1::/64"], log: true }
 YAML
 echo "$ND_RULE" >>"$P/10-monitor.yaml"
-daemon_start "$fw" "$P" --metrics 127.0.0.1:9477
+# nobody (primary group nogroup) may read state, and so the monitor, not change anything.
+chmod o+x "$WORK"
+daemon_start "$fw" "$P" --metrics 127.0.0.1:9477 --socket-group nogroup
 
 # first_event WANT CMD...: starts `ringfence monitor --json`, then runs CMD,
 # which sends a packet, and prints the first event line that contains WANT
@@ -76,6 +78,11 @@ rf "$fw" monitor --backlog 10 >"$WORK/human.out" 2>&1 & mpid=$!; sleep 1; kill "
 check "human monitor --backlog names the rule and file:line" \
     grep -qE 'in +eth0 +tcp 10\.207\.1\.2:[0-9]+ -> 10\.207\.1\.1:9090  block  rule no-9090 \(.*10-monitor\.yaml:8:[0-9]+\)' "$WORK/human.out"
 check "human monitor shows the default drop" grep -q 'domain default' "$WORK/human.out"
+as_nobody() { ip netns exec "$fw" setpriv --reuid nobody --regid nogroup --clear-groups "$RINGFENCE" --socket "$(sock "$fw")" "$@"; }
+as_nobody monitor --backlog 10 --json >"$WORK/nobody.out" 2>&1 & mpid=$!; sleep 1; kill "$mpid" 2>/dev/null || true
+check "a member of --socket-group may read the monitor" grep -q '"name":"no-9090"' "$WORK/nobody.out"
+refute "... but not apply" as_nobody apply
+said "... (permission denied)" 'permission denied'
 
 # show stats counts what was logged, next to the kernel's counters.
 rf "$fw" show stats --json >"$WORK/stats.json"

@@ -325,18 +325,21 @@ mod tests {
         assert_eq!(parse_prefix("other in block: "), None);
     }
 
-    #[test]
-    fn the_ring_is_bounded_and_counts_per_rule() {
-        let hub = Hub::default();
-        let logged = Logged {
+    fn dropped_udp() -> Logged {
+        Logged {
             prefix: log_prefix(Direction::In, Verdict::Block, Some(ProfileKind::Public)),
             in_interface: Some("eth0".into()),
             out_interface: None,
             uid: None,
             header: nflog::parse_ip(&[0x45, 0, 0, 20, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 2, 10, 0, 0, 1]),
-        };
+        }
+    }
+
+    #[test]
+    fn the_ring_is_bounded_and_counts_per_rule() {
+        let hub = Hub::default();
         for _ in 0..RING + 10 {
-            hub.record(None, logged.clone());
+            hub.record(None, dropped_udp());
         }
         let s = lock(&hub.state);
         assert_eq!(s.ring.len(), RING);
@@ -345,5 +348,38 @@ mod tests {
         assert_eq!(s.totals.unattributed, (RING + 10) as u64);
         assert_eq!(s.ring[0].verdict, Verdict::Block);
         assert_eq!(s.ring[0].remote, Some("10.0.0.2".parse().unwrap()));
+    }
+
+    /// A subscriber that cannot keep up loses its oldest events, is told how
+    /// many, and then gets the newest ones.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_slow_subscriber_is_told_what_it_lost() {
+        use tokio::io::{AsyncBufReadExt, BufReader};
+        let hub = Arc::new(Hub::default());
+        for _ in 0..5 {
+            hub.record(None, dropped_udp());
+        }
+        let (server, client) = tokio::net::UnixStream::pair().unwrap();
+        let (read, write) = server.into_split();
+        let task = tokio::spawn({
+            let hub = Arc::clone(&hub);
+            async move { hub.stream(read, write, 2).await }
+        });
+        let mut lines = BufReader::new(client).lines();
+        assert!(lines.next_line().await.unwrap().unwrap().contains("\"monitoring\":true"));
+        for _ in 0..2 {
+            assert!(lines.next_line().await.unwrap().unwrap().starts_with("{\"event\":"));
+        }
+        // The stream task cannot run while these are recorded.
+        for _ in 0..SUBSCRIBER_QUEUE + 100 {
+            hub.record(None, dropped_udp());
+        }
+        assert_eq!(lines.next_line().await.unwrap().unwrap(), "{\"lagged\":100}");
+        for _ in 0..SUBSCRIBER_QUEUE {
+            assert!(lines.next_line().await.unwrap().unwrap().starts_with("{\"event\":"));
+        }
+        drop(lines);
+        task.await.unwrap();
+        assert_eq!(hub.live.receiver_count(), 0);
     }
 }
