@@ -29,7 +29,11 @@ pub fn stream(
 ) -> anyhow::Result<()> {
     let stream = send(socket, request)?;
     let mut reader = BufReader::new(&stream);
-    answer(&mut reader)?;
+    // The daemon streams even when it cannot read what it would stream (the
+    // NFLOG group is taken): say so rather than wait in silence.
+    if let Some(e) = answer(&mut reader)?["error"].as_str() {
+        eprintln!("ringfence: warning: the daemon is not reading logged packets: {e}");
+    }
     let mut line = String::new();
     while reader.read_line(&mut line).context("reading from the daemon failed")? > 0 {
         if each(serde_json::from_str(&line).context("the daemon's event cannot be read")?).is_err() {

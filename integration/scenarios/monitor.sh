@@ -21,6 +21,7 @@ rules:
   - { name: web, direction: in, action: allow, protocol: tcp, local-ports: [8080] }
   - { name: no-9090, direction: in, action: block, protocol: tcp, local-ports: [9090], log: true }
   - { name: no-v6-9091, direction: in, action: block, protocol: udp, local-ports: [9091], remote-addresses: ["fd00:207:1::/64"], log: true }
+  - { name: nobody-no-9092, direction: out, action: block, protocol: udp, remote-ports: [9092], users: [nobody], log: true }
 YAML
 echo "$ND_RULE" >>"$P/10-monitor.yaml"
 # nobody (primary group nogroup) may read state, and so the monitor, not change anything.
@@ -70,6 +71,10 @@ check "... and the packet: in, eth0, tcp, 10.207.1.2 -> :9090, block" test \
 check "an IPv6 UDP datagram to 9091 is logged with its rule" \
     first_event '"local-port":9091' ip netns exec "$a" python3 -c 'import socket; s=socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); s.sendto(b"x", ("fd00:207:1::1", 9091))'
 said "... no-v6-9091, from fd00:207:1::2" '"name":"no-v6-9091".*"remote":"fd00:207:1::2"'
+check "an outbound datagram of nobody's is logged with its rule" \
+    first_event '"remote-port":9092' ip netns exec "$fw" setpriv --reuid nobody --regid nogroup --clear-groups \
+    python3 -c 'import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"x", ("10.207.1.2", 9092))'
+said "... out, eth0, uid 65534, nobody-no-9092" '"name":"nobody-no-9092".*"direction":"out".*"interface":"eth0".*"uid":65534'
 check "a packet the domain default drops is logged (log-dropped)" \
     first_event '"local-port":4444' ip netns exec "$a" timeout 3 socat -T1 - TCP:10.207.1.1:4444,connect-timeout=1
 said "... as the domain profile's default" '"decided-by":\{"kind":"profile-default","profile":"domain"\}'
@@ -139,4 +144,27 @@ limit=$(python3 -c "print(int(10 * ($flood_secs + 2) + 20 + 5))")
 check "the kernel's rate limit let at most $limit through to the daemon" test "$((logged_after - logged_before))" -le "$limit"
 check "the daemon's memory stayed flat (RSS grew by < 2 MiB)" test "$((rss_after - rss_before))" -lt 2048
 check "the daemon is still running" kill -0 "$DAEMON_PID"
+
+# Another program holds the NFLOG group: the firewall still starts, and says
+# it has no monitor.
+taken=$(host taken)
+bg "$taken" python3 -c '
+import socket, struct, time
+s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 12)  # NETLINK_NETFILTER
+s.bind((0, 0))
+# NFULNL_MSG_CONFIG with NFULA_CFG_CMD = NFULNL_CFG_CMD_BIND, for group 2714
+body = struct.pack("=BBH", 0, 0, socket.htons(2714)) + struct.pack("=HHB3x", 5, 1, 1)
+s.send(struct.pack("=IHHII", 16 + len(body), (4 << 8) | 1, 1 | 4, 1, 0) + body)
+s.recv(100)
+print("bound", flush=True)
+time.sleep(60)'
+wait_for 5 grep -q bound "$WORK/bg.log"
+mkdir "$WORK/p2" && echo "version: 1" >"$WORK/p2/a.yaml"
+daemon_start "$taken" "$WORK/p2"
+check "with the group taken, the daemon starts and says why it has no monitor" \
+    grep -q 'no dropped-packet monitor: cannot bind NFLOG group 2714' "$WORK/$taken.log"
+check "show stats says it is not reading" rf "$taken" show stats
+said "... NOT reading" '^monitor: +NOT reading: cannot bind NFLOG group 2714'
+ip netns exec "$taken" timeout 1 "$RINGFENCE" --socket "$(sock "$taken")" monitor >"$WORK/taken.out" 2>&1 || true
+check "ringfence monitor warns" grep -q 'warning: the daemon is not reading logged packets' "$WORK/taken.out"
 finish
