@@ -54,11 +54,18 @@ pub enum Server {
     Tcp(TcpListener),
 }
 
-/// Binds the endpoint. A Unix socket gets mode 0660 (root and its group).
+/// Binds the endpoint. A Unix socket gets mode 0660 (root and its group); a
+/// stale one is replaced, a live one (another daemon's) is an error.
 pub async fn bind(listen: &Listen) -> std::io::Result<Server> {
     match listen {
         Listen::Tcp(addr) => Ok(Server::Tcp(TcpListener::bind(addr).await?)),
         Listen::Unix(path) => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    format!("another daemon serves metrics at {}", path.display()),
+                ));
+            }
             if path.exists() {
                 std::fs::remove_file(path)?;
             }

@@ -160,11 +160,20 @@ print("bound", flush=True)
 time.sleep(60)'
 wait_for 5 grep -q bound "$WORK/bg.log"
 mkdir "$WORK/p2" && echo "version: 1" >"$WORK/p2/a.yaml"
-daemon_start "$taken" "$WORK/p2"
+daemon_start "$taken" "$WORK/p2" --metrics "unix:$WORK/metrics.sock"
 check "with the group taken, the daemon starts and says why it has no monitor" \
     grep -q 'no dropped-packet monitor: cannot bind NFLOG group 2714' "$WORK/$taken.log"
 check "show stats says it is not reading" rf "$taken" show stats
 said "... NOT reading" '^monitor: +NOT reading: cannot bind NFLOG group 2714'
 ip netns exec "$taken" timeout 1 "$RINGFENCE" --socket "$(sock "$taken")" monitor >"$WORK/taken.out" 2>&1 || true
 check "ringfence monitor warns" grep -q 'warning: the daemon is not reading logged packets' "$WORK/taken.out"
+check "metrics are served on a Unix socket too" timeout 5 python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+reply = b"".join(iter(lambda: s.recv(65536), b"")).decode()
+print(reply)
+sys.exit(0 if reply.startswith("HTTP/1.0 200 OK") else 1)' "$WORK/metrics.sock"
+said "... with the applies counter" '^ringfence_applies_total 1$'
 finish

@@ -109,13 +109,14 @@ struct State {
 pub struct Hub {
     state: Mutex<State>,
     live: broadcast::Sender<Event>,
-    /// Whether the NFLOG group is bound (false: nothing will ever be logged).
-    bound: Mutex<Option<String>>,
+    /// Why the NFLOG group is not being read, if it is not (then nothing will
+    /// ever be logged).
+    error: Mutex<Option<String>>,
 }
 
 impl Default for Hub {
     fn default() -> Self {
-        Hub { state: Mutex::default(), live: broadcast::channel(SUBSCRIBER_QUEUE).0, bound: Mutex::new(None) }
+        Hub { state: Mutex::default(), live: broadcast::channel(SUBSCRIBER_QUEUE).0, error: Mutex::new(None) }
     }
 }
 
@@ -159,8 +160,8 @@ impl Hub {
         let s = lock(&self.state);
         json!({
             "nflog-group": LOG_GROUP,
-            "reading": lock(&self.bound).is_none(),
-            "error": *lock(&self.bound),
+            "reading": lock(&self.error).is_none(),
+            "error": *lock(&self.error),
             "totals": s.totals,
             "recent": s.ring.len(),
             "ring-size": RING,
@@ -176,7 +177,7 @@ impl Hub {
             let s = lock(&self.state);
             s.ring.iter().skip(s.ring.len().saturating_sub(backlog)).cloned().collect()
         };
-        let status = json!({ "monitoring": true, "nflog-group": LOG_GROUP, "error": *lock(&self.bound) });
+        let status = json!({ "monitoring": true, "nflog-group": LOG_GROUP, "error": *lock(&self.error) });
         let first = crate::protocol::Response::Ok(status);
         let mut lines = vec![serde_json::to_value(&first).unwrap_or_default()];
         lines.extend(recent.iter().map(|e| json!({ "event": e })));
@@ -280,7 +281,7 @@ pub async fn start(hub: Arc<Hub>) -> mpsc::Receiver<Logged> {
         Err(e) => {
             let message = format!("{:#}", anyhow::Error::from(e));
             tracing::warn!("no dropped-packet monitor: {message}");
-            *lock(&hub.bound) = Some(message);
+            *lock(&hub.error) = Some(message);
         }
     }
     rx
@@ -299,7 +300,7 @@ async fn read(mut nflog: Nflog, hub: Arc<Hub>, tx: mpsc::Sender<Logged>) {
             Err(e) if nflog::is_overrun(&e) => lock(&hub.state).totals.overruns += 1,
             Err(e) => {
                 tracing::error!(error = %e, "reading NFLOG failed; the dropped-packet monitor stops");
-                *lock(&hub.bound) = Some(format!("reading NFLOG failed: {e}"));
+                *lock(&hub.error) = Some(format!("reading NFLOG failed: {e}"));
                 return;
             }
         }

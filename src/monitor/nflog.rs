@@ -2,10 +2,10 @@
 //! `log group N` statements send to it, and decode their IP and transport
 //! headers. Mechanism only: it knows nothing of policies or rules.
 //!
-//! The iproute2-free equivalent of `ulogd2`'s NFLOG input plugin. The kernel
-//! queues packets per group and sends them in batches (at most `QTHRESH` packets,
-//! or after `FLUSH`); if this socket's receive buffer is full the kernel drops
-//! the batch and the next `recv` fails with ENOBUFS, which is counted, not fatal.
+//! What ulogd2's NFLOG input plugin does, in-process. The kernel queues packets
+//! per group and sends them in batches (at most `QTHRESH` packets, or after
+//! `FLUSH`); if this socket's receive buffer is full the kernel drops the batch
+//! and the next `recv` fails with ENOBUFS, which is counted, not fatal.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -23,15 +23,16 @@ use crate::policy::values::{has_ports, IPPROTO_ICMP, IPPROTO_ICMPV6};
 /// headers and the transport ports, never the data.
 const COPY_RANGE: u32 = 128;
 /// Packets per batch, and the longest a packet waits in the kernel for its
-/// batch (hundredths of a second): a logged packet reaches `monitor` within 50 ms.
+/// batch (the kernel counts in hundredths of a second): a logged packet
+/// reaches `monitor` within about 50 ms.
 const QTHRESH: u32 = 32;
 const FLUSH: Duration = Duration::from_millis(50);
 /// The socket's receive buffer: room for some thousand batched packets. The
 /// kernel never grows it, so a flood cannot make the daemon hold more.
 const RCVBUF: usize = 1 << 20;
-/// One `recv`: the kernel's batches are at most 128 KiB (`NFULNL_COPY_RANGE_MAX`
-/// aside, nfnetlink_log's default `nlbufsiz` is 128 KiB).
-const RECV_BUF: usize = 128 * 1024;
+/// One `recv`: a batch never exceeds nfnetlink_log's buffer, NLMSG_GOODSIZE (at
+/// most 8 KiB) unless NFULA_CFG_NLBUFSIZ raises it, which this reader does not.
+const RECV_BUF: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NflogError {
