@@ -1,6 +1,7 @@
 //! The CLI's side of the control socket.
 
 use std::io::{BufRead, BufReader, Write};
+use std::ops::ControlFlow;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
@@ -20,12 +21,12 @@ pub fn call(socket: &Path, request: &Request) -> anyhow::Result<Value> {
 }
 
 /// Sends a request that keeps the connection (`monitor`), and gives every line
-/// after the answer to `each` until the daemon closes it or `each` fails (its
-/// reader, such as `head`, went away).
+/// after the answer (JSON, as the daemon wrote it) to `each` until the daemon
+/// closes it or `each` says to stop.
 pub fn stream(
     socket: &Path,
     request: &Request,
-    mut each: impl FnMut(Value) -> std::io::Result<()>,
+    mut each: impl FnMut(&str) -> anyhow::Result<ControlFlow<()>>,
 ) -> anyhow::Result<()> {
     let stream = send(socket, request)?;
     let mut reader = BufReader::new(&stream);
@@ -36,7 +37,7 @@ pub fn stream(
     }
     let mut line = String::new();
     while reader.read_line(&mut line).context("reading from the daemon failed")? > 0 {
-        if each(serde_json::from_str(&line).context("the daemon's event cannot be read")?).is_err() {
+        if each(line.trim_end())?.is_break() {
             break;
         }
         line.clear();

@@ -118,10 +118,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Monitor { backlog, json } => {
             let mut out = std::io::stdout().lock();
             client::stream(&cli.socket, &Request::Monitor { backlog }, |line| {
-                if json {
+                let written = if json {
                     writeln!(out, "{line}")
                 } else {
-                    write!(out, "{}", show::monitor_line(&line))
+                    let event = serde_json::from_str(line).context("the daemon's event cannot be read")?;
+                    write!(out, "{}", show::monitor_line(&event))
+                };
+                match written {
+                    // The reader (`| head`) has gone: stop quietly.
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(std::ops::ControlFlow::Break(())),
+                    other => Ok(other.map(std::ops::ControlFlow::Continue)?),
                 }
             })?;
             Ok(ExitCode::SUCCESS)

@@ -178,37 +178,45 @@ impl Hub {
             s.ring.iter().skip(s.ring.len().saturating_sub(backlog)).cloned().collect()
         };
         let status = json!({ "monitoring": true, "nflog-group": LOG_GROUP, "error": *lock(&self.error) });
-        let first = crate::protocol::Response::Ok(status);
-        let mut lines = vec![serde_json::to_value(&first).unwrap_or_default()];
-        lines.extend(recent.iter().map(|e| json!({ "event": e })));
-        if write_lines(&mut write, &lines).await.is_err() {
+        let mut out = line(&crate::protocol::Response::Ok(status));
+        for e in &recent {
+            out.extend(line(&Line::Event(e)));
+        }
+        if write.write_all(&out).await.is_err() {
             return;
         }
         let mut probe = [0u8; 1];
         loop {
-            let line = tokio::select! {
+            let out = tokio::select! {
                 got = rx.recv() => match got {
-                    Ok(e) => json!({ "event": e }),
-                    Err(broadcast::error::RecvError::Lagged(n)) => json!({ "lagged": n }),
+                    Ok(e) => line(&Line::Event(&e)),
+                    Err(broadcast::error::RecvError::Lagged(n)) => line(&Line::<'_>::Lagged(n)),
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
                 // EOF or anything else from the client ends the stream.
                 _ = read.read(&mut probe) => return,
             };
-            if write_lines(&mut write, &[line]).await.is_err() {
+            if write.write_all(&out).await.is_err() {
                 return;
             }
         }
     }
 }
 
-async fn write_lines(write: &mut OwnedWriteHalf, lines: &[Value]) -> std::io::Result<()> {
-    let mut out = Vec::new();
-    for l in lines {
-        serde_json::to_writer(&mut out, l).map_err(std::io::Error::other)?;
-        out.push(b'\n');
-    }
-    write.write_all(&out).await
+/// A line of the stream after the answer: `{"event":{...}}` (its keys in the
+/// order of [`Event`]) or `{"lagged":N}`.
+#[derive(Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum Line<'a> {
+    Event(&'a Event),
+    Lagged(u64),
+}
+
+fn line(value: &impl Serialize) -> Vec<u8> {
+    // Serializing these types to JSON cannot fail (string keys, no maps of others).
+    let mut out = serde_json::to_vec(value).unwrap_or_default();
+    out.push(b'\n');
+    out
 }
 
 fn event(applied: Option<(&Policy, &Compiled)>, logged: Logged, direction: Direction, origin: Origin) -> Event {
