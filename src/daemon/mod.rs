@@ -56,6 +56,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     // Checks that stop a second daemon come before anything touches the kernel.
     let _lock = lock::lock_netns()?;
     let listener = control::bind(&opts.socket, opts.socket_group.as_deref())?;
+    let metrics_server = match &opts.metrics {
+        Some(listen) => Some(metrics::bind(listen).await.context("cannot serve metrics")?),
+        None => None,
+    };
     let mut engine = Engine::new(opts.dirs.clone(), opts.dirs_required, NftBackend);
     // The keywords' values go into the first table, so that it never has empty
     // dynamic sets that the host's configuration would have filled.
@@ -77,8 +81,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     log_applied(&engine, Outcome::Applied, "started");
 
     let (calls_tx, mut calls) = mpsc::channel::<control::Call>(64);
-    if let Some(listen) = &opts.metrics {
-        let server = metrics::bind(listen).await.context("cannot serve metrics")?;
+    if let Some(server) = metrics_server {
         tokio::spawn(metrics::serve(server, calls_tx.clone()));
     }
     let (ticks_tx, mut ticks) = mpsc::unbounded_channel();
