@@ -89,7 +89,8 @@ pub struct Event {
 #[serde(rename_all = "kebab-case")]
 pub struct Totals {
     pub logged: u64,
-    /// Events whose rule could not be named (see [`Event::decided_by`]).
+    /// Events whose rule could not be named (see [`Event::decided_by`]), and
+    /// packets with a prefix Ringfence does not write (not shown).
     pub unattributed: u64,
     /// Times the kernel dropped log messages because the socket buffer was full.
     pub overruns: u64,
@@ -128,7 +129,13 @@ impl Hub {
     /// Names the rule of a logged packet, counts it, keeps it and sends it to
     /// the subscribers.
     pub fn record(&self, applied: Option<(&Policy, &Compiled)>, logged: Logged) {
-        let Some((direction, origin)) = parse_prefix(&logged.prefix) else { return };
+        let Some((direction, origin)) = parse_prefix(&logged.prefix) else {
+            // Not one of our log statements: some other rule logs to our group.
+            let mut s = lock(&self.state);
+            s.totals.logged += 1;
+            s.totals.unattributed += 1;
+            return;
+        };
         let event = event(applied, logged, direction, origin);
         let mut s = lock(&self.state);
         s.totals.logged += 1;
