@@ -53,6 +53,10 @@ pub enum Command {
         /// includes (a missing file is no WINS server).
         #[arg(long, value_name = "PATH", default_value = crate::dynamic::leases::DEFAULT_SMB_CONF)]
         smb_conf: PathBuf,
+        /// Serve Prometheus metrics (the figures of `show stats`) at
+        /// unix:/PATH or on a loopback ADDRESS:PORT (e.g. 127.0.0.1:9477).
+        #[arg(long, value_name = "WHERE")]
+        metrics: Option<crate::metrics::Listen>,
     },
     /// Validate and compile the policy files without touching the kernel.
     /// Prints every error as FILE:LINE:COLUMN: message and exits 1.
@@ -84,6 +88,18 @@ pub enum Command {
     },
     /// Keep the ruleset of a pending `apply --confirm`.
     Confirm,
+    /// Print logged packets as they come: rules with `log: true` and, with
+    /// `settings.log-dropped`, what the profile defaults drop (rate limited).
+    Monitor {
+        /// First print up to N recent events the daemon kept (at most 1000).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        backlog: usize,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the JSON Schema of the policy file format (for editors and CI).
+    Schema,
     /// Print the embedded default policy (a starting point for your own).
     DefaultPolicy,
     /// Print the completion script for SHELL (bash, zsh, fish, elvish, powershell).
@@ -111,6 +127,9 @@ pub enum ShowWhat {
     /// IPsec: charon's IKE SAs and their CHILD SAs (peer, certificate
     /// identity, SPIs, algorithms, traffic, lifetimes).
     Sas,
+    /// Counters of rules and defaults, applies, dynamic set sizes, isolation and
+    /// the dropped-packet monitor.
+    Stats,
 }
 
 #[derive(Args)]

@@ -9,15 +9,19 @@ mod docgen;
 mod dynamic;
 mod explain;
 mod ike;
+mod metrics;
+mod monitor;
 mod nft;
 mod pki;
 mod policy;
 mod protocol;
+mod schema;
 mod show;
 #[cfg(test)]
 mod testutil;
 mod xfrm;
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -64,7 +68,7 @@ fn print(json: bool, value: &serde_json::Value, human: fn(&serde_json::Value) ->
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Daemon { policy, socket_group, flush_on_exit, resolv_conf, mut lease_paths, smb_conf } => {
+        Command::Daemon { policy, socket_group, flush_on_exit, resolv_conf, mut lease_paths, smb_conf, metrics } => {
             let (dirs, dirs_required) = dirs(&policy);
             if lease_paths.is_empty() {
                 lease_paths = dynamic::leases::DEFAULT_LEASE_PATHS.iter().map(PathBuf::from).collect();
@@ -78,6 +82,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 resolv_conf,
                 lease_paths,
                 smb_conf,
+                metrics,
             };
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(daemon::run(opts))?;
@@ -92,6 +97,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ShowWhat::Policy => (Request::Policy, show::policy),
                 ShowWhat::Sets => (Request::Sets, show::sets),
                 ShowWhat::Sas => (Request::Sas, show::sas),
+                ShowWhat::Stats => (Request::Stats, show::stats),
             };
             print(json, &client::call(&cli.socket, &request)?, human)
         }
@@ -111,6 +117,27 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Confirm => {
             client::call(&cli.socket, &Request::Confirm)?;
             println!("confirmed; the ruleset stays");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Monitor { backlog, json } => {
+            let mut out = std::io::stdout().lock();
+            client::stream(&cli.socket, &Request::Monitor { backlog }, |line| {
+                let written = if json {
+                    writeln!(out, "{line}")
+                } else {
+                    let event = serde_json::from_str(line).context("the daemon's event cannot be read")?;
+                    write!(out, "{}", show::monitor_line(&event))
+                };
+                match written {
+                    // The reader (`| head`) has gone: stop quietly.
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(std::ops::ControlFlow::Break(())),
+                    other => Ok(other.map(std::ops::ControlFlow::Continue)?),
+                }
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schema => {
+            println!("{}", serde_json::to_string_pretty(&schema::policy_schema())?);
             Ok(ExitCode::SUCCESS)
         }
         Command::DefaultPolicy => {

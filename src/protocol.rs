@@ -22,6 +22,14 @@ pub enum Request {
     Sets,
     /// charon's IKE and CHILD SAs.
     Sas,
+    /// Counters of rules, defaults, applies, dynamic sets and the monitor.
+    Stats,
+    /// Keep the connection open: the answer, then the last `backlog` logged
+    /// packets, then every new one, one JSON object per line.
+    Monitor {
+        #[serde(default)]
+        backlog: usize,
+    },
     Explain {
         direction: Direction,
         packet: Packet,
@@ -59,5 +67,8 @@ mod tests {
         assert!(serde_json::from_str::<Request>(r#"{"request":"apply","confirm_secs":60}"#).is_err());
         let misspelt = r#"{"request":"explain","direction":"in","packet":{"protocol":6,"local_port":22}}"#;
         assert!(serde_json::from_str::<Request>(misspelt).is_err());
+        let monitor: Request = serde_json::from_str(r#"{"request":"monitor"}"#).unwrap();
+        assert_eq!(monitor, Request::Monitor { backlog: 0 });
+        assert!(!monitor.mutates());
     }
 }

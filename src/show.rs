@@ -288,3 +288,83 @@ pub fn sets(v: &Value) -> String {
     }
     o
 }
+
+/// `ADDRESS:PORT`, with brackets for IPv6, or the bare address.
+fn endpoint(addr: &Value, port: &Value) -> String {
+    let a = s(addr);
+    match (port.as_u64(), a.contains(':')) {
+        (Some(p), true) => format!("[{a}]:{p}"),
+        (Some(p), false) => format!("{a}:{p}"),
+        (None, _) => a,
+    }
+}
+
+/// One line of `ringfence monitor`: a logged packet, source -> destination as
+/// sent, or how many events a slow reader lost.
+pub fn monitor_line(v: &Value) -> String {
+    if let Some(n) = v["lagged"].as_u64() {
+        return format!("-- {n} events lost: this monitor read too slowly --\n");
+    }
+    let e = &v["event"];
+    let (remote, local) = (endpoint(&e["remote"], &e["remote-port"]), endpoint(&e["local"], &e["local-port"]));
+    let (from, to) = if e["direction"] == "out" { (local, remote) } else { (remote, local) };
+    let what = match &e["icmp-type"] {
+        Value::String(t) => format!("{} {t}", s(&e["protocol"])),
+        _ => s(&e["protocol"]),
+    };
+    let d = &e["decided-by"];
+    let by = match d["kind"].as_str() {
+        Some("rule") => format!("rule {} ({})", s(&d["name"]), s(&d["place"])),
+        Some("profile-default") => format!("{} default", s(&d["profile"])),
+        _ => "unknown (the policy changed since)".into(),
+    };
+    let uid = e["uid"].as_u64().map_or_else(String::new, |u| format!(" uid={u}"));
+    format!(
+        "{} {:<3} {:<8} {what} {from} -> {to}{uid}  {}  {by}\n",
+        s(&e["time"]),
+        s(&e["direction"]),
+        s(&e["interface"]),
+        s(&e["verdict"])
+    )
+}
+
+pub fn stats(v: &Value) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "applies:      {} (the last took {:.1} ms)",
+        v["applies"],
+        v["last-apply-ms"].as_f64().unwrap_or(0.0)
+    );
+    let iso = &v["isolation"];
+    let _ = writeln!(o, "isolation:    mode {}, {} SAs up ({})", s(&iso["mode"]), iso["sas-up"], s(&iso["note"]));
+    let m = &v["monitor"];
+    let t = &m["totals"];
+    let reading = match &m["error"] {
+        Value::String(e) => format!("NOT reading: {e}"),
+        _ => format!("reading NFLOG group {}", m["nflog-group"]),
+    };
+    let _ = writeln!(
+        o,
+        "monitor:      {reading}; {} logged, {} unattributed, {} overruns, {} queue drops; {} of {} recent kept; {} subscribers",
+        t["logged"], t["unattributed"], t["overruns"], t["queue-drops"], m["recent"], m["ring-size"], m["subscribers"]
+    );
+    let sets: Vec<String> = v["dynamic-sets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| format!("{} {}", s(&d["set"]), d["elements"]))
+        .collect();
+    let _ = writeln!(o, "dynamic sets: {}\n", sets.join(", "));
+    let rules = columns(&v["rules"], ["name", "direction", "action", "packets", "bytes", "logged", "source"]);
+    o.push_str(&table(&["RULE", "DIR", "ACTION", "PACKETS", "BYTES", "LOGGED", "SOURCE"], &rules));
+    let defaults = columns(&v["defaults"], ["profile", "direction", "verdict", "packets", "bytes", "logged"]);
+    o.push('\n');
+    o.push_str(&table(&["DEFAULT", "DIR", "VERDICT", "PACKETS", "BYTES", "LOGGED"], &defaults));
+    o
+}
+
+/// The given keys of each object of an array, as table cells.
+fn columns<const N: usize>(rows: &Value, keys: [&str; N]) -> Vec<[String; N]> {
+    rows.as_array().into_iter().flatten().map(|r| keys.map(|k| s(&r[k]))).collect()
+}

@@ -9,7 +9,7 @@
 //! in_P    for each reachable profile P: one lookup per set, blocks before allows,
 //!          then P's inbound default
 //! output / out_P                      the same for outbound (no invalid drop)
-//! log_*   rate-limited log, then the verdict, for rules with `log: true`
+//! log_*   rate-limited log to NFLOG, then the verdict, for rules with `log: true`
 //! ```
 //!
 //! Rules with the same direction, action, profile scope, `log` and constrained
@@ -39,9 +39,17 @@ pub const TABLE: &str = "ringfence";
 /// set elements than this; YAML aliases let a small file ask for billions.
 const MAX_ELEMENTS: usize = 1_000_000;
 
-/// Log lines per second for all logging rules of one kind together.
+/// Log lines per second for all logging rules of one kind together: the kernel
+/// drops the excess before it costs the daemon anything.
 const LOG_RATE: u32 = 10;
 const LOG_BURST: u32 = 20;
+
+/// The NFLOG group logged packets go to; the daemon binds it (`monitor::nflog`).
+/// Far from 0 and 1, which ulogd2 and most examples use.
+pub const LOG_GROUP: u16 = 2714;
+
+/// The start of every log prefix; `monitor` parses the rest (see [`log_prefix`]).
+pub const LOG_PREFIX: &str = "ringfence ";
 
 /// What the rules of one set have in common.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -369,8 +377,17 @@ fn verdict(action: Verdict) -> nft::Verdict {
 
 fn limited_log(prefix: String) -> nft::Rule {
     nft::Rule {
-        stmts: vec![Stmt::Limit { per_second: LOG_RATE, burst: LOG_BURST }, Stmt::Log { prefix }],
+        stmts: vec![Stmt::Limit { per_second: LOG_RATE, burst: LOG_BURST }, Stmt::Log { group: LOG_GROUP, prefix }],
         comment: None,
+    }
+}
+
+/// The prefix of logged packets: `ringfence in block: ` for a logged rule,
+/// `ringfence in public default: ` for a profile's default.
+pub fn log_prefix(direction: Direction, action: Verdict, default_of: Option<ProfileKind>) -> String {
+    match default_of {
+        None => format!("{LOG_PREFIX}{} {}: ", direction.as_str(), action.as_str()),
+        Some(p) => format!("{LOG_PREFIX}{} {} default: ", direction.as_str(), p.as_str()),
     }
 }
 
@@ -391,7 +408,7 @@ fn chains(policy: &Policy, compiled: &Compiled) -> Vec<Chain> {
         }
         for action in [Verdict::Block, Verdict::Allow] {
             if compiled.groups.iter().any(|g| g.direction == direction && g.log && g.action() == action) {
-                let prefix = format!("ringfence {} {}: ", direction.as_str(), action.as_str());
+                let prefix = log_prefix(direction, action, None);
                 let rules =
                     vec![limited_log(prefix), nft::Rule { stmts: vec![Stmt::Verdict(verdict(action))], comment: None }];
                 chains.push(Chain { name: log_chain_name(direction, action), base: None, rules });
@@ -470,7 +487,7 @@ fn profile_chain(policy: &Policy, compiled: &Compiled, direction: Direction, pro
         .collect();
     let default = policy.profile(profile).default_for(direction);
     if default == Verdict::Block && policy.settings.log_dropped.value {
-        rules.push(limited_log(format!("ringfence {} {} default: ", direction.as_str(), profile.as_str())));
+        rules.push(limited_log(log_prefix(direction, default, Some(profile))));
     }
     rules.push(nft::Rule {
         stmts: vec![Stmt::Counter, Stmt::Verdict(verdict(default))],

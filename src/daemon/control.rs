@@ -5,11 +5,13 @@
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::sync::Arc;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::monitor::Hub;
 use crate::protocol::{Request, Response};
 
 /// Requests are small; a longer line is not a request.
@@ -59,12 +61,20 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener, ControlErr
 }
 
 /// Serves one connection: read a request, check the peer may send it, hand it
-/// to the daemon's loop, write the answer.
-pub async fn serve(stream: UnixStream, calls: mpsc::Sender<Call>) {
+/// to the daemon's loop, write the answer. A `monitor` request (read-only, so
+/// open to --socket-group) keeps the connection and streams events instead.
+pub async fn serve(stream: UnixStream, calls: mpsc::Sender<Call>, hub: Arc<Hub>) {
     let uid = stream.peer_cred().map(|c| c.uid()).ok();
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
-    let response = match BufReader::new(read.take(MAX_REQUEST_BYTES)).read_line(&mut line).await {
+    let mut reader = BufReader::new(read.take(MAX_REQUEST_BYTES));
+    let got = reader.read_line(&mut line).await;
+    if let Ok(Request::Monitor { backlog }) = serde_json::from_str::<Request>(&line) {
+        // The request is one line and the client sends nothing after it, so
+        // the reader holds no buffered bytes.
+        return hub.stream(reader.into_inner().into_inner(), write, backlog).await;
+    }
+    let response = match got {
         Err(e) => Response::Error(format!("cannot read the request: {e}")),
         Ok(_) => match serde_json::from_str::<Request>(&line) {
             Err(e) => Response::Error(format!("not a request: {e}")),

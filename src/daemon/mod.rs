@@ -5,10 +5,12 @@ mod control;
 mod engine;
 mod isolation;
 mod lock;
+mod stats;
 mod views;
 mod watch;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -23,8 +25,11 @@ use crate::dynamic::follow::{follow, FileSource};
 use crate::dynamic::leases::Leases;
 use crate::dynamic::resolv::Resolv;
 use crate::dynamic::{keyword_names, netlink, resolv, DynState, Update};
+use crate::metrics;
+use crate::monitor::{self, Hub};
 use crate::policy::values::Keyword;
 use crate::protocol::{Request, Response};
+pub use control::Call;
 use engine::{Engine, Outcome, Trigger};
 use views::policy_view;
 
@@ -44,12 +49,18 @@ pub struct Options {
     pub lease_paths: Vec<PathBuf>,
     /// Samba's configuration (`wins`).
     pub smb_conf: PathBuf,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics: Option<metrics::Listen>,
 }
 
 pub async fn run(opts: Options) -> anyhow::Result<()> {
     // Checks that stop a second daemon come before anything touches the kernel.
     let _lock = lock::lock_netns()?;
     let listener = control::bind(&opts.socket, opts.socket_group.as_deref())?;
+    let metrics_server = match &opts.metrics {
+        Some(listen) => Some(metrics::bind(listen).await.context("cannot serve metrics")?),
+        None => None,
+    };
     let mut engine = Engine::new(opts.dirs.clone(), opts.dirs_required, NftBackend);
     let mut isolation = isolation::Isolation::start().context("cannot open the xfrm netlink socket")?;
     // The keywords' values go into the first table, so that it never has empty
@@ -62,6 +73,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let resolver = Resolv { path: opts.resolv_conf.clone(), upstream: PathBuf::from(resolv::RESOLVED_UPSTREAM) };
     start_file_source(&mut engine, resolver, &updates);
     start_file_source(&mut engine, Leases::new(opts.lease_paths.clone(), opts.smb_conf.clone()), &updates);
+    // Bound before the first table, so that its first logged packet is read.
+    let hub = Arc::new(Hub::default());
+    let mut logged = monitor::start(Arc::clone(&hub)).await;
     if let Err(e) = engine.reload(Trigger::Files) {
         let _ = std::fs::remove_file(&opts.socket);
         return Err(e).context("cannot start");
@@ -69,6 +83,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     applied(&engine, &mut isolation, Outcome::Applied, "started");
 
     let (calls_tx, mut calls) = mpsc::channel::<control::Call>(64);
+    if let Some(server) = metrics_server {
+        tokio::spawn(metrics::serve(server, calls_tx.clone()));
+    }
     let (ticks_tx, mut ticks) = mpsc::unbounded_channel();
     let _watcher = watch::watch(&opts.dirs, ticks_tx).context("cannot watch the policy directories")?;
     let mut hup = signal(SignalKind::hangup())?;
@@ -81,7 +98,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         let rollback_at = engine.pending.as_ref().map(|p| Instant::from_std(p.deadline));
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => { tokio::spawn(control::serve(stream, calls_tx.clone())); }
+                Ok((stream, _)) => { tokio::spawn(control::serve(stream, calls_tx.clone(), Arc::clone(&hub))); }
                 Err(e) => tracing::warn!(error = %e, "control socket accept failed"),
             },
             Some((request, reply)) = calls.recv() => match request {
@@ -96,9 +113,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                     tokio::spawn(async move { let _ = reply.send(views::sas(socket).await); });
                 }
                 request => {
-                    let _ = reply.send(handle(&mut engine, &mut isolation, request));
+                    let _ = reply.send(handle(&mut engine, &mut isolation, &hub, request));
                 }
             },
+            Some(packet) = logged.recv() => hub.record(engine.applied.as_ref().map(|a| (&a.policy, &a.compiled)), packet),
             _ = hup.recv() => reload(&mut engine, &mut isolation, "SIGHUP"),
             Some((keywords, part)) = dynamic.recv() => update_dynamic(&mut engine, &mut isolation, keywords, part),
             Some(()) = ticks.recv() => reload_at = Some(Instant::now() + DEBOUNCE),
@@ -200,7 +218,12 @@ fn reload<B: Backend>(engine: &mut Engine<B>, isolation: &mut isolation::Isolati
     }
 }
 
-fn handle<B: Backend>(engine: &mut Engine<B>, isolation: &mut isolation::Isolation, request: Request) -> Response {
+fn handle<B: Backend>(
+    engine: &mut Engine<B>,
+    isolation: &mut isolation::Isolation,
+    hub: &Hub,
+    request: Request,
+) -> Response {
     let answer = match request {
         Request::State => views::state(engine).map(|mut v| {
             v["isolation"] = isolation.view(engine.applied.as_ref().map(|a| &a.policy));
@@ -212,6 +235,9 @@ fn handle<B: Backend>(engine: &mut Engine<B>, isolation: &mut isolation::Isolati
         Request::Profiles => views::profiles(engine),
         Request::Policy => Ok(engine.applied.as_ref().map_or(json!(null), |a| policy_view(&a.policy))),
         Request::Sets => Ok(views::sets(engine)),
+        Request::Stats => stats::stats(engine, hub),
+        // Served by the connection's task (`control::serve`), never queued.
+        Request::Monitor { .. } => Err("monitor is a stream".into()),
         Request::Explain { direction, packet } => Ok(engine
             .applied
             .as_ref()

@@ -13,13 +13,13 @@ use crate::policy::values::{format_addr_range, format_address, icmp_type_name, p
 use crate::policy::{Direction, Policy, ProfileKind, Rule, Sourced};
 
 /// Packets and bytes.
-type Counter = (u64, u64);
+pub(super) type Counter = (u64, u64);
 
 /// Per-rule counters (summed over the rule's set elements, found by their comment)
 /// and per-profile-default counters (found by the default rule's comment).
-struct Counters {
-    rules: HashMap<usize, Counter>,
-    defaults: HashMap<String, Counter>,
+pub(super) struct Counters {
+    pub rules: HashMap<usize, Counter>,
+    pub defaults: HashMap<String, Counter>,
 }
 
 fn read_counters(listing: &Value) -> Counters {
@@ -44,7 +44,7 @@ fn read_counters(listing: &Value) -> Counters {
     c
 }
 
-fn counters<B: Backend>(engine: &Engine<B>) -> Result<Counters, String> {
+pub(super) fn counters<B: Backend>(engine: &Engine<B>) -> Result<Counters, String> {
     let listing = engine.backend.read(TABLE, false).map_err(|e| format!("cannot read the table: {e}"))?;
     Ok(listing.as_ref().map_or(Counters { rules: HashMap::new(), defaults: HashMap::new() }, read_counters))
 }

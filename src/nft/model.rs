@@ -199,7 +199,10 @@ pub enum Stmt {
         per_second: u32,
         burst: u32,
     },
+    /// `log group N prefix "..."`: the packet goes to NFLOG group N (read by the
+    /// daemon over netlink), not to the kernel log.
     Log {
+        group: u16,
         prefix: String,
     },
     Counter,
@@ -223,7 +226,7 @@ impl Stmt {
             Stmt::Limit { per_second, burst } => {
                 json!({ "limit": { "rate": per_second, "per": "second", "burst": burst } })
             }
-            Stmt::Log { prefix } => json!({ "log": { "prefix": prefix } }),
+            Stmt::Log { group, prefix } => json!({ "log": { "group": group, "prefix": prefix } }),
             Stmt::Counter => json!({ "counter": null }),
             Stmt::Verdict(v) => v.json(),
         }

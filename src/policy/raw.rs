@@ -4,13 +4,15 @@
 
 use std::fmt;
 
+use schemars::JsonSchema;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 use serde_saphyr::Spanned as S;
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawFile {
+    #[schemars(with = "Option<u32>")]
     pub version: Option<S<u32>>,
     pub profiles: Option<RawProfiles>,
     #[serde(default)]
@@ -19,23 +21,29 @@ pub struct RawFile {
     pub isolation: Option<RawIsolation>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawProfiles {
+    #[schemars(with = "Option<RawProfile>")]
     pub domain: Option<S<RawProfile>>,
+    #[schemars(with = "Option<RawProfile>")]
     pub private: Option<S<RawProfile>>,
+    #[schemars(with = "Option<RawProfile>")]
     pub public: Option<S<RawProfile>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawProfile {
+    #[schemars(with = "Option<List<S<String>>>")]
     pub interfaces: Option<S<List<S<String>>>>,
+    #[schemars(with = "Option<Verdict>")]
     pub inbound: Option<S<Verdict>>,
+    #[schemars(with = "Option<Verdict>")]
     pub outbound: Option<S<Verdict>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
     Allow,
@@ -51,7 +59,7 @@ impl Verdict {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
     In,
@@ -67,13 +75,18 @@ impl Direction {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawRule {
-    // Optional here so that a missing one is reported at the rule, by `validate`.
+    // Optional here so that a missing one is reported at the rule, by `validate`;
+    // required in the schema, which tells an editor what `validate` will say.
+    #[schemars(with = "Option<String>", required)]
     pub name: Option<S<String>>,
+    #[schemars(with = "Option<Direction>", required)]
     pub direction: Option<S<Direction>>,
+    #[schemars(with = "Option<Verdict>", required)]
     pub action: Option<S<Verdict>>,
+    #[schemars(with = "Option<Scalar>")]
     pub protocol: Option<S<Scalar>>,
     #[serde(default)]
     pub local_ports: List<S<Scalar>>,
@@ -91,52 +104,65 @@ pub struct RawRule {
     pub icmp_types: List<S<Scalar>>,
     #[serde(default)]
     pub users: List<S<Scalar>>,
+    #[schemars(with = "Option<Flag>")]
     pub log: Option<S<Flag>>,
+    #[schemars(with = "Option<Flag>")]
     pub enabled: Option<S<Flag>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawSettings {
+    #[schemars(with = "Option<Flag>")]
     pub log_dropped: Option<S<Flag>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawIsolation {
+    #[schemars(with = "Option<IsolationMode>")]
     pub mode: Option<S<IsolationMode>>,
+    #[schemars(with = "Option<List<S<String>>>")]
     pub secure_subnets: Option<S<List<S<String>>>>,
+    #[schemars(with = "Option<List<S<String>>>")]
     pub exempt: Option<S<List<S<String>>>>,
     pub identity: Option<RawIdentity>,
     pub lifetimes: Option<RawLifetimes>,
     pub ike: Option<RawIke>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawIdentity {
+    #[schemars(with = "Option<String>")]
     pub ca: Option<S<String>>,
+    #[schemars(with = "Option<String>")]
     pub certificate: Option<S<String>>,
+    #[schemars(with = "Option<String>")]
     pub private_key: Option<S<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawLifetimes {
+    #[schemars(with = "Option<String>")]
     pub ike: Option<S<String>>,
+    #[schemars(with = "Option<String>")]
     pub child: Option<S<String>>,
+    #[schemars(with = "Option<String>")]
     pub idle: Option<S<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawIke {
+    #[schemars(with = "Option<String>")]
     pub socket: Option<S<String>>,
 }
 
 /// How far a host goes in protecting its traffic with the members of its
 /// domain (Windows' connection security rule modes, in rollout order).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum IsolationMode {
     /// No IPsec.
@@ -168,7 +194,7 @@ impl IsolationMode {
 }
 
 /// Network location profiles, as in Windows Firewall.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ProfileKind {
     Domain,

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# `ringfence schema` is a JSON Schema (draft 2020-12) that every shipped policy
+# and example passes, and that rejects the bad-input corpus files whose error is
+# one of shape (unknown keys, wrong types, bad enumeration values, a missing
+# name, direction or action). Files whose error is one of meaning (a reversed
+# range, an unknown user, a rule that can never match) pass the schema, as the
+# schema cannot know; files that are not YAML fail before it. Each corpus file is
+# in exactly one list below, so a new file must be classified here.
+source "$(dirname "$0")/../lib.sh"
+# Debian's python3-jsonschema is for /usr/bin/python3, which may not be the first on PATH.
+PY=
+for p in python3 /usr/bin/python3; do "$p" -c 'import jsonschema, yaml' 2>/dev/null && { PY=$p; break; }; done
+[ -n "$PY" ] || { echo "schema: python3-jsonschema or python3-yaml is missing (run integration/install-deps.sh)"; exit 1; }
+
+BAD="$ROOT/integration/bad-policies"
+SCHEMA_ERRORS=(04-unknown-key 05-unknown-rule-key 06-unknown-profile-key 07-unknown-profile-name
+    08-unknown-settings-key 09-string-for-list 10-list-for-string 11-bool-as-string 12-rules-as-mapping
+    13-missing-name 14-missing-direction 15-missing-action 16-bad-direction 17-action-bypass 44-null-name
+    47-port-float 48-protocol-list 49-direction-list 51-rules-number 52-rule-item-not-mapping 55-port-huge
+    56-missing-field-flow)
+YAML_ERRORS=(01-yaml-syntax 02-tab-indent 03-tab-indent-key 41-duplicate-key 42-multiple-documents
+    50-bad-indentation 57-unclosed-quote 58-colon-in-value)
+# 46-version-float: `1.0` is an integer to JSON Schema; ringfence reads it as a float.
+SEMANTIC_ERRORS=(18-bad-protocol 19-protocol-256 20-cidr-prefix-33 21-cidr-host-bits 22-address-octet-300
+    23-address-garbage 24-address-range-reversed 25-address-range-mixed 26-port-70000 27-port-negative
+    28-port-range-reversed 29-ports-protocol-any 30-ports-protocol-icmp 31-icmp-types-without-icmp
+    32-icmp-type-unknown 33-users-inbound 34-user-unknown 35-interface-glob-middle 36-interface-too-long
+    37-profile-interfaces-overlap 38-never-matches 39-version-2 40-keyword-dhcp-local 43-empty-name
+    45-duplicate-name-same-file 46-version-float 53-icmpv6-type-300 54-icmpv6-type-for-icmp
+    59-interface-in-profile-bad 60-rule-too-many-elements
+    dup-names/10-dup-a dup-names/20-dup-b profile-overlap/10-overlap-a profile-overlap/20-overlap-b)
+
+check "ringfence schema prints a schema" "$RINGFENCE" schema
+cp "$WORK/last.out" "$WORK/schema.json"
+check "... that is a valid draft 2020-12 JSON Schema" "$PY" -c '
+import json, sys, jsonschema
+jsonschema.Draft202012Validator.check_schema(json.load(open(sys.argv[1])))' "$WORK/schema.json"
+validate() { "$PY" "$ROOT/integration/schemacheck.py" "$WORK/schema.json" "$@"; }
+
+"$RINGFENCE" default-policy >"$WORK/embedded-default.yaml"
+for f in "$ROOT"/policies/*.yaml "$ROOT"/policies/*/*.yaml "$WORK/embedded-default.yaml"; do
+    check "valid: ${f#"$ROOT"/}" validate "$f"
+    one="$WORK/one-$(basename "$f" .yaml)"
+    mkdir -p "$one" && cp "$f" "$one/"
+    check "... and ringfence check agrees" "$RINGFENCE" check --policy-dir "$one"
+done
+printf '# only a comment\n' >"$WORK/empty.yaml"
+check "valid: an empty file" validate "$WORK/empty.yaml"
+
+for name in "${SCHEMA_ERRORS[@]}"; do
+    status=0; validate "$BAD/$name.yaml" >"$WORK/out" 2>&1 || status=$?
+    check "schema error: $name ($(cut -c1-150 "$WORK/out"))" test "$status" -eq 1
+done
+for name in "${YAML_ERRORS[@]}"; do
+    status=0; validate "$BAD/$name.yaml" >"$WORK/out" 2>&1 || status=$?
+    check "not YAML: $name" test "$status" -eq 2
+done
+for name in "${SEMANTIC_ERRORS[@]}"; do
+    check "passes the schema (its error is one of meaning): $name" validate "$BAD/$name.yaml"
+done
+listed=$(printf '%s\n' "${SCHEMA_ERRORS[@]}" "${YAML_ERRORS[@]}" "${SEMANTIC_ERRORS[@]}" | sort)
+present=$(cd "$BAD" && find . -name '*.yaml' | sed 's|^\./||; s|\.yaml$||' | sort)
+check "every corpus file is in exactly one list" diff <(echo "$listed") <(echo "$present")
+finish

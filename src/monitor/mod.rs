@@ -1,0 +1,402 @@
+//! The dropped-packet log: packets the kernel logged to NFLOG (rules with
+//! `log: true`, profile defaults with `settings.log-dropped`), each named by the
+//! rule that decided it, counted, kept in a bounded ring of recent events and
+//! sent to the live `ringfence monitor` subscribers.
+//!
+//! Everything is bounded, so that a flood costs neither memory nor the log: the
+//! kernel's `limit rate` lets 10 packets per second (burst 20) of each kind
+//! through; the NFLOG socket buffer is fixed (the kernel drops batches past
+//! it, counted as overruns); the queue to the daemon's loop drops when full;
+//! the ring holds the last [`RING`] events; a subscriber that reads too slowly
+//! loses its oldest events and is told how many (`{"lagged": N}`).
+
+pub mod nflog;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::SystemTime;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::compile::{Compiled, LOG_GROUP, LOG_PREFIX};
+use crate::explain::{explain, Decider, Packet};
+use crate::policy::values::{icmp_type_name, protocol_name};
+use crate::policy::{Direction, Policy, ProfileKind, Verdict};
+use nflog::{Logged, Nflog};
+
+/// Recent events kept for `monitor --backlog` and `show stats`.
+pub const RING: usize = 1000;
+/// Events queued for one live subscriber before its oldest are dropped.
+const SUBSCRIBER_QUEUE: usize = 256;
+/// Logged packets queued from the NFLOG reader to the daemon's loop.
+const PENDING: usize = 256;
+
+/// What a log prefix says: the direction, and a logged rule's action or the
+/// profile whose (block) default dropped the packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Rule(Verdict),
+    Default(ProfileKind),
+}
+
+/// Reads a prefix made by `compile::log_prefix`.
+pub fn parse_prefix(prefix: &str) -> Option<(Direction, Origin)> {
+    let words: Vec<&str> = prefix.strip_prefix(LOG_PREFIX)?.trim_end().trim_end_matches(':').split(' ').collect();
+    let direction = match *words.first()? {
+        "in" => Direction::In,
+        "out" => Direction::Out,
+        _ => return None,
+    };
+    let origin = match words[1..] {
+        ["allow"] => Origin::Rule(Verdict::Allow),
+        ["block"] => Origin::Rule(Verdict::Block),
+        [profile, "default"] => Origin::Default(*ProfileKind::ALL.iter().find(|p| p.as_str() == profile)?),
+        _ => return None,
+    };
+    Some((direction, origin))
+}
+
+/// One logged packet, from this host's point of view.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Event {
+    /// RFC 3339, UTC, when the daemon received it.
+    pub time: String,
+    pub direction: Direction,
+    pub interface: Option<String>,
+    pub protocol: Option<String>,
+    pub remote: Option<std::net::IpAddr>,
+    pub remote_port: Option<u16>,
+    pub local: Option<std::net::IpAddr>,
+    pub local_port: Option<u16>,
+    pub icmp_type: Option<String>,
+    pub uid: Option<u32>,
+    /// What the kernel did (from the prefix).
+    pub verdict: Verdict,
+    pub profile: Option<ProfileKind>,
+    /// The rule or profile default that decided, by `explain` over the applied
+    /// sets; `None` when that does not agree with the kernel's prefix (the policy
+    /// changed between the packet and its reading) or the packet was not IP.
+    pub decided_by: Option<Decider>,
+}
+
+/// Counters since the daemon started.
+#[derive(Debug, Default, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Totals {
+    pub logged: u64,
+    /// Events whose rule could not be named (see [`Event::decided_by`]), and
+    /// packets with a prefix Ringfence does not write (not shown).
+    pub unattributed: u64,
+    /// Times the kernel dropped log messages because the socket buffer was full.
+    pub overruns: u64,
+    /// Logged packets dropped because the daemon's loop was behind.
+    pub queue_drops: u64,
+}
+
+#[derive(Default)]
+struct State {
+    ring: VecDeque<Event>,
+    by_rule: HashMap<String, u64>,
+    by_default: HashMap<(Direction, ProfileKind), u64>,
+    totals: Totals,
+}
+
+/// Shared by the NFLOG reader, the daemon's loop and the subscribers' tasks.
+pub struct Hub {
+    state: Mutex<State>,
+    live: broadcast::Sender<Event>,
+    /// Why the NFLOG group is not being read, if it is not (then nothing will
+    /// ever be logged).
+    error: Mutex<Option<String>>,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub { state: Mutex::default(), live: broadcast::channel(SUBSCRIBER_QUEUE).0, error: Mutex::new(None) }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Hub {
+    /// Names the rule of a logged packet, counts it, keeps it and sends it to
+    /// the subscribers.
+    pub fn record(&self, applied: Option<(&Policy, &Compiled)>, logged: Logged) {
+        let Some((direction, origin)) = parse_prefix(&logged.prefix) else {
+            // Not one of our log statements: some other rule logs to our group.
+            let mut s = lock(&self.state);
+            s.totals.logged += 1;
+            s.totals.unattributed += 1;
+            return;
+        };
+        let event = event(applied, logged, direction, origin);
+        let mut s = lock(&self.state);
+        s.totals.logged += 1;
+        match &event.decided_by {
+            Some(Decider::Rule { name, .. }) => *s.by_rule.entry(name.clone()).or_default() += 1,
+            Some(Decider::ProfileDefault { profile }) => *s.by_default.entry((direction, *profile)).or_default() += 1,
+            // (Isolation drops are not logged: `isolation_in` has no log statement.)
+            Some(Decider::Loopback | Decider::Isolation { .. }) | None => s.totals.unattributed += 1,
+        }
+        if s.ring.len() == RING {
+            s.ring.pop_front();
+        }
+        s.ring.push_back(event.clone());
+        drop(s);
+        // No subscriber is not an error.
+        let _ = self.live.send(event);
+    }
+
+    /// Logged packets per rule name.
+    pub fn logged_by_rule(&self, name: &str) -> u64 {
+        lock(&self.state).by_rule.get(name).copied().unwrap_or(0)
+    }
+
+    pub fn logged_by_default(&self, direction: Direction, profile: ProfileKind) -> u64 {
+        lock(&self.state).by_default.get(&(direction, profile)).copied().unwrap_or(0)
+    }
+
+    /// The monitor's own figures for `show stats`.
+    pub fn view(&self) -> Value {
+        let s = lock(&self.state);
+        json!({
+            "nflog-group": LOG_GROUP,
+            "reading": lock(&self.error).is_none(),
+            "error": *lock(&self.error),
+            "totals": s.totals,
+            "recent": s.ring.len(),
+            "ring-size": RING,
+            "subscribers": self.live.receiver_count(),
+        })
+    }
+
+    /// Serves one `monitor` request: the answer line, the last `backlog` events,
+    /// then live events until the client goes away.
+    pub async fn stream(&self, mut read: OwnedReadHalf, mut write: OwnedWriteHalf, backlog: usize) {
+        let mut rx = self.live.subscribe();
+        let recent: Vec<Event> = {
+            let s = lock(&self.state);
+            s.ring.iter().skip(s.ring.len().saturating_sub(backlog)).cloned().collect()
+        };
+        let status = json!({ "monitoring": true, "nflog-group": LOG_GROUP, "error": *lock(&self.error) });
+        let mut out = line(&crate::protocol::Response::Ok(status));
+        for e in &recent {
+            out.extend(line(&Line::Event(e)));
+        }
+        if write.write_all(&out).await.is_err() {
+            return;
+        }
+        let mut probe = [0u8; 1];
+        loop {
+            let out = tokio::select! {
+                got = rx.recv() => match got {
+                    Ok(e) => line(&Line::Event(&e)),
+                    Err(broadcast::error::RecvError::Lagged(n)) => line(&Line::<'_>::Lagged(n)),
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                // EOF or anything else from the client ends the stream.
+                _ = read.read(&mut probe) => return,
+            };
+            if write.write_all(&out).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// A line of the stream after the answer: `{"event":{...}}` (its keys in the
+/// order of [`Event`]) or `{"lagged":N}`.
+#[derive(Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum Line<'a> {
+    Event(&'a Event),
+    Lagged(u64),
+}
+
+fn line(value: &impl Serialize) -> Vec<u8> {
+    // Serializing these types to JSON cannot fail (string keys, no maps of others).
+    let mut out = serde_json::to_vec(value).unwrap_or_default();
+    out.push(b'\n');
+    out
+}
+
+fn event(applied: Option<(&Policy, &Compiled)>, logged: Logged, direction: Direction, origin: Origin) -> Event {
+    let interface = match direction {
+        Direction::In => logged.in_interface,
+        Direction::Out => logged.out_interface,
+    };
+    let h = logged.header;
+    let (remote, local, remote_port, local_port) = match (&h, direction) {
+        (Some(h), Direction::In) => (Some(h.src), Some(h.dst), h.src_port, h.dst_port),
+        (Some(h), Direction::Out) => (Some(h.dst), Some(h.src), h.dst_port, h.src_port),
+        (None, _) => (None, None, None, None),
+    };
+    let uid = logged.uid.filter(|_| direction == Direction::Out);
+    let verdict = match origin {
+        Origin::Rule(v) => v,
+        Origin::Default(_) => Verdict::Block,
+    };
+    let explained = h.as_ref().zip(applied).map(|(h, (policy, compiled))| {
+        let packet = Packet {
+            protocol: h.protocol,
+            remote,
+            local,
+            remote_port,
+            local_port,
+            interface: interface.clone(),
+            icmp_type: h.icmp_type,
+            uid,
+        };
+        explain(policy, compiled, direction, &packet)
+    });
+    // The kernel's prefix is the truth; explain only names who decided, and only
+    // when it agrees with it.
+    let agrees = |d: &Decider| match (d, origin) {
+        (Decider::Rule { .. }, Origin::Rule(_)) => true,
+        (Decider::ProfileDefault { profile }, Origin::Default(p)) => *profile == p,
+        _ => false,
+    };
+    let (profile, decided_by) = match explained {
+        Some(x) if x.verdict == verdict && agrees(&x.decided_by) => (Some(x.profile), Some(x.decided_by)),
+        _ => (if let Origin::Default(p) = origin { Some(p) } else { None }, None),
+    };
+    Event {
+        time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        direction,
+        interface,
+        protocol: h.as_ref().map(|h| protocol_name(Some(h.protocol))),
+        remote,
+        remote_port,
+        local,
+        local_port,
+        icmp_type: h.as_ref().and_then(|h| h.icmp_type.map(|t| icmp_type_name(h.protocol, t))),
+        uid,
+        verdict,
+        profile,
+        decided_by,
+    }
+}
+
+/// Binds the NFLOG group and reads it in a task; the packets come out of the
+/// returned queue. If the group cannot be bound the daemon goes on without a
+/// monitor (the firewall matters more), says so in its log and in `show stats`,
+/// and the queue stays empty.
+pub async fn start(hub: Arc<Hub>) -> mpsc::Receiver<Logged> {
+    let (tx, rx) = mpsc::channel(PENDING);
+    match Nflog::bind(LOG_GROUP).await {
+        Ok(nflog) => {
+            tokio::spawn(read(nflog, hub, tx));
+        }
+        Err(e) => {
+            let message = format!("{:#}", anyhow::Error::from(e));
+            tracing::warn!("no dropped-packet monitor: {message}");
+            *lock(&hub.error) = Some(message);
+        }
+    }
+    rx
+}
+
+async fn read(mut nflog: Nflog, hub: Arc<Hub>, tx: mpsc::Sender<Logged>) {
+    loop {
+        match nflog.recv().await {
+            Ok(batch) => {
+                for logged in batch {
+                    if tx.try_send(logged).is_err() {
+                        lock(&hub.state).totals.queue_drops += 1;
+                    }
+                }
+            }
+            Err(e) if nflog::is_overrun(&e) => lock(&hub.state).totals.overruns += 1,
+            Err(e) => {
+                tracing::error!(error = %e, "reading NFLOG failed; the dropped-packet monitor stops");
+                *lock(&hub.error) = Some(format!("reading NFLOG failed: {e}"));
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::log_prefix;
+
+    #[test]
+    fn prefixes_round_trip() {
+        for d in [Direction::In, Direction::Out] {
+            for v in [Verdict::Allow, Verdict::Block] {
+                assert_eq!(parse_prefix(&log_prefix(d, v, None)), Some((d, Origin::Rule(v))));
+            }
+            for p in ProfileKind::ALL {
+                assert_eq!(parse_prefix(&log_prefix(d, Verdict::Block, Some(p))), Some((d, Origin::Default(p))));
+            }
+        }
+        assert_eq!(parse_prefix("ringfence sideways block: "), None);
+        assert_eq!(parse_prefix("other in block: "), None);
+    }
+
+    fn dropped_udp() -> Logged {
+        Logged {
+            prefix: log_prefix(Direction::In, Verdict::Block, Some(ProfileKind::Public)),
+            in_interface: Some("eth0".into()),
+            out_interface: None,
+            uid: None,
+            header: nflog::parse_ip(&[0x45, 0, 0, 20, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 2, 10, 0, 0, 1]),
+        }
+    }
+
+    #[test]
+    fn the_ring_is_bounded_and_counts_per_rule() {
+        let hub = Hub::default();
+        for _ in 0..RING + 10 {
+            hub.record(None, dropped_udp());
+        }
+        let s = lock(&hub.state);
+        assert_eq!(s.ring.len(), RING);
+        assert_eq!(s.totals.logged, (RING + 10) as u64);
+        // Without an applied policy nothing can be named.
+        assert_eq!(s.totals.unattributed, (RING + 10) as u64);
+        assert_eq!(s.ring[0].verdict, Verdict::Block);
+        assert_eq!(s.ring[0].remote, Some("10.0.0.2".parse().unwrap()));
+    }
+
+    /// A subscriber that cannot keep up loses its oldest events, is told how
+    /// many, and then gets the newest ones.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_slow_subscriber_is_told_what_it_lost() {
+        use tokio::io::{AsyncBufReadExt, BufReader};
+        let hub = Arc::new(Hub::default());
+        for _ in 0..5 {
+            hub.record(None, dropped_udp());
+        }
+        let (server, client) = tokio::net::UnixStream::pair().unwrap();
+        let (read, write) = server.into_split();
+        let task = tokio::spawn({
+            let hub = Arc::clone(&hub);
+            async move { hub.stream(read, write, 2).await }
+        });
+        let mut lines = BufReader::new(client).lines();
+        assert!(lines.next_line().await.unwrap().unwrap().contains("\"monitoring\":true"));
+        for _ in 0..2 {
+            assert!(lines.next_line().await.unwrap().unwrap().starts_with("{\"event\":"));
+        }
+        // The stream task cannot run while these are recorded.
+        for _ in 0..SUBSCRIBER_QUEUE + 100 {
+            hub.record(None, dropped_udp());
+        }
+        assert_eq!(lines.next_line().await.unwrap().unwrap(), "{\"lagged\":100}");
+        for _ in 0..SUBSCRIBER_QUEUE {
+            assert!(lines.next_line().await.unwrap().unwrap().starts_with("{\"event\":"));
+        }
+        drop(lines);
+        task.await.unwrap();
+        assert_eq!(hub.live.receiver_count(), 0);
+    }
+}
