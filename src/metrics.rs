@@ -205,7 +205,12 @@ const FAMILIES: &[Family] = &[
 const SCALARS: &[(&str, &str, &str, &[&str])] = &[
     ("ringfence_applies_total", "Rulesets applied since the daemon started.", "counter", &["applies"]),
     ("ringfence_last_apply_seconds", "How long the last apply took.", "gauge", &["last-apply-seconds"]),
-    ("ringfence_isolation_sas_up", "IPsec security associations up.", "gauge", &["isolation", "sas-up"]),
+    (
+        "ringfence_isolation_sas_up",
+        "ESP security associations of Ringfence's IPsec connection in the kernel (one each way per CHILD_SA).",
+        "gauge",
+        &["isolation", "sas-up"],
+    ),
     ("ringfence_monitor_logged_total", "Logged packets read from NFLOG.", "counter", &["monitor", "totals", "logged"]),
     (
         "ringfence_monitor_unattributed_total",

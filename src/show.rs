@@ -337,7 +337,9 @@ pub fn stats(v: &Value) -> String {
         v["last-apply-ms"].as_f64().unwrap_or(0.0)
     );
     let iso = &v["isolation"];
-    let _ = writeln!(o, "isolation:    mode {}, {} SAs up ({})", s(&iso["mode"]), iso["sas-up"], s(&iso["note"]));
+    let loaded =
+        if iso["charon-loaded"] == Value::Bool(true) { "loaded into charon" } else { "not loaded into charon" };
+    let _ = writeln!(o, "isolation:    mode {}, {} ESP SAs in the kernel, {loaded}", s(&iso["mode"]), iso["sas-up"]);
     let m = &v["monitor"];
     let t = &m["totals"];
     let reading = match &m["error"] {

@@ -235,7 +235,7 @@ fn handle<B: Backend>(
         Request::Profiles => views::profiles(engine),
         Request::Policy => Ok(engine.applied.as_ref().map_or(json!(null), |a| policy_view(&a.policy))),
         Request::Sets => Ok(views::sets(engine)),
-        Request::Stats => stats::stats(engine, hub),
+        Request::Stats => stats::stats(engine, hub, isolation),
         // Served by the connection's task (`control::serve`), never queued.
         Request::Monitor { .. } => Err("monitor is a stream".into()),
         Request::Explain { direction, packet } => Ok(engine

@@ -5,6 +5,7 @@
 use serde_json::{json, Value};
 
 use super::engine::Engine;
+use super::isolation::Isolation;
 use super::views::counters;
 use crate::backend::Backend;
 use crate::compile::default_rule_comment;
@@ -13,7 +14,7 @@ use crate::monitor::Hub;
 use crate::policy::values::Keyword;
 use crate::policy::{Direction, ProfileKind};
 
-pub fn stats<B: Backend>(engine: &Engine<B>, hub: &Hub) -> Result<Value, String> {
+pub fn stats<B: Backend>(engine: &Engine<B>, hub: &Hub, isolation: &mut Isolation) -> Result<Value, String> {
     let counters = counters(engine)?;
     let applied = engine.applied.as_ref();
     let rules: Vec<Value> = applied
@@ -63,16 +64,13 @@ pub fn stats<B: Backend>(engine: &Engine<B>, hub: &Hub) -> Result<Value, String>
             })
         })
         .collect();
-    let mode = applied.map(|a| a.policy.isolation.mode.value);
     Ok(json!({
         "applies": engine.generation,
         "last-apply-ms": engine.last_apply.as_secs_f64() * 1000.0,
         "rules": rules,
         "defaults": defaults,
         "dynamic-sets": sets,
-        // IPsec isolation is being built elsewhere; until the daemon sets up
-        // SAs this says so rather than leaving the figure out.
-        "isolation": { "mode": mode, "sas-up": 0, "note": "the daemon does not set up IPsec SAs yet" },
+        "isolation": isolation.stats(applied.map(|a| &a.policy)),
         "monitor": hub.view(),
     }))
 }

@@ -11,6 +11,7 @@ use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
 };
 use netlink_packet_xfrm::policy::{DelGetMessage, ModifyMessage};
+use netlink_packet_xfrm::state::GetDumpMessage;
 use netlink_packet_xfrm::{
     Address, LifetimeConfig, UserPolicyId, UserPolicyInfo, UserTemplate, XfrmAttrs, XfrmMessage, AF_INET, AF_INET6,
     IPPROTO_ESP, XFRM_MODE_TRANSPORT, XFRM_POLICY_ALLOW, XFRM_POLICY_IN, XFRM_POLICY_OUT, XFRM_POLICY_TYPE_MAIN,
@@ -70,7 +71,7 @@ impl fmt::Display for Failure {
 pub enum Error {
     #[error("cannot open a NETLINK_XFRM socket")]
     Open(#[source] io::Error),
-    #[error("cannot read the kernel's xfrm policies")]
+    #[error("cannot read the kernel's xfrm policies or SAs")]
     Dump(#[source] io::Error),
     /// Every change was tried; these failed (each with its own cause).
     #[error("{}", .failed.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
@@ -129,22 +130,39 @@ impl Xfrm {
     /// cannot have made (a mark, an interface, ports, another template...) is
     /// not Ringfence's: it is left out, with a warning.
     pub fn dump(&mut self) -> Result<Vec<Installed>, Error> {
-        // A dump that changed while it was read is flagged; read it again.
+        let mut out = self.dump_all(XfrmMessage::GetPolicy(DelGetMessage::default()), |m, out: &mut Vec<_>| {
+            if let XfrmMessage::AddPolicy(p) = m {
+                out.extend(installed(&p));
+            }
+        })?;
+        out.sort_by_key(|i| i.policy);
+        Ok(out)
+    }
+
+    /// The kernel's ESP SAs of `reqid` (charon installs one each way per
+    /// CHILD_SA), larval ones (an ACQUIRE's, SPI 0) left out.
+    pub fn esp_sas(&mut self, reqid: u32) -> Result<usize, Error> {
+        let sas = self.dump_all(XfrmMessage::GetDumpSa(GetDumpMessage::default()), |m, out: &mut Vec<()>| {
+            if let XfrmMessage::AddSa(sa) = m {
+                let info = &sa.user_sa_info;
+                if info.reqid == reqid && info.id.proto == IPPROTO_ESP && info.id.spi != 0 {
+                    out.push(());
+                }
+            }
+        })?;
+        Ok(sas.len())
+    }
+
+    /// A dump, read again (up to 3 times) when the kernel flags that it
+    /// changed while it was read.
+    fn dump_all<T>(&mut self, request: XfrmMessage, each: impl Fn(XfrmMessage, &mut Vec<T>)) -> Result<Vec<T>, Error> {
         let mut tries = 0;
         loop {
             let mut out = Vec::new();
-            let request = XfrmMessage::GetPolicy(DelGetMessage::default());
-            match self.request(request, NLM_F_DUMP, |m| {
-                if let XfrmMessage::AddPolicy(p) = m {
-                    out.extend(installed(&p));
-                }
-            }) {
+            match self.request(request.clone(), NLM_F_DUMP, |m| each(m, &mut out)) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted && tries < 3 => tries += 1,
                 Err(e) => return Err(Error::Dump(e)),
-                Ok(()) => {
-                    out.sort_by_key(|i| i.policy);
-                    return Ok(out);
-                }
+                Ok(()) => return Ok(out),
             }
         }
     }
