@@ -32,7 +32,6 @@ pending() { state "$fw" confirm-pending-secs; }
 not_pending() { [ "$(pending)" = null ]; }
 up() { local a; for a in 10.207.0.1 fd00:207::1; do tcp "$peer" $a "$1" || return 1; done; }
 down() { local a; for a in 10.207.0.1 fd00:207::1; do ! tcp "$peer" $a "$1" || return 1; done; }
-now() { date +%s.%N; }
 human_state_has() { rf "$fw" show state | grep -qF -- "$1"; }
 between() { python3 -c 'import sys; d = float(sys.argv[2]) - float(sys.argv[1]); print(f"{d:.1f} s"); sys.exit(not float(sys.argv[3]) <= d <= float(sys.argv[4]))' "$@"; }
 
@@ -43,7 +42,6 @@ shape0=$(table_shape "$fw")
 # 1. Not confirmed: rolls back by itself, to the ruleset from before the apply,
 # taking back also a file edited inside the window.
 printf 'version: 1\nrules:\n  - { name: no-8081, direction: in, action: block, protocol: tcp, local-ports: [8081] }\n' >"$P/20-change.src"
-t0=$(now)
 check "apply --confirm 5s succeeds" rf "$fw" apply --confirm 5s
 said  "apply --confirm says when it rolls back" 'rolls back in 5 s'
 check "pending: show state counts down the confirmation" test "$(pending)" -le 5
@@ -52,9 +50,12 @@ refute "pending: the change is in force at once (tcp/8081 blocked)" tcp "$peer" 
 printf 'version: 1\nrules:\n  - { name: during, direction: in, action: allow, protocol: tcp, local-ports: [8082] }\n' >"$P/25-during.yaml"
 check "pending: a file edited inside the window is applied too (tcp/8082 opens)" wait_for 2 tcp "$peer" 10.207.0.1 8082
 check "pending: still pending before the deadline" test "$(pending)" != null
-check "not confirmed: the rollback comes by itself" wait_for 8 not_pending
-t1=$(now)
-check "the rollback came about 5 s after the apply" between "$t0" "$t1" 4.8 8
+check "not confirmed: the rollback comes by itself" wait_for 15 not_pending
+# Timed by the daemon's own log lines (this scenario's probes take seconds on
+# a loaded machine): the apply, and the rollback its timer did.
+logged_at() { date -d "$(grep -F "trigger=\"$1" "$WORK/$fw.log" | tail -1 | cut -d' ' -f1)" +%s.%N; }
+check "the rollback came 5 s after the apply (daemon's log)" \
+    between "$(logged_at "apply, waiting for confirmation")" "$(logged_at "rolled back: not confirmed in time")" 4.9 5.5
 check "rolled back: tcp/8081 allowed again (v4+v6)" up 8081
 refute "rolled back: tcp/8082 from the file edited in the window blocked again" tcp "$peer" 10.207.0.1 8082
 check "rolled back: table inet ringfence is as before, apart from counters" test "$(table_shape "$fw")" = "$shape0"
