@@ -7,6 +7,7 @@
 # schema cannot know; files that are not YAML fail before it. Each corpus file is
 # in exactly one list below, so a new file must be classified here.
 source "$(dirname "$0")/../lib.sh"
+source "$(dirname "$0")/../ipsec.sh"
 # Debian's python3-jsonschema is for /usr/bin/python3, which may not be the first on PATH.
 PY=
 for p in python3 /usr/bin/python3; do "$p" -c 'import jsonschema, yaml' 2>/dev/null && { PY=$p; break; }; done
@@ -17,7 +18,7 @@ SCHEMA_ERRORS=(04-unknown-key 05-unknown-rule-key 06-unknown-profile-key 07-unkn
     08-unknown-settings-key 09-string-for-list 10-list-for-string 11-bool-as-string 12-rules-as-mapping
     13-missing-name 14-missing-direction 15-missing-action 16-bad-direction 17-action-bypass 44-null-name
     47-port-float 48-protocol-list 49-direction-list 51-rules-number 52-rule-item-not-mapping 55-port-huge
-    56-missing-field-flow)
+    56-missing-field-flow 61-isolation-mode-unknown)
 YAML_ERRORS=(01-yaml-syntax 02-tab-indent 03-tab-indent-key 41-duplicate-key 42-multiple-documents
     50-bad-indentation 57-unclosed-quote 58-colon-in-value)
 # 46-version-float: `1.0` is an integer to JSON Schema; ringfence reads it as a float.
@@ -27,7 +28,9 @@ SEMANTIC_ERRORS=(18-bad-protocol 19-protocol-256 20-cidr-prefix-33 21-cidr-host-
     32-icmp-type-unknown 33-users-inbound 34-user-unknown 35-interface-glob-middle 36-interface-too-long
     37-profile-interfaces-overlap 38-never-matches 39-version-2 40-keyword-dhcp-local 43-empty-name
     45-duplicate-name-same-file 46-version-float 53-icmpv6-type-300 54-icmpv6-type-for-icmp
-    59-interface-in-profile-bad 60-rule-too-many-elements
+    59-interface-in-profile-bad 60-rule-too-many-elements 62-isolation-subnet-range 63-isolation-no-identity
+    64-isolation-relative-path 65-isolation-lifetime 66-isolation-socket 67-isolation-missing-files
+    68-isolation-no-subnets
     dup-names/10-dup-a dup-names/20-dup-b profile-overlap/10-overlap-a profile-overlap/20-overlap-b)
 
 check "ringfence schema prints a schema" "$RINGFENCE" schema
@@ -42,6 +45,13 @@ for f in "$ROOT"/policies/*.yaml "$ROOT"/policies/*/*.yaml "$WORK/embedded-defau
     check "valid: ${f#"$ROOT"/}" validate "$f"
     one="$WORK/one-$(basename "$f" .yaml)"
     mkdir -p "$one" && cp "$f" "$one/"
+    # An isolation example names the host's credentials under /etc: check it
+    # with a throwaway CA and certificate in their place.
+    if grep -q /etc/ringfence/pki/ "$f"; then
+        [ -f "$PKI/ca.crt" ] || { pki_ca ca "C=XX, O=Example, CN=Example CA" && pki_host host ca; }
+        sed -i "s|/etc/ringfence/pki/ca.pem|$PKI/ca.crt|; s|/etc/ringfence/pki/host.pem|$PKI/host.crt|;
+            s|/etc/ringfence/pki/host.key|$PKI/host.key|" "$one/$(basename "$f")"
+    fi
     check "... and ringfence check agrees" "$RINGFENCE" check --policy-dir "$one"
 done
 printf '# only a comment\n' >"$WORK/empty.yaml"
