@@ -76,6 +76,24 @@ link() {
     ip -n "$5" link set "$6" up
 }
 
+# switch NAME: a new host holding an Ethernet switch, the bridge br0; prints its name.
+switch() {
+    local ns
+    ns=$(host "$1")
+    ip -n "$ns" link add br0 type bridge
+    ip -n "$ns" link set br0 up
+    echo "$ns"
+}
+
+# port SWITCH NS [ADDR4]: NS's eth0 plugged into SWITCH, with ADDR4/24 if given.
+port() {
+    local peer="p-${2##*-}"
+    ip link add eth0 netns "$2" type veth peer name "$peer" netns "$1"
+    ip -n "$1" link set "$peer" master br0 up
+    [ -z "${3:-}" ] || ip -n "$2" addr add "$3/24" dev eth0
+    ip -n "$2" link set eth0 up
+}
+
 # bg NS CMD...: runs CMD in the background inside NS; killed at exit.
 bg() { local ns=$1; shift; ip netns exec "$ns" "$@" >>"$WORK/bg.log" 2>&1 & _PIDS+=($!); disown; }
 

@@ -17,17 +17,8 @@
 source "$(dirname "$0")/../lib.sh"
 command -v dhclient >/dev/null || { echo "$SCENARIO: dhclient is missing (run integration/install-deps.sh)"; exit 1; }
 
-sw=$(host sw); fw=$(host fw); srv1=$(host srv1); srv2=$(host srv2); other=$(host other)
-ip -n "$sw" link add br0 type bridge
-ip -n "$sw" link set br0 up
-# port NS [ADDR]: NS's eth0 on the bridge, with ADDR/24 if given.
-port() {
-    ip link add eth0 netns "$1" type veth peer name "p-${1##*-}" netns "$sw"
-    ip -n "$sw" link set "p-${1##*-}" master br0 up
-    [ -z "${2:-}" ] || ip -n "$1" addr add "$2/24" dev eth0
-    ip -n "$1" link set eth0 up
-}
-port "$fw"; port "$srv1" 10.67.0.2; port "$srv2" 10.67.0.3; port "$other" 10.67.0.4
+sw=$(switch sw); fw=$(host fw); srv1=$(host srv1); srv2=$(host srv2); other=$(host other)
+port "$sw" "$fw"; port "$sw" "$srv1" 10.67.0.2; port "$sw" "$srv2" 10.67.0.3; port "$sw" "$other" 10.67.0.4
 
 # dnsmasq_dhcp NS N: DHCP and DNS server 10.67.0.N, itself the router and the
 # DNS server it hands out, WINS server 10.67.0.4; answers test.ringfence with
