@@ -9,7 +9,8 @@ export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root LANG=C.UTF-8
 # shellcheck disable=SC1090
 source "$1" || { echo "RF-VM-RESULT=125 (cannot read the job file $1)"; exit; }
-# Sets RF_VM_KDIR (the unpacked kernel package), RF_VM_CWD, RF_VM_SCRIPT, RF_VM_ARGS.
+# Sets RF_VM_KDIR (the unpacked kernel package), RF_VM_CWD, RF_VM_SCRIPT, RF_VM_ARGS,
+# RF_VM_SCRIPT_TIMEOUT.
 
 # The root is read-only: tmpfs wherever tests write. /tmp is mounted after the
 # job file (which run.sh writes under the host's /tmp) has been read.
@@ -29,5 +30,9 @@ export RF_VM_KDIR
 
 [ -z "${RF_VM_DEBUG:-}" ] || echo "guest: script starts at $(cut -d" " -f1 /proc/uptime) s"
 cd "$RF_VM_CWD" || { echo "RF-VM-RESULT=125 (no directory $RF_VM_CWD)"; exit; }
-bash "$RF_VM_SCRIPT" "${RF_VM_ARGS[@]}" </dev/null 2>&1
-echo "RF-VM-RESULT=$?"
+# A guest-side deadline shorter than run.sh's: a hung script is killed here, so
+# that its output so far and a result line (124) still reach the host.
+timeout -k 5 "$RF_VM_SCRIPT_TIMEOUT" bash "$RF_VM_SCRIPT" "${RF_VM_ARGS[@]}" </dev/null 2>&1
+rc=$?
+[ "$rc" -ne 124 ] || echo "guest: $RF_VM_SCRIPT did not finish within ${RF_VM_SCRIPT_TIMEOUT}s; killed"
+echo "RF-VM-RESULT=$rc"
