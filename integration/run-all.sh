@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs the test dependencies, builds, and runs every test tier that this
-# machine's kernel can run: unit and golden tests, the bad-input corpus, and the
-# namespace scenarios. Prints one closing line "N passed, M failed".
+# Installs the test dependencies, builds, and runs every test tier: unit and
+# golden tests, the bad-input corpus, the namespace scenarios, and the VM
+# scenarios (integration/vm/: ESP, which this machine's kernel lacks, in a QEMU
+# guest). Prints one closing line "N passed, M failed".
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -38,6 +39,16 @@ for t in integration/bad-input.sh integration/scenarios/*.sh; do
     echo "== $t"
     log="$ROOT/target/$(basename "$t" .sh).log"
     timeout 600 bash "$t" 2>&1 | tee "$log"
+    tally "$t" "$log" "${PIPESTATUS[0]}"
+done
+
+# The VM tier: ESP between namespaces inside a QEMU guest running Debian's
+# kernel (this machine's has no ESP). Each scenario boots its own guest.
+for t in integration/vm/scenarios/*.sh; do
+    [ -f "$t" ] || continue
+    echo "== $t (VM)"
+    log="$ROOT/target/vm-$(basename "$t" .sh).log"
+    bash integration/vm/run.sh "$t" 2>&1 | tee "$log"
     tally "$t" "$log" "${PIPESTATUS[0]}"
 done
 

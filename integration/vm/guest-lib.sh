@@ -1,0 +1,248 @@
+# Helpers for scripts that run inside the test VM (integration/vm/run.sh SCRIPT);
+# source it from such a script. It sources integration/lib.sh (hosts as network
+# namespaces, links, check/refute/finish, wait_for, cleanup in an EXIT trap) and
+# adds what IPsec tests need: a throwaway PKI, one charon per namespace driven
+# over VICI, packet captures on the wire and nft counters.
+#
+# Inside the VM / is this machine's root, read-only; /tmp (so $WORK), /run and
+# /mnt are tmpfs. The kernel is Debian's, with ESP; its modules are loaded at
+# boot (integration/vm/guest-modules.txt).
+
+if [ -z "${RF_VM_KDIR:-}" ]; then
+    echo "$(basename "$0"): runs inside the test VM: bash integration/vm/run.sh $0"
+    exit 1
+fi
+# shellcheck source=../lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+VM_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+CHARON=/usr/lib/ipsec/charon
+for _tool in $CHARON swanctl pki tcpdump unshare; do
+    command -v "$_tool" >/dev/null || { echo "$SCENARIO: $_tool is missing (run integration/install-deps.sh)"; exit 1; }
+done
+
+# said DESCRIPTION REGEX: as lib.sh's, but shows the output it searched on failure.
+said() {
+    cp "$WORK/last.out" "$WORK/said.out"
+    if grep -qiE -- "$2" "$WORK/said.out"; then pass "$1"; else fail "$1"; sed 's/^/       | /' "$WORK/said.out" | tail -20; fi
+}
+
+# finish: as lib.sh's, but on failure first shows the end of every charon log.
+finish() {
+    local f
+    if [ "$FAILED" -ne 0 ]; then
+        for f in "$WORK"/*.charon.log; do
+            [ -f "$f" ] || continue
+            echo "--- last lines of $(basename "$f")"
+            tail -n "${RF_VM_LOG_LINES:-40}" "$f" | sed 's/^/    /'
+        done
+    fi
+    echo "$SCENARIO: $PASSED passed, $FAILED failed"
+    [ "$FAILED" -eq 0 ]
+}
+
+# --- PKI ------------------------------------------------------------------------
+# Throwaway ECDSA keys and certificates under $PKI. Keys are written with mode 600.
+PKI=$WORK/pki
+mkdir -p "$PKI"
+# pki quietly: its plugins print TPM noise on stderr; the status tells success.
+_pki() { pki "$@" 2>>"$WORK/pki.log"; }
+
+# pki_ca NAME DN: a self-signed CA, $PKI/NAME.key and $PKI/NAME.crt.
+pki_ca() {
+    (umask 077 && _pki --gen --type ecdsa --size 256 --outform pem >"$PKI/$1.key")
+    _pki --self --ca --lifetime 30 --in "$PKI/$1.key" --type ecdsa --dn "$2" --outform pem >"$PKI/$1.crt"
+}
+
+# pki_host NAME CA ADDR...: a host key and certificate issued by CA, subject
+# "C=XX, O=Example, OU=Members, CN=NAME", subjectAltName NAME.example and ADDRs.
+pki_host() {
+    local name=$1 ca=$2 a sans=(--san "$1.example"); shift 2
+    for a in "$@"; do sans+=(--san "$a"); done
+    (umask 077 && _pki --gen --type ecdsa --size 256 --outform pem >"$PKI/$name.key")
+    _pki --pub --in "$PKI/$name.key" --type ecdsa |
+        _pki --issue --cacert "$PKI/$ca.crt" --cakey "$PKI/$ca.key" --type pub \
+            --dn "C=XX, O=Example, OU=Members, CN=$name" "${sans[@]}" --lifetime 30 \
+            --outform pem >"$PKI/$name.crt"
+}
+
+# --- charon, one per namespace -----------------------------------------------------
+# Every charon writes a fixed pid file (/var/run/charon.pid, /var/run being
+# /run): each runs in its own mount namespace with a private tmpfs on /run. Its
+# configuration is its own strongswan.conf (STRONGSWAN_CONF), its VICI socket
+# is $VICI/NS.vici, in a directory every namespace sees, and its log is
+# $WORK/NS.charon.log.
+VICI=$WORK/vici
+mkdir -p "$VICI"
+# The plugins charon needs, nothing else: the distribution's defaults load more
+# (bypass-lan, for one, installs pass policies for local subnets).
+# (kdf: since 5.9.8 the IKE key derivation lives in its own plugin; without it
+# IKE_SA_INIT ends in "KDF_PRF with PRF_HMAC_SHA2_256 not supported".)
+CHARON_PLUGINS="random nonce openssl pem pkcs1 pkcs8 x509 pubkey constraints sha2 hmac kdf kernel-netlink socket-default vici"
+declare -A CHARON_PID=()
+
+# vici NS: the VICI URI of NS's charon.
+vici() { echo "unix://$VICI/$1.vici"; }
+
+# charon_start NS: starts NS's charon (CHARON_PID[NS]) and waits until it answers over VICI.
+charon_start() {
+    local ns=$1 conf="$WORK/$1.strongswan.conf"
+    cat >"$conf" <<CONF
+charon {
+    load = $CHARON_PLUGINS
+    install_routes = no
+    plugins {
+        vici {
+            socket = $(vici "$ns")
+        }
+    }
+    filelog {
+        log {
+            path = $WORK/$ns.charon.log
+            time_format = %T
+            append = yes
+            flush_line = yes
+            default = 1
+            knl = 2
+            cfg = 2
+        }
+    }
+}
+CONF
+    rm -f "$VICI/$ns.vici"
+    STRONGSWAN_CONF=$conf ip netns exec "$ns" unshare -m --propagation private \
+        sh -c 'mount -t tmpfs tmpfs /run && exec "$0"' "$CHARON" >>"$WORK/$ns.charon.out" 2>&1 &
+    CHARON_PID[$ns]=$!
+    _PIDS+=($!)
+    disown
+    wait_for 20 sw "$ns" --stats || { echo "charon in $ns did not start:"; cat "$WORK/$ns.charon.out"; return 1; }
+}
+
+# charon_stop NS [SIGNAL]: stops NS's charon with SIGNAL (default TERM) and waits until it is gone.
+charon_stop() {
+    local pid=${CHARON_PID[$1]}
+    kill -"${2:-TERM}" "$pid" 2>/dev/null || true
+    wait_for 10 _gone "$pid"
+}
+
+# swanctl's own settings: the plugins it needs to read keys and certificates
+# (the distribution's would also load tpm, which prints noise).
+cat >"$WORK/swanctl.strongswan.conf" <<'CONF'
+swanctl {
+    load = pem pkcs1 pkcs8 x509 openssl pubkey random nonce
+}
+CONF
+
+# sw NS COMMAND [ARGS...]: swanctl against NS's charon (options after the command).
+sw() {
+    local ns=$1 cmd=$2; shift 2
+    STRONGSWAN_CONF=$WORK/swanctl.strongswan.conf timeout 20 swanctl "$cmd" --uri "$(vici "$ns")" "$@"
+}
+
+# swanctl_dir NS HOST CA...: the swanctl directory of NS ($WORK/NS.swanctl),
+# holding HOST's key and certificate and the CA certificates; swanctl.conf is read
+# from stdin. swanctl reads credentials from the folders beside swanctl.conf
+# (x509/, x509ca/, private/); a `secrets` entry cannot name a key elsewhere.
+swanctl_dir() {
+    local ns=$1 me=$2 d="$WORK/$1.swanctl" ca; shift 2
+    # (every folder swanctl --load-creds reads, so that it does not complain)
+    mkdir -p "$d"/{x509,x509ca,x509ocsp,x509aa,x509ac,x509crl,pubkey,rsa,ecdsa,bliss,pkcs8,pkcs12,private}
+    chmod 700 "$d/private"
+    cp "$PKI/$me.crt" "$d/x509/"
+    cp "$PKI/$me.key" "$d/private/"
+    for ca in "$@"; do cp "$PKI/$ca.crt" "$d/x509ca/"; done
+    cat >"$d/swanctl.conf"
+}
+
+# sw_load NS [WHAT]: loads NS's swanctl directory into its charon: --load-all
+# (default) or --load-conns, --load-creds...
+sw_load() { sw "$1" "${2:---load-all}" --file "$WORK/$1.swanctl/swanctl.conf"; }
+
+# nd_bypass NS: xfrm policies that let IPv6 neighbour discovery and router
+# messages (ICMPv6 types 133-136) pass in clear, ahead of every IPsec policy
+# (priority 1; charon's are near 390000, lower wins). Neighbour discovery goes
+# through the xfrm policy lookup like any packet: a policy that requires ESP for
+# a peer's address also catches the unicast neighbour advertisements and
+# solicitations exchanged with that peer, so without this bypass IPv6 to the
+# peer (IKE included) cannot even resolve its link-layer address.
+nd_bypass() {
+    local dir t
+    for dir in in out; do
+        for t in 133 134 135 136; do
+            ip -n "$1" xfrm policy add dir "$dir" src ::/0 dst ::/0 proto ipv6-icmp type "$t" priority 1 action allow
+        done
+    done
+}
+
+# --- Kernel state -------------------------------------------------------------------
+# esp_sas NS: one line "SPI REQID SRC DST" per ESP SA in NS's kernel, larval
+# (ACQUIRE) states left out.
+esp_sas() {
+    ip -n "$1" xfrm state | awk '
+        /^src / { src = $2; dst = $4 }
+        $1 == "proto" && $2 == "esp" { spi = $4; reqid = $6; if (spi != "0x00000000") print spi, reqid, src, dst }'
+}
+# has_sas NS: NS has at least one ESP SA.
+has_sas() { esp_sas "$1" | grep -q .; }
+# larval NS: the ACQUIRE (larval) states of NS ("src dst reqid"): states with SPI 0.
+larval() {
+    ip -n "$1" xfrm state | awk '
+        /^src / { src = $2; dst = $4 }
+        $1 == "proto" && $2 == "esp" && $4 == "0x00000000" { print src, dst, $6 }'
+}
+# xfrm_stat NS NAME: one counter of /proc/net/xfrm_stat in NS (e.g. XfrmInTmplMismatch).
+xfrm_stat() { ip netns exec "$1" awk -v n="$2" '$1 == n { print $2 }' /proc/net/xfrm_stat; }
+
+# counter NS FAMILY TABLE NAME: packets of a named nft counter.
+counter() {
+    ip netns exec "$1" nft -j list counter "$2" "$3" "$4" |
+        jget '[o["counter"]["packets"] for o in v["nftables"] if "counter" in o][0]'
+}
+
+# --- Packets on the wire ----------------------------------------------------------------
+# capture_start NS IFACE NAME: tcpdump on IFACE of NS into $WORK/NAME.pcap, returns
+# once tcpdump is capturing. capture_stop NAME: stops it and waits until the file
+# is complete.
+declare -A CAPTURE_PID=()
+capture_start() {
+    ip netns exec "$1" tcpdump -i "$2" -n -s 0 -U --immediate-mode -w "$WORK/$3.pcap" 2>"$WORK/$3.tcpdump" &
+    CAPTURE_PID[$3]=$!
+    _PIDS+=($!)
+    disown
+    wait_for 10 grep -q "listening on" "$WORK/$3.tcpdump" || { cat "$WORK/$3.tcpdump"; return 1; }
+}
+capture_stop() {
+    kill -INT "${CAPTURE_PID[$1]}" 2>/dev/null || true
+    wait_for 10 _gone "${CAPTURE_PID[$1]}"
+}
+
+# wire NAME KIND [MARKER]: counts packets of $WORK/NAME.pcap (Ethernet, IPv4/IPv6):
+#   esp            ESP packets (IP protocol 50)
+#   esp-marker     ESP packets whose bytes contain MARKER (readable: ESP-null)
+#   clear-marker   packets other than ESP that contain MARKER (sent in clear)
+#   clear-traffic  packets other than ESP, IKE (UDP 500/4500) and neighbour
+#                  discovery/ARP: test traffic that went in clear
+#   esp-bytes / clear-bytes   frame bytes of the packets containing MARKER
+# and prints the number.
+wire() { python3 "$VM_DIR/pcap.py" "$WORK/$1.pcap" "$2" "${3:-}"; }
+
+# --- UDP test traffic -------------------------------------------------------------------
+# sink_start NS PORT...: records every datagram NS receives on PORTs (IPv4) in
+# $WORK/NS.sink as "PORT PAYLOAD". received NS PORT PAYLOAD: it got that one.
+sink_start() {
+    local ns=$1; shift
+    bg "$ns" python3 "$VM_DIR/udp-sink.py" "$WORK/$ns.sink" "$@"
+    local p
+    for p in "$@"; do wait_port "$ns" "$p" udp; done
+}
+received() { grep -qx "$2 $3" "$WORK/$1.sink" 2>/dev/null; }
+# udp_send NS ADDR PORT PAYLOAD: one datagram; prints the error of sendto, if
+# any (a packet the kernel drops for want of an SA is not always an error).
+udp_send() {
+    ip netns exec "$1" python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+try:
+    s.sendto(sys.argv[3].encode(), (sys.argv[1], int(sys.argv[2])))
+except OSError as e:
+    print("sendto:", e)' "$2" "$3" "$4"
+}
