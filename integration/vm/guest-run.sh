@@ -18,6 +18,10 @@ mount -t proc proc /proc
 [ -z "${RF_VM_DEBUG:-}" ] || echo "guest: wrapper started at $(cut -d" " -f1 /proc/uptime) s"
 mount -t sysfs sysfs /sys
 mount -t devtmpfs dev /dev 2>/dev/null
+# devtmpfs has no /dev/fd nor /dev/std*: udev or systemd make them on a real
+# system (nft reads `-f -` from /dev/stdin).
+ln -sfn /proc/self/fd /dev/fd
+for fd in 0:stdin 1:stdout 2:stderr; do ln -sf "/proc/self/fd/${fd%%:*}" "/dev/${fd#*:}"; done
 mkdir -p /dev/shm
 for d in /run /mnt /tmp /dev/shm; do mount -t tmpfs tmpfs "$d"; done
 mkdir -p /run/netns

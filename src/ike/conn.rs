@@ -19,6 +19,9 @@ pub const CONN: &str = "ringfence";
 const ESP_INTEGRITY: [&str; 2] = ["null-sha256", "aes256gcm16"];
 const ESP_ENCRYPTION: [&str; 1] = ["aes256gcm16"];
 
+/// Seconds between liveness checks of an idle IKE SA.
+const DPD_DELAY: u64 = 30;
+
 /// The credentials as read from their files (PEM or DER). The key is secret:
 /// `Debug` does not show it, and nothing logs these messages.
 pub struct Credentials {
@@ -58,6 +61,9 @@ pub struct Conn {
     pub version: u32,
     pub remote_addrs: Vec<String>,
     pub rekey_time: String,
+    /// Dead peer detection: an IKE SA whose peer is gone (its charon
+    /// restarted) is noticed and closed, with its CHILD SAs.
+    pub dpd_delay: String,
     pub local: Auth,
     pub remote: Auth,
     pub children: BTreeMap<String, Child>,
@@ -124,6 +130,7 @@ pub fn load(iso: &Isolation, creds: Credentials, reqid: u32) -> Load {
         version: 2,
         remote_addrs: iso.secure_subnets.value.iter().map(format_addr_range).collect(),
         rekey_time: secs(iso.ike_lifetime.value),
+        dpd_delay: secs(DPD_DELAY),
         local: Auth { auth: "pubkey", certs: vec![creds.certificate.clone().into()], cacerts: Vec::new() },
         remote: Auth { auth: "pubkey", certs: Vec::new(), cacerts: vec![creds.ca.clone().into()] },
         children: BTreeMap::from([(CONN.to_string(), child)]),

@@ -103,12 +103,42 @@ async fn load(client: &mut Vici, load: Option<&Load>) -> Result<(), String> {
     command(client, "load-conn", &load.conns).await
 }
 
+/// Closes the SAs of Ringfence's connection, so that new ones follow the
+/// connection as it is now: SAs negotiated under an older mode (ESP-null where
+/// encryption is now required) would otherwise live until they expire.
+async fn close_sas(client: &mut Vici) -> Result<(), String> {
+    #[derive(Serialize)]
+    struct Terminate {
+        ike: &'static str,
+        /// Do not wait for the peers' answers.
+        timeout: i32,
+    }
+    #[derive(Deserialize)]
+    struct Terminated {
+        success: bool,
+        #[serde(default)]
+        matches: u32,
+        errmsg: Option<String>,
+    }
+    let t: Terminated = client.request("terminate", &Terminate { ike: conn::CONN, timeout: -1 }).await?;
+    // No SA to close is no error.
+    if t.success || t.matches == 0 {
+        tracing::info!(sas = t.matches, "isolation connection changed: its IKE SAs are closed");
+        Ok(())
+    } else {
+        Err(format!("terminate: {}", t.errmsg.unwrap_or_else(|| "failed".into())))
+    }
+}
+
 /// Keeps charon holding what `desired` says: loads it when it changes and
 /// every time charon (re)appears at the socket; publishes how it went.
 pub async fn follow(mut desired: watch::Receiver<Desired>, status: watch::Sender<Status>) {
     // The socket where Ringfence's connection was last loaded, to unload it
     // there when isolation is turned off.
     let mut loaded_at: Option<PathBuf> = None;
+    // The connections last loaded into the charon that runs now (`None` after
+    // it restarted): when they change, SAs of the old ones are closed.
+    let mut loaded: Option<Arc<Load>> = None;
     loop {
         let want = desired.borrow_and_update().clone();
         let socket = want.socket.clone().or_else(|| loaded_at.clone());
@@ -119,7 +149,14 @@ pub async fn follow(mut desired: watch::Receiver<Desired>, status: watch::Sender
             continue;
         };
         let result = match Vici::connect(&socket).await {
-            Ok(mut client) => load(&mut client, want.load.as_deref()).await.map(|()| client),
+            Ok(mut client) => {
+                let before = loaded.take().filter(|l| want.load.as_ref().is_some_and(|w| w.conns != l.conns));
+                match load(&mut client, want.load.as_deref()).await {
+                    Ok(()) if before.is_some() => close_sas(&mut client).await.map(|()| client),
+                    Ok(()) => Ok(client),
+                    Err(e) => Err(e),
+                }
+            }
             Err(e) => Err(e),
         };
         let mut client = match result {
@@ -141,6 +178,7 @@ pub async fn follow(mut desired: watch::Receiver<Desired>, status: watch::Sender
             }
         };
         loaded_at = want.load.as_ref().map(|_| socket.clone());
+        loaded = want.load.clone();
         if want.load.is_some() {
             tracing::info!(socket = %socket.display(), "isolation connection loaded into charon");
         }
@@ -159,6 +197,7 @@ pub async fn follow(mut desired: watch::Receiver<Desired>, status: watch::Sender
         }
         tokio::select! {
             () = client.closed() => {
+                loaded = None;
                 tracing::warn!(socket = %socket.display(), "charon closed its VICI socket; loading again when it is back");
                 status.send_modify(|s| s.loaded = false);
             }
