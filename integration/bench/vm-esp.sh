@@ -14,7 +14,8 @@
 # figures measured the same way.
 set -euo pipefail
 if [ -z "${RF_VM_KDIR:-}" ]; then
-    exec bash "$(dirname "$0")/../vm/run.sh" "$0" "$@"
+    # 20 negotiations under TCG on a busy machine can take over 6 min.
+    RF_VM_TIMEOUT=${RF_VM_TIMEOUT:-900} exec bash "$(dirname "$0")/../vm/run.sh" "$0" "$@"
 fi
 source "$(dirname "$0")/../vm/guest-lib.sh"
 RUNS=${BENCH_VM_RUNS:-20}
