@@ -94,12 +94,14 @@ check  "v4: ping h1 -> h2 gets through once the SA is up" wait_for 20 ping1 "$h1
 check  "v4: h1 has ESP SAs" has_sas "$h1"
 bg "$h2" socat TCP6-LISTEN:7000,ipv6only=0,reuseaddr,fork SYSTEM:'read l; echo "answer-to-$l"'
 wait_port "$h2" 7000 tcp
+# (Tried again on failure: under a loaded host, the first exchange right after
+# the SA came up has timed out once in four runs; not understood yet.)
 tcp_question() { # FROM ADDR WORD: sends WORD, expects answer-to-WORD
     echo "$3" | ip netns exec "$1" timeout 15 socat -T10 - "TCP:$(_addr "$2"):7000,connect-timeout=10" | grep -qx "answer-to-$3"
 }
-check  "v4: a TCP exchange h1 -> h2" tcp_question "$h1" 10.99.0.2 rf-question-v4
+check  "v4: a TCP exchange h1 -> h2 (tried for up to 30 s)" wait_for 30 tcp_question "$h1" 10.99.0.2 rf-question-v4
 check  "v6: ping h1 -> h2 gets through once the SA is up" wait_for 20 ping1 "$h1" fd00:99::2
-check  "v6: a TCP exchange h1 -> h2" tcp_question "$h1" fd00:99::2 rf-question-v6
+check  "v6: a TCP exchange h1 -> h2 (tried for up to 30 s)" wait_for 30 tcp_question "$h1" fd00:99::2 rf-question-v6
 check  "v4: ping h2 -> h1" ping1 "$h2" 10.99.0.1
 capture_stop lan
 
@@ -123,4 +125,24 @@ said   "h2: the peer is identified by host1's certificate" "remote 'C=XX, O=Exam
 check  "h1: the kernel's SA uses cipher_null and hmac(sha256) truncated to 128 bits" ip -n "$h1" xfrm state
 said   "h1: enc cipher_null" "enc ecb\(cipher_null\)"
 said   "h1: auth-trunc hmac(sha256) 128" "auth-trunc hmac\(sha256\) 0x[0-9a-f]+ 128"
+
+# --- Why nd_bypass: IPv6 neighbour discovery goes through the xfrm lookup -------
+# Two more hosts, no charon: n2 requires ESP for everything it sends to the
+# /64. n1 pings n2; n1's neighbour solicitation is multicast, n2's advertisement
+# is unicast to n1 and matches n2's policy: without an SA it is dropped, so n1
+# never learns n2's link-layer address. With the ICMPv6 bypass it does (the
+# echo reply is still dropped: only neighbour discovery passes).
+n1=$(host n1); n2=$(host n2)
+link "$n1" eth0 10.98.0.1 fd00:98::1 "$n2" eth0 10.98.0.2 fd00:98::2
+ip -n "$n2" xfrm policy add dir out src fd00:98::2/128 dst fd00:98::/64 priority 100 \
+    tmpl proto esp mode transport reqid 1 level required
+neigh_of_n2() { ip -n "$n1" -6 neigh show fd00:98::2 dev eth0; }
+neigh_resolved() { neigh_of_n2 | grep -qE "lladdr .*(REACHABLE|STALE|DELAY|PROBE)"; }
+ip netns exec "$n1" ping -6 -c3 -i0.5 -W1 fd00:98::2 >/dev/null 2>&1 || true
+check  "ND: n1's neighbour entry for n2 (policy on n2, no bypass)" neigh_of_n2
+refute "ND: without a bypass n1 never resolves n2 (n2's unicast advertisement is caught by its policy)" neigh_resolved
+nd_bypass "$n2"
+ip -n "$n1" -6 neigh flush dev eth0
+ip netns exec "$n1" ping -6 -c3 -i0.5 -W1 fd00:98::2 >/dev/null 2>&1 || true
+check  "ND: with the ICMPv6 133-136 bypass on n2, n1 resolves n2" neigh_resolved
 finish
