@@ -48,7 +48,10 @@ refute() { local d=$1; shift; if "$@" >"$WORK/last.out" 2>&1; then fail "$d"; se
 
 # said DESCRIPTION REGEX: passes when the output of the previous check/refute
 # matches REGEX (extended, case-insensitive).
-said() { cp "$WORK/last.out" "$WORK/said.out"; check "$1" grep -qiE -- "$2" "$WORK/said.out"; }
+said() {
+    cp "$WORK/last.out" "$WORK/said.out"
+    if grep -qiE -- "$2" "$WORK/said.out"; then pass "$1"; else fail "$1"; sed 's/^/       | /' "$WORK/said.out" | tail -20; fi
+}
 
 # Prints the closing line run-all.sh and CI read, and exits non-zero on failure.
 finish() {

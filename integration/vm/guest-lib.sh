@@ -15,16 +15,7 @@ fi
 # shellcheck source=../lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 VM_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-CHARON=/usr/lib/ipsec/charon
-for _tool in $CHARON swanctl pki tcpdump unshare; do
-    command -v "$_tool" >/dev/null || { echo "$SCENARIO: $_tool is missing (run integration/install-deps.sh)"; exit 1; }
-done
-
-# said DESCRIPTION REGEX: as lib.sh's, but shows the output it searched on failure.
-said() {
-    cp "$WORK/last.out" "$WORK/said.out"
-    if grep -qiE -- "$2" "$WORK/said.out"; then pass "$1"; else fail "$1"; sed 's/^/       | /' "$WORK/said.out" | tail -20; fi
-}
+command -v tcpdump >/dev/null || { echo "$SCENARIO: tcpdump is missing (run integration/install-deps.sh)"; exit 1; }
 
 # finish: as lib.sh's, but on failure first shows the end of every charon log.
 finish() {
@@ -40,103 +31,9 @@ finish() {
     [ "$FAILED" -eq 0 ]
 }
 
-# --- PKI ------------------------------------------------------------------------
-# Throwaway ECDSA keys and certificates under $PKI. Keys are written with mode 600.
-PKI=$WORK/pki
-mkdir -p "$PKI"
-# pki quietly: its plugins print TPM noise on stderr; the status tells success.
-_pki() { pki "$@" 2>>"$WORK/pki.log"; }
-
-# pki_ca NAME DN: a self-signed CA, $PKI/NAME.key and $PKI/NAME.crt.
-pki_ca() {
-    (umask 077 && _pki --gen --type ecdsa --size 256 --outform pem >"$PKI/$1.key")
-    _pki --self --ca --lifetime 30 --in "$PKI/$1.key" --type ecdsa --dn "$2" --outform pem >"$PKI/$1.crt"
-}
-
-# pki_host NAME CA ADDR...: a host key and certificate issued by CA, subject
-# "C=XX, O=Example, OU=Members, CN=NAME", subjectAltName NAME.example and ADDRs.
-pki_host() {
-    local name=$1 ca=$2 a sans=(--san "$1.example"); shift 2
-    for a in "$@"; do sans+=(--san "$a"); done
-    (umask 077 && _pki --gen --type ecdsa --size 256 --outform pem >"$PKI/$name.key")
-    _pki --pub --in "$PKI/$name.key" --type ecdsa |
-        _pki --issue --cacert "$PKI/$ca.crt" --cakey "$PKI/$ca.key" --type pub \
-            --dn "C=XX, O=Example, OU=Members, CN=$name" "${sans[@]}" --lifetime 30 \
-            --outform pem >"$PKI/$name.crt"
-}
-
-# --- charon, one per namespace -----------------------------------------------------
-# Every charon writes a fixed pid file (/var/run/charon.pid, /var/run being
-# /run): each runs in its own mount namespace with a private tmpfs on /run. Its
-# configuration is its own strongswan.conf (STRONGSWAN_CONF), its VICI socket
-# is $VICI/NS.vici, in a directory every namespace sees, and its log is
-# $WORK/NS.charon.log.
-VICI=$WORK/vici
-mkdir -p "$VICI"
-# The plugins charon needs, nothing else: the distribution's defaults load more
-# (bypass-lan, for one, installs pass policies for local subnets).
-# (kdf: since 5.9.8 the IKE key derivation lives in its own plugin; without it
-# IKE_SA_INIT ends in "KDF_PRF with PRF_HMAC_SHA2_256 not supported".)
-CHARON_PLUGINS="random nonce openssl pem pkcs1 pkcs8 x509 pubkey constraints sha2 hmac kdf kernel-netlink socket-default vici"
-declare -A CHARON_PID=()
-
-# vici NS: the VICI URI of NS's charon.
-vici() { echo "unix://$VICI/$1.vici"; }
-
-# charon_start NS: starts NS's charon (CHARON_PID[NS]) and waits until it answers over VICI.
-charon_start() {
-    local ns=$1 conf="$WORK/$1.strongswan.conf"
-    cat >"$conf" <<CONF
-charon {
-    load = $CHARON_PLUGINS
-    install_routes = no
-    plugins {
-        vici {
-            socket = $(vici "$ns")
-        }
-    }
-    filelog {
-        log {
-            path = $WORK/$ns.charon.log
-            time_format = %T
-            append = yes
-            flush_line = yes
-            default = 1
-            knl = 2
-            cfg = 2
-        }
-    }
-}
-CONF
-    rm -f "$VICI/$ns.vici"
-    STRONGSWAN_CONF=$conf ip netns exec "$ns" unshare -m --propagation private \
-        sh -c 'mount -t tmpfs tmpfs /run && exec "$0"' "$CHARON" >>"$WORK/$ns.charon.out" 2>&1 &
-    CHARON_PID[$ns]=$!
-    _PIDS+=($!)
-    disown
-    wait_for 20 sw "$ns" --stats || { echo "charon in $ns did not start:"; cat "$WORK/$ns.charon.out"; return 1; }
-}
-
-# charon_stop NS [SIGNAL]: stops NS's charon with SIGNAL (default TERM) and waits until it is gone.
-charon_stop() {
-    local pid=${CHARON_PID[$1]}
-    kill -"${2:-TERM}" "$pid" 2>/dev/null || true
-    wait_for 10 _gone "$pid"
-}
-
-# swanctl's own settings: the plugins it needs to read keys and certificates
-# (the distribution's would also load tpm, which prints noise).
-cat >"$WORK/swanctl.strongswan.conf" <<'CONF'
-swanctl {
-    load = pem pkcs1 pkcs8 x509 openssl pubkey random nonce
-}
-CONF
-
-# sw NS COMMAND [ARGS...]: swanctl against NS's charon (options after the command).
-sw() {
-    local ns=$1 cmd=$2; shift 2
-    STRONGSWAN_CONF=$WORK/swanctl.strongswan.conf timeout 20 swanctl "$cmd" --uri "$(vici "$ns")" "$@"
-}
+# The PKI, one charon per namespace, swanctl (shared with the namespace scenarios).
+# shellcheck source=../ipsec.sh
+source "$VM_DIR/../ipsec.sh"
 
 # swanctl_dir NS HOST CA...: the swanctl directory of NS ($WORK/NS.swanctl),
 # holding HOST's key and certificate and the CA certificates; swanctl.conf is read

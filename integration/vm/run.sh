@@ -6,7 +6,7 @@
 # userland, mounted read-only over 9p. Streams the guest's output and exits with
 # the script's exit status (125: the guest could not run it; 124: timeout).
 #
-# Environment: RF_VM_TIMEOUT=420 (seconds for the whole boot + script + power
+# Environment: RF_VM_TIMEOUT=900 (seconds for the whole boot + script + power
 # off), RF_VM_MEM=1024 (MiB), RF_VM_CPUS=2, RF_VM_CACHE_BASE (see prepare.sh).
 #
 # Inside the guest: / is the host's root, read-only; /run, /mnt, /tmp and
@@ -20,7 +20,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 SCRIPT=$(realpath "$1"); shift
 [ -f "$SCRIPT" ] || { echo "run.sh: no script $SCRIPT"; exit 2; }
 case $SCRIPT in /tmp/*) echo "run.sh: $SCRIPT is under /tmp, which the guest hides behind a tmpfs"; exit 2 ;; esac
-TIMEOUT=${RF_VM_TIMEOUT:-420}
+TIMEOUT=${RF_VM_TIMEOUT:-900}
 
 bash "$HERE/prepare.sh"
 CACHE=${RF_VM_CACHE_BASE:-/var/cache/ringfence-vm}/current
