@@ -25,37 +25,8 @@ link "$h1" eth0 10.99.0.1 fd00:99::1 "$h2" eth0 10.99.0.2 fd00:99::2
 pki_ca ca "C=XX, O=Example, CN=Example Root CA"
 pki_host host1 ca 10.99.0.1
 pki_host host2 ca 10.99.0.2
-conf() {
-    cat <<CONF
-connections {
-    lan {
-        version = 2
-        local_addrs = 10.99.0.$1
-        remote_addrs = 10.99.0.0/24
-        proposals = aes128gcm16-prfsha256-ecp256
-        local {
-            auth = pubkey
-            certs = host$1.crt
-        }
-        remote {
-            auth = pubkey
-            id = "C=XX, O=Example, OU=Members, CN=*"
-        }
-        children {
-            lan {
-                mode = transport
-                esp_proposals = null-sha256
-                local_ts = 10.99.0.$1/32
-                remote_ts = 10.99.0.0/24
-                start_action = trap
-            }
-        }
-    }
-}
-CONF
-}
 for n in 1 2; do
-    conf $n | swanctl_dir "$PREFIX-h$n" host$n ca
+    trap_conf host$n 10.99.0.0/24 10.99.0.$n | swanctl_dir "$PREFIX-h$n" host$n ca
     charon_start "$PREFIX-h$n"
     sw_load "$PREFIX-h$n" >/dev/null
 done

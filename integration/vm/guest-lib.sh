@@ -50,6 +50,42 @@ swanctl_dir() {
     cat >"$d/swanctl.conf"
 }
 
+# trap_conf CERT REMOTE_NET [LOCAL_ADDR]: the swanctl.conf of a host configured
+# by hand: one connection `lan` to any peer in REMOTE_NET whose certificate says
+# OU=Members, authenticating with CERT, one ESP-null transport child trapped
+# for REMOTE_NET (from LOCAL_ADDR, when given, as local address and selector).
+trap_conf() {
+    local local_addrs="" local_ts=""
+    [ -z "${3:-}" ] || { local_addrs="local_addrs = $3"; local_ts="local_ts = $3/32"; }
+    cat <<CONF
+connections {
+    lan {
+        version = 2
+        $local_addrs
+        remote_addrs = $2
+        proposals = aes128gcm16-prfsha256-ecp256
+        local {
+            auth = pubkey
+            certs = $1.crt
+        }
+        remote {
+            auth = pubkey
+            id = "C=XX, O=Example, OU=Members, CN=*"
+        }
+        children {
+            lan {
+                mode = transport
+                esp_proposals = null-sha256
+                $local_ts
+                remote_ts = $2
+                start_action = trap
+            }
+        }
+    }
+}
+CONF
+}
+
 # sw_load NS [WHAT]: loads NS's swanctl directory into its charon: --load-all
 # (default) or --load-conns, --load-creds...
 sw_load() { sw "$1" "${2:---load-all}" --file "$WORK/$1.swanctl/swanctl.conf"; }

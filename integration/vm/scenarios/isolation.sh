@@ -101,29 +101,7 @@ phase "Non-members and strangers"
 refute "non-member nm -> m2: a new clear connection is refused" tcp "$nm" 10.90.0.2 7000
 check  "m2 -> non-member nm: m2's own connection works in clear (secure-request falls back)" tcp "$m2" 10.90.0.3 7000
 # The stranger protects its traffic to the LAN, like a member, with its own CA.
-cat <<CONF | swanctl_dir "$st" st other
-connections {
-    lan {
-        version = 2
-        remote_addrs = 10.90.0.0/24
-        local {
-            auth = pubkey
-            certs = st.crt
-        }
-        remote {
-            auth = pubkey
-        }
-        children {
-            lan {
-                mode = transport
-                esp_proposals = null-sha256
-                remote_ts = 10.90.0.0/24
-                start_action = trap
-            }
-        }
-    }
-}
-CONF
+trap_conf st 10.90.0.0/24 | swanctl_dir "$st" st other
 charon_start "$st"
 check  "stranger: its swanctl configuration loads" sw_load "$st"
 refute "stranger (another CA) -> m2: refused" tcp "$st" 10.90.0.2 7000
@@ -137,30 +115,7 @@ refute "no SA with the DNS server: it was reached in clear" sas_with "$m1" 10.90
 
 # --- Interop: a plain strongSwan host, configured by hand
 phase "Interop: a plain strongSwan host, configured by hand"
-cat <<CONF | swanctl_dir "$hand" hand ca
-connections {
-    lan {
-        version = 2
-        remote_addrs = 10.90.0.0/24
-        local {
-            auth = pubkey
-            certs = hand.crt
-        }
-        remote {
-            auth = pubkey
-            id = "C=XX, O=Example, OU=Members, CN=*"
-        }
-        children {
-            lan {
-                mode = transport
-                esp_proposals = null-sha256
-                remote_ts = 10.90.0.0/24
-                start_action = trap
-            }
-        }
-    }
-}
-CONF
+trap_conf hand 10.90.0.0/24 | swanctl_dir "$hand" hand ca
 charon_start "$hand"
 check  "hand: its swanctl configuration loads" sw_load "$hand"
 check  "hand -> m1 (Ringfence, secure-request): the connection succeeds" to "$hand" 10.90.0.1
