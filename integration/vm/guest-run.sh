@@ -23,7 +23,15 @@ mount -t devtmpfs dev /dev 2>/dev/null
 ln -sfn /proc/self/fd /dev/fd
 for fd in 0:stdin 1:stdout 2:stderr; do ln -sf "/proc/self/fd/${fd%%:*}" "/dev/${fd#*:}"; done
 mkdir -p /dev/shm
-for d in /run /mnt /tmp /dev/shm; do mount -t tmpfs tmpfs "$d"; done
+for d in /run /mnt /dev/shm; do mount -t tmpfs tmpfs "$d"; done
+# The host's /tmp stays visible at /run/host-tmp (a checkout there, as CI's may
+# be, and the script in it) under the guest's own tmpfs /tmp.
+mkdir -p /run/host-tmp
+mount --bind /tmp /run/host-tmp
+mount -t tmpfs tmpfs /tmp
+host_path() { case $1 in /tmp/*) echo "/run/host-tmp/${1#/tmp/}" ;; *) echo "$1" ;; esac; }
+RF_VM_CWD=$(host_path "$RF_VM_CWD")
+RF_VM_SCRIPT=$(host_path "$RF_VM_SCRIPT")
 mkdir -p /run/netns
 hostname ringfence-vm
 
