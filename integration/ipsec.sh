@@ -21,15 +21,26 @@ pki_ca() {
 }
 
 # pki_host NAME CA ADDR...: a host key and certificate issued by CA, subject
-# "C=XX, O=Example, OU=Members, CN=NAME", subjectAltName NAME.example and ADDRs.
+# "C=XX, O=Example, OU=$PKI_OU, CN=NAME" (PKI_OU defaults to Members),
+# subjectAltName NAME.example and ADDRs. PKI_EXPIRED=1: valid for one day,
+# a month ago.
 pki_host() {
-    local name=$1 ca=$2 a sans=(--san "$1.example"); shift 2
+    local name=$1 ca=$2 a sans=(--san "$1.example") dates=(--lifetime 30); shift 2
     for a in "$@"; do sans+=(--san "$a"); done
+    [ -z "${PKI_EXPIRED:-}" ] ||
+        dates=(--dateform %s --not-before $(($(date +%s) - 31 * 86400)) --not-after $(($(date +%s) - 30 * 86400)))
     (umask 077 && _pki --gen --type ecdsa --size 256 --outform pem >"$PKI/$name.key")
     _pki --pub --in "$PKI/$name.key" --type ecdsa |
         _pki --issue --cacert "$PKI/$ca.crt" --cakey "$PKI/$ca.key" --type pub \
-            --dn "C=XX, O=Example, OU=Members, CN=$name" "${sans[@]}" --lifetime 30 \
+            --dn "C=XX, O=Example, OU=${PKI_OU:-Members}, CN=$name" "${sans[@]}" "${dates[@]}" \
             --outform pem >"$PKI/$name.crt"
+}
+
+# pki_revoke CA CERT...: CA's CRL ($PKI/CA.crl, PEM) revoking the CERTs ($PKI/CERT.crt).
+pki_revoke() {
+    local ca=$1 c args=(); shift
+    for c in "$@"; do args+=(--reason key-compromise --cert "$PKI/$c.crt"); done
+    _pki --signcrl --cacert "$PKI/$ca.crt" --cakey "$PKI/$ca.key" "${args[@]}" --outform pem >"$PKI/$ca.crl"
 }
 
 # --- charon, one per namespace -----------------------------------------------------
@@ -43,8 +54,9 @@ mkdir -p "$VICI"
 # The plugins charon needs, nothing else: the distribution's defaults load more
 # (bypass-lan, for one, installs pass policies for local subnets).
 # (kdf: since 5.9.8 the IKE key derivation lives in its own plugin; without it
-# IKE_SA_INIT ends in "KDF_PRF with PRF_HMAC_SHA2_256 not supported".)
-CHARON_PLUGINS="random nonce openssl pem pkcs1 pkcs8 x509 pubkey constraints sha2 hmac kdf kernel-netlink socket-default vici"
+# IKE_SA_INIT ends in "KDF_PRF with PRF_HMAC_SHA2_256 not supported".
+# revocation: checks certificates against the CRLs loaded over VICI.)
+CHARON_PLUGINS="random nonce openssl pem pkcs1 pkcs8 x509 pubkey constraints revocation sha2 hmac kdf kernel-netlink socket-default vici"
 declare -A CHARON_PID=()
 
 # vici NS: the VICI URI of NS's charon.

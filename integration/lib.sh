@@ -178,7 +178,9 @@ tcp() {
 # comes.)
 udp() {
     _as "$1" "${4:-}" || return 1
-    "${_RUN[@]}" timeout 5 python3 -c '
+    # (The outer timeout only stops a hung interpreter: starting Python takes
+    # seconds in the test VM on a busy machine. The socket's timeout is the check.)
+    "${_RUN[@]}" timeout 20 python3 -c '
 import socket, sys
 host, port = sys.argv[1], int(sys.argv[2])
 s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
@@ -194,7 +196,7 @@ sys.exit(0 if data.strip() == b"ok" else f"unexpected answer {data!r}")' "$2" "$
 # dns_query NS SERVER PROTO ANSWER: from NS, a DNS query for test.ringfence (A)
 # over udp or tcp to SERVER port 53 gets the answer ANSWER within 1.5 s.
 dns_query() {
-    ip netns exec "$1" timeout 5 python3 -c '
+    ip netns exec "$1" timeout 20 python3 -c '
 import random, socket, struct, sys
 server, proto, want = sys.argv[1], sys.argv[2], socket.inet_aton(sys.argv[3])
 qid = random.randrange(1 << 16)

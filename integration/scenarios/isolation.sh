@@ -32,13 +32,16 @@ pki_ca ca "C=XX, O=Example, CN=Example CA"
 pki_ca other "C=XX, O=Other, CN=Other CA"
 pki_host fw ca 10.71.0.1
 pki_host stranger other 10.71.0.1
+pki_revoke ca
+pki_revoke other
 charon_start "$fw"
 
 R="$WORK/resolv.conf"
 echo "nameserver 10.71.0.53" >"$R"
 P="$WORK/policy"
 mkdir "$P"
-# policy MODE [CERT] [KEY]: the isolation policy in MODE.
+# policy MODE [CERT] [KEY] [CRL]: the isolation policy in MODE (with the CA's
+# revocation list unless CRL says another file).
 policy() {
     cat >"$P/10-isolation.yaml" <<YAML
 version: 1
@@ -46,7 +49,7 @@ isolation:
   mode: $1
   secure-subnets: ["10.71.0.0/24", "fd00:71::/64"]
   exempt: [dns, "10.71.0.10/32"]
-  identity: { ca: $PKI/ca.crt, certificate: $PKI/${2:-fw}.crt, private-key: $PKI/${3:-fw}.key }
+  identity: { ca: $PKI/ca.crt, certificate: $PKI/${2:-fw}.crt, private-key: $PKI/${3:-fw}.key, crl: ${4:-$PKI/ca.crl} }
   ike: { socket: "$(vici "$fw")" }
 rules:
   - { name: web, direction: in, action: allow, protocol: tcp, local-ports: [8080] }
@@ -100,6 +103,13 @@ policy secure-request stranger stranger
 refute "certificate of another CA: ringfence check fails" "$RINGFENCE" check --policy-dir "$P"
 said   "certificate of another CA: the message says so" \
     "isolation.identity.certificate: the certificate \(.*CN=stranger\) is not signed by the CA in $PKI/ca.crt"
+policy secure-request fw fw "$PKI/other.crl"
+refute "revocation list of another CA: ringfence check fails" "$RINGFENCE" check --policy-dir "$P"
+said   "revocation list of another CA: the message says so" \
+    "10-isolation.yaml:6:[0-9]+: isolation.identity.crl: the revocation list \(issuer .*CN=Other CA\) is not signed by the CA in $PKI/ca.crt"
+policy secure-request fw fw "$PKI/ca.crt"
+refute "a certificate given as the revocation list: ringfence check fails" "$RINGFENCE" check --policy-dir "$P"
+said   "... the message says what the file holds" "isolation.identity.crl: .*ca.crt holds a PEM \"CERTIFICATE\", not a X509 CRL"
 
 # --- secure-request ----------------------------------------------------------------
 policy secure-request
@@ -114,6 +124,8 @@ check  "the peer must have a certificate of the domain CA" grep -q "cacerts: C=X
 check  "the host authenticates with its certificate" grep -qE "certs: +C=XX, O=Example, OU=Members, CN=fw" "$WORK/conns"
 check  "charon has the CA and the host certificate" sw "$fw" --list-certs
 said   "the CA is loaded as a CA" "flags: +CA"
+check  "charon has the CA's revocation list" sw "$fw" --list-certs --type x509_crl
+said   "... issued by the CA" "issuer: +\"?C=XX, O=Example, CN=Example CA"
 check  "xfrm: outbound to the secure subnet: ESP transport, reqid 0x5246, level use" xfrm_out 10.71.0.0/24 use
 check  "xfrm: inbound from the secure subnet: ESP template of any reqid, level use" sh -c \
     "ip -n $fw xfrm policy show dir in src 10.71.0.0/24 | tr '\n' ' ' | grep -qE 'proto esp reqid 0 mode transport.*level use'"

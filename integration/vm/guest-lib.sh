@@ -17,11 +17,13 @@ source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 VM_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 command -v tcpdump >/dev/null || { echo "$SCENARIO: tcpdump is missing (run integration/install-deps.sh)"; exit 1; }
 
-# finish: as lib.sh's, but on failure first shows the end of every charon log.
+# finish: as lib.sh's, but on failure first shows the end of every charon and
+# Ringfence daemon log (the guest's files are gone once it powers off).
 finish() {
     local f
     if [ "$FAILED" -ne 0 ]; then
-        for f in "$WORK"/*.charon.log; do
+        for f in "$WORK"/*.log; do
+            case $f in *.charon.log | */bg.log) ;; */"$PREFIX"-*.log) ;; *) continue ;; esac
             [ -f "$f" ] || continue
             echo "--- last lines of $(basename "$f")"
             tail -n "${RF_VM_LOG_LINES:-40}" "$f" | sed 's/^/    /'

@@ -88,10 +88,10 @@ impl Isolation {
         self.xfrm.remove_all().map(drop)
     }
 
-    /// For `show stats`: the kernel's ESP SAs of Ringfence's connection (one
+    /// For `show stats`: the kernel's ESP SAs of Ringfence's connections (one
     /// each way per CHILD_SA), counted now.
     pub fn stats(&mut self, policy: Option<&Policy>) -> Value {
-        let sas = self.xfrm.esp_sas(xfrm::REQID).map_err(|e| e.to_string());
+        let sas = self.xfrm.esp_sas(xfrm::REQIDS).map(|s| s.len()).map_err(|e| e.to_string());
         json!({
             "mode": policy.map(|p| p.isolation.mode.value),
             "sas-up": sas.as_ref().ok(),

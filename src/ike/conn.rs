@@ -28,6 +28,8 @@ pub struct Credentials {
     pub ca: Vec<u8>,
     pub certificate: Vec<u8>,
     pub private_key: Vec<u8>,
+    /// The CA's revocation list, when the policy names one.
+    pub crl: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -135,11 +137,15 @@ pub fn load(iso: &Isolation, creds: Credentials, reqid: u32) -> Load {
         remote: Auth { auth: "pubkey", certs: Vec::new(), cacerts: vec![creds.ca.clone().into()] },
         children: BTreeMap::from([(CONN.to_string(), child)]),
     };
+    let crl = creds.crl.map(|data| LoadCert { kind: "X509_CRL", flag: "NONE", data });
     Load {
-        certs: vec![
+        certs: [
             LoadCert { kind: "X509", flag: "CA", data: creds.ca },
             LoadCert { kind: "X509", flag: "NONE", data: creds.certificate },
-        ],
+        ]
+        .into_iter()
+        .chain(crl)
+        .collect(),
         key: LoadKey { kind: "any", data: creds.private_key },
         conns: BTreeMap::from([(CONN.to_string(), conn)]),
     }

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::policy::isolation::{private_key_file, Isolation};
+use crate::xfrm::Xfrm;
 use conn::{Credentials, Load};
 use vici::Vici;
 
@@ -48,17 +49,16 @@ pub fn socket_path(iso: &Isolation) -> PathBuf {
 /// Reads the identity's files (the policy check has validated them; the key's
 /// ownership and mode are checked again, here where it is read).
 pub fn read_credentials(iso: &Isolation) -> Result<Credentials, String> {
-    let read = |p: &Option<PathBuf>| -> Result<Vec<u8>, String> {
-        let p = p.as_deref().ok_or("isolation.identity is incomplete")?;
-        std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
-    };
+    let read = |p: &Path| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+    let required = |p: &Option<PathBuf>| read(p.as_deref().ok_or("isolation.identity is incomplete")?);
     if let Some(key) = &iso.private_key.value {
         private_key_file(key)?;
     }
     Ok(Credentials {
-        ca: read(&iso.ca.value)?,
-        certificate: read(&iso.certificate.value)?,
-        private_key: read(&iso.private_key.value)?,
+        ca: required(&iso.ca.value)?,
+        certificate: required(&iso.certificate.value)?,
+        private_key: required(&iso.private_key.value)?,
+        crl: iso.crl.value.as_deref().map(read).transpose()?,
     })
 }
 
@@ -83,16 +83,37 @@ struct Conns {
     conns: Vec<String>,
 }
 
-/// Loads credentials and connections, and unloads Ringfence's connections that
-/// are no longer wanted.
-async fn load(client: &mut Vici, load: Option<&Load>) -> Result<(), String> {
+/// The names of Ringfence's connections charon holds.
+async fn our_conns(client: &mut Vici) -> Result<Vec<String>, String> {
     let loaded: Conns = client.request("get-conns", &()).await?;
+    Ok(loaded.conns.into_iter().filter(|n| n.starts_with(conn::CONN)).collect())
+}
+
+/// Deletes the kernel's ESP SAs of Ringfence's reqids, when charon holds none
+/// of Ringfence's connections and so none of their SAs (Ringfence closes the
+/// SAs of a connection before it unloads it). They are left over by a charon
+/// that died (SIGKILL, a crash): charon deletes its SAs when it stops, not
+/// when it is killed. Left in place, the peers' traffic would keep using SAs
+/// negotiated under the old connection (ESP-null where encryption is now
+/// required), and no new SA would be negotiated while they last.
+fn delete_orphan_sas() {
+    match Xfrm::open().and_then(|mut x| x.delete_esp_sas(crate::xfrm::REQIDS)) {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(sas = n, "deleted ESP SAs that no charon holds (left by a charon that died)"),
+        Err(e) => tracing::warn!("cannot delete the ESP SAs left by a charon that died: {e}"),
+    }
+}
+
+/// Loads credentials and connections; closes the SAs of Ringfence's
+/// connections (`ours`, loaded now) that are no longer wanted and unloads them.
+async fn load(client: &mut Vici, ours: &[String], load: Option<&Load>) -> Result<(), String> {
     let wanted = |name: &String| load.is_some_and(|l| l.conns.contains_key(name));
-    for name in loaded.conns.iter().filter(|n| n.starts_with(conn::CONN) && !wanted(n)) {
+    for name in ours.iter().filter(|n| !wanted(n)) {
         #[derive(Serialize)]
         struct Unload<'a> {
             name: &'a str,
         }
+        close_sas(client, name).await?;
         command(client, "unload-conn", &Unload { name }).await?;
     }
     let Some(load) = load else { return Ok(()) };
@@ -103,13 +124,13 @@ async fn load(client: &mut Vici, load: Option<&Load>) -> Result<(), String> {
     command(client, "load-conn", &load.conns).await
 }
 
-/// Closes the SAs of Ringfence's connection, so that new ones follow the
-/// connection as it is now: SAs negotiated under an older mode (ESP-null where
-/// encryption is now required) would otherwise live until they expire.
-async fn close_sas(client: &mut Vici) -> Result<(), String> {
+/// Closes the SAs of Ringfence's connection `name`, so that new ones follow
+/// the connection as it is now: SAs negotiated under an older mode (ESP-null
+/// where encryption is now required) would otherwise live until they expire.
+async fn close_sas(client: &mut Vici, name: &str) -> Result<(), String> {
     #[derive(Serialize)]
-    struct Terminate {
-        ike: &'static str,
+    struct Terminate<'a> {
+        ike: &'a str,
         /// Do not wait for the peers' answers.
         timeout: i32,
     }
@@ -120,14 +141,30 @@ async fn close_sas(client: &mut Vici) -> Result<(), String> {
         matches: u32,
         errmsg: Option<String>,
     }
-    let t: Terminated = client.request("terminate", &Terminate { ike: conn::CONN, timeout: -1 }).await?;
+    let t: Terminated = client.request("terminate", &Terminate { ike: name, timeout: -1 }).await?;
     // No SA to close is no error.
     if t.success || t.matches == 0 {
-        tracing::info!(sas = t.matches, "isolation connection changed: its IKE SAs are closed");
+        tracing::info!(conn = name, sas = t.matches, "isolation connection changed: its IKE SAs are closed");
         Ok(())
     } else {
         Err(format!("terminate: {}", t.errmsg.unwrap_or_else(|| "failed".into())))
     }
+}
+
+/// Connects to charon at `socket` and makes it hold `load`; `changed`: the
+/// connections differ from those loaded before, whose SAs are then closed.
+async fn sync(socket: &Path, load: Option<&Load>, changed: bool) -> Result<Vici, String> {
+    let mut client = Vici::connect(socket).await?;
+    let ours = our_conns(&mut client).await?;
+    // (Before loading: once loaded, a trap may already be negotiating.)
+    if ours.is_empty() {
+        delete_orphan_sas();
+    }
+    self::load(&mut client, &ours, load).await?;
+    if changed {
+        close_sas(&mut client, conn::CONN).await?;
+    }
+    Ok(client)
 }
 
 /// Keeps charon holding what `desired` says: loads it when it changes and
@@ -148,18 +185,8 @@ pub async fn follow(mut desired: watch::Receiver<Desired>, status: watch::Sender
             }
             continue;
         };
-        let result = match Vici::connect(&socket).await {
-            Ok(mut client) => {
-                let before = loaded.take().filter(|l| want.load.as_ref().is_some_and(|w| w.conns != l.conns));
-                match load(&mut client, want.load.as_deref()).await {
-                    Ok(()) if before.is_some() => close_sas(&mut client).await.map(|()| client),
-                    Ok(()) => Ok(client),
-                    Err(e) => Err(e),
-                }
-            }
-            Err(e) => Err(e),
-        };
-        let mut client = match result {
+        let changed = loaded.take().is_some_and(|l| want.load.as_ref().is_some_and(|w| w.conns != l.conns));
+        let mut client = match sync(&socket, want.load.as_deref(), changed).await {
             Ok(client) => client,
             Err(e) => {
                 if status.borrow().last_error.as_ref() != Some(&e) {

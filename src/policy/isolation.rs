@@ -31,6 +31,8 @@ pub struct Isolation {
     pub ca: Sourced<Option<PathBuf>>,
     pub certificate: Sourced<Option<PathBuf>>,
     pub private_key: Sourced<Option<PathBuf>>,
+    /// The CA's revocation list: charon refuses peers whose certificate it lists.
+    pub crl: Sourced<Option<PathBuf>>,
     /// Seconds.
     pub ike_lifetime: Sourced<u64>,
     pub child_lifetime: Sourced<u64>,
@@ -48,6 +50,7 @@ impl Default for Isolation {
             ca: Sourced::default(None),
             certificate: Sourced::default(None),
             private_key: Sourced::default(None),
+            crl: Sourced::default(None),
             ike_lifetime: Sourced::default(DEFAULT_IKE_LIFETIME),
             child_lifetime: Sourced::default(DEFAULT_CHILD_LIFETIME),
             idle_timeout: Sourced::default(DEFAULT_IDLE),
@@ -83,6 +86,7 @@ pub(super) fn merge(cx: &mut Ctx, iso: &mut Isolation, raw: &RawIsolation) {
             ("ca", &id.ca, &mut iso.ca),
             ("certificate", &id.certificate, &mut iso.certificate),
             ("private-key", &id.private_key, &mut iso.private_key),
+            ("crl", &id.crl, &mut iso.crl),
         ] {
             let Some(at) = at else { continue };
             if !at.value.starts_with('/') {
@@ -172,13 +176,20 @@ pub fn check_identity(iso: &Isolation, diags: &mut Vec<Diagnostic>) {
     };
     match crate::pki::read_certificate(cert) {
         Ok(der) => {
-            if let Some(ca_der) = ca_der {
-                if let Err(m) = crate::pki::check_issued_by(&der, &ca_der, ca) {
+            if let Some(ca_der) = &ca_der {
+                if let Err(m) = crate::pki::check_issued_by(&der, ca_der, ca) {
                     fail(&iso.certificate, "certificate", m);
                 }
             }
         }
         Err(m) => fail(&iso.certificate, "certificate", m),
+    }
+    if let Some(crl) = &iso.crl.value {
+        let checked = crate::pki::read_crl(crl)
+            .and_then(|der| ca_der.as_ref().map_or(Ok(()), |ca_der| crate::pki::check_crl_issued_by(&der, ca_der, ca)));
+        if let Err(m) = checked {
+            fail(&iso.crl, "crl", m);
+        }
     }
 }
 

@@ -140,6 +140,9 @@ pub struct RawIdentity {
     pub certificate: Option<S<String>>,
     #[schemars(with = "Option<String>")]
     pub private_key: Option<S<String>>,
+    /// The CA's certificate revocation list (PEM or DER), handed to charon.
+    #[schemars(with = "Option<String>")]
+    pub crl: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

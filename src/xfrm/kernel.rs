@@ -6,15 +6,16 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
+use std::ops::RangeInclusive;
 
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
 };
 use netlink_packet_xfrm::policy::{DelGetMessage, ModifyMessage};
-use netlink_packet_xfrm::state::GetDumpMessage;
+use netlink_packet_xfrm::state::{DelGetMessage as SaDelGetMessage, GetDumpMessage};
 use netlink_packet_xfrm::{
-    Address, LifetimeConfig, UserPolicyId, UserPolicyInfo, UserTemplate, XfrmAttrs, XfrmMessage, AF_INET, AF_INET6,
-    IPPROTO_ESP, XFRM_MODE_TRANSPORT, XFRM_POLICY_ALLOW, XFRM_POLICY_IN, XFRM_POLICY_OUT, XFRM_POLICY_TYPE_MAIN,
+    Address, LifetimeConfig, UserPolicyId, UserPolicyInfo, UserSaId, UserTemplate, XfrmAttrs, XfrmMessage, AF_INET,
+    AF_INET6, IPPROTO_ESP, XFRM_MODE_TRANSPORT, XFRM_POLICY_ALLOW, XFRM_POLICY_IN, XFRM_POLICY_OUT, XFRM_POLICY_TYPE_MAIN,
 };
 use netlink_sys::{protocols::NETLINK_XFRM, Socket, SocketAddr};
 
@@ -73,6 +74,8 @@ pub enum Error {
     Open(#[source] io::Error),
     #[error("cannot read the kernel's xfrm policies or SAs")]
     Dump(#[source] io::Error),
+    #[error("cannot delete an xfrm SA")]
+    DeleteSa(#[source] io::Error),
     /// Every change was tried; these failed (each with its own cause).
     #[error("{}", .failed.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Changes { done: Changes, failed: Vec<Failure> },
@@ -139,17 +142,31 @@ impl Xfrm {
         Ok(out)
     }
 
-    /// The kernel's ESP SAs of `reqid` (charon installs one each way per
+    /// The kernel's ESP SAs of the `reqids` (charon installs one each way per
     /// CHILD_SA), larval ones (an ACQUIRE's, SPI 0) left out.
-    pub fn esp_sas(&mut self, reqid: u32) -> Result<usize, Error> {
-        let sas = self.dump_all(XfrmMessage::GetDumpSa(GetDumpMessage::default()), |m, out: &mut Vec<()>| {
+    pub fn esp_sas(&mut self, reqids: RangeInclusive<u32>) -> Result<Vec<UserSaId>, Error> {
+        self.dump_all(XfrmMessage::GetDumpSa(GetDumpMessage::default()), |m, out: &mut Vec<UserSaId>| {
             if let XfrmMessage::AddSa(sa) = m {
                 let info = &sa.user_sa_info;
-                if info.reqid == reqid && info.id.proto == IPPROTO_ESP && info.id.spi != 0 {
-                    out.push(());
+                if reqids.contains(&info.reqid) && info.id.proto == IPPROTO_ESP && info.id.spi != 0 {
+                    out.push(UserSaId { daddr: info.id.daddr, spi: info.id.spi, family: info.family, proto: IPPROTO_ESP });
                 }
             }
-        })?;
+        })
+    }
+
+    /// Deletes the kernel's ESP SAs of the `reqids`; returns how many there were.
+    pub fn delete_esp_sas(&mut self, reqids: RangeInclusive<u32>) -> Result<usize, Error> {
+        let sas = self.esp_sas(reqids)?;
+        for id in &sas {
+            let message = XfrmMessage::DeleteSa(SaDelGetMessage { user_sa_id: id.clone(), nlas: vec![] });
+            match self.request(message, NLM_F_ACK, drop) {
+                // Gone meanwhile (expired, or deleted by charon).
+                Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ESRCH as i32) => {}
+                Err(e) => return Err(Error::DeleteSa(e)),
+                Ok(()) => {}
+            }
+        }
         Ok(sas.len())
     }
 

@@ -41,6 +41,10 @@ pub use plan::policies;
 /// 0x5246 is "RF".
 pub const REQID: u32 = 0x5246;
 
+/// Every reqid Ringfence's connections use: [`REQID`], then one per group
+/// connection (`policy::groups`).
+pub const REQIDS: std::ops::RangeInclusive<u32> = REQID..=REQID + 0xFF;
+
 /// The reqid of the inbound templates: 0 matches an SA of any reqid, so SAs
 /// of other reqids (later per-group children) are accepted too.
 pub const INBOUND_REQID: u32 = 0;

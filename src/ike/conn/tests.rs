@@ -12,7 +12,7 @@ fn iso(mode: &str) -> Isolation {
 }
 
 fn creds() -> Credentials {
-    Credentials { ca: b"CA".to_vec(), certificate: b"CERT".to_vec(), private_key: b"KEY".to_vec() }
+    Credentials { ca: b"CA".to_vec(), certificate: b"CERT".to_vec(), private_key: b"KEY".to_vec(), crl: None }
 }
 
 #[test]
@@ -38,4 +38,11 @@ fn the_connection_for_secure_request() {
 fn require_encryption_offers_only_an_aead() {
     let l = load(&iso("require-encryption"), creds(), 1);
     assert_eq!(l.conns[CONN].children[CONN].esp_proposals, ["aes256gcm16"]);
+}
+
+#[test]
+fn a_revocation_list_is_loaded_after_the_certificates() {
+    let l = load(&iso("require"), Credentials { crl: Some(b"CRL".to_vec()), ..creds() }, 1);
+    let certs: Vec<_> = l.certs.iter().map(|c| (c.kind, c.flag, c.data.as_slice())).collect();
+    assert_eq!(certs, [("X509", "CA", &b"CA"[..]), ("X509", "NONE", b"CERT"), ("X509_CRL", "NONE", b"CRL")]);
 }
