@@ -55,7 +55,7 @@ impl<T: JsonSchema> JsonSchema for List<Spanned<T>> {
     }
 }
 
-/// A mapping of group names (as `validate` accepts them) to groups, or a null.
+/// A mapping of group names (as `validate` accepts them) to groups.
 impl JsonSchema for Groups {
     fn schema_name() -> Cow<'static, str> {
         "Groups".into()
@@ -64,7 +64,7 @@ impl JsonSchema for Groups {
     fn json_schema(generator: &mut SchemaGenerator) -> Schema {
         let group = generator.subschema_for::<RawGroup>();
         json_schema!({
-            "type": ["object", "null"],
+            "type": "object",
             "propertyNames": { "pattern": "^[a-z][a-z0-9-]{0,31}$" },
             "additionalProperties": group,
         })

@@ -19,8 +19,7 @@ pub struct RawFile {
     pub rules: List<S<RawRule>>,
     pub settings: Option<RawSettings>,
     pub isolation: Option<RawIsolation>,
-    #[serde(default)]
-    pub groups: Groups,
+    pub groups: Option<Groups>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -220,7 +219,7 @@ pub struct RawGroup {
 
 /// `groups:`, a mapping from names to groups, in file order with the place of
 /// every name (a `BTreeMap` would need ordered keys and lose the order).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Groups(pub Vec<(S<String>, S<RawGroup>)>);
 
 impl<'de> Deserialize<'de> for Groups {
@@ -231,9 +230,6 @@ impl<'de> Deserialize<'de> for Groups {
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a mapping of group names to groups")
             }
-            fn visit_unit<E: de::Error>(self) -> Result<Groups, E> {
-                Ok(Groups::default())
-            }
             fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Groups, A::Error> {
                 let mut entries = Vec::new();
                 while let Some(entry) = map.next_entry()? {
@@ -242,7 +238,7 @@ impl<'de> Deserialize<'de> for Groups {
                 Ok(Groups(entries))
             }
         }
-        d.deserialize_any(V)
+        d.deserialize_map(V)
     }
 }
 

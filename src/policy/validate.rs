@@ -102,7 +102,9 @@ impl Merger {
         if let Some(iso) = &raw.isolation {
             super::isolation::merge(&mut cx, &mut policy.isolation, iso);
         }
-        groups::merge(&mut cx, &mut policy.groups, &mut self.pending, &raw.groups);
+        if let Some(g) = &raw.groups {
+            groups::merge(&mut cx, &mut policy.groups, &mut self.pending, g);
+        }
         for (i, raw_rule) in raw.rules.iter().enumerate() {
             let place = cx.place(raw_rule);
             let Some((rule, name_at)) = validate_rule(&mut cx, i, &raw_rule.value, place, &mut self.pending) else {
