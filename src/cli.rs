@@ -160,6 +160,14 @@ pub struct ExplainArgs {
     /// Owner of the local socket, name or uid (outbound).
     #[arg(long)]
     pub user: Option<String>,
+    /// The packet comes over an IPsec SA of a peer in no group (inbound;
+    /// without it or --group the packet is in clear).
+    #[arg(long)]
+    pub secure: bool,
+    /// The packet comes over the IPsec SA of a peer whose certificate puts it
+    /// in group NAME (repeatable: in all of them); implies --secure.
+    #[arg(long = "group", value_name = "NAME")]
+    pub groups: Vec<String>,
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]

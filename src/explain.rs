@@ -1,13 +1,16 @@
 //! Which rule decides a packet: the same lookups, in the same order, over the same
-//! set elements as the kernel's chains (both come from `compile::Compiled`).
+//! set elements and reqids as the kernel's chains (both come from
+//! `compile::Compiled`).
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::compile::{isolation, Compiled, DynMatch, Field};
+use crate::compile::{isolation, Compiled, DynMatch, Field, Gate};
 use crate::dynamic;
 use crate::nft;
+use crate::policy::groups::DnPattern;
 use crate::policy::raw::IsolationMode;
 use crate::policy::values::Keyword;
 use crate::policy::values::{has_ports, IPPROTO_ICMP, IPPROTO_ICMPV6};
@@ -26,6 +29,13 @@ pub struct Packet {
     pub interface: Option<String>,
     pub icmp_type: Option<u8>,
     pub uid: Option<u32>,
+    /// It came over an IPsec SA (of a peer in no group unless `groups` says).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub secure: bool,
+    /// It came over the SA of a peer whose certificate puts it in these
+    /// groups (and in any other its connection belongs to); implies `secure`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
 }
 
 impl Packet {
@@ -75,26 +85,92 @@ pub enum Decider {
     },
 }
 
+/// The IPsec SA an inbound packet came over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Sa {
+    pub reqid: u32,
+    /// The peer identity pattern of its charon connection; none for
+    /// isolation's own connection, which the peers in no group use.
+    pub connection: Option<DnPattern>,
+    /// Every group its peers are in.
+    pub groups: BTreeSet<String>,
+}
+
+impl Sa {
+    /// The SA of `packet`, if it came over one: the connection charon picks
+    /// for a peer in all of its groups and no narrower one.
+    fn of(policy: &Policy, packet: &Packet) -> Result<Option<Sa>, String> {
+        let mut names = packet.groups.iter();
+        let Some(first) = names.next() else {
+            let base = Sa { reqid: crate::xfrm::REQID, connection: None, groups: BTreeSet::new() };
+            return Ok(packet.secure.then_some(base));
+        };
+        let subject = |name: &String| {
+            let known = || policy.groups.iter().map(|g| g.name.as_str()).collect::<Vec<_>>().join(", ");
+            let group = policy.groups.iter().find(|g| g.name == *name);
+            group
+                .map(|g| &g.subject)
+                .ok_or_else(|| format!("{name:?} is not a group of the policy (groups: {})", known()))
+        };
+        let mut pattern = subject(first)?.clone();
+        for name in names {
+            pattern = pattern.intersect(subject(name)?).ok_or_else(|| {
+                format!(
+                    "no peer is in all of {}: their subject patterns never match one certificate",
+                    packet.groups.join(", ")
+                )
+            })?;
+        }
+        let conn = policy.group_connections.iter().find(|c| c.pattern == pattern);
+        let conn = conn.ok_or_else(|| format!("the policy has no connection for {pattern}"))?;
+        Ok(Some(Sa { reqid: conn.reqid, connection: Some(conn.pattern.clone()), groups: conn.groups.clone() }))
+    }
+
+    /// Whether a packet over this SA (or in clear) passes a set's gate, by
+    /// the reqids the table has.
+    fn passes(sa: Option<&Sa>, gate: Option<&Gate>, compiled: &Compiled) -> bool {
+        match (gate, sa) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(Gate::Secure), Some(_)) => true,
+            (Some(Gate::Group(g)), Some(sa)) => compiled.reqids.get(g).is_some_and(|r| r.contains(&sa.reqid)),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Explanation {
     pub verdict: Verdict,
     pub profile: ProfileKind,
     pub decided_by: Decider,
+    /// The SA the packet was taken to come over; none: in clear.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipsec: Option<Sa>,
 }
 
-pub fn explain(policy: &Policy, compiled: &Compiled, direction: Direction, packet: &Packet) -> Explanation {
+/// Fails only on the packet's `groups` (not a group, or no peer in all of them).
+pub fn explain(
+    policy: &Policy,
+    compiled: &Compiled,
+    direction: Direction,
+    packet: &Packet,
+) -> Result<Explanation, String> {
+    let ipsec = Sa::of(policy, packet)?;
     let profile = packet.interface.as_deref().map_or(ProfileKind::Public, |i| policy.profile_of(i));
+    let decided = |verdict, decided_by| Ok(Explanation { verdict, profile, decided_by, ipsec: ipsec.clone() });
     if packet.interface.as_deref() == Some("lo") {
-        return Explanation { verdict: Verdict::Allow, profile, decided_by: Decider::Loopback };
+        return decided(Verdict::Allow, Decider::Loopback);
     }
-    if direction == Direction::In && isolation_drops(policy, compiled, packet) {
-        let mode = policy.isolation.mode.value;
-        return Explanation { verdict: Verdict::Block, profile, decided_by: Decider::Isolation { mode } };
+    if direction == Direction::In && ipsec.is_none() && isolation_drops(policy, compiled, packet) {
+        return decided(Verdict::Block, Decider::Isolation { mode: policy.isolation.mode.value });
     }
     for i in compiled.lookups(direction, profile) {
         let group = &compiled.groups[i];
-        if !group.dynamic.iter().all(|d| dynamic_match(compiled, packet, *d)) {
+        if !Sa::passes(ipsec.as_ref(), group.gate.as_ref(), compiled)
+            || !group.dynamic.iter().all(|d| dynamic_match(compiled, packet, *d))
+        {
             continue;
         }
         let Some(key) = group.fields.iter().map(|&f| packet.field(f)).collect::<Option<Vec<u128>>>() else {
@@ -103,26 +179,19 @@ pub fn explain(policy: &Policy, compiled: &Compiled, direction: Direction, packe
         let set = &compiled.table.sets[i];
         if let Some(elem) = find(set, &key) {
             let rule = &policy.rules[elem.tag as usize];
-            return Explanation {
-                verdict: group.action(),
-                profile,
-                decided_by: Decider::Rule { name: rule.name.clone(), place: rule.place.clone(), set: set.name.clone() },
-            };
+            let by = Decider::Rule { name: rule.name.clone(), place: rule.place.clone(), set: set.name.clone() };
+            return decided(group.action.verdict(), by);
         }
     }
-    Explanation {
-        verdict: policy.profile(profile).default_for(direction),
-        profile,
-        decided_by: Decider::ProfileDefault { profile },
-    }
+    decided(policy.profile(profile).default_for(direction), Decider::ProfileDefault { profile })
 }
 
 fn find<'a>(set: &'a nft::Set, key: &[u128]) -> Option<&'a nft::Elem> {
     set.elems.iter().find(|e| e.ranges.iter().zip(key).all(|(&(lo, hi), &k)| lo <= k && k <= hi))
 }
 
-/// Whether `isolation_in` drops the packet, taken as the first of a new
-/// connection in clear: it comes from a secure subnet (`iso_secure4/6`, as
+/// Whether `isolation_in` drops a packet in clear, taken as the first of a new
+/// connection: it comes from a secure subnet (`iso_secure4/6`, as
 /// the table has them), from no exempt keyword's address, in a mode that
 /// requires IPsec inbound.
 fn isolation_drops(policy: &Policy, compiled: &Compiled, packet: &Packet) -> bool {

@@ -208,6 +208,9 @@ fn explain(socket: &std::path::Path, a: ExplainArgs) -> anyhow::Result<ExitCode>
     if (a.local_port.is_some() || a.remote_port.is_some()) && !values::has_ports(protocol) {
         bail!("--local-port and --remote-port need a protocol with ports (tcp, udp, ...)");
     }
+    if (a.secure || !a.groups.is_empty()) && direction == Direction::Out {
+        bail!("--secure and --group describe how a packet arrives: they need --direction in");
+    }
     let packet = explain::Packet {
         protocol,
         remote: a.remote,
@@ -217,6 +220,8 @@ fn explain(socket: &std::path::Path, a: ExplainArgs) -> anyhow::Result<ExitCode>
         interface: a.interface,
         icmp_type,
         uid,
+        secure: a.secure,
+        groups: a.groups,
     };
     let answer = if a.policy.dirs.is_empty() {
         client::call(socket, &Request::Explain { direction, packet })?
@@ -225,7 +230,7 @@ fn explain(socket: &std::path::Path, a: ExplainArgs) -> anyhow::Result<ExitCode>
         let policy = policy::load(&dirs, required)?;
         // Offline there is no live host: keyword rules match nothing.
         let compiled = compile::compile(&policy, &dynamic::DynState::default())?;
-        serde_json::to_value(explain::explain(&policy, &compiled, direction, &packet))?
+        serde_json::to_value(explain::explain(&policy, &compiled, direction, &packet).map_err(anyhow::Error::msg)?)?
     };
     print(a.json, &answer, show::explanation)
 }

@@ -14,7 +14,7 @@ use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde_json::json;
 use serde_saphyr::Spanned;
 
-use crate::policy::raw::{Flag, List, RawFile, Scalar};
+use crate::policy::raw::{Flag, Groups, List, RawFile, RawGroup, Scalar};
 
 impl JsonSchema for Scalar {
     fn schema_name() -> Cow<'static, str> {
@@ -55,6 +55,22 @@ impl<T: JsonSchema> JsonSchema for List<Spanned<T>> {
     }
 }
 
+/// A mapping of group names (as `validate` accepts them) to groups.
+impl JsonSchema for Groups {
+    fn schema_name() -> Cow<'static, str> {
+        "Groups".into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let group = generator.subschema_for::<RawGroup>();
+        json_schema!({
+            "type": "object",
+            "propertyNames": { "pattern": "^[a-z][a-z0-9-]{0,31}$" },
+            "additionalProperties": group,
+        })
+    }
+}
+
 /// The schema of one policy file. An empty file (a YAML null) is valid.
 pub fn policy_schema() -> Schema {
     let mut schema = schemars::schema_for!(RawFile);
@@ -78,5 +94,9 @@ mod tests {
         assert_eq!(s["additionalProperties"], json!(false));
         assert_eq!(rule["required"], json!(["name", "direction", "action"]));
         assert_eq!(s["$defs"]["RawSettings"]["properties"]["log-dropped"]["anyOf"][0]["$ref"], json!("#/$defs/Flag"));
+        assert_eq!(rule["properties"]["action"]["enum"], json!(["allow", "block", "bypass"]));
+        assert!(rule["properties"]["remote-groups"].is_object() && rule["properties"]["require-secure"].is_object());
+        assert_eq!(s["$defs"]["Groups"]["additionalProperties"]["$ref"], json!("#/$defs/RawGroup"));
+        assert_eq!(s["$defs"]["RawGroup"]["required"], json!(["subject"]));
     }
 }

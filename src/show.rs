@@ -129,10 +129,14 @@ fn rule_match(r: &Value) -> String {
         ("profiles", "profile"),
         ("icmp-types", "type"),
         ("users", "uid"),
+        ("remote-groups", "groups"),
     ] {
         if r[key].as_array().is_some_and(|a| !a.is_empty()) {
             parts.push(format!("{label}={}", list(&r[key])));
         }
+    }
+    if r["require-secure"] == Value::Bool(true) && !parts.iter().any(|p| p.starts_with("groups=")) {
+        parts.push("secure".into());
     }
     parts.join(" ")
 }
@@ -239,6 +243,18 @@ pub fn policy(v: &Value) -> String {
     }
     let log = &v["settings"]["log-dropped"];
     let _ = writeln!(o, "settings:\n  log-dropped {} {}", s(&log["value"]), from(log));
+    let groups = v["groups"].as_array().map_or(&[][..], Vec::as_slice);
+    if !groups.is_empty() {
+        let _ = writeln!(o, "groups:");
+        for g in groups {
+            let _ = writeln!(o, "  {}: subject {}  (set at {})", s(&g["name"]), s(&g["subject"]), s(&g["place"]));
+        }
+        let _ = writeln!(o, "group connections (charon):");
+        for c in v["group-connections"].as_array().into_iter().flatten() {
+            let reqid = c["reqid"].as_u64().unwrap_or(0);
+            let _ = writeln!(o, "  reqid {reqid:#x}  {}  groups {}", s(&c["pattern"]), list(&c["groups"]));
+        }
+    }
     let _ = writeln!(o, "rules:");
     for r in v["rules"].as_array().into_iter().flatten() {
         let enabled = if r["enabled"] == Value::Bool(false) { " (disabled)" } else { "" };
@@ -266,7 +282,22 @@ pub fn explanation(v: &Value) -> String {
         ),
         _ => format!("the {} profile's default", s(&d["profile"])),
     };
-    format!("verdict:    {}\ndecided by: {by}\nprofile:    {}\n", s(&v["verdict"]), s(&v["profile"]))
+    // (In clear unless it says: the line is there only for a packet over IPsec.)
+    let over = match &v["ipsec"] {
+        Value::Null => String::new(),
+        sa => {
+            let reqid = sa["reqid"].as_u64().unwrap_or(0);
+            let peer = match &sa["connection"] {
+                Value::Null => "a peer in no group".into(),
+                conn => {
+                    let groups: Vec<String> = sa["groups"].as_array().into_iter().flatten().map(s).collect();
+                    format!("connection for {}; groups {}", s(conn), groups.join(", "))
+                }
+            };
+            format!("packet:     over IPsec, reqid {reqid:#x} ({peer})\n")
+        }
+    };
+    format!("verdict:    {}\ndecided by: {by}\nprofile:    {}\n{over}", s(&v["verdict"]), s(&v["profile"]))
 }
 
 pub fn sets(v: &Value) -> String {

@@ -6,20 +6,23 @@
 //! input   (hook input, policy drop):  iif lo accept; ct state invalid drop;
 //!          ct state established,related accept; iifname vmap {profile patterns};
 //!          goto in_public
-//! in_P    for each reachable profile P: one lookup per set, blocks before allows,
-//!          then P's inbound default
+//! in_P    for each reachable profile P: one lookup per set, bypass (gated on
+//!          the SA's reqid) before blocks before allows, then P's inbound default
 //! output / out_P                      the same for outbound (no invalid drop)
 //! log_*   rate-limited log to NFLOG, then the verdict, for rules with `log: true`
 //! ```
 //!
-//! Rules with the same direction, action, profile scope, `log` and constrained
-//! fields share one set; its elements are the rules' values, made disjoint.
+//! Rules with the same direction, action, profile scope, `log`, gate and
+//! constrained fields share one set; its elements are the rules' values, made
+//! disjoint.
 
 mod dims;
 mod disjoint;
+mod gate;
 pub mod isolation;
 
 pub use disjoint::make_disjoint;
+pub use gate::Gate;
 
 use std::collections::BTreeMap;
 
@@ -29,7 +32,7 @@ use serde_json::json;
 use crate::dynamic::{self, DynState};
 use crate::nft::{self, BaseChain, Chain, Elem, Expr, Hook, Set, Stmt, Table};
 use crate::policy::values::{AddrRange, Address, Keyword, IPPROTO_ICMP, IPPROTO_ICMPV6};
-use crate::policy::{Diagnostic, Diagnostics, Direction, Policy, ProfileKind, Rule, Verdict};
+use crate::policy::{Action, Diagnostic, Diagnostics, Direction, Policy, ProfileKind, Rule, Verdict};
 pub use dims::Field;
 
 /// The one table Ringfence owns; it creates, replaces and deletes nothing else.
@@ -55,11 +58,13 @@ pub const LOG_PREFIX: &str = "ringfence ";
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct Group {
     pub direction: Direction,
-    /// Blocks sort (and are looked up) before allows.
-    pub block_first: BlockFirst,
+    /// Sorts (and is looked up) by precedence: bypass, block, allow.
+    pub action: Action,
     /// `None` applies in every profile, and is looked up before a profile's own.
     pub scope: Option<ProfileKind>,
     pub log: bool,
+    /// What the packet's SA must be, if anything.
+    pub gate: Option<Gate>,
     /// Addresses matched against the daemon's dynamic sets, outside the key.
     pub dynamic: Vec<DynMatch>,
     pub fields: Vec<Field>,
@@ -95,26 +100,15 @@ impl DynMatch {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub enum BlockFirst {
-    Block,
-    Allow,
-}
-
 impl Group {
-    pub fn action(&self) -> Verdict {
-        match self.block_first {
-            BlockFirst::Block => Verdict::Block,
-            BlockFirst::Allow => Verdict::Allow,
-        }
-    }
-
     fn set_name(&self) -> String {
         let scope = self.scope.map_or("all", ProfileKind::as_str);
-        let fields: Vec<String> =
-            self.dynamic.iter().map(|d| d.short()).chain(self.fields.iter().map(|f| f.short().to_string())).collect();
+        let words: Vec<String> = (self.gate.iter().map(Gate::short))
+            .chain(self.dynamic.iter().map(|d| d.short()))
+            .chain(self.fields.iter().map(|f| f.short().to_string()))
+            .collect();
         let log = if self.log { "_log" } else { "" };
-        format!("{}_{}{log}_{scope}_{}", self.direction.as_str(), self.action().as_str(), fields.join("_"))
+        format!("{}_{}{log}_{scope}_{}", self.direction.as_str(), self.action.as_str(), words.join("_"))
     }
 
     /// Whether a packet in `profile` going `direction` meets this set.
@@ -133,6 +127,8 @@ pub struct Compiled {
     /// The dynamic sets, in table order after the groups' sets: those the
     /// groups look up and those isolation's exemptions name.
     pub dynamic: Vec<(Keyword, bool)>,
+    /// The reqids of each policy group's SAs, which gated lookups match.
+    pub reqids: BTreeMap<String, Vec<u32>>,
 }
 
 impl Compiled {
@@ -181,13 +177,15 @@ pub fn compile(policy: &Policy, dynamic: &DynState) -> Result<Compiled, Diagnost
             } else {
                 rule.profiles.iter().copied().map(Some).collect()
             };
+        let gates = Gate::of(rule);
         for shape in &shapes {
-            for &scope in &scopes {
+            for (&scope, gate) in scopes.iter().flat_map(|s| gates.iter().map(move |g| (s, g))) {
                 let group = Group {
                     direction: rule.direction,
-                    block_first: if rule.action == Verdict::Block { BlockFirst::Block } else { BlockFirst::Allow },
+                    action: rule.action,
                     scope,
                     log: rule.log,
+                    gate: gate.clone(),
                     dynamic: shape.dynamic.clone(),
                     fields: shape.fields.iter().map(|(f, _)| *f).collect(),
                 };
@@ -225,8 +223,12 @@ pub fn compile(policy: &Policy, dynamic: &DynState) -> Result<Compiled, Diagnost
     if policy.isolation.enabled() {
         sets.extend(isolation::sets(&policy.isolation));
     }
-    let mut compiled =
-        Compiled { table: Table { name: TABLE.into(), sets, chains: Vec::new() }, groups, dynamic: used };
+    let mut compiled = Compiled {
+        table: Table { name: TABLE.into(), sets, chains: Vec::new() },
+        groups,
+        dynamic: used,
+        reqids: gate::reqids(&policy.group_connections),
+    };
     compiled.table.chains = chains(policy, &compiled);
     Ok(compiled)
 }
@@ -364,8 +366,11 @@ fn profile_chain_name(direction: Direction, profile: ProfileKind) -> String {
     format!("{}_{}", direction.as_str(), profile.as_str())
 }
 
-fn log_chain_name(direction: Direction, action: Verdict) -> String {
-    format!("log_{}_{}", direction.as_str(), action.as_str())
+/// The chain of the logged rules of one direction, action and gate: `log_in_block`,
+/// `log_in_bypass_grp_scanners`.
+fn log_chain_name(direction: Direction, action: Action, gate: Option<&Gate>) -> String {
+    let gate = gate.map_or_else(String::new, |g| format!("_{}", g.short()));
+    format!("log_{}_{}{gate}", direction.as_str(), action.as_str())
 }
 
 fn verdict(action: Verdict) -> nft::Verdict {
@@ -382,13 +387,24 @@ fn limited_log(prefix: String) -> nft::Rule {
     }
 }
 
-/// The prefix of logged packets: `ringfence in block: ` for a logged rule,
-/// `ringfence in public default: ` for a profile's default.
-pub fn log_prefix(direction: Direction, action: Verdict, default_of: Option<ProfileKind>) -> String {
-    match default_of {
-        None => format!("{LOG_PREFIX}{} {}: ", direction.as_str(), action.as_str()),
-        Some(p) => format!("{LOG_PREFIX}{} {} default: ", direction.as_str(), p.as_str()),
-    }
+/// Who logged a packet, as its prefix says: the logging chain of the rules
+/// of one action and gate, or a profile's block default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogOrigin {
+    Rule(Action, Option<Gate>),
+    Default(ProfileKind),
+}
+
+/// The prefix of logged packets: `ringfence in block: ` or `ringfence in
+/// bypass group scanners: ` for a logged rule, `ringfence in public default: `
+/// for a profile's default.
+pub fn log_prefix(direction: Direction, origin: &LogOrigin) -> String {
+    let what = match origin {
+        LogOrigin::Rule(action, None) => action.as_str().to_string(),
+        LogOrigin::Rule(action, Some(gate)) => format!("{} {}", action.as_str(), gate.words()),
+        LogOrigin::Default(p) => format!("{} default", p.as_str()),
+    };
+    format!("{LOG_PREFIX}{} {what}: ", direction.as_str())
 }
 
 /// The comment on a profile's default rule; `show` reads its counter by it.
@@ -406,13 +422,22 @@ fn chains(policy: &Policy, compiled: &Compiled) -> Vec<Chain> {
         for &profile in &reachable {
             chains.push(profile_chain(policy, compiled, direction, profile));
         }
-        for action in [Verdict::Block, Verdict::Allow] {
-            if compiled.groups.iter().any(|g| g.direction == direction && g.log && g.action() == action) {
-                let prefix = log_prefix(direction, action, None);
-                let rules =
-                    vec![limited_log(prefix), nft::Rule { stmts: vec![Stmt::Verdict(verdict(action))], comment: None }];
-                chains.push(Chain { name: log_chain_name(direction, action), base: None, rules });
-            }
+        let mut logged: Vec<(Action, Option<&Gate>)> = compiled
+            .groups
+            .iter()
+            .filter(|g| g.direction == direction && g.log)
+            .map(|g| (g.action, g.gate.as_ref()))
+            .collect();
+        logged.sort();
+        logged.dedup();
+        for (action, gate) in logged {
+            let prefix = log_prefix(direction, &LogOrigin::Rule(action, gate.cloned()));
+            let then = nft::Rule { stmts: vec![Stmt::Verdict(verdict(action.verdict()))], comment: None };
+            chains.push(Chain {
+                name: log_chain_name(direction, action, gate),
+                base: None,
+                rules: vec![limited_log(prefix), then],
+            });
         }
         chains.push(base_chain(policy, direction, &reachable));
     }
@@ -474,20 +499,21 @@ fn profile_chain(policy: &Policy, compiled: &Compiled, direction: Direction, pro
         .map(|i| {
             let group = &compiled.groups[i];
             let key = Expr::Concat(group.fields.iter().map(|f| f.expr(direction)).collect());
+            let gate = group.gate.iter().map(|g| g.stmt(&compiled.reqids));
             let dynamic =
                 group.dynamic.iter().map(|d| Stmt::InSet(d.expr(direction), dynamic::set_name(d.keyword, d.v4)));
-            let lookup = dynamic.chain([Stmt::InSet(key, compiled.table.sets[i].name.clone())]);
+            let lookup = gate.chain(dynamic).chain([Stmt::InSet(key, compiled.table.sets[i].name.clone())]);
             let then = if group.log {
-                nft::Verdict::Goto(log_chain_name(direction, group.action()))
+                nft::Verdict::Goto(log_chain_name(direction, group.action, group.gate.as_ref()))
             } else {
-                verdict(group.action())
+                verdict(group.action.verdict())
             };
             nft::Rule { stmts: lookup.chain([Stmt::Verdict(then)]).collect(), comment: None }
         })
         .collect();
     let default = policy.profile(profile).default_for(direction);
     if default == Verdict::Block && policy.settings.log_dropped.value {
-        rules.push(limited_log(log_prefix(direction, default, Some(profile))));
+        rules.push(limited_log(log_prefix(direction, &LogOrigin::Default(profile))));
     }
     rules.push(nft::Rule {
         stmts: vec![Stmt::Counter, Stmt::Verdict(verdict(default))],

@@ -5,9 +5,14 @@
 use std::path::{Path, PathBuf};
 
 use super::*;
-use crate::explain::{explain, Decider, Packet};
+use crate::explain::{Decider, Explanation, Packet};
 use crate::policy::load_text;
 use crate::policy::values::Keyword;
+
+/// `explain` of a packet that names no group, which cannot fail.
+fn explain(p: &Policy, c: &Compiled, direction: Direction, packet: &Packet) -> Explanation {
+    crate::explain::explain(p, c, direction, packet).unwrap_or_else(|e| panic!("{e}"))
+}
 
 fn compile_default(p: &Policy) -> Result<Compiled, Diagnostics> {
     compile(p, &DynState::default())

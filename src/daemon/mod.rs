@@ -238,10 +238,10 @@ fn handle<B: Backend>(
         Request::Stats => stats::stats(engine, hub, isolation),
         // Served by the connection's task (`control::serve`), never queued.
         Request::Monitor { .. } => Err("monitor is a stream".into()),
-        Request::Explain { direction, packet } => Ok(engine
-            .applied
-            .as_ref()
-            .map_or(json!(null), |a| json!(crate::explain::explain(&a.policy, &a.compiled, direction, &packet)))),
+        Request::Explain { direction, packet } => match &engine.applied {
+            Some(a) => crate::explain::explain(&a.policy, &a.compiled, direction, &packet).map(|x| json!(x)),
+            None => Ok(json!(null)),
+        },
         Request::Apply { confirm_secs } => {
             let confirm = confirm_secs.map(Duration::from_secs);
             let why = if confirm.is_some() { "apply, waiting for confirmation" } else { "apply" };

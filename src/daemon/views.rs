@@ -73,6 +73,8 @@ pub fn rule_view(rule: &Rule) -> Value {
         "profiles": rule.profiles,
         "icmp-types": rule.icmp_types.iter().map(|&t| icmp_type_name(proto, t)).collect::<Vec<_>>(),
         "users": rule.users,
+        "remote-groups": rule.remote_groups,
+        "require-secure": rule.require_secure,
         "log": rule.log,
     })
 }
@@ -98,6 +100,8 @@ pub fn policy_view(policy: &Policy) -> Value {
         "files": policy.files,
         "profiles": profiles,
         "settings": { "log-dropped": sourced(&policy.settings.log_dropped) },
+        "groups": policy.groups,
+        "group-connections": policy.group_connections,
         "rules": policy.rules.iter().map(rule_view).collect::<Vec<_>>(),
     })
 }

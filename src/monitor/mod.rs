@@ -22,10 +22,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{broadcast, mpsc};
 
-use crate::compile::{Compiled, LOG_GROUP, LOG_PREFIX};
+use crate::compile::{Compiled, Gate, LogOrigin, LOG_GROUP, LOG_PREFIX};
 use crate::explain::{explain, Decider, Packet};
 use crate::policy::values::{icmp_type_name, protocol_name};
-use crate::policy::{Direction, Policy, ProfileKind, Verdict};
+use crate::policy::{Action, Direction, Policy, ProfileKind, Verdict};
 use nflog::{Logged, Nflog};
 
 /// Recent events kept for `monitor --backlog` and `show stats`.
@@ -35,26 +35,20 @@ const SUBSCRIBER_QUEUE: usize = 256;
 /// Logged packets queued from the NFLOG reader to the daemon's loop.
 const PENDING: usize = 256;
 
-/// What a log prefix says: the direction, and a logged rule's action or the
-/// profile whose (block) default dropped the packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
-    Rule(Verdict),
-    Default(ProfileKind),
-}
-
 /// Reads a prefix made by `compile::log_prefix`.
-pub fn parse_prefix(prefix: &str) -> Option<(Direction, Origin)> {
+pub fn parse_prefix(prefix: &str) -> Option<(Direction, LogOrigin)> {
     let words: Vec<&str> = prefix.strip_prefix(LOG_PREFIX)?.trim_end().trim_end_matches(':').split(' ').collect();
     let direction = match *words.first()? {
         "in" => Direction::In,
         "out" => Direction::Out,
         _ => return None,
     };
+    let action = |word: &str| [Action::Allow, Action::Block, Action::Bypass].into_iter().find(|a| a.as_str() == word);
     let origin = match words[1..] {
-        ["allow"] => Origin::Rule(Verdict::Allow),
-        ["block"] => Origin::Rule(Verdict::Block),
-        [profile, "default"] => Origin::Default(*ProfileKind::ALL.iter().find(|p| p.as_str() == profile)?),
+        [profile, "default"] => LogOrigin::Default(*ProfileKind::ALL.iter().find(|p| p.as_str() == profile)?),
+        [a] => LogOrigin::Rule(action(a)?, None),
+        [a, "secure"] => LogOrigin::Rule(action(a)?, Some(Gate::Secure)),
+        [a, "group", name] => LogOrigin::Rule(action(a)?, Some(Gate::Group(name.to_string()))),
         _ => return None,
     };
     Some((direction, origin))
@@ -227,7 +221,7 @@ fn line(value: &impl Serialize) -> Vec<u8> {
     out
 }
 
-fn event(applied: Option<(&Policy, &Compiled)>, logged: Logged, direction: Direction, origin: Origin) -> Event {
+fn event(applied: Option<(&Policy, &Compiled)>, logged: Logged, direction: Direction, origin: LogOrigin) -> Event {
     let interface = match direction {
         Direction::In => logged.in_interface,
         Direction::Out => logged.out_interface,
@@ -239,9 +233,17 @@ fn event(applied: Option<(&Policy, &Compiled)>, logged: Logged, direction: Direc
         (None, _) => (None, None, None, None),
     };
     let uid = logged.uid.filter(|_| direction == Direction::Out);
-    let verdict = match origin {
-        Origin::Rule(v) => v,
-        Origin::Default(_) => Verdict::Block,
+    let verdict = match &origin {
+        LogOrigin::Rule(action, _) => action.verdict(),
+        LogOrigin::Default(_) => Verdict::Block,
+    };
+    // The prefix tells what the packet's SA was enough for: a gate it passed.
+    // Taking the SA to be just that can only match fewer rules than the real
+    // one, so the first lookup that matches is still the one that logged it.
+    let (secure, groups) = match &origin {
+        LogOrigin::Rule(_, Some(Gate::Group(name))) => (true, vec![name.clone()]),
+        LogOrigin::Rule(_, Some(Gate::Secure)) => (true, Vec::new()),
+        _ => (false, Vec::new()),
     };
     let explained = h.as_ref().zip(applied).map(|(h, (policy, compiled))| {
         let packet = Packet {
@@ -253,19 +255,21 @@ fn event(applied: Option<(&Policy, &Compiled)>, logged: Logged, direction: Direc
             interface: interface.clone(),
             icmp_type: h.icmp_type,
             uid,
+            secure,
+            groups,
         };
-        explain(policy, compiled, direction, &packet)
+        explain(policy, compiled, direction, &packet).ok()
     });
     // The kernel's prefix is the truth; explain only names who decided, and only
     // when it agrees with it.
-    let agrees = |d: &Decider| match (d, origin) {
-        (Decider::Rule { .. }, Origin::Rule(_)) => true,
-        (Decider::ProfileDefault { profile }, Origin::Default(p)) => *profile == p,
+    let agrees = |d: &Decider| match (d, &origin) {
+        (Decider::Rule { .. }, LogOrigin::Rule(..)) => true,
+        (Decider::ProfileDefault { profile }, LogOrigin::Default(p)) => profile == p,
         _ => false,
     };
-    let (profile, decided_by) = match explained {
+    let (profile, decided_by) = match explained.flatten() {
         Some(x) if x.verdict == verdict && agrees(&x.decided_by) => (Some(x.profile), Some(x.decided_by)),
-        _ => (if let Origin::Default(p) = origin { Some(p) } else { None }, None),
+        _ => (if let LogOrigin::Default(p) = origin { Some(p) } else { None }, None),
     };
     Event {
         time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
@@ -330,12 +334,17 @@ mod tests {
 
     #[test]
     fn prefixes_round_trip() {
+        let gates = [None, Some(Gate::Secure), Some(Gate::Group("sql-clients".into()))];
         for d in [Direction::In, Direction::Out] {
-            for v in [Verdict::Allow, Verdict::Block] {
-                assert_eq!(parse_prefix(&log_prefix(d, v, None)), Some((d, Origin::Rule(v))));
+            for a in [Action::Allow, Action::Block, Action::Bypass] {
+                for g in &gates {
+                    let origin = LogOrigin::Rule(a, g.clone());
+                    assert_eq!(parse_prefix(&log_prefix(d, &origin)), Some((d, origin)));
+                }
             }
             for p in ProfileKind::ALL {
-                assert_eq!(parse_prefix(&log_prefix(d, Verdict::Block, Some(p))), Some((d, Origin::Default(p))));
+                let origin = LogOrigin::Default(p);
+                assert_eq!(parse_prefix(&log_prefix(d, &origin)), Some((d, origin)));
             }
         }
         assert_eq!(parse_prefix("ringfence sideways block: "), None);
@@ -344,7 +353,7 @@ mod tests {
 
     fn dropped_udp() -> Logged {
         Logged {
-            prefix: log_prefix(Direction::In, Verdict::Block, Some(ProfileKind::Public)),
+            prefix: log_prefix(Direction::In, &LogOrigin::Default(ProfileKind::Public)),
             in_interface: Some("eth0".into()),
             out_interface: None,
             uid: None,
@@ -365,6 +374,28 @@ mod tests {
         assert_eq!(s.totals.unattributed, (RING + 10) as u64);
         assert_eq!(s.ring[0].verdict, Verdict::Block);
         assert_eq!(s.ring[0].remote, Some("10.0.0.2".parse().unwrap()));
+    }
+
+    /// A packet a gated rule logged is named by explaining it as coming over
+    /// an SA that passes the gate its prefix names (in clear, the block rule
+    /// would decide, which the prefix contradicts).
+    #[test]
+    fn a_logged_bypass_is_named_by_its_gate() {
+        let text = "isolation: { mode: request, secure-subnets: [\"10.0.0.0/8\"], identity: { ca: /ca, certificate: /c, private-key: /k } }\n\
+            groups: { scanners: { subject: \"O=Example, CN=*\" } }\n\
+            rules:\n\
+            - { name: no-udp, direction: in, action: block, protocol: udp }\n\
+            - { name: scan, direction: in, action: bypass, remote-groups: [scanners], log: true }\n";
+        let policy = crate::policy::load_text(&[("t.yaml".into(), text.into())]).unwrap();
+        let compiled = crate::compile::compile(&policy, &crate::dynamic::DynState::default()).unwrap();
+        let hub = Hub::default();
+        let gate = Some(Gate::Group("scanners".into()));
+        let logged =
+            Logged { prefix: log_prefix(Direction::In, &LogOrigin::Rule(Action::Bypass, gate)), ..dropped_udp() };
+        hub.record(Some((&policy, &compiled)), logged);
+        let s = lock(&hub.state);
+        assert!(matches!(&s.ring[0].decided_by, Some(Decider::Rule { name, .. }) if name == "scan"), "{:?}", s.ring[0]);
+        assert_eq!((s.ring[0].verdict, s.totals.unattributed), (Verdict::Allow, 0));
     }
 
     /// A subscriber that cannot keep up loses its oldest events, is told how

@@ -149,6 +149,8 @@ pub enum Expr {
     Meta(&'static str),
     /// `PROTO FIELD` (ip saddr, ip6 daddr, th dport, icmp type)
     Payload(&'static str, &'static str),
+    /// `ipsec in KEY` (reqid): of the SA the packet was received over.
+    IpsecIn(&'static str),
     Concat(Vec<Expr>),
 }
 
@@ -157,6 +159,7 @@ impl Expr {
         match self {
             Expr::Meta(key) => json!({ "meta": { "key": key } }),
             Expr::Payload(protocol, field) => json!({ "payload": { "protocol": protocol, "field": field } }),
+            Expr::IpsecIn(key) => json!({ "ipsec": { "key": key, "dir": "in" } }),
             Expr::Concat(parts) if parts.len() == 1 => parts[0].json(),
             Expr::Concat(parts) => json!({ "concat": parts.iter().map(Expr::json).collect::<Vec<_>>() }),
         }

@@ -3,6 +3,7 @@
 //! nftables or netlink.
 
 pub mod diag;
+pub mod groups;
 pub mod isolation;
 mod load;
 pub mod raw;
@@ -19,7 +20,7 @@ pub use diag::{Diagnostic, Diagnostics, Place};
 #[cfg(test)]
 pub use load::load_text;
 pub use load::{load, DEFAULT_DIRS, EMBEDDED_DEFAULT};
-pub use raw::{Direction, ProfileKind, Verdict};
+pub use raw::{Action, Direction, ProfileKind, Verdict};
 use values::{Address, IfPattern, PortRange};
 
 /// A value with the place that set it; `from: None` is the built-in default.
@@ -72,7 +73,7 @@ pub struct Rule {
     pub name: String,
     pub place: Place,
     pub direction: Direction,
-    pub action: Verdict,
+    pub action: Action,
     /// `None` is any protocol.
     pub protocol: Option<u8>,
     pub local_ports: Vec<PortRange>,
@@ -83,6 +84,10 @@ pub struct Rule {
     pub profiles: Vec<ProfileKind>,
     pub icmp_types: Vec<u8>,
     pub users: Vec<u32>,
+    /// Only packets that came over an SA of a peer in one of these groups.
+    pub remote_groups: Vec<String>,
+    /// Only packets that came over IPsec (true whenever `remote_groups` is set).
+    pub require_secure: bool,
     pub log: bool,
     pub enabled: bool,
 }
@@ -97,6 +102,10 @@ pub struct Policy {
     pub rules: Vec<Rule>,
     pub settings: Settings,
     pub isolation: isolation::Isolation,
+    /// In merge order, names unique.
+    pub groups: Vec<groups::GroupDef>,
+    /// What charon must load to tell the groups apart (see [`groups::connections`]).
+    pub group_connections: Vec<groups::GroupConn>,
 }
 
 impl Policy {

@@ -19,6 +19,7 @@ pub struct RawFile {
     pub rules: List<S<RawRule>>,
     pub settings: Option<RawSettings>,
     pub isolation: Option<RawIsolation>,
+    pub groups: Option<Groups>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -50,12 +51,55 @@ pub enum Verdict {
     Block,
 }
 
-impl Verdict {
+/// What a rule does with the packets it matches: `bypass` (authenticated
+/// bypass) accepts the packets of the rule's `remote-groups` even where a
+/// block rule matches them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Allow,
+    Block,
+    Bypass,
+}
+
+impl Action {
     pub fn as_str(self) -> &'static str {
         match self {
-            Verdict::Allow => "allow",
-            Verdict::Block => "block",
+            Action::Allow => "allow",
+            Action::Block => "block",
+            Action::Bypass => "bypass",
         }
+    }
+
+    /// What happens to the packet.
+    pub fn verdict(self) -> Verdict {
+        match self {
+            Action::Allow | Action::Bypass => Verdict::Allow,
+            Action::Block => Verdict::Block,
+        }
+    }
+
+    fn precedence(self) -> u8 {
+        match self {
+            Action::Bypass => 0,
+            Action::Block => 1,
+            Action::Allow => 2,
+        }
+    }
+}
+
+/// By precedence, the order in which the rules' sets are looked up:
+/// authenticated bypass, then block, then allow (docs/precedence.md). (Not
+/// the order of declaration, which is the order in which messages list them.)
+impl Ord for Action {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.precedence().cmp(&other.precedence())
+    }
+}
+
+impl PartialOrd for Action {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
     }
 }
 
@@ -84,8 +128,8 @@ pub struct RawRule {
     pub name: Option<S<String>>,
     #[schemars(with = "Option<Direction>", required)]
     pub direction: Option<S<Direction>>,
-    #[schemars(with = "Option<Verdict>", required)]
-    pub action: Option<S<Verdict>>,
+    #[schemars(with = "Option<Action>", required)]
+    pub action: Option<S<Action>>,
     #[schemars(with = "Option<Scalar>")]
     pub protocol: Option<S<Scalar>>,
     #[serde(default)]
@@ -104,6 +148,10 @@ pub struct RawRule {
     pub icmp_types: List<S<Scalar>>,
     #[serde(default)]
     pub users: List<S<Scalar>>,
+    #[serde(default)]
+    pub remote_groups: List<S<String>>,
+    #[schemars(with = "Option<Flag>")]
+    pub require_secure: Option<S<Flag>>,
     #[schemars(with = "Option<Flag>")]
     pub log: Option<S<Flag>>,
     #[schemars(with = "Option<Flag>")]
@@ -161,6 +209,40 @@ pub struct RawLifetimes {
 pub struct RawIke {
     #[schemars(with = "Option<String>")]
     pub socket: Option<S<String>>,
+}
+
+/// One group of `groups:`: the peers whose certificate subject matches.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawGroup {
+    // Optional here so that a missing one is reported at the group, by `validate`.
+    #[schemars(with = "Option<String>", required)]
+    pub subject: Option<S<String>>,
+}
+
+/// `groups:`, a mapping from names to groups, in file order with the place of
+/// every name (a `BTreeMap` would need ordered keys and lose the order).
+#[derive(Debug)]
+pub struct Groups(pub Vec<(S<String>, S<RawGroup>)>);
+
+impl<'de> Deserialize<'de> for Groups {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Groups;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mapping of group names to groups")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Groups, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                Ok(Groups(entries))
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 /// How far a host goes in protecting its traffic with the members of its

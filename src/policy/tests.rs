@@ -19,7 +19,7 @@ fn errors(text: &str) -> Vec<String> {
 fn the_embedded_default_is_valid_and_keeps_ssh_open() {
     let p = load_text(&[(diag::embedded_path(), EMBEDDED_DEFAULT.to_string())]).unwrap();
     let ssh = p.rules.iter().find(|r| r.name == "core-ssh-in").unwrap();
-    assert_eq!((ssh.direction, ssh.action, ssh.protocol), (Direction::In, Verdict::Allow, Some(6)));
+    assert_eq!((ssh.direction, ssh.action, ssh.protocol), (Direction::In, Action::Allow, Some(6)));
     assert!(p.profiles.iter().all(|pr| pr.inbound.value == Verdict::Block && pr.outbound.value == Verdict::Allow));
 }
 

@@ -1,6 +1,6 @@
 //! From raw files to one resultant policy: the meaning of every value, checked
 //! with every problem reported, and the drop-in merge (profiles and settings field
-//! by field, later files winning; rules as a union with unique names).
+//! by field, later files winning; rules and groups as unions with unique names).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -9,6 +9,7 @@ use std::sync::Arc;
 use serde_saphyr::Spanned as S;
 
 use super::diag::{Diagnostic, Place};
+use super::groups::{self, Pending};
 use super::raw::{Direction, ProfileKind, RawFile, RawProfile, RawRule, Scalar};
 use super::values::{self, Address, PortRange};
 use super::{Policy, Profile, Rule, Settings, Sourced};
@@ -57,6 +58,7 @@ pub(super) struct Merger {
     names: HashMap<String, Place>,
     /// Where each profile's interface pattern was written, for overlap messages.
     pattern_places: HashMap<(ProfileKind, String), Place>,
+    pending: Pending,
 }
 
 impl Merger {
@@ -68,9 +70,12 @@ impl Merger {
                 rules: Vec::new(),
                 settings: Settings { log_dropped: Sourced::default(false) },
                 isolation: Default::default(),
+                groups: Vec::new(),
+                group_connections: Vec::new(),
             },
             names: HashMap::new(),
             pattern_places: HashMap::new(),
+            pending: Pending::default(),
         }
     }
 
@@ -97,9 +102,14 @@ impl Merger {
         if let Some(iso) = &raw.isolation {
             super::isolation::merge(&mut cx, &mut policy.isolation, iso);
         }
+        if let Some(g) = &raw.groups {
+            groups::merge(&mut cx, &mut policy.groups, &mut self.pending, g);
+        }
         for (i, raw_rule) in raw.rules.iter().enumerate() {
             let place = cx.place(raw_rule);
-            let Some((rule, name_at)) = validate_rule(&mut cx, i, &raw_rule.value, place) else { continue };
+            let Some((rule, name_at)) = validate_rule(&mut cx, i, &raw_rule.value, place, &mut self.pending) else {
+                continue;
+            };
             if let Some(first) = self.names.get(&rule.name) {
                 let m = format!("rules[{i}].name: {:?} is already the name of the rule at {first}", rule.name);
                 cx.error(name_at, m);
@@ -113,6 +123,8 @@ impl Merger {
     pub(super) fn finish(mut self, files: Vec<std::path::PathBuf>, diags: &mut Vec<Diagnostic>) -> Policy {
         check_profile_overlap(&self.policy.profiles, &self.pattern_places, diags);
         super::isolation::check(&self.policy.isolation, diags);
+        self.policy.group_connections = groups::check(&self.policy.groups, diags);
+        self.pending.check(&self.policy.groups, &self.policy.isolation, diags);
         self.policy.files = files;
         self.policy.rules.shrink_to_fit();
         self.policy
@@ -178,7 +190,13 @@ fn check_profile_overlap(
 }
 
 /// The rule, and where its name is written; `None` if it lacks a required key.
-fn validate_rule<'r>(cx: &mut Ctx, i: usize, r: &'r RawRule, place: Place) -> Option<(Rule, &'r S<String>)> {
+fn validate_rule<'r>(
+    cx: &mut Ctx,
+    i: usize,
+    r: &'r RawRule,
+    place: Place,
+    pending: &mut Pending,
+) -> Option<(Rule, &'r S<String>)> {
     let at = |key: &str| format!("rules[{i}].{key}");
     let (Some(name_at), Some(direction), Some(action)) = (&r.name, &r.direction, &r.action) else {
         let missing: Vec<&str> =
@@ -269,6 +287,7 @@ fn validate_rule<'r>(cx: &mut Ctx, i: usize, r: &'r RawRule, place: Place) -> Op
             format!("{}: users match the owner of a local socket, so they apply to direction out only", at("users")),
         );
     }
+    let (remote_groups, require_secure) = pending.rule(cx, i, r, direction, action.value);
     let rule = Rule {
         name,
         place,
@@ -283,6 +302,8 @@ fn validate_rule<'r>(cx: &mut Ctx, i: usize, r: &'r RawRule, place: Place) -> Op
         profiles,
         icmp_types,
         users,
+        remote_groups,
+        require_secure,
         log: r.log.as_ref().is_some_and(|l| l.value.0),
         enabled: r.enabled.as_ref().is_none_or(|e| e.value.0),
     };
