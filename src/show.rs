@@ -83,7 +83,7 @@ pub fn sas(v: &Value) -> String {
     for ike in sas {
         let _ = writeln!(
             o,
-            "{} {} <-> {} {}  {} ({} initiated), IKE {}/{}/{}",
+            "{} {} <-> {} {}  {} ({} initiated), IKE {}/{}/{}{}",
             s(&ike["local-host"]),
             s(&ike["local-id"]),
             s(&ike["remote-host"]),
@@ -93,6 +93,10 @@ pub fn sas(v: &Value) -> String {
             s(&ike["encr-alg"]),
             s(&ike["integ-alg"]),
             s(&ike["dh-group"]),
+            match ike["groups"].as_array() {
+                Some(g) if !g.is_empty() => format!(", groups {}", g.iter().map(s).collect::<Vec<_>>().join(",")),
+                _ => String::new(),
+            },
         );
         for child in ike["child-sas"].as_object().into_iter().flat_map(|m| m.values()) {
             let _ = writeln!(

@@ -67,11 +67,17 @@ ip netns exec "$fw" nft list chain inet ringfence in_public >"$WORK/in_public"
 # lookups LINE...: the chain's rules without their counters, one per line.
 lookups() { grep -E '@|ipsec' "$WORK/in_public" | sed -E 's/^\s+//'; }
 lookups >"$WORK/lookups"
-check  "in_public: first the bypass, gated on the scanners' reqid (0x5248)" \
-    grep -qE '^ipsec in reqid 21064 meta l4proto @in_bypass_all_grp_scanners_proto_ranges accept$' <(head -1 "$WORK/lookups")
+# reqid PATTERN: the reqid of the group connection for PATTERN (show policy).
+reqid() { rf "$fw" show policy --json | jget "[c['reqid'] for c in v['group-connections'] if c['pattern'] == '$1'][0]"; }
+scanners=$(reqid "C=XX, O=Example, OU=Scanners, CN=*")
+finance=$(reqid "C=XX, O=Example, OU=Finance, CN=*")
+check  "the group connections have reqids of Ringfence's (0x5247-0x5345)" \
+    test "$scanners" -ge $((0x5247)) -a "$scanners" -le $((0x5345)) -a "$finance" -ge $((0x5247)) -a "$finance" -le $((0x5345))
+check  "in_public: first the bypass, gated on the scanners' reqid" \
+    grep -qE "^ipsec in reqid $scanners meta l4proto @in_bypass_all_grp_scanners_proto_ranges accept\$" <(head -1 "$WORK/lookups")
 check  "in_public: then the block rule's lookup" grep -q '@in_block_all_proto_lport drop' <(sed -n 2p "$WORK/lookups")
-check  "in_public: 5432 gated on sql-clients' reqid (0x5247)" \
-    grep -qE '^ipsec in reqid 21063 meta l4proto . th dport @in_allow_all_grp_sql-clients_proto_lport accept$' "$WORK/lookups"
+check  "in_public: 5432 gated on sql-clients' reqid" \
+    grep -qE "^ipsec in reqid $finance meta l4proto . th dport @in_allow_all_grp_sql-clients_proto_lport accept\$" "$WORK/lookups"
 check  "in_public: 443 gated on any SA" \
     grep -qE '^meta ipsec exists meta l4proto . th dport @in_allow_all_secure_proto_lport accept$' "$WORK/lookups"
 ip netns exec "$fw" nft list chain inet ringfence input >"$WORK/input"
@@ -106,7 +112,7 @@ check  "explain, clear tcp/443: the default" test "$(ex 443)" = "profile-default
 check  "explain, tcp/443 --secure: the require-secure rule" test "$(ex 443 --secure)" = "rule web-secure-only allow"
 check  "explain --group scanners names the SA" \
     rf "$fw" explain --direction in --protocol tcp --remote 10.73.0.2 --local-port 22 --group scanners
-said   "explain: the scanners' connection and reqid" "packet: +over IPsec, reqid 0x5248 \(connection for C=XX, O=Example, OU=Scanners, CN=\*; groups scanners\)"
+said   "explain: the scanners' connection and reqid" "packet: +over IPsec, reqid $(printf %#x "$scanners") \(connection for C=XX, O=Example, OU=Scanners, CN=\*; groups scanners\)"
 refute "explain --group of no group fails" \
     rf "$fw" explain --direction in --protocol tcp --remote 10.73.0.2 --local-port 22 --group nobody
 said   "... and says which groups there are" '"nobody" is not a group of the policy \(groups: scanners, sql-clients\)'

@@ -108,6 +108,37 @@ nd_bypass() {
     done
 }
 
+# --- Ringfence members ----------------------------------------------------------------
+# rf_policy NS DIR: NS's daemon applies the policy in DIR/policy: the first
+# time it is started on it (DIR/resolv.conf, no lease files; DAEMON[NS] is its
+# pid), later `ringfence apply`.
+declare -A DAEMON=()
+rf_policy() {
+    local ns=$1 dir=$2
+    if [ -n "${DAEMON[$ns]:-}" ]; then
+        rf "$ns" apply >/dev/null
+    else
+        daemon_start "$ns" "$dir/policy" --resolv-conf "$dir/resolv.conf" --leases "$dir/no-leases"
+        DAEMON[$ns]=$DAEMON_PID
+    fi
+}
+# loaded NS: NS's daemon has loaded its connections into its charon.
+loaded() { [ "$(rf "$1" show state --json | jget 'v["isolation"]["ike"]["loaded"]')" = true ]; }
+not_loaded() { ! loaded "$1"; }
+
+# child_sas any|all NS PEER COND: some (any) or every one (all, and at least one)
+# of NS's CHILD SAs with PEER, as `ringfence show sas --json` shows them, meets
+# COND, a Python expression over c (the CHILD SA's object).
+child_sas() {
+    rf "$2" show sas --json | python3 -c '
+import json, sys
+v = json.load(sys.stdin)
+kids = [c for s in v["ike-sas"] if s["remote-host"] == sys.argv[2] for c in s["child-sas"].values()]
+met = [eval(sys.argv[3], {"c": c}) for c in kids]
+ok = any(met) if sys.argv[1] == "any" else bool(met) and all(met)
+sys.exit(0 if ok else "not %s of %s" % (sys.argv[1], json.dumps(kids, indent=1)))' "$1" "$3" "$4"
+}
+
 # --- Kernel state -------------------------------------------------------------------
 # esp_sas NS: one line "SPI REQID SRC DST" per ESP SA in NS's kernel, larval
 # (ACQUIRE) states left out.

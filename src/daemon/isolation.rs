@@ -45,7 +45,7 @@ impl Isolation {
             match ike::read_credentials(iso) {
                 Ok(creds) => Desired {
                     socket: Some(ike::socket_path(iso)),
-                    load: Some(Arc::new(conn::load(iso, creds, xfrm::REQID))),
+                    load: Some(Arc::new(conn::load(iso, &policy.group_connections, creds))),
                 },
                 Err(e) => return tracing::error!("isolation: {e}; charon keeps what it has"),
             }

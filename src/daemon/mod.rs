@@ -104,13 +104,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             Some((request, reply)) = calls.recv() => match request {
                 // charon answers on its own socket, in its own time.
                 Request::Sas => {
-                    let socket = engine
-                        .applied
-                        .as_ref()
-                        .map(|a| &a.policy.isolation)
-                        .filter(|i| i.enabled())
-                        .map(crate::ike::socket_path);
-                    tokio::spawn(async move { let _ = reply.send(views::sas(socket).await); });
+                    let policy = engine.applied.as_ref().map(|a| &a.policy).filter(|p| p.isolation.enabled());
+                    let socket = policy.map(|p| crate::ike::socket_path(&p.isolation));
+                    let groups = policy.map_or_else(Default::default, |p| {
+                        p.group_connections.iter().map(|g| (crate::ike::conn::group_conn_name(g), g.groups.iter().cloned().collect())).collect()
+                    });
+                    tokio::spawn(async move { let _ = reply.send(views::sas(socket, groups).await); });
                 }
                 request => {
                     let _ = reply.send(handle(&mut engine, &mut isolation, &hub, request));

@@ -1,6 +1,6 @@
 //! Answers to the read-only requests, as JSON values the CLI renders.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Instant, UNIX_EPOCH};
 
 use serde_json::{json, Value};
@@ -207,12 +207,21 @@ pub fn sets<B: Backend>(engine: &Engine<B>) -> Value {
     Value::Array(sets)
 }
 
-/// charon's SAs; `socket` is `None` when isolation is off.
-pub async fn sas(socket: Option<std::path::PathBuf>) -> crate::protocol::Response {
+/// charon's SAs, each with the groups of its connection (`groups`: the group
+/// connections' names and groups); `socket` is `None` when isolation is off.
+pub async fn sas(
+    socket: Option<std::path::PathBuf>,
+    groups: BTreeMap<String, Vec<String>>,
+) -> crate::protocol::Response {
     use crate::protocol::Response;
     let Some(socket) = socket else { return Response::Ok(json!({ "isolation": "off", "ike-sas": [] })) };
     match crate::ike::list_sas(&socket).await {
-        Ok(sas) => Response::Ok(json!({ "isolation": "on", "ike-sas": sas })),
+        Ok(mut sas) => {
+            for sa in &mut sas {
+                sa.groups = groups.get(&sa.name).cloned().unwrap_or_default();
+            }
+            Response::Ok(json!({ "isolation": "on", "ike-sas": sas }))
+        }
         Err(e) => Response::Error(e),
     }
 }

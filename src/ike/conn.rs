@@ -1,17 +1,27 @@
 //! What Ringfence loads into charon for isolation, as VICI messages: the CA and
-//! host certificates, the private key, and one connection. Pure: built from the
-//! policy and the credential files' contents (docs/isolation.md).
+//! host certificates (and the CA's revocation list), the private key, the
+//! isolation connection and one connection per group connection of the policy
+//! (`policy::groups`). Pure: built from the policy and the credential files'
+//! contents (docs/isolation.md).
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::policy::groups::{DnPattern, GroupConn};
 use crate::policy::isolation::Isolation;
 use crate::policy::raw::IsolationMode;
 use crate::policy::values::format_addr_range;
+use crate::xfrm::{GROUP_PRIORITY, REQID};
 
-/// The name of the connection (and of its child) in charon.
+/// The name of the isolation connection (and of its child) in charon; group
+/// connections are named `ringfence-GROUP+GROUP...`, after their groups.
 pub const CONN: &str = "ringfence";
+
+/// The charon connection of `g`.
+pub fn group_conn_name(g: &GroupConn) -> String {
+    format!("{CONN}-{}", g.groups.iter().map(String::as_str).collect::<Vec<_>>().join("+"))
+}
 
 /// ESP with integrity only (Windows' ESP-null with SHA-256) first, an AEAD
 /// second, so that a host in any mode can talk to one that requires encryption
@@ -58,7 +68,7 @@ pub struct LoadKey {
 }
 
 /// One connection of `load-conn` (swanctl.conf's `connections.<name>`).
-#[derive(Debug, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Conn {
     pub version: u32,
     pub remote_addrs: Vec<String>,
@@ -71,9 +81,12 @@ pub struct Conn {
     pub children: BTreeMap<String, Child>,
 }
 
-#[derive(Debug, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Auth {
     pub auth: &'static str,
+    /// The identity the peer's certificate subject must match (a group's pattern).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub certs: Vec<serde_bytes::ByteBuf>,
     /// Only peers whose certificate this CA signed.
@@ -81,14 +94,18 @@ pub struct Auth {
     pub cacerts: Vec<serde_bytes::ByteBuf>,
 }
 
-#[derive(Debug, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Child {
     pub mode: &'static str,
     pub esp_proposals: Vec<&'static str>,
     /// Static: the xfrm policies' templates name it.
     pub reqid: u32,
-    /// Ringfence owns the kernel's policies; charon installs SAs only.
+    /// Ringfence owns the kernel's policies; charon installs SAs only (and,
+    /// for a group connection, the per-peer policies of its SAs).
     pub policies: bool,
+    /// The priority of charon's own policies (group connections).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u32>,
     /// Negotiate when the kernel asks (an ACQUIRE for `reqid`), and again when
     /// the peer is gone or closes.
     pub start_action: &'static str,
@@ -104,6 +121,23 @@ pub struct Load {
     pub certs: Vec<LoadCert>,
     pub key: LoadKey,
     pub conns: BTreeMap<String, Conn>,
+    /// The group connections' names and patterns.
+    pub groups: Vec<(String, DnPattern)>,
+}
+
+impl Load {
+    /// The connection charon gives, as responder, a peer whose certificate
+    /// subject is `subject`: of the group connections whose pattern matches
+    /// it, the one with the fewest wildcards (the closure of the patterns makes
+    /// it the one within every other), else the isolation connection.
+    pub fn conn_for(&self, subject: &str) -> &str {
+        let Ok(subject) = DnPattern::parse(subject) else { return CONN };
+        let matching: Vec<&(String, DnPattern)> = self.groups.iter().filter(|(_, p)| subject.within(p)).collect();
+        matching
+            .iter()
+            .find(|(_, p)| matching.iter().all(|(_, q)| p.within(q)))
+            .map_or(CONN, |(name, _)| name.as_str())
+    }
 }
 
 impl std::fmt::Debug for LoadKey {
@@ -112,16 +146,18 @@ impl std::fmt::Debug for LoadKey {
     }
 }
 
-/// The messages for `iso` (whose mode is not `off`).
-pub fn load(iso: &Isolation, creds: Credentials, reqid: u32) -> Load {
+/// The messages for `iso` (whose mode is not `off`) and the policy's group
+/// connections.
+pub fn load(iso: &Isolation, groups: &[GroupConn], creds: Credentials) -> Load {
     let esp: &[&str] =
         if iso.mode.value == IsolationMode::RequireEncryption { &ESP_ENCRYPTION } else { &ESP_INTEGRITY };
     let secs = |s: u64| format!("{s}s");
     let child = Child {
         mode: "transport",
         esp_proposals: esp.to_vec(),
-        reqid,
+        reqid: REQID,
         policies: false,
+        priority: None,
         start_action: "trap",
         dpd_action: "trap",
         close_action: "trap",
@@ -133,10 +169,12 @@ pub fn load(iso: &Isolation, creds: Credentials, reqid: u32) -> Load {
         remote_addrs: iso.secure_subnets.value.iter().map(format_addr_range).collect(),
         rekey_time: secs(iso.ike_lifetime.value),
         dpd_delay: secs(DPD_DELAY),
-        local: Auth { auth: "pubkey", certs: vec![creds.certificate.clone().into()], cacerts: Vec::new() },
-        remote: Auth { auth: "pubkey", certs: Vec::new(), cacerts: vec![creds.ca.clone().into()] },
+        local: Auth { auth: "pubkey", id: None, certs: vec![creds.certificate.clone().into()], cacerts: Vec::new() },
+        remote: Auth { auth: "pubkey", id: None, certs: Vec::new(), cacerts: vec![creds.ca.clone().into()] },
         children: BTreeMap::from([(CONN.to_string(), child)]),
     };
+    let mut conns: BTreeMap<String, Conn> = groups.iter().map(|g| (group_conn_name(g), group(&conn, g))).collect();
+    conns.insert(CONN.to_string(), conn);
     let crl = creds.crl.map(|data| LoadCert { kind: "X509_CRL", flag: "NONE", data });
     Load {
         certs: [
@@ -147,8 +185,36 @@ pub fn load(iso: &Isolation, creds: Credentials, reqid: u32) -> Load {
         .chain(crl)
         .collect(),
         key: LoadKey { kind: "any", data: creds.private_key },
-        conns: BTreeMap::from([(CONN.to_string(), conn)]),
+        conns,
+        groups: groups.iter().map(|g| (group_conn_name(g), g.pattern.clone())).collect(),
     }
+}
+
+/// The connection of a group connection, from the isolation connection: the
+/// same, for peers whose certificate subject matches the group's pattern.
+///
+/// As responder, charon gives a peer the connection whose identity matches
+/// its subject with the fewest wildcards, so a group member that starts the
+/// negotiation gets this one, and its CHILD_SA the group's reqid, which the
+/// nft rules match (`ipsec in reqid`). Its child does not trap (the kernel's
+/// ACQUIREs name the isolation connection's reqid), and charon installs the
+/// per-peer policies of its SAs itself, at [`GROUP_PRIORITY`], ahead of
+/// Ringfence's subnet policies: an outbound template matches only SAs of its
+/// own reqid, so without them the host's replies to the member would ask for
+/// a second SA, of the isolation connection's reqid.
+fn group(conn: &Conn, g: &GroupConn) -> Conn {
+    let name = group_conn_name(g);
+    let mut conn = conn.clone();
+    conn.remote.id = Some(g.pattern.to_string());
+    let mut child = conn.children.remove(CONN).expect("the isolation connection has its child");
+    child.reqid = g.reqid;
+    child.policies = true;
+    child.priority = Some(GROUP_PRIORITY);
+    child.start_action = "none";
+    child.dpd_action = "clear";
+    child.close_action = "none";
+    conn.children = BTreeMap::from([(name, child)]);
+    conn
 }
 
 #[cfg(test)]

@@ -126,14 +126,26 @@ async fn load(client: &mut Vici, ours: &[String], load: Option<&Load>) -> Result
 
 /// Closes the SAs of Ringfence's connection `name`, so that new ones follow
 /// the connection as it is now: SAs negotiated under an older mode (ESP-null
-/// where encryption is now required) would otherwise live until they expire.
+/// where encryption is now required) or for an older group pattern would
+/// otherwise live until they expire.
 async fn close_sas(client: &mut Vici, name: &str) -> Result<(), String> {
-    #[derive(Serialize)]
-    struct Terminate<'a> {
-        ike: &'a str,
-        /// Do not wait for the peers' answers.
-        timeout: i32,
-    }
+    terminate(client, &Terminate { ike: Some(name), ike_id: None, timeout: -1 }).await?;
+    tracing::info!(conn = name, "isolation connection changed: its IKE SAs are closed");
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct Terminate<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ike: Option<&'a str>,
+    #[serde(rename = "ike-id", skip_serializing_if = "Option::is_none")]
+    ike_id: Option<&'a str>,
+    /// Do not wait for the peers' answers.
+    timeout: i32,
+}
+
+/// Closes the IKE SAs `which` names; no SA to close is no error.
+async fn terminate(client: &mut Vici, which: &Terminate<'_>) -> Result<(), String> {
     #[derive(Deserialize)]
     struct Terminated {
         success: bool,
@@ -141,19 +153,38 @@ async fn close_sas(client: &mut Vici, name: &str) -> Result<(), String> {
         matches: u32,
         errmsg: Option<String>,
     }
-    let t: Terminated = client.request("terminate", &Terminate { ike: name, timeout: -1 }).await?;
-    // No SA to close is no error.
+    let t: Terminated = client.request("terminate", which).await?;
     if t.success || t.matches == 0 {
-        tracing::info!(conn = name, sas = t.matches, "isolation connection changed: its IKE SAs are closed");
         Ok(())
     } else {
         Err(format!("terminate: {}", t.errmsg.unwrap_or_else(|| "failed".into())))
     }
 }
 
-/// Connects to charon at `socket` and makes it hold `load`; `changed`: the
-/// connections differ from those loaded before, whose SAs are then closed.
-async fn sync(socket: &Path, load: Option<&Load>, changed: bool) -> Result<Vici, String> {
+/// Closes the IKE SAs that peers started under another connection than the
+/// one charon would give them now (a group's pattern changed, or a group was
+/// added or removed): they negotiate again, and get the reqid of their groups
+/// as they are now. SAs this host started are left alone: as initiator,
+/// charon always uses the isolation connection.
+async fn regroup(client: &mut Vici, load: &Load, closed: &[String]) -> Result<(), String> {
+    for sa in sas::list(client).await? {
+        let (Some(id), Some(uniqueid)) = (&sa.remote_id, &sa.uniqueid) else { continue };
+        if !sa.name.starts_with(conn::CONN) || closed.contains(&sa.name) || sa.initiator.as_deref() == Some("yes") {
+            continue;
+        }
+        let now = load.conn_for(id);
+        if now != sa.name {
+            terminate(client, &Terminate { ike: None, ike_id: Some(uniqueid), timeout: -1 }).await?;
+            tracing::info!(peer = %id, was = %sa.name, now, "the peer's groups changed: its IKE SA is closed");
+        }
+    }
+    Ok(())
+}
+
+/// Connects to charon at `socket` and makes it hold `load`. `before`: what
+/// was loaded into this charon before; the SAs of the connections that
+/// changed since are closed, and those of peers whose groups changed.
+async fn sync(socket: &Path, load: Option<&Load>, before: Option<&Load>) -> Result<Vici, String> {
     let mut client = Vici::connect(socket).await?;
     let ours = our_conns(&mut client).await?;
     // (Before loading: once loaded, a trap may already be negotiating.)
@@ -161,9 +192,19 @@ async fn sync(socket: &Path, load: Option<&Load>, changed: bool) -> Result<Vici,
         delete_orphan_sas();
     }
     self::load(&mut client, &ours, load).await?;
-    if changed {
-        close_sas(&mut client, conn::CONN).await?;
+    let Some((now, before)) = load.zip(before).filter(|(now, before)| now.conns != before.conns) else {
+        return Ok(client);
+    };
+    let changed: Vec<String> = now
+        .conns
+        .iter()
+        .filter(|(name, conn)| before.conns.get(*name).is_some_and(|b| b != *conn))
+        .map(|(name, _)| name.clone())
+        .collect();
+    for name in &changed {
+        close_sas(&mut client, name).await?;
     }
+    regroup(&mut client, now, &changed).await?;
     Ok(client)
 }
 
@@ -185,8 +226,8 @@ pub async fn follow(mut desired: watch::Receiver<Desired>, status: watch::Sender
             }
             continue;
         };
-        let changed = loaded.take().is_some_and(|l| want.load.as_ref().is_some_and(|w| w.conns != l.conns));
-        let mut client = match sync(&socket, want.load.as_deref(), changed).await {
+        let before = loaded.take();
+        let mut client = match sync(&socket, want.load.as_deref(), before.as_deref()).await {
             Ok(client) => client,
             Err(e) => {
                 if status.borrow().last_error.as_ref() != Some(&e) {

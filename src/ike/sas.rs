@@ -30,6 +30,9 @@ pub struct IkeSa {
     pub rekey_time: Option<String>,
     #[serde(default)]
     pub child_sas: BTreeMap<String, ChildSa>,
+    /// The groups of the connection the peer got (Ringfence's, not charon's).
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]

@@ -25,6 +25,9 @@ use super::validate::Ctx;
 /// connection's (`xfrm::REQID`, 0x5246), which peers in no group use.
 pub const FIRST_REQID: u32 = 0x5247;
 
+/// Group connections' reqids are FIRST_REQID.. up to the end of `xfrm::REQIDS`.
+const REQID_SLOTS: u32 = 255;
+
 /// Group connections are the closure of the patterns under intersection,
 /// which can grow combinatorially: past this many, the policy is refused.
 pub const MAX_CONNECTIONS: usize = 64;
@@ -49,9 +52,9 @@ pub struct GroupConn {
     pub groups: BTreeSet<String>,
 }
 
-/// The connections that make every group exact, sorted by pattern text and
-/// numbered from [`FIRST_REQID`]; `None` if there would be more than
-/// [`MAX_CONNECTIONS`].
+/// The connections that make every group exact, sorted by pattern text;
+/// `None` if there would be more than [`MAX_CONNECTIONS`]. A connection's
+/// reqid follows from its pattern's text (see [`reqids`]).
 ///
 /// charon gives a peer the connection whose pattern matches its identity with
 /// the fewest wildcards. With one connection per group pattern only, a peer
@@ -86,12 +89,32 @@ pub fn connections(groups: &[GroupDef]) -> Option<Vec<GroupConn>> {
     }
     let mut closure: Vec<(String, DnPattern)> = closure.into_iter().map(|p| (p.to_string(), p)).collect();
     closure.sort();
-    let conns = closure.into_iter().zip(FIRST_REQID..).map(|((_, pattern), reqid)| GroupConn {
+    let reqids = reqids(closure.iter().map(|(text, _)| text.as_str()));
+    let conns = closure.into_iter().zip(reqids).map(|((_, pattern), reqid)| GroupConn {
         groups: groups.iter().filter(|g| pattern.within(&g.subject)).map(|g| g.name.clone()).collect(),
         pattern,
         reqid,
     });
     Some(conns.collect())
+}
+
+/// The reqids of connections whose patterns have these texts (sorted): each
+/// from a hash of its text (FNV-1a, the same in every run), the next free one
+/// on a collision. So a connection keeps its reqid, and its SAs stay up, when
+/// other groups are added, changed or removed (a changed reqid is a changed
+/// connection, whose SAs Ringfence closes).
+fn reqids<'a>(texts: impl Iterator<Item = &'a str>) -> Vec<u32> {
+    let mut taken = BTreeSet::new();
+    texts
+        .map(|text| {
+            let hash = text.bytes().fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+            let mut slot = hash % REQID_SLOTS;
+            while !taken.insert(slot) {
+                slot = (slot + 1) % REQID_SLOTS;
+            }
+            FIRST_REQID + slot
+        })
+        .collect()
 }
 
 /// Lowercase letters, digits and `-`: a group's name is part of nftables set

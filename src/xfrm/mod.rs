@@ -45,6 +45,12 @@ pub const REQID: u32 = 0x5246;
 /// connection (`policy::groups`).
 pub const REQIDS: std::ops::RangeInclusive<u32> = REQID..=REQID + 0xFF;
 
+/// The priority of the per-peer policies charon installs for the SAs of a
+/// group connection (`ike::conn`): just ahead of Ringfence's band, so that the
+/// host's traffic to a peer that authenticated as a group member leaves over
+/// that peer's SA. Outside the band: Ringfence's apply never touches them.
+pub const GROUP_PRIORITY: u32 = *BAND.start() - 1;
+
 /// The reqid of the inbound templates: 0 matches an SA of any reqid, so SAs
 /// of other reqids (later per-group children) are accepted too.
 pub const INBOUND_REQID: u32 = 0;

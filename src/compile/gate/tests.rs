@@ -39,6 +39,11 @@ fn tcp(port: u16, secure: bool, groups: &[&str]) -> Packet {
     }
 }
 
+/// The reqid of the group connection for `pattern`.
+fn reqid(p: &Policy, pattern: &str) -> u32 {
+    p.group_connections.iter().find(|g| g.pattern.to_string() == pattern).unwrap().reqid
+}
+
 fn decided(p: &Policy, c: &Compiled, packet: &Packet) -> (Verdict, String) {
     let Explanation { verdict, decided_by, .. } =
         explain(p, c, Direction::In, packet).unwrap_or_else(|e| panic!("{e}"));
@@ -52,10 +57,11 @@ fn decided(p: &Policy, c: &Compiled, packet: &Packet) -> (Verdict, String) {
 #[test]
 fn bypass_is_looked_up_first_and_only_over_the_groups_sas() {
     let (p, c) = setup(SCANNERS);
-    assert_eq!(c.reqids.get("scanners"), Some(&vec![0x5248]));
+    let scanners = reqid(&p, "C=XX, O=Example, OU=Scanners, CN=*");
+    assert_eq!(c.reqids.get("scanners"), Some(&vec![scanners]));
     let chain = c.table.chains.iter().find(|ch| ch.name == "in_public").unwrap();
     let first = &chain.rules[0].stmts;
-    assert_eq!(first[0], Stmt::Equals(Expr::IpsecIn("reqid"), json!(0x5248)));
+    assert_eq!(first[0], Stmt::Equals(Expr::IpsecIn("reqid"), json!(scanners)));
     assert!(matches!(&first[1], Stmt::InSet(_, set) if set.starts_with("in_bypass_all_grp_scanners")), "{first:?}");
     assert!(matches!(&chain.rules[1].stmts[0], Stmt::InSet(_, set) if set.starts_with("in_block")), "then blocks");
     let web =
@@ -90,7 +96,8 @@ fn remote_groups_need_the_right_group_and_require_secure_any_sa() {
     assert_eq!(decided(&p, &c, &tcp(443, false, &["sql-clients"])), (Verdict::Allow, "web".into()));
     let x = explain(&p, &c, Direction::In, &tcp(443, false, &["sql-clients"])).unwrap();
     let sa = x.ipsec.unwrap();
-    assert_eq!((sa.reqid, sa.connection.unwrap().to_string()), (0x5247, "C=XX, O=Example, OU=Finance, CN=*".into()));
+    let finance = "C=XX, O=Example, OU=Finance, CN=*";
+    assert_eq!((sa.reqid, sa.connection.unwrap().to_string()), (reqid(&p, finance), finance.into()));
 }
 
 #[test]

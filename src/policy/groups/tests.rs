@@ -27,18 +27,19 @@ fn connections_are_the_patterns_closed_under_intersection() {
         def("short", "O=Example, CN=*"),
     ];
     let conns = connections(&groups).unwrap();
-    let got: Vec<(String, u32, BTreeSet<String>)> =
-        conns.iter().map(|c| (c.pattern.to_string(), c.reqid, c.groups.clone())).collect();
+    let got: Vec<(String, BTreeSet<String>)> = conns.iter().map(|c| (c.pattern.to_string(), c.groups.clone())).collect();
     let want = [
-        ("C=XX, O=*, OU=*, CN=admin", 0x5247, names(&["admins"])),
-        ("C=XX, O=Example, OU=*, CN=*", 0x5248, names(&["example"])),
-        ("C=XX, O=Example, OU=*, CN=admin", 0x5249, names(&["admins", "example"])),
-        ("C=XX, O=Example, OU=Scanners, CN=*", 0x524a, names(&["also-scanners", "example", "scanners"])),
-        ("C=XX, O=Example, OU=Scanners, CN=admin", 0x524b, names(&["admins", "also-scanners", "example", "scanners"])),
-        ("O=Example, CN=*", 0x524c, names(&["short"])),
+        ("C=XX, O=*, OU=*, CN=admin", names(&["admins"])),
+        ("C=XX, O=Example, OU=*, CN=*", names(&["example"])),
+        ("C=XX, O=Example, OU=*, CN=admin", names(&["admins", "example"])),
+        ("C=XX, O=Example, OU=Scanners, CN=*", names(&["also-scanners", "example", "scanners"])),
+        ("C=XX, O=Example, OU=Scanners, CN=admin", names(&["admins", "also-scanners", "example", "scanners"])),
+        ("O=Example, CN=*", names(&["short"])),
     ];
-    let want: Vec<(String, u32, BTreeSet<String>)> = want.into_iter().map(|(p, r, g)| (p.to_string(), r, g)).collect();
+    let want: Vec<(String, BTreeSet<String>)> = want.into_iter().map(|(p, g)| (p.to_string(), g)).collect();
     assert_eq!(got, want);
+    let reqids: BTreeSet<u32> = conns.iter().map(|c| c.reqid).collect();
+    assert_eq!(reqids.len(), conns.len(), "one reqid each");
 }
 
 /// charon's choice, simulated: of the connections whose pattern matches the
@@ -179,4 +180,22 @@ fn a_group_used_before_the_file_that_defines_it_is_found() {
     let rules = "rules:\n  - { name: a, direction: in, action: allow, remote-groups: [scanners] }\n";
     let groups = format!("{ISOLATION}groups:\n  scanners: {{ subject: \"CN=*\" }}\n");
     assert!(load(&[("10-rules.yaml", rules), ("20-groups.yaml", &groups)]).is_ok());
+}
+
+#[test]
+fn reqids_are_ringfence_s_and_stay_when_other_groups_change() {
+    let g = def;
+    let reqid_of = |conns: &[GroupConn], subject: &str| {
+        conns.iter().find(|c| c.pattern.to_string() == subject).map(|c| c.reqid).unwrap()
+    };
+    let finance = g("sql-clients", "C=XX, O=Example, OU=Finance, CN=*");
+    let before = connections(&[g("scanners", "C=XX, O=Example, OU=Scanners, CN=*"), finance.clone()]).unwrap();
+    let after = connections(&[g("scanners", "C=XX, O=Example, OU=Auditors, CN=*"), finance]).unwrap();
+    let subject = "C=XX, O=Example, OU=Finance, CN=*";
+    assert_eq!(reqid_of(&before, subject), reqid_of(&after, subject));
+    // 64 connections (the most a policy may have) fit, each its own, all Ringfence's.
+    let many: Vec<GroupDef> = (0..64).map(|i| g(&format!("g{i}"), &format!("CN=host{i}"))).collect();
+    let reqids: BTreeSet<u32> = connections(&many).unwrap().iter().map(|c| c.reqid).collect();
+    assert_eq!(reqids.len(), 64);
+    assert!(reqids.iter().all(|r| crate::xfrm::REQIDS.contains(r) && *r != crate::xfrm::REQID));
 }
