@@ -56,8 +56,7 @@ YAML
     charon_start "$ns"
     : >"$WORK/rf$n.resolv.conf"
     daemon_start "$ns" "$WORK/rf$n" --resolv-conf "$WORK/rf$n.resolv.conf" --leases "$WORK/no-leases"
-    wait_for 10 sh -c "rf $ns show state --json | grep -q '\"loaded\": *true'" ||
-        { echo "rf$n: the connection did not load"; exit 1; }
+    wait_for 10 loaded "$ns" || { echo "rf$n: the connection did not load"; exit 1; }
 done
 
 # --- 1. first packet -> first ESP packet ---------------------------------------------

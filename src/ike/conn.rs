@@ -133,10 +133,7 @@ impl Load {
     pub fn conn_for(&self, subject: &str) -> &str {
         let Ok(subject) = DnPattern::parse(subject) else { return CONN };
         let matching: Vec<&(String, DnPattern)> = self.groups.iter().filter(|(_, p)| subject.within(p)).collect();
-        matching
-            .iter()
-            .find(|(_, p)| matching.iter().all(|(_, q)| p.within(q)))
-            .map_or(CONN, |(name, _)| name.as_str())
+        matching.iter().find(|(_, p)| matching.iter().all(|(_, q)| p.within(q))).map_or(CONN, |(name, _)| name.as_str())
     }
 }
 

@@ -15,7 +15,8 @@ use netlink_packet_xfrm::policy::{DelGetMessage, ModifyMessage};
 use netlink_packet_xfrm::state::{DelGetMessage as SaDelGetMessage, GetDumpMessage};
 use netlink_packet_xfrm::{
     Address, LifetimeConfig, UserPolicyId, UserPolicyInfo, UserSaId, UserTemplate, XfrmAttrs, XfrmMessage, AF_INET,
-    AF_INET6, IPPROTO_ESP, XFRM_MODE_TRANSPORT, XFRM_POLICY_ALLOW, XFRM_POLICY_IN, XFRM_POLICY_OUT, XFRM_POLICY_TYPE_MAIN,
+    AF_INET6, IPPROTO_ESP, XFRM_MODE_TRANSPORT, XFRM_POLICY_ALLOW, XFRM_POLICY_IN, XFRM_POLICY_OUT,
+    XFRM_POLICY_TYPE_MAIN,
 };
 use netlink_sys::{protocols::NETLINK_XFRM, Socket, SocketAddr};
 
@@ -149,7 +150,12 @@ impl Xfrm {
             if let XfrmMessage::AddSa(sa) = m {
                 let info = &sa.user_sa_info;
                 if reqids.contains(&info.reqid) && info.id.proto == IPPROTO_ESP && info.id.spi != 0 {
-                    out.push(UserSaId { daddr: info.id.daddr, spi: info.id.spi, family: info.family, proto: IPPROTO_ESP });
+                    out.push(UserSaId {
+                        daddr: info.id.daddr,
+                        spi: info.id.spi,
+                        family: info.family,
+                        proto: IPPROTO_ESP,
+                    });
                 }
             }
         })
@@ -159,7 +165,7 @@ impl Xfrm {
     pub fn delete_esp_sas(&mut self, reqids: RangeInclusive<u32>) -> Result<usize, Error> {
         let sas = self.esp_sas(reqids)?;
         for id in &sas {
-            let message = XfrmMessage::DeleteSa(SaDelGetMessage { user_sa_id: id.clone(), nlas: vec![] });
+            let message = XfrmMessage::DeleteSa(SaDelGetMessage { user_sa_id: *id, nlas: vec![] });
             match self.request(message, NLM_F_ACK, drop) {
                 // Gone meanwhile (expired, or deleted by charon).
                 Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ESRCH as i32) => {}

@@ -3,8 +3,10 @@
 # ESP on the wire, in the VM. One switch (10.91.0.0/24), on it:
 #   t  (.1)  the target: Ringfence, secure-request; blocks tcp/22; a bypass
 #            rule for the group `scanners`; tcp/5432 only for `sql-clients`;
-#            tcp/443 for any authenticated peer; tcp/7000 for everyone
-#   sc (.2)  a scanner: a member whose certificate says OU=Scanners
+#            tcp/443 for any authenticated peer; tcp/8443 for `admins`
+#            (CN=sc in any OU); tcp/7000 for everyone
+#   sc (.2)  a scanner: a member whose certificate says OU=Scanners, CN=sc,
+#            so in two groups: scanners and admins
 #   m  (.3)  a member (OU=Members)
 #   f  (.4)  a finance member (OU=Finance): a `sql-clients` peer
 #   nm (.5)  a non-member: no IPsec
@@ -19,7 +21,7 @@ sw=$(switch sw)
 t=$(host t); sc=$(host sc); m=$(host m); f=$(host f); nm=$(host nm); old=$(host old); rv=$(host rv)
 port "$sw" "$t" 10.91.0.1; port "$sw" "$sc" 10.91.0.2; port "$sw" "$m" 10.91.0.3; port "$sw" "$f" 10.91.0.4
 port "$sw" "$nm" 10.91.0.5; port "$sw" "$old" 10.91.0.6; port "$sw" "$rv" 10.91.0.7
-for p in 22 443 5432 7000; do serve_tcp "$t" "$p"; done
+for p in 22 443 5432 7000 8443; do serve_tcp "$t" "$p"; done
 
 pki_ca ca "C=XX, O=Example, CN=Example Root CA"
 pki_host t ca; pki_host m ca
@@ -51,11 +53,13 @@ target_policy() {
     policy "$t" t "groups:
   scanners: { subject: \"$1\" }
   sql-clients: { subject: \"C=XX, O=Example, OU=Finance, CN=*\" }
+  admins: { subject: \"C=XX, O=Example, OU=*, CN=sc\" }
 rules:
   - { name: no-ssh, direction: in, action: block, protocol: tcp, local-ports: [22] }
   - { name: scanner-bypass, direction: in, action: bypass, remote-groups: [scanners] }
   - { name: sql-from-finance, direction: in, action: allow, protocol: tcp, local-ports: [5432], remote-groups: [sql-clients] }
   - { name: web-secure-only, direction: in, action: allow, protocol: tcp, local-ports: [443], require-secure: true }
+  - { name: admin-console, direction: in, action: allow, protocol: tcp, local-ports: [8443], remote-groups: [admins] }
   - { name: service, direction: in, action: allow, protocol: tcp, local-ports: [7000] }"
 }
 
@@ -89,22 +93,25 @@ check  "scanner -> t:22 (blocked, scanner bypass): works" reach "$sc" 22
 check  "t's SA with the scanner has a group reqid, not the members' 21062" \
     test "$(reqid_from 10.91.0.2)" -gt 21062
 check  "scanner -> t:5432 (bypass allows every port): works" reach "$sc" 5432
+check  "scanner -> t:8443 (admins only; it is in both groups): works" reach "$sc" 8443
 check  "t: show sas --json" rf "$t" show sas --json
 cp "$WORK/last.out" "$WORK/sas.json"
-check  "show sas: the scanner's SA is in the group scanners" python3 -c '
+check  "show sas: the scanner's SA is in the groups admins and scanners" python3 -c '
 import json, sys
 v = json.load(open(sys.argv[1]))
 sas = [s for s in v["ike-sas"] if s["remote-host"] == "10.91.0.2"]
-assert sas and all("scanners" in s["groups"] for s in sas), sas' "$WORK/sas.json"
+assert sas and all(s["groups"] == ["admins", "scanners"] for s in sas), sas' "$WORK/sas.json"
 
 phase "A member, the finance member, a non-member"
 check  "member -> t:7000: works over ESP" reach "$m" 7000
 check  "... the member and t have SAs, with the members' reqid" test "$(reqid_from 10.91.0.3)" = 21062
 refute "member -> t:22 (blocked; not a scanner): refused" tcp "$m" 10.91.0.1 22
 refute "member -> t:5432 (sql-clients only): refused" tcp "$m" 10.91.0.1 5432
+refute "member -> t:8443 (admins only): refused" tcp "$m" 10.91.0.1 8443
 check  "member -> t:443 (require-secure: any authenticated peer): works" reach "$m" 443
 check  "finance -> t:5432 (sql-clients): works" reach "$f" 5432
 refute "finance -> t:22: refused" tcp "$f" 10.91.0.1 22
+refute "finance -> t:8443: refused" tcp "$f" 10.91.0.1 8443
 refute "non-member -> t:22: refused" tcp "$nm" 10.91.0.1 22
 refute "non-member -> t:5432: refused" tcp "$nm" 10.91.0.1 5432
 refute "non-member -> t:443 (clear, not secure): refused" tcp "$nm" 10.91.0.1 443
@@ -119,19 +126,22 @@ check  "t's charon found the certificate revoked (the CRL Ringfence loaded)" gre
 
 phase "Group changed on reload"
 member_spi=$(spi_in 10.91.0.3)
+finance_spi=$(spi_in 10.91.0.4)
 scanner_spi=$(spi_in 10.91.0.2)
-check  "before: the member's and the scanner's SAs are up" test -n "$member_spi" -a -n "$scanner_spi"
+check  "before: the member's, the finance member's and the scanner's SAs are up" \
+    test -n "$member_spi" -a -n "$finance_spi" -a -n "$scanner_spi"
 target_policy "C=XX, O=Example, OU=Auditors, CN=*"
 check  "t closed the scanner's SA (its group's connection changed)" wait_for 10 gone_spi "$scanner_spi"
 refute "the scanner, no longer in the group, loses tcp/22" wait_for 8 tcp "$sc" 10.91.0.1 22
 check  "the member's SA is untouched (same SPI)" test "$(spi_in 10.91.0.3)" = "$member_spi"
-check  "the scanner still reaches t:7000 as a member" reach "$sc" 7000
+check  "the finance member's SA (another group's) is untouched" test "$(spi_in 10.91.0.4)" = "$finance_spi"
+check  "the scanner, still in admins, reaches t:8443" reach "$sc" 8443
 refute "... but not tcp/22" tcp "$sc" 10.91.0.1 22
 
 phase "A clear packet from the scanner's address"
 # The scanner leaves the wire; the non-member takes its address and speaks in clear.
 target_policy "C=XX, O=Example, OU=Scanners, CN=*"
-check  "the scanner is in the group again: t:22 works" reach "$sc" 22
+check  "the scanner is in the group again (t closed its admins-only SA): t:22 works" reach "$sc" 22
 ip -n "$sc" link set eth0 down
 ip -n "$nm" addr add 10.91.0.2/24 dev eth0
 refute "a clear connection from the scanner's address to t:22: refused" \

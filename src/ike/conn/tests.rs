@@ -68,12 +68,21 @@ fn one_connection_per_group_connection() {
         let conn = &l.conns[&name];
         assert_eq!(conn.remote.id.as_deref(), Some(g.pattern.to_string().as_str()));
         // Everything else as the isolation connection: addresses, CA, proposals.
-        assert_eq!((&conn.remote_addrs, &conn.remote.cacerts, &conn.local), (&base.remote_addrs, &base.remote.cacerts, &base.local));
+        assert_eq!(
+            (&conn.remote_addrs, &conn.remote.cacerts, &conn.local),
+            (&base.remote_addrs, &base.remote.cacerts, &base.local)
+        );
         let child = &conn.children[&name];
-        assert_eq!((child.reqid, child.policies, child.priority, child.start_action), (g.reqid, true, Some(GROUP_PRIORITY), "none"));
+        assert_eq!(
+            (child.reqid, child.policies, child.priority, child.start_action),
+            (g.reqid, true, Some(GROUP_PRIORITY), "none")
+        );
         assert_eq!(child.esp_proposals, base.children[CONN].esp_proposals);
     }
-    assert_eq!(l.conns["ringfence-admins+scanners"].remote.id.as_deref(), Some("C=XX, O=Example, OU=Scanners, CN=admin"));
+    assert_eq!(
+        l.conns["ringfence-admins+scanners"].remote.id.as_deref(),
+        Some("C=XX, O=Example, OU=Scanners, CN=admin")
+    );
 }
 
 #[test]

@@ -27,7 +27,8 @@ fn connections_are_the_patterns_closed_under_intersection() {
         def("short", "O=Example, CN=*"),
     ];
     let conns = connections(&groups).unwrap();
-    let got: Vec<(String, BTreeSet<String>)> = conns.iter().map(|c| (c.pattern.to_string(), c.groups.clone())).collect();
+    let got: Vec<(String, BTreeSet<String>)> =
+        conns.iter().map(|c| (c.pattern.to_string(), c.groups.clone())).collect();
     let want = [
         ("C=XX, O=*, OU=*, CN=admin", names(&["admins"])),
         ("C=XX, O=Example, OU=*, CN=*", names(&["example"])),
