@@ -15,9 +15,9 @@ use crate::xfrm::{self, Xfrm};
 pub struct Isolation {
     desired: watch::Sender<Desired>,
     status: watch::Receiver<Status>,
-    /// The netlink socket for xfrm policies, opened at start in the daemon's
-    /// network namespace.
-    xfrm: Xfrm,
+    /// The netlink socket for xfrm policies, in the daemon's network
+    /// namespace, opened when first needed (see [`Isolation::with_xfrm`]).
+    xfrm: Option<Xfrm>,
     /// The policies last applied, so that an unchanged list costs nothing.
     applied: Option<Vec<xfrm::Policy>>,
     /// The last xfrm failure, until an apply succeeds.
@@ -27,12 +27,28 @@ pub struct Isolation {
 impl Isolation {
     /// Starts the task that talks to charon (it does nothing until a policy
     /// turns isolation on).
-    pub fn start() -> Result<Self, xfrm::Error> {
-        let xfrm = Xfrm::open()?;
+    pub fn start() -> Self {
         let (desired, desired_rx) = watch::channel(Desired::default());
         let (status_tx, status) = watch::channel(Status::default());
         tokio::spawn(ike::follow(desired_rx, status_tx));
-        Ok(Isolation { desired, status, xfrm, applied: None, xfrm_error: None })
+        Isolation { desired, status, xfrm: None, applied: None, xfrm_error: None }
+    }
+
+    /// The xfrm socket, opened the first time; `None` on a kernel without
+    /// xfrm's netlink API (no CONFIG_XFRM_USER: the socket's protocol is not
+    /// supported), which can hold no policy or SA of Ringfence's: the firewall
+    /// works there, isolation cannot.
+    fn xfrm(&mut self) -> Result<Option<&mut Xfrm>, xfrm::Error> {
+        if self.xfrm.is_none() {
+            match Xfrm::open() {
+                Ok(x) => self.xfrm = Some(x),
+                Err(xfrm::Error::Open(e)) if e.raw_os_error() == Some(nix::errno::Errno::EPROTONOSUPPORT as i32) => {
+                    return Ok(None)
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(self.xfrm.as_mut())
     }
 
     /// After an apply or a reload: the xfrm policies, and what charon must
@@ -66,7 +82,13 @@ impl Isolation {
         if self.applied.as_ref() == Some(&desired) {
             return;
         }
-        match self.xfrm.apply(&desired) {
+        let result = match self.xfrm() {
+            Ok(Some(x)) => x.apply(&desired),
+            Ok(None) if desired.is_empty() => Ok(xfrm::kernel::Changes::default()),
+            Ok(None) => Err(xfrm::Error::Unsupported),
+            Err(e) => Err(e),
+        };
+        match result {
             Ok(c) => {
                 if c.added + c.updated + c.removed > 0 {
                     tracing::info!(added = c.added, updated = c.updated, removed = c.removed, "xfrm policies applied");
@@ -85,13 +107,16 @@ impl Isolation {
 
     /// Removes Ringfence's xfrm policies (`--flush-on-exit`).
     pub fn remove_xfrm(&mut self) -> Result<(), xfrm::Error> {
-        self.xfrm.remove_all().map(drop)
+        self.xfrm()?.map_or(Ok(()), |x| x.remove_all().map(drop))
     }
 
     /// For `show stats`: the kernel's ESP SAs of Ringfence's connections (one
     /// each way per CHILD_SA), counted now.
     pub fn stats(&mut self, policy: Option<&Policy>) -> Value {
-        let sas = self.xfrm.esp_sas(xfrm::REQIDS).map(|s| s.len()).map_err(|e| e.to_string());
+        let sas = self
+            .xfrm()
+            .and_then(|x| x.map_or(Ok(0), |x| x.esp_sas(xfrm::REQIDS).map(|s| s.len())))
+            .map_err(|e| e.to_string());
         json!({
             "mode": policy.map(|p| p.isolation.mode.value),
             "sas-up": sas.as_ref().ok(),

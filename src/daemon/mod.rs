@@ -62,7 +62,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         None => None,
     };
     let mut engine = Engine::new(opts.dirs.clone(), opts.dirs_required, NftBackend);
-    let mut isolation = isolation::Isolation::start().context("cannot open the xfrm netlink socket")?;
+    let mut isolation = isolation::Isolation::start();
     // The keywords' values go into the first table, so that it never has empty
     // dynamic sets that the host's configuration would have filled.
     let (updates, mut dynamic) = mpsc::channel::<Update>(4);

@@ -73,6 +73,8 @@ impl fmt::Display for Failure {
 pub enum Error {
     #[error("cannot open a NETLINK_XFRM socket")]
     Open(#[source] io::Error),
+    #[error("this kernel has no xfrm netlink API (CONFIG_XFRM_USER, module xfrm_user): isolation cannot work")]
+    Unsupported,
     #[error("cannot read the kernel's xfrm policies or SAs")]
     Dump(#[source] io::Error),
     #[error("cannot delete an xfrm SA")]
