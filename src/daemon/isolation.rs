@@ -16,7 +16,7 @@ pub struct Isolation {
     desired: watch::Sender<Desired>,
     status: watch::Receiver<Status>,
     /// The netlink socket for xfrm policies, in the daemon's network
-    /// namespace, opened when first needed (see [`Isolation::with_xfrm`]).
+    /// namespace, opened when first needed (see [`Isolation::xfrm`]).
     xfrm: Option<Xfrm>,
     /// The policies last applied, so that an unchanged list costs nothing.
     applied: Option<Vec<xfrm::Policy>>,

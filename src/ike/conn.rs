@@ -170,7 +170,9 @@ pub fn load(iso: &Isolation, groups: &[GroupConn], creds: Credentials) -> Load {
         remote: Auth { auth: "pubkey", id: None, certs: Vec::new(), cacerts: vec![creds.ca.clone().into()] },
         children: BTreeMap::from([(CONN.to_string(), child)]),
     };
-    let mut conns: BTreeMap<String, Conn> = groups.iter().map(|g| (group_conn_name(g), group(&conn, g))).collect();
+    let names: Vec<String> = groups.iter().map(group_conn_name).collect();
+    let mut conns: BTreeMap<String, Conn> =
+        names.iter().zip(groups).map(|(name, g)| (name.clone(), group(&conn, name, g))).collect();
     conns.insert(CONN.to_string(), conn);
     let crl = creds.crl.map(|data| LoadCert { kind: "X509_CRL", flag: "NONE", data });
     Load {
@@ -183,7 +185,7 @@ pub fn load(iso: &Isolation, groups: &[GroupConn], creds: Credentials) -> Load {
         .collect(),
         key: LoadKey { kind: "any", data: creds.private_key },
         conns,
-        groups: groups.iter().map(|g| (group_conn_name(g), g.pattern.clone())).collect(),
+        groups: names.into_iter().zip(groups).map(|(name, g)| (name, g.pattern.clone())).collect(),
     }
 }
 
@@ -199,8 +201,7 @@ pub fn load(iso: &Isolation, groups: &[GroupConn], creds: Credentials) -> Load {
 /// Ringfence's subnet policies: an outbound template matches only SAs of its
 /// own reqid, so without them the host's replies to the member would ask for
 /// a second SA, of the isolation connection's reqid.
-fn group(conn: &Conn, g: &GroupConn) -> Conn {
-    let name = group_conn_name(g);
+fn group(conn: &Conn, name: &str, g: &GroupConn) -> Conn {
     let mut conn = conn.clone();
     conn.remote.id = Some(g.pattern.to_string());
     let mut child = conn.children.remove(CONN).expect("the isolation connection has its child");
@@ -210,7 +211,7 @@ fn group(conn: &Conn, g: &GroupConn) -> Conn {
     child.start_action = "none";
     child.dpd_action = "clear";
     child.close_action = "none";
-    conn.children = BTreeMap::from([(name, child)]);
+    conn.children = BTreeMap::from([(name.to_string(), child)]);
     conn
 }
 
