@@ -134,7 +134,8 @@ struct Family {
     name: &'static str,
     help: &'static str,
     kind: &'static str,
-    array: &'static str,
+    /// Where the samples are in the stats: keys, one per level.
+    array: &'static [&'static str],
     labels: &'static [&'static str],
     value: &'static str,
 }
@@ -147,7 +148,7 @@ const FAMILIES: &[Family] = &[
         name: "ringfence_rule_packets_total",
         help: "Packets a rule decided (the first packet of each connection).",
         kind: "counter",
-        array: "rules",
+        array: &["rules"],
         labels: RULE_LABELS,
         value: "packets",
     },
@@ -155,7 +156,7 @@ const FAMILIES: &[Family] = &[
         name: "ringfence_rule_bytes_total",
         help: "Bytes of the packets a rule decided.",
         kind: "counter",
-        array: "rules",
+        array: &["rules"],
         labels: RULE_LABELS,
         value: "bytes",
     },
@@ -163,7 +164,7 @@ const FAMILIES: &[Family] = &[
         name: "ringfence_rule_logged_total",
         help: "Packets of a rule with log: true that the daemon read from NFLOG (after the kernel's rate limit).",
         kind: "counter",
-        array: "rules",
+        array: &["rules"],
         labels: RULE_LABELS,
         value: "logged",
     },
@@ -171,7 +172,7 @@ const FAMILIES: &[Family] = &[
         name: "ringfence_default_packets_total",
         help: "Packets a profile's default decided.",
         kind: "counter",
-        array: "defaults",
+        array: &["defaults"],
         labels: DEFAULT_LABELS,
         value: "packets",
     },
@@ -179,7 +180,7 @@ const FAMILIES: &[Family] = &[
         name: "ringfence_default_bytes_total",
         help: "Bytes of the packets a profile's default decided.",
         kind: "counter",
-        array: "defaults",
+        array: &["defaults"],
         labels: DEFAULT_LABELS,
         value: "bytes",
     },
@@ -187,7 +188,7 @@ const FAMILIES: &[Family] = &[
         name: "ringfence_default_logged_total",
         help: "Packets dropped by a profile's default that the daemon read from NFLOG (settings.log-dropped).",
         kind: "counter",
-        array: "defaults",
+        array: &["defaults"],
         labels: DEFAULT_LABELS,
         value: "logged",
     },
@@ -195,9 +196,17 @@ const FAMILIES: &[Family] = &[
         name: "ringfence_dynamic_set_elements",
         help: "Addresses in a keyword's dynamic set.",
         kind: "gauge",
-        array: "dynamic-sets",
+        array: &["dynamic-sets"],
         labels: &["set", "keyword", "family"],
         value: "elements",
+    },
+    Family {
+        name: "ringfence_isolation_fallbacks_total",
+        help: "First contacts that went on in clear (soft SAs), by why no SA came up in time.",
+        kind: "counter",
+        array: &["isolation", "fallbacks"],
+        labels: &["reason"],
+        value: "count",
     },
 ];
 
@@ -210,6 +219,12 @@ const SCALARS: &[(&str, &str, &str, &[&str])] = &[
         "ESP security associations of Ringfence's IPsec connection in the kernel (one each way per CHILD_SA).",
         "gauge",
         &["isolation", "sas-up"],
+    ),
+    (
+        "ringfence_isolation_soft_sas",
+        "Peers reached in clear for now because no SA came up in time (soft SAs).",
+        "gauge",
+        &["isolation", "soft-sas"],
     ),
     ("ringfence_monitor_logged_total", "Logged packets read from NFLOG.", "counter", &["monitor", "totals", "logged"]),
     (
@@ -252,7 +267,8 @@ pub fn render(stats: &Value) -> String {
     }
     for f in FAMILIES {
         let _ = writeln!(o, "# HELP {} {}\n# TYPE {} {}", f.name, f.help, f.name, f.kind);
-        for sample in stats[f.array].as_array().into_iter().flatten() {
+        let samples = f.array.iter().fold(&stats, |v, k| &v[*k]);
+        for sample in samples.as_array().into_iter().flatten() {
             let labels: Vec<String> = f.labels.iter().map(|l| format!("{l}=\"{}\"", escape(&sample[*l]))).collect();
             let _ = writeln!(o, "{}{{{}}} {}", f.name, labels.join(","), sample[f.value].as_f64().unwrap_or(0.0));
         }
@@ -279,7 +295,8 @@ mod tests {
         let stats = json!({
             "applies": 3, "last-apply-ms": 12.5,
             "rules": [{ "name": "a \"b\"", "direction": "in", "action": "block", "source": "x.yaml:3:5", "packets": 7, "bytes": 420, "logged": 2 }],
-            "isolation": { "sas-up": 0 }, "monitor": { "totals": { "logged": 2 }, "subscribers": 1 },
+            "isolation": { "sas-up": 0, "soft-sas": 1, "fallbacks": [{ "reason": "auth-failed", "count": 2 }] },
+            "monitor": { "totals": { "logged": 2 }, "subscribers": 1 },
         });
         let text = render(&stats);
         assert!(text.contains("ringfence_applies_total 3\n"));
@@ -288,5 +305,7 @@ mod tests {
             "ringfence_rule_packets_total{name=\"a \\\"b\\\"\",direction=\"in\",action=\"block\",source=\"x.yaml:3:5\"} 7\n"
         ));
         assert!(text.contains("# TYPE ringfence_monitor_subscribers gauge\nringfence_monitor_subscribers 1\n"));
+        assert!(text.contains("ringfence_isolation_soft_sas 1\n"));
+        assert!(text.contains("ringfence_isolation_fallbacks_total{reason=\"auth-failed\"} 2\n"));
     }
 }

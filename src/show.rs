@@ -4,6 +4,12 @@ use std::fmt::Write;
 
 use serde_json::Value;
 
+/// Unix seconds as RFC 3339 (UTC).
+fn rfc3339(v: &Value) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(v.as_u64().unwrap_or(0));
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
 fn s(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
@@ -75,10 +81,21 @@ pub fn state(v: &Value) -> String {
 pub fn sas(v: &Value) -> String {
     let mut o = String::new();
     let sas = v["ike-sas"].as_array().map_or(&[][..], Vec::as_slice);
+    let soft = v["soft-sas"].as_array().map_or(&[][..], Vec::as_slice);
     if v["isolation"] == "off" {
         let _ = writeln!(o, "isolation is off");
-    } else if sas.is_empty() {
+    } else if sas.is_empty() && soft.is_empty() {
         let _ = writeln!(o, "no SA");
+    }
+    for sa in soft {
+        let _ = writeln!(
+            o,
+            "{} in clear (soft SA: {}) since {}, ends {} unless traffic goes on",
+            s(&sa["peer"]),
+            s(&sa["reason"]),
+            rfc3339(&sa["since"]),
+            rfc3339(&sa["expires"]),
+        );
     }
     for ike in sas {
         let _ = writeln!(
@@ -374,7 +391,22 @@ pub fn stats(v: &Value) -> String {
     let iso = &v["isolation"];
     let loaded =
         if iso["charon-loaded"] == Value::Bool(true) { "loaded into charon" } else { "not loaded into charon" };
-    let _ = writeln!(o, "isolation:    mode {}, {} ESP SAs in the kernel, {loaded}", s(&iso["mode"]), iso["sas-up"]);
+    let _ = writeln!(
+        o,
+        "isolation:    mode {}, {} ESP SAs in the kernel, {} soft SAs, {loaded}",
+        s(&iso["mode"]),
+        iso["sas-up"],
+        iso["soft-sas"]
+    );
+    let fallbacks: Vec<String> = iso["fallbacks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|f| format!("{} {}", f["count"], s(&f["reason"])))
+        .collect();
+    if !fallbacks.is_empty() {
+        let _ = writeln!(o, "fallbacks:    {} (first contacts that went on in clear)", fallbacks.join(", "));
+    }
     let m = &v["monitor"];
     let t = &m["totals"];
     let reading = match &m["error"] {

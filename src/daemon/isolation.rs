@@ -2,15 +2,26 @@
 //! policy's `isolation:` section (and the host's addresses its exemptions
 //! name), and what the daemon says about it (`show state`).
 
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
+use super::first_contact::{FirstContact, Reason, Settings, SoftSa};
 use crate::dynamic::DynState;
 use crate::ike::{self, conn, Desired, Status};
 use crate::policy::Policy;
-use crate::xfrm::{self, Xfrm};
+use crate::xfrm::events::Event;
+use crate::xfrm::{self, Action, Xfrm};
+
+/// The sysctl that decides what a packet with no SA yet does at a `required`
+/// template: 1 (the kernel's default) drops it, 0 holds it in the policy's
+/// queue until the SA exists. It is per network namespace and applies to
+/// every IPsec user of the namespace (docs/isolation.md).
+const LARVAL_DROP: &str = "/proc/sys/net/core/xfrm_larval_drop";
 
 pub struct Isolation {
     desired: watch::Sender<Desired>,
@@ -22,16 +33,32 @@ pub struct Isolation {
     applied: Option<Vec<xfrm::Policy>>,
     /// The last xfrm failure, until an apply succeeds.
     xfrm_error: Option<String>,
+    /// First contacts: negotiations timed for the fallback, and soft SAs.
+    first: FirstContact,
+    /// When to look for idle soft SAs next.
+    expiry_at: Option<Instant>,
+    /// `net.core.xfrm_larval_drop` as it was before isolation set it to 0,
+    /// to restore when isolation is turned off.
+    larval_drop_was: Option<String>,
 }
 
 impl Isolation {
     /// Starts the task that talks to charon (it does nothing until a policy
-    /// turns isolation on).
-    pub fn start() -> Self {
+    /// turns isolation on); the negotiations it sees fail go to `failed`.
+    pub fn start(failed: mpsc::Sender<(IpAddr, Reason)>) -> Self {
         let (desired, desired_rx) = watch::channel(Desired::default());
         let (status_tx, status) = watch::channel(Status::default());
-        tokio::spawn(ike::follow(desired_rx, status_tx));
-        Isolation { desired, status, xfrm: None, applied: None, xfrm_error: None }
+        tokio::spawn(ike::follow(desired_rx, status_tx, failed));
+        Isolation {
+            desired,
+            status,
+            xfrm: None,
+            applied: None,
+            xfrm_error: None,
+            first: FirstContact::default(),
+            expiry_at: None,
+            larval_drop_was: None,
+        }
     }
 
     /// The xfrm socket, opened the first time; `None` on a kernel without
@@ -55,8 +82,10 @@ impl Isolation {
     /// hold. The credential files are read again, so a reload picks up a
     /// renewed certificate.
     pub fn sync(&mut self, policy: &Policy, dynamic: &DynState) {
-        self.sync_xfrm(policy, dynamic);
         let iso = &policy.isolation;
+        let idle = Duration::from_secs(iso.idle_timeout.value);
+        self.first.configure(Settings { enabled: iso.falls_back(), fallback: iso.fallback.value, idle });
+        self.sync_xfrm(policy, dynamic);
         let desired = if iso.enabled() {
             match ike::read_credentials(iso) {
                 Ok(creds) => Desired {
@@ -78,10 +107,11 @@ impl Isolation {
     /// The xfrm policies for the policy and the host's addresses now (a
     /// change of an exempt keyword's addresses changes them).
     pub fn sync_xfrm(&mut self, policy: &Policy, dynamic: &DynState) {
-        let desired = xfrm::policies(&policy.isolation, dynamic);
+        let desired = xfrm::policies(&policy.isolation, dynamic, &self.first.soft_peers());
         if self.applied.as_ref() == Some(&desired) {
             return;
         }
+        self.larval_drop(!desired.is_empty());
         let result = match self.xfrm() {
             Ok(Some(x)) => x.apply(&desired),
             Ok(None) if desired.is_empty() => Ok(xfrm::kernel::Changes::default()),
@@ -105,8 +135,124 @@ impl Isolation {
         }
     }
 
+    /// Holds packets that wait for an SA (`on`), or puts back what the host
+    /// had. Failing to, packets are dropped until the SA exists (TCP's
+    /// retransmission then finds it), as before isolation held them.
+    fn larval_drop(&mut self, hold: bool) {
+        let result = match (&self.larval_drop_was, hold) {
+            (None, true) => std::fs::read_to_string(LARVAL_DROP).and_then(|was| {
+                std::fs::write(LARVAL_DROP, "0")?;
+                self.larval_drop_was = Some(was);
+                Ok(())
+            }),
+            (Some(was), false) => std::fs::write(LARVAL_DROP, was).map(|()| self.larval_drop_was = None),
+            _ => Ok(()),
+        };
+        if let Err(e) = result {
+            tracing::warn!("cannot set {LARVAL_DROP}: {e}; a first packet without an SA is dropped, not held");
+        }
+    }
+
+    /// A kernel event about Ringfence's SAs.
+    pub fn event(&mut self, event: Event, policy: &Policy, dynamic: &DynState) {
+        match event {
+            Event::Acquire { peer } => self.first.acquire(peer, Instant::now()),
+            Event::SaUp { src, dst } => {
+                if self.first.sa_up(src, dst) {
+                    tracing::info!(peer = %src, other = %dst, "SA up: the soft SA ends, traffic moves to ESP");
+                    self.sync_xfrm(policy, dynamic);
+                }
+                self.kick();
+            }
+        }
+    }
+
+    /// charon gave up negotiating with `peer`.
+    pub fn failed(&mut self, peer: IpAddr, why: Reason) {
+        tracing::info!(%peer, reason = why.as_str(), "IKE negotiation failed");
+        self.first.failed(peer, why);
+    }
+
+    /// When [`Self::fall_back`] or [`Self::expire`] has work, if ever.
+    pub fn next_timer(&self) -> Option<Instant> {
+        self.first.next_deadline().into_iter().chain(self.expiry_at).min()
+    }
+
+    /// Runs what is due: fallbacks, then the idle check.
+    pub fn timer(&mut self, policy: &Policy, dynamic: &DynState) {
+        let now = Instant::now();
+        let mut changed = self.first.due(now, SystemTime::now());
+        if changed {
+            for sa in self.first.soft_sas() {
+                tracing::info!(peer = %sa.peer, reason = sa.reason.as_str(), "no SA in time: soft SA, in clear");
+            }
+        }
+        if self.expiry_at.is_some_and(|at| at <= now) {
+            changed |= self.expire();
+        }
+        self.expiry_at =
+            self.first.expiry_check().map(|every| self.expiry_at.filter(|at| *at > now).unwrap_or(now + every));
+        if changed {
+            self.sync_xfrm(policy, dynamic);
+            self.kick();
+        }
+    }
+
+    /// Ends the soft SAs with no traffic for `lifetimes.idle`, as the kernel's
+    /// stamps on their policies tell.
+    fn expire(&mut self) -> bool {
+        let soft = self.first.soft_peers();
+        let stamps = match self.xfrm() {
+            Ok(Some(x)) => x.last_used(),
+            Ok(None) => Err(xfrm::Error::Unsupported),
+            Err(e) => Err(e),
+        };
+        let mut last_used: BTreeMap<IpAddr, u64> = BTreeMap::new();
+        match stamps {
+            Ok(stamps) => {
+                for (p, used) in stamps {
+                    let remote = if p.dir == xfrm::Dir::Out { p.selector.dst } else { p.selector.src };
+                    if p.action == Action::Clear && soft.contains(&remote.addr) {
+                        let t = last_used.entry(remote.addr).or_default();
+                        *t = (*t).max(used);
+                    }
+                }
+            }
+            Err(e) => {
+                // Unknown: all stay until the next look.
+                tracing::warn!("cannot read the soft SAs' last use: {e}");
+                return false;
+            }
+        }
+        let ended = self.first.expire(&last_used, SystemTime::now());
+        if ended {
+            tracing::info!("soft SAs idle for lifetimes.idle ended: the next packet tries IPsec again");
+        }
+        ended
+    }
+
+    /// Releases packets that wait for an SA and makes sockets look up their
+    /// route again (`Xfrm::kick`): after an SA came up, and after soft SAs
+    /// began or ended.
+    fn kick(&mut self) {
+        let result = match self.xfrm() {
+            Ok(Some(x)) => x.kick(),
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            tracing::warn!("{e}: held packets wait for the queue's timer");
+        }
+    }
+
+    /// The soft SAs now, for `show sas`.
+    pub fn soft_sas(&self) -> Vec<SoftSa> {
+        self.first.soft_sas()
+    }
+
     /// Removes Ringfence's xfrm policies (`--flush-on-exit`).
     pub fn remove_xfrm(&mut self) -> Result<(), xfrm::Error> {
+        self.larval_drop(false);
         self.xfrm()?.map_or(Ok(()), |x| x.remove_all().map(drop))
     }
 
@@ -117,9 +263,13 @@ impl Isolation {
             .xfrm()
             .and_then(|x| x.map_or(Ok(0), |x| x.esp_sas(xfrm::REQIDS).map(|s| s.len())))
             .map_err(|e| e.to_string());
+        let fallbacks: Vec<Value> =
+            self.first.fallbacks().map(|(reason, count)| json!({ "reason": reason, "count": count })).collect();
         json!({
             "mode": policy.map(|p| p.isolation.mode.value),
             "sas-up": sas.as_ref().ok(),
+            "soft-sas": self.first.soft_peers().len(),
+            "fallbacks": fallbacks,
             "error": sas.err(),
             "charon-loaded": self.status.borrow().loaded,
         })

@@ -3,6 +3,7 @@
 
 mod control;
 mod engine;
+pub mod first_contact;
 mod isolation;
 mod lock;
 mod stats;
@@ -62,7 +63,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         None => None,
     };
     let mut engine = Engine::new(opts.dirs.clone(), opts.dirs_required, NftBackend);
-    let mut isolation = isolation::Isolation::start();
+    let (failed_tx, mut failed) = mpsc::channel(64);
+    let mut isolation = isolation::Isolation::start(failed_tx);
+    let mut xfrm_events = xfrm_events();
     // The keywords' values go into the first table, so that it never has empty
     // dynamic sets that the host's configuration would have filled.
     let (updates, mut dynamic) = mpsc::channel::<Update>(4);
@@ -96,6 +99,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut reload_at: Option<Instant> = None;
     loop {
         let rollback_at = engine.pending.as_ref().map(|p| Instant::from_std(p.deadline));
+        let isolation_at = isolation.next_timer().map(Instant::from_std);
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => { tokio::spawn(control::serve(stream, calls_tx.clone(), Arc::clone(&hub))); }
@@ -109,7 +113,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                     let groups = policy.map_or_else(Default::default, |p| {
                         p.group_connections.iter().map(|g| (crate::ike::conn::group_conn_name(g), g.groups.iter().cloned().collect())).collect()
                     });
-                    tokio::spawn(async move { let _ = reply.send(views::sas(socket, groups).await); });
+                    let soft = isolation.soft_sas();
+                    tokio::spawn(async move { let _ = reply.send(views::sas(socket, groups, soft).await); });
                 }
                 request => {
                     let _ = reply.send(handle(&mut engine, &mut isolation, &hub, request));
@@ -117,6 +122,13 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             },
             Some(packet) = logged.recv() => hub.record(engine.applied.as_ref().map(|a| (&a.policy, &a.compiled)), packet),
             _ = hup.recv() => reload(&mut engine, &mut isolation, "SIGHUP"),
+            Some(event) = xfrm_events.recv() => if let Some(a) = &engine.applied {
+                isolation.event(event, &a.policy, &engine.dynamic);
+            },
+            Some((peer, why)) = failed.recv() => isolation.failed(peer, why),
+            _ = sleep_until(isolation_at.unwrap_or_else(Instant::now)), if isolation_at.is_some() => if let Some(a) = &engine.applied {
+                isolation.timer(&a.policy, &engine.dynamic);
+            },
             Some((keywords, part)) = dynamic.recv() => update_dynamic(&mut engine, &mut isolation, keywords, part),
             Some(()) = ticks.recv() => reload_at = Some(Instant::now() + DEBOUNCE),
             _ = sleep_until(reload_at.unwrap_or_else(Instant::now)), if reload_at.is_some() => {
@@ -151,6 +163,39 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         tracing::info!(table = TABLE, "stopped; the ruleset stays in force");
     }
     Ok(())
+}
+
+/// The kernel's events about Ringfence's SAs (ACQUIREs, new SAs), read by a
+/// task of their own. On a kernel without xfrm's netlink API nothing comes.
+fn xfrm_events() -> mpsc::Receiver<crate::xfrm::events::Event> {
+    let (tx, rx) = mpsc::channel(256);
+    match crate::xfrm::events::Events::open() {
+        Ok(mut events) => {
+            tokio::spawn(async move {
+                loop {
+                    match events.recv().await {
+                        Ok(batch) => {
+                            for e in batch {
+                                if tx.send(e).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                        // ENOBUFS: some were lost; a lost ACQUIRE's peer gets no
+                        // fallback until the next one (charon still negotiates).
+                        Err(e) if e.raw_os_error() == Some(nix::libc::ENOBUFS) => {
+                            tracing::warn!("xfrm events were lost (socket buffer full)")
+                        }
+                        Err(e) => {
+                            return tracing::error!("cannot read xfrm events: {e}; no fallback to clear from now on")
+                        }
+                    }
+                }
+            });
+        }
+        Err(e) => tracing::debug!("no xfrm events ({e}): isolation cannot work on this kernel"),
+    }
+    rx
 }
 
 /// After a successful apply or reload: logs it, and brings charon in step.

@@ -208,19 +208,23 @@ pub fn sets<B: Backend>(engine: &Engine<B>) -> Value {
 }
 
 /// charon's SAs, each with the groups of its connection (`groups`: the group
-/// connections' names and groups); `socket` is `None` when isolation is off.
+/// connections' names and groups), and the soft SAs; `socket` is `None` when
+/// isolation is off.
 pub async fn sas(
     socket: Option<std::path::PathBuf>,
     groups: BTreeMap<String, Vec<String>>,
+    soft: Vec<super::first_contact::SoftSa>,
 ) -> crate::protocol::Response {
     use crate::protocol::Response;
-    let Some(socket) = socket else { return Response::Ok(json!({ "isolation": "off", "ike-sas": [] })) };
+    let Some(socket) = socket else {
+        return Response::Ok(json!({ "isolation": "off", "ike-sas": [], "soft-sas": [] }));
+    };
     match crate::ike::list_sas(&socket).await {
         Ok(mut sas) => {
             for sa in &mut sas {
                 sa.groups = groups.get(&sa.name).cloned().unwrap_or_default();
             }
-            Response::Ok(json!({ "isolation": "on", "ike-sas": sas }))
+            Response::Ok(json!({ "isolation": "on", "ike-sas": sas, "soft-sas": soft }))
         }
         Err(e) => Response::Error(e),
     }

@@ -3,6 +3,7 @@
 //! across charon's restarts, and reads its SAs for `show sas` (`sas`).
 
 pub mod conn;
+pub mod failures;
 pub mod sas;
 mod vici;
 
@@ -11,11 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::policy::isolation::{private_key_file, Isolation};
 use crate::xfrm::Xfrm;
 use conn::{Credentials, Load};
+use failures::{Failures, Log, Reason};
 use vici::Vici;
 
 /// How often to try again while charon's socket cannot be reached.
@@ -209,8 +211,13 @@ async fn sync(socket: &Path, load: Option<&Load>, before: Option<&Load>) -> Resu
 }
 
 /// Keeps charon holding what `desired` says: loads it when it changes and
-/// every time charon (re)appears at the socket; publishes how it went.
-pub async fn follow(mut desired: watch::Receiver<Desired>, status: watch::Sender<Status>) {
+/// every time charon (re)appears at the socket; publishes how it went, and
+/// the negotiations with peers that failed (`failed`, from charon's log).
+pub async fn follow(
+    mut desired: watch::Receiver<Desired>,
+    status: watch::Sender<Status>,
+    failed: mpsc::Sender<(std::net::IpAddr, Reason)>,
+) {
     // The socket where Ringfence's connection was last loaded, to unload it
     // there when isolation is turned off.
     let mut loaded_at: Option<PathBuf> = None;
@@ -263,8 +270,21 @@ pub async fn follow(mut desired: watch::Receiver<Desired>, status: watch::Sender
             }
             continue;
         }
+        if let Err(e) = client.subscribe("log").await {
+            tracing::warn!("cannot read charon's log ({e}): fallbacks will all say timeout");
+        }
+        let mut failures = Failures::default();
+        let closed = async {
+            while let Some(message) = client.event().await {
+                let Ok(log) = serde_vici::from_slice::<Log>(&message) else { continue };
+                if let Some(failure) = failures.read(&log) {
+                    // (A full queue: the daemon is behind; that peer's fallback says timeout.)
+                    let _ = failed.try_send(failure);
+                }
+            }
+        };
         tokio::select! {
-            () = client.closed() => {
+            () = closed => {
                 loaded = None;
                 tracing::warn!(socket = %socket.display(), "charon closed its VICI socket; loading again when it is back");
                 status.send_modify(|s| s.loaded = false);

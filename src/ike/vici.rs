@@ -114,10 +114,24 @@ impl Vici {
         }
     }
 
-    /// Waits until charon closes the connection (it stopped or restarted).
-    /// Nothing is registered, so charon sends nothing meanwhile.
-    pub async fn closed(&mut self) {
-        let mut buf = [0u8; 512];
-        while matches!(self.stream.read(&mut buf).await, Ok(n) if n > 0) {}
+    /// Registers for `event`: charon then sends one packet for each, until
+    /// the connection closes.
+    pub async fn subscribe(&mut self, event: &str) -> Result<(), String> {
+        self.register(EVENT_REGISTER, event).await
+    }
+
+    /// The message of the next event subscribed to; `None` once charon closed
+    /// the connection (it stopped or restarted).
+    pub async fn event(&mut self) -> Option<Vec<u8>> {
+        loop {
+            match self.recv().await {
+                Ok((EVENT, body)) => {
+                    let name_len = usize::from(*body.first()?);
+                    return Some(body.get(1 + name_len..)?.to_vec());
+                }
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
     }
 }

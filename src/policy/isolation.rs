@@ -4,6 +4,7 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -18,6 +19,12 @@ use super::Sourced;
 const DEFAULT_IKE_LIFETIME: u64 = 8 * 3600;
 const DEFAULT_CHILD_LIFETIME: u64 = 3600;
 const DEFAULT_IDLE: u64 = 300;
+/// Windows' Secure Request: "If IPsec is not successfully negotiated within
+/// 500 milliseconds, the computer falls back to unauthenticated traffic".
+const DEFAULT_FALLBACK: Duration = Duration::from_millis(500);
+/// What `fallback` may be: below 100 ms not even a LAN peer's IKE answers;
+/// above 10 s an application gives up before the soft SA would help it.
+pub const FALLBACK_RANGE: std::ops::RangeInclusive<Duration> = Duration::from_millis(100)..=Duration::from_secs(10);
 /// charon's own default for its VICI socket.
 pub const DEFAULT_IKE_SOCKET: &str = "unix:///var/run/charon.vici";
 
@@ -37,6 +44,10 @@ pub struct Isolation {
     pub ike_lifetime: Sourced<u64>,
     pub child_lifetime: Sourced<u64>,
     pub idle_timeout: Sourced<u64>,
+    /// How long a first contact negotiates before it falls back to clear
+    /// (`request`, `secure-request`, `boundary`).
+    #[serde(serialize_with = "millis")]
+    pub fallback: Sourced<Duration>,
     /// charon's VICI socket, `unix:///path`.
     pub ike_socket: Sourced<String>,
 }
@@ -54,6 +65,7 @@ impl Default for Isolation {
             ike_lifetime: Sourced::default(DEFAULT_IKE_LIFETIME),
             child_lifetime: Sourced::default(DEFAULT_CHILD_LIFETIME),
             idle_timeout: Sourced::default(DEFAULT_IDLE),
+            fallback: Sourced::default(DEFAULT_FALLBACK),
             ike_socket: Sourced::default(DEFAULT_IKE_SOCKET.to_string()),
         }
     }
@@ -63,6 +75,17 @@ impl Isolation {
     pub fn enabled(&self) -> bool {
         self.mode.value != IsolationMode::Off
     }
+
+    /// Whether a first contact that cannot be protected goes on in clear
+    /// after `fallback` (Windows' Secure Request); `require` modes never do.
+    pub fn falls_back(&self) -> bool {
+        matches!(self.mode.value, IsolationMode::Request | IsolationMode::SecureRequest | IsolationMode::Boundary)
+    }
+}
+
+/// `fallback` as `show policy` prints it: milliseconds.
+fn millis<S: serde::Serializer>(d: &Sourced<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    Sourced { value: d.value.as_millis() as u64, from: d.from.clone() }.serialize(s)
 }
 
 /// Takes the fields one file sets.
@@ -107,6 +130,13 @@ pub(super) fn merge(cx: &mut Ctx, iso: &mut Isolation, raw: &RawIsolation) {
                 _ => cx
                     .error(at, format!("isolation.lifetimes.{key}: {:?} is not a duration such as 8h or 5m", at.value)),
             }
+        }
+    }
+    if let Some(at) = &raw.fallback {
+        match humantime::parse_duration(&at.value) {
+            Ok(d) if FALLBACK_RANGE.contains(&d) => iso.fallback = Sourced { value: d, from: Some(cx.place(at)) },
+            Ok(_) => cx.error(at, format!("isolation.fallback: {:?} is not between 100ms and 10s", at.value)),
+            Err(_) => cx.error(at, format!("isolation.fallback: {:?} is not a duration such as 500ms", at.value)),
         }
     }
     if let Some(socket) = raw.ike.as_ref().and_then(|i| i.socket.as_ref()) {

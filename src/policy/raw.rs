@@ -176,6 +176,10 @@ pub struct RawIsolation {
     pub exempt: Option<S<List<S<String>>>>,
     pub identity: Option<RawIdentity>,
     pub lifetimes: Option<RawLifetimes>,
+    /// How long a first contact may negotiate before it goes on in clear (a
+    /// soft SA), in the modes that fall back: 100ms to 10s.
+    #[schemars(with = "Option<String>")]
+    pub fallback: Option<S<String>>,
     pub ike: Option<RawIke>,
 }
 

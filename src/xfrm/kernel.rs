@@ -11,7 +11,7 @@ use std::ops::RangeInclusive;
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
 };
-use netlink_packet_xfrm::policy::{DelGetMessage, ModifyMessage};
+use netlink_packet_xfrm::policy::{DefaultMessage, DelGetMessage, ModifyMessage};
 use netlink_packet_xfrm::state::{DelGetMessage as SaDelGetMessage, GetDumpMessage};
 use netlink_packet_xfrm::{
     Address, LifetimeConfig, UserPolicyId, UserPolicyInfo, UserSaId, UserTemplate, XfrmAttrs, XfrmMessage, AF_INET,
@@ -79,6 +79,8 @@ pub enum Error {
     Dump(#[source] io::Error),
     #[error("cannot delete an xfrm SA")]
     DeleteSa(#[source] io::Error),
+    #[error("cannot release the packets held for an SA")]
+    Kick(#[source] io::Error),
     /// Every change was tried; these failed (each with its own cause).
     #[error("{}", .failed.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Changes { done: Changes, failed: Vec<Failure> },
@@ -143,6 +145,46 @@ impl Xfrm {
         })?;
         out.sort_by_key(|i| i.policy);
         Ok(out)
+    }
+
+    /// The last time (Unix seconds) a packet or a route lookup used each of
+    /// Ringfence's policies: the kernel stamps an inbound policy at every
+    /// packet it checks, an outbound one at route lookups.
+    pub fn last_used(&mut self) -> Result<Vec<(Policy, u64)>, Error> {
+        self.dump_all(XfrmMessage::GetPolicy(DelGetMessage::default()), |m, out: &mut Vec<_>| {
+            if let XfrmMessage::AddPolicy(p) = m {
+                out.extend(installed(&p).map(|i| (i.policy, p.user_policy_info.lifetime_cur.use_time)));
+            }
+        })
+    }
+
+    /// Moves what waits for an SA: replaces each of Ringfence's outbound ESP
+    /// policies by itself (XFRM_MSG_UPDPOLICY), which hands its queue of held
+    /// packets to the new policy and processes it at once
+    /// (`xfrm_policy_requeue`) instead of at the queue timer's next tick
+    /// (100 ms, doubling up to 60 s); then XFRM_MSG_SETDEFAULT with nothing to
+    /// change, which bumps the route cache generations of both families
+    /// (`rt_genid_bump_all`). A socket whose first packet waited keeps the
+    /// queue's placeholder route (`DST_XFRM_QUEUE`), which sends each of its
+    /// packets through the queue and its timer: only that bump makes it look
+    /// up its route again and find the SA (integration/vm/README.md).
+    pub fn kick(&mut self) -> Result<(), Error> {
+        let held: Vec<Policy> = self
+            .dump()?
+            .into_iter()
+            .map(|i| i.policy)
+            .filter(|p| p.dir == Dir::Out && matches!(p.action, Action::Esp { .. }))
+            .collect();
+        for p in &held {
+            match self.request(XfrmMessage::UpdatePolicy(modify_message(p)), NLM_F_ACK, drop) {
+                // Removed meanwhile by an apply: nothing waits on it any more.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                r => r.map_err(Error::Kick)?,
+            }
+        }
+        // XFRM_USERPOLICY_UNSPEC (0) in all three: the defaults stay as they are.
+        let bump = XfrmMessage::SetPolicyDefault(DefaultMessage::default());
+        self.request(bump, NLM_F_ACK, drop).map_err(Error::Kick)
     }
 
     /// The kernel's ESP SAs of the `reqids` (charon installs one each way per

@@ -20,6 +20,7 @@
 //! Every policy Ringfence installs has a priority in [`BAND`]; that is how it
 //! recognises its own policies in the kernel, and it never changes any other.
 
+pub mod events;
 pub mod kernel;
 pub mod plan;
 

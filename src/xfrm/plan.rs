@@ -1,5 +1,9 @@
-//! The policies isolation needs: a pure function of the `isolation:` section
-//! and of the exempt keywords' current addresses.
+//! The policies isolation needs: a pure function of the `isolation:` section,
+//! of the exempt keywords' current addresses and of the peers that have a
+//! soft SA now (`daemon::first_contact`).
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
 
 use super::{Action, Dir, Level, Policy, Prefix, Rank, Selector, INBOUND_REQID, ND_TYPES, REQID};
 use crate::dynamic::DynState;
@@ -9,14 +13,17 @@ use crate::policy::values::IPPROTO_ICMPV6;
 use crate::policy::values::{AddrRange, Address};
 
 /// Every policy isolation needs now, sorted, one per (direction, selector).
-/// None when the mode is `off`.
-pub fn policies(iso: &Isolation, dynamic: &DynState) -> Vec<Policy> {
-    let out_level = match iso.mode.value {
-        IsolationMode::Off => return Vec::new(),
-        IsolationMode::Request | IsolationMode::SecureRequest | IsolationMode::Boundary => Level::Use,
-        IsolationMode::Require | IsolationMode::RequireEncryption => Level::Required,
-    };
-    let secure_out = Action::Esp { reqid: REQID, level: out_level };
+/// None when the mode is `off`. `soft`: the peers that go on in clear for
+/// now (soft SAs), each exempt as a host address.
+pub fn policies(iso: &Isolation, dynamic: &DynState, soft: &BTreeSet<IpAddr>) -> Vec<Policy> {
+    if iso.mode.value == IsolationMode::Off {
+        return Vec::new();
+    }
+    // `required` in every mode: a packet with no SA yet is held in the
+    // policy's queue while charon negotiates (with net.core.xfrm_larval_drop
+    // = 0, `daemon::isolation`), never sent in clear. The modes that fall
+    // back do so with a soft SA, a clear policy for that one peer.
+    let secure_out = Action::Esp { reqid: REQID, level: Level::Required };
     // Inbound enforcement is nftables' (conntrack-aware): `use` lets clear in.
     let secure_in = Action::Esp { reqid: INBOUND_REQID, level: Level::Use };
 
@@ -51,6 +58,10 @@ pub fn policies(iso: &Isolation, dynamic: &DynState) -> Vec<Policy> {
                 }
             }
         }
+    }
+    for peer in soft {
+        let host = Prefix { addr: *peer, len: if peer.is_ipv4() { 32 } else { 128 } };
+        all.extend(both_ways(host, Rank::ExemptKeyword, Action::Clear, Action::Clear));
     }
     // The kernel holds one policy per (direction, selector): of two with the
     // same, the preferred one is the one that would have decided.

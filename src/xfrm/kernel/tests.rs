@@ -4,7 +4,7 @@
 //! namespace). They need root (CAP_NET_ADMIN) and fail without it; no ESP is
 //! needed, only policies.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
 use nix::sched::CloneFlags;
@@ -19,7 +19,7 @@ use crate::xfrm::{policies, Dir, Error, Policy, Xfrm};
 /// and the DNS servers 10.0.0.53 and fd00::53.
 fn desired(mode: IsolationMode, extra: &[&str], exempt: &[&str]) -> Vec<Policy> {
     let secure: Vec<&str> = ["10.0.0.0/8", "fd00::/8"].iter().chain(extra).copied().collect();
-    policies(&isolation(mode, &secure, exempt), &dynamic())
+    policies(&isolation(mode, &secure, exempt), &dynamic(), &BTreeSet::new())
 }
 
 /// Runs `f` on a thread of its own in a new network namespace.
@@ -52,8 +52,8 @@ fn policies_of(installed: &[Installed]) -> Vec<Policy> {
 
 #[test]
 fn diff_adds_updates_and_removes_by_direction_and_selector() {
-    let before = desired(IsolationMode::Request, &[], &["10.0.0.0/28"]);
-    let after = desired(IsolationMode::Require, &["172.16.0.0/12"], &[]);
+    let before = desired(IsolationMode::Request, &["10.0.0.0/28"], &["10.1.0.0/16"]);
+    let after = desired(IsolationMode::Require, &["172.16.0.0/12"], &["10.0.0.0/28"]);
     let installed: Vec<Installed> = before.iter().zip(1..).map(|(p, index)| Installed { policy: *p, index }).collect();
     let plan = diff(&installed, &after);
     let show = |l: &[Policy]| l.iter().map(ToString::to_string).collect::<Vec<_>>();
@@ -64,18 +64,15 @@ fn diff_adds_updates_and_removes_by_direction_and_selector() {
             "src 0.0.0.0/0 dst 172.16.0.0/12 dir out priority 65771 tmpl proto esp mode transport reqid 21062 level required",
         ]
     );
-    // Only the outbound secure policies change (use -> required), most preferred first.
+    // The same selectors, secure before and exempt now: updated in place.
     assert_eq!(
         show(&plan.update),
-        [
-            "src 0.0.0.0/0 dst 10.0.0.0/8 dir out priority 65779 tmpl proto esp mode transport reqid 21062 level required",
-            "src ::/0 dst fd00::/8 dir out priority 65779 tmpl proto esp mode transport reqid 21062 level required",
-        ]
+        ["src 10.0.0.0/28 dst 0.0.0.0/0 dir in priority 65738", "src 0.0.0.0/0 dst 10.0.0.0/28 dir out priority 65738"]
     );
     let removed: Vec<Policy> = plan.remove.iter().map(|i| i.policy).collect();
     assert_eq!(
         show(&removed),
-        ["src 10.0.0.0/28 dst 0.0.0.0/0 dir in priority 65738", "src 0.0.0.0/0 dst 10.0.0.0/28 dir out priority 65738"]
+        ["src 10.1.0.0/16 dst 0.0.0.0/0 dir in priority 65762", "src 0.0.0.0/0 dst 10.1.0.0/16 dir out priority 65762"]
     );
     assert_eq!(diff(&installed, &before), Plan::default());
 }
@@ -93,16 +90,16 @@ fn apply_changes_only_the_differences_and_remove_all_removes_everything() {
         let shown = ip_xfrm("policy show");
         assert_eq!(shown.lines().filter(|l| l.starts_with("src ")).count(), first.len(), "{shown}");
         assert!(shown.contains(
-            "src 0.0.0.0/0 dst 10.0.0.0/8 \n\tdir out priority 65779 ptype main \n\ttmpl src 0.0.0.0 dst 0.0.0.0\n\t\tproto esp reqid 21062 mode transport\n\t\tlevel use"
+            "src 0.0.0.0/0 dst 10.0.0.0/8 \n\tdir out priority 65779 ptype main \n\ttmpl src 0.0.0.0 dst 0.0.0.0\n\t\tproto esp reqid 21062 mode transport\nsrc "
         ), "{shown}");
 
         // Nothing to do: nothing done, same indexes.
         assert_eq!(x.apply(&first).unwrap(), Changes::default());
         assert_eq!(x.dump().unwrap(), installed);
 
-        // A secure subnet added, an exemption removed, use -> required.
-        let second = desired(IsolationMode::Require, &["172.16.0.0/12"], &["dns"]);
-        assert_eq!(x.apply(&second).unwrap(), Changes { added: 2, updated: 2, removed: 2 });
+        // A secure subnet added, an exemption made secure (updated in place), dns no longer exempt.
+        let second = desired(IsolationMode::Require, &["172.16.0.0/12", "10.0.0.0/28"], &[]);
+        assert_eq!(x.apply(&second).unwrap(), Changes { added: 2, updated: 2, removed: 4 });
         let now = x.dump().unwrap();
         assert_eq!(policies_of(&now), second);
         // Kept and updated policies (UPDPOLICY) keep their index.
@@ -159,5 +156,23 @@ fn policies_that_are_not_ringfences_are_left_alone() {
 
         assert_eq!(x.remove_all().unwrap().removed, want.len() - 1);
         assert_eq!(ip_xfrm("policy show"), foreign);
+    });
+}
+
+#[test]
+fn kick_replaces_the_held_policies_by_themselves_and_last_used_reads_their_stamps() {
+    in_new_netns(|| {
+        let mut x = Xfrm::open().unwrap();
+        let want = desired(IsolationMode::SecureRequest, &[], &["dns"]);
+        x.apply(&want).unwrap();
+        let before = x.dump().unwrap();
+        x.kick().unwrap();
+        // Nothing changed that a dump shows: the same policies, at the same indexes.
+        assert_eq!(x.dump().unwrap(), before);
+        let mut stamps = x.last_used().unwrap();
+        stamps.sort();
+        assert_eq!(stamps.iter().map(|(p, _)| *p).collect::<Vec<_>>(), policies_of(&before));
+        // An inbound policy is stamped by the packets it checks: none yet.
+        assert!(stamps.iter().all(|(p, used)| p.dir == Dir::Out || *used == 0), "{stamps:?}");
     });
 }

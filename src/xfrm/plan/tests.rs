@@ -2,6 +2,7 @@
 //! reads the `ip xfrm policy add` arguments in the diff; `UPDATE_GOLDEN=1 cargo
 //! test` rewrites it) and the mapping's properties per mode.
 
+use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
@@ -58,7 +59,7 @@ fn shipped_example_matches_its_golden_policies() {
         .unwrap_or_else(|d| panic!("{d}"));
     let mut dynamic = dynamic();
     dynamic.push_host(Keyword::Dhcp, "10.0.0.2".parse().unwrap(), "lease".into());
-    let got = text(&policies(&p.isolation, &dynamic)).join("\n") + "\n";
+    let got = text(&policies(&p.isolation, &dynamic, &BTreeSet::new())).join("\n") + "\n";
     let golden = root.join("src/xfrm/golden/domain-isolation.txt");
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&golden, &got).unwrap();
@@ -70,19 +71,24 @@ fn shipped_example_matches_its_golden_policies() {
 
 #[test]
 fn off_has_no_policies() {
-    assert!(policies(&isolation(IsolationMode::Off, &["10.0.0.0/8"], &["dns"]), &dynamic()).is_empty());
+    assert!(
+        policies(&isolation(IsolationMode::Off, &["10.0.0.0/8"], &["dns"]), &dynamic(), &BTreeSet::new()).is_empty()
+    );
 }
 
 #[test]
-fn each_mode_sets_the_outbound_level_and_inbound_takes_any_sa() {
-    for (mode, level) in [
-        (IsolationMode::Request, Level::Use),
-        (IsolationMode::SecureRequest, Level::Use),
-        (IsolationMode::Boundary, Level::Use),
-        (IsolationMode::Require, Level::Required),
-        (IsolationMode::RequireEncryption, Level::Required),
+fn every_mode_holds_outbound_until_an_sa_and_inbound_takes_any_sa() {
+    // (`required` everywhere: a first packet waits in the policy's queue; the
+    // modes that fall back do it with soft SAs, never with a `use` template.)
+    let level = Level::Required;
+    for mode in [
+        IsolationMode::Request,
+        IsolationMode::SecureRequest,
+        IsolationMode::Boundary,
+        IsolationMode::Require,
+        IsolationMode::RequireEncryption,
     ] {
-        let all = policies(&isolation(mode, &["10.0.0.0/8", "fd00::/8"], &[]), &DynState::default());
+        let all = policies(&isolation(mode, &["10.0.0.0/8", "fd00::/8"], &[]), &DynState::default(), &BTreeSet::new());
         for remote in ["10.0.0.0/8", "fd00::/8"] {
             let out = find(&all, Dir::Out, remote);
             assert_eq!(out.action, Action::Esp { reqid: REQID, level }, "{mode:?}");
@@ -99,7 +105,11 @@ fn each_mode_sets_the_outbound_level_and_inbound_takes_any_sa() {
 
 #[test]
 fn neighbour_discovery_is_clear_both_ways_before_everything() {
-    let all = policies(&isolation(IsolationMode::Require, &["::/0", "10.0.0.0/8"], &[]), &DynState::default());
+    let all = policies(
+        &isolation(IsolationMode::Require, &["::/0", "10.0.0.0/8"], &[]),
+        &DynState::default(),
+        &BTreeSet::new(),
+    );
     let nd: Vec<&Policy> = all.iter().filter(|p| p.selector.proto == Some(58)).collect();
     assert_eq!(nd.len(), 10);
     for t in 133..=137 {
@@ -117,7 +127,7 @@ fn neighbour_discovery_is_clear_both_ways_before_everything() {
 fn exemptions_by_prefix_and_by_keyword_are_clear_both_ways() {
     let i =
         isolation(IsolationMode::Require, &["10.0.0.0/8", "fd00::/8"], &["10.0.0.0/28", "dns", "local-subnet", "wins"]);
-    let all = policies(&i, &dynamic());
+    let all = policies(&i, &dynamic(), &BTreeSet::new());
     for remote in ["10.0.0.0/28", "10.0.0.53/32", "fd00::53/128", "192.168.1.0/24"] {
         for dir in [Dir::In, Dir::Out] {
             assert_eq!(find(&all, dir, remote).action, Action::Clear, "{dir:?} {remote}");
@@ -126,7 +136,7 @@ fn exemptions_by_prefix_and_by_keyword_are_clear_both_ways() {
     // wins has no address now: nothing for it. 10 ND + 2 x (2 secure + 4 exempt).
     assert_eq!(all.len(), 22, "{:#?}", text(&all));
     // Without the keywords' addresses, only the prefix exemption stays.
-    let bare = policies(&i, &DynState::default());
+    let bare = policies(&i, &DynState::default(), &BTreeSet::new());
     assert_eq!(bare.len(), 16, "{:#?}", text(&bare));
 }
 
@@ -137,7 +147,7 @@ fn the_more_specific_prefix_is_preferred_and_an_equal_exemption_wins() {
         &["10.0.0.0/8", "10.1.1.0/26", "fd00::/8"],
         &["10.1.1.0/24", "fd00::/8", "10.0.0.0/8"],
     );
-    let all = policies(&i, &DynState::default());
+    let all = policies(&i, &DynState::default(), &BTreeSet::new());
     for dir in [Dir::In, Dir::Out] {
         let wide = find(&all, dir, "10.0.0.0/8");
         let exempt = find(&all, dir, "10.1.1.0/24");
@@ -157,12 +167,12 @@ fn the_more_specific_prefix_is_preferred_and_an_equal_exemption_wins() {
 fn an_exempt_keyword_beats_every_secure_subnet() {
     // As in nftables: the DNS server stays in clear even inside a secure /128 of its own.
     let i = isolation(IsolationMode::Require, &["10.0.0.53/32", "fd00::53/128"], &["dns"]);
-    let all = policies(&i, &dynamic());
+    let all = policies(&i, &dynamic(), &BTreeSet::new());
     for (dir, remote) in [(Dir::Out, "10.0.0.53/32"), (Dir::In, "fd00::53/128")] {
         assert_eq!(find(&all, dir, remote).action, Action::Clear);
     }
     let i = isolation(IsolationMode::Require, &["192.168.1.0/26"], &["local-subnet"]);
-    let all = policies(&i, &dynamic());
+    let all = policies(&i, &dynamic(), &BTreeSet::new());
     assert!(find(&all, Dir::Out, "192.168.1.0/24").priority < find(&all, Dir::Out, "192.168.1.0/26").priority);
 }
 
@@ -175,7 +185,7 @@ fn every_priority_is_in_the_band_and_a_longer_prefix_always_comes_first() {
     secure.extend((0..=128).map(|len| format!("{}/{len}", Ipv6Addr::from(network(0xfd00 << 112, 128, len)))));
     let secure: Vec<&str> = secure.iter().map(String::as_str).collect();
     let exempt = ["10.0.0.0/16", "fd00::/64"];
-    let all = policies(&isolation(IsolationMode::Require, &secure, &exempt), &DynState::default());
+    let all = policies(&isolation(IsolationMode::Require, &secure, &exempt), &DynState::default(), &BTreeSet::new());
     assert!(all.iter().all(|p| BAND.contains(&p.priority)));
     for dir in [Dir::In, Dir::Out] {
         let remote = |p: &Policy| if dir == Dir::Out { p.selector.dst } else { p.selector.src };
@@ -196,11 +206,26 @@ fn a_keyword_address_that_is_a_range_becomes_prefixes() {
     let mut d = DynState::default();
     let range = parse_addr_range("10.0.0.1-10.0.0.6").unwrap();
     d.0.insert((Keyword::Wins, true), vec![Entry { interface: None, addresses: range, source: "smb.conf".into() }]);
-    let all = policies(&isolation(IsolationMode::Request, &["10.0.0.0/8"], &["wins"]), &d);
+    let all = policies(&isolation(IsolationMode::Request, &["10.0.0.0/8"], &["wins"]), &d, &BTreeSet::new());
     let outs: Vec<String> = all
         .iter()
         .filter(|p| p.dir == Dir::Out && p.action == Action::Clear && p.selector.proto.is_none())
         .map(|p| p.selector.dst.to_string())
         .collect();
     assert_eq!(outs, ["10.0.0.1/32", "10.0.0.2/31", "10.0.0.4/31", "10.0.0.6/32"]);
+}
+
+#[test]
+fn a_soft_sa_is_a_clear_host_policy_ahead_of_its_secure_subnet() {
+    let i = isolation(IsolationMode::SecureRequest, &["10.0.0.0/8", "fd00::/8"], &[]);
+    let soft: BTreeSet<std::net::IpAddr> = ["10.1.2.3".parse().unwrap(), "fd00::7".parse().unwrap()].into();
+    let all = policies(&i, &DynState::default(), &soft);
+    for (host, subnet) in [("10.1.2.3/32", "10.0.0.0/8"), ("fd00::7/128", "fd00::/8")] {
+        for dir in [Dir::Out, Dir::In] {
+            let p = find(&all, dir, host);
+            assert_eq!(p.action, Action::Clear);
+            assert!(p.priority < find(&all, dir, subnet).priority, "{host} {dir:?}");
+        }
+    }
+    assert_eq!(all.len(), 14 + 4, "{:#?}", text(&all));
 }
