@@ -5,12 +5,31 @@
 //! (Windows' "secure request" accepts those replies).
 //!
 //! ```text
+//! input          ... ct state { invalid, new } ip saddr . meta l4proto . th sport . th dport @iso_held4 accept
+//!                ct state invalid drop ...     (the held flows' replies, see below)
 //! isolation_in   meta l4proto esp accept            (decrypted, the packet comes back with meta ipsec exists)
 //!                udp dport { 500, 4500 } accept     (IKE)
 //!                ip saddr @dyn_dns4 return ...      (exempt keywords)
 //!                [ct state new] meta ipsec missing ip saddr @iso_secure4 drop
 //! isolation_out  meta l4proto esp accept; udp dport { 500, 4500 } accept
+//!                ct state new ip daddr @iso_secure4 rt ipsec missing meta l4proto { tcp, udp }
+//!                    update @iso_held4 { ip daddr . meta l4proto . th dport . th sport }
+//!                ct state new ip daddr @iso_secure4 rt ipsec missing
+//!                    limit rate 50/second log group 2714 prefix "ringfence held: "
 //! ```
+//!
+//! Held flows: a first packet to a secure subnet waits in the xfrm policy's
+//! queue until its SA is up (`xfrm::plan`), and the kernel lets it go with its
+//! conntrack entry dropped (`nf_reset_ct` in `xfrm_policy_queue_process`): the
+//! entry created at the output hook is never confirmed, so the peer's SYN-ACK
+//! is `ct state invalid` and a UDP reply is `new`, and both would be dropped
+//! (the connection would wait for TCP's retransmission, a second or three).
+//! The output hook records every new TCP/UDP flow to a secure subnet that has
+//! no SA yet (`rt ipsec missing`: its route is no xfrm bundle) for
+//! [`HELD_TIMEOUT`]; its reply is accepted before the invalid drop, and the
+//! host's next packet of the flow makes the conntrack entry anew. Only the
+//! exact flows the host itself began are in the set. The log (any protocol)
+//! tells the daemon that a packet to that peer waits (`daemon::first_contact`).
 //! `iso_secure4/6` hold the secure subnets minus the more specific exempt
 //! prefixes. Exempt keywords are hosts (or, for `local-subnet`, the host's own
 //! subnets) and beat every secure subnet.
@@ -29,6 +48,56 @@ pub const CHAIN_OUT: &str = "isolation_out";
 
 pub fn secure_set_name(v4: bool) -> String {
     format!("iso_secure{}", if v4 { 4 } else { 6 })
+}
+
+fn held_set_name(v4: bool) -> String {
+    format!("iso_held{}", if v4 { 4 } else { 6 })
+}
+
+/// How long a held flow's reply is expected: the xfrm queue holds a packet for
+/// 60 s at most (XFRM_QUEUE_TMO_MAX).
+pub const HELD_TIMEOUT: u32 = 60;
+
+/// The log prefix of a held flow's first packet: the daemon starts the
+/// peer's fallback timer from it (as from the kernel's ACQUIRE, which is not
+/// raised again while an earlier negotiation's larval state lasts).
+pub const HELD_LOG_PREFIX: &str = "ringfence held: ";
+
+/// Held flows logged per second at most (the daemon needs one per peer).
+const HELD_LOG_RATE: u32 = 50;
+
+fn ip(v4: bool) -> &'static str {
+    if v4 {
+        "ip"
+    } else {
+        "ip6"
+    }
+}
+
+/// A held flow's key, seen from the host: `ip daddr . meta l4proto . th dport
+/// . th sport` outbound; the same fields of the reply inbound.
+fn held_key(v4: bool, outbound: bool) -> Expr {
+    let (remote, remote_port, local_port) =
+        if outbound { ("daddr", "dport", "sport") } else { ("saddr", "sport", "dport") };
+    Expr::Concat(vec![
+        Expr::Payload(ip(v4), remote),
+        Expr::Meta("l4proto"),
+        Expr::Payload("th", remote_port),
+        Expr::Payload("th", local_port),
+    ])
+}
+
+/// The input chain's first rule after loopback, when isolation is on: the
+/// replies of held flows, before conntrack's verdict on them.
+pub fn held_replies(v4: bool) -> nft::Rule {
+    nft::Rule {
+        stmts: vec![
+            Stmt::CtState(vec!["invalid", "new"]),
+            Stmt::InSet(held_key(v4, false), held_set_name(v4)),
+            Stmt::Verdict(nft::Verdict::Accept),
+        ],
+        comment: Some("reply to a flow held for its SA".into()),
+    }
 }
 
 /// The keywords in `exempt`, whose dynamic sets the table must have.
@@ -92,7 +161,7 @@ pub fn secure_ranges(iso: &Isolation, v4: bool) -> Vec<(u128, u128)> {
     out
 }
 
-/// `iso_secure4` and `iso_secure6`.
+/// `iso_secure4` and `iso_secure6`, `iso_held4` and `iso_held6`.
 pub fn sets(iso: &Isolation) -> Vec<Set> {
     [true, false]
         .map(|v4| Set {
@@ -103,8 +172,22 @@ pub fn sets(iso: &Isolation) -> Vec<Set> {
                 .into_iter()
                 .map(|r| Elem { ranges: Box::new([r]), tag: nft::NO_OWNER })
                 .collect(),
+            timeout: None,
         })
-        .into()
+        .into_iter()
+        .chain([true, false].map(|v4| Set {
+            name: held_set_name(v4),
+            key: vec![
+                if v4 { nft::KeyType::Ipv4Addr } else { nft::KeyType::Ipv6Addr },
+                nft::KeyType::InetProto,
+                nft::KeyType::InetService,
+                nft::KeyType::InetService,
+            ],
+            interval: false,
+            elems: Vec::new(),
+            timeout: Some(HELD_TIMEOUT),
+        }))
+        .collect()
 }
 
 /// ESP, and IKE to a peer's port 500 or 4500 (both ways: the initiator's
@@ -139,7 +222,7 @@ pub fn chains(iso: &Isolation) -> Vec<Chain> {
     };
     if let Some(new_only) = new_only {
         for v4 in [true, false] {
-            let saddr = Expr::Payload(if v4 { "ip" } else { "ip6" }, "saddr");
+            let saddr = Expr::Payload(ip(v4), "saddr");
             for k in exempt_keywords(iso) {
                 inbound.push(nft::Rule {
                     stmts: vec![
@@ -179,9 +262,31 @@ pub fn chains(iso: &Isolation) -> Vec<Chain> {
             });
         }
     }
+    let mut outbound = accept_ipsec_and_ike();
+    for v4 in [true, false] {
+        let waits = || {
+            vec![
+                Stmt::CtState(vec!["new"]),
+                Stmt::InSet(Expr::Payload(ip(v4), "daddr"), secure_set_name(v4)),
+                Stmt::Equals(Expr::Rt("ipsec"), json!(false)),
+            ]
+        };
+        let mut held = waits();
+        held.extend([
+            Stmt::Equals(Expr::Meta("l4proto"), json!({ "set": ["tcp", "udp"] })),
+            Stmt::Update(held_key(v4, true), held_set_name(v4)),
+        ]);
+        let mut logged = waits();
+        logged.extend([
+            Stmt::Limit { per_second: HELD_LOG_RATE, burst: HELD_LOG_RATE },
+            Stmt::Log { group: crate::compile::LOG_GROUP, prefix: HELD_LOG_PREFIX.into() },
+        ]);
+        outbound.push(nft::Rule { stmts: held, comment: Some("a flow held for its SA".into()) });
+        outbound.push(nft::Rule { stmts: logged, comment: Some("tell the daemon a peer is waited for".into()) });
+    }
     vec![
         Chain { name: CHAIN_IN.into(), base: None, rules: inbound },
-        Chain { name: CHAIN_OUT.into(), base: None, rules: accept_ipsec_and_ike() },
+        Chain { name: CHAIN_OUT.into(), base: None, rules: outbound },
     ]
 }
 

@@ -208,7 +208,13 @@ pub fn compile(policy: &Policy, dynamic: &DynState) -> Result<Compiled, Diagnost
                 continue;
             }
             let name = if interval { format!("{}_ranges", group.set_name()) } else { group.set_name() };
-            sets.push(Set { name, key: group.fields.iter().map(|f| f.key_type()).collect(), interval, elems });
+            sets.push(Set {
+                name,
+                key: group.fields.iter().map(|f| f.key_type()).collect(),
+                interval,
+                elems,
+                timeout: None,
+            });
             groups.push(group.clone());
         }
     }
@@ -455,6 +461,9 @@ fn base_chain(policy: &Policy, direction: Direction, reachable: &[ProfileKind]) 
         comment: Some("loopback".into()),
     }];
     if inbound {
+        if policy.isolation.enabled() {
+            rules.extend([true, false].map(isolation::held_replies));
+        }
         rules.push(nft::Rule {
             stmts: vec![Stmt::CtState(vec!["invalid"]), Stmt::Verdict(nft::Verdict::Drop)],
             comment: None,

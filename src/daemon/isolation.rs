@@ -17,11 +17,48 @@ use crate::policy::Policy;
 use crate::xfrm::events::Event;
 use crate::xfrm::{self, Action, Xfrm};
 
-/// The sysctl that decides what a packet with no SA yet does at a `required`
-/// template: 1 (the kernel's default) drops it, 0 holds it in the policy's
-/// queue until the SA exists. It is per network namespace and applies to
-/// every IPsec user of the namespace (docs/isolation.md).
-const LARVAL_DROP: &str = "/proc/sys/net/core/xfrm_larval_drop";
+/// A sysctl of the daemon's network namespace that isolation sets while it is
+/// on, and puts back as it found it afterwards. Both below apply to every
+/// IPsec user of the namespace (docs/isolation.md).
+struct Sysctl {
+    path: &'static str,
+    value: &'static str,
+    /// What it was before isolation set it, while it is set.
+    was: Option<String>,
+}
+
+impl Sysctl {
+    /// What a packet with no SA yet does at a `required` template: 1 (the
+    /// kernel's default) drops it, 0 holds it in the policy's queue until the
+    /// SA exists (one queue per policy, released only when its first packet
+    /// can be sent).
+    fn larval_drop() -> Sysctl {
+        Sysctl { path: "/proc/sys/net/core/xfrm_larval_drop", value: "0", was: None }
+    }
+
+    /// How long (s) the larval state of an ACQUIRE lasts: while it does, the
+    /// kernel raises no new ACQUIRE for that peer (30 by default). Short, so
+    /// that a negotiation aborted for want of an answer (`ike::Stale`) is
+    /// started afresh by the next packet.
+    fn acq_expires() -> Sysctl {
+        Sysctl { path: "/proc/sys/net/core/xfrm_acq_expires", value: "3", was: None }
+    }
+
+    fn set(&mut self, on: bool) {
+        let result = match (&self.was, on) {
+            (None, true) => std::fs::read_to_string(self.path).and_then(|was| {
+                std::fs::write(self.path, self.value)?;
+                self.was = Some(was);
+                Ok(())
+            }),
+            (Some(was), false) => std::fs::write(self.path, was).map(|()| self.was = None),
+            _ => Ok(()),
+        };
+        if let Err(e) = result {
+            tracing::warn!("cannot set {}: {e}", self.path);
+        }
+    }
+}
 
 pub struct Isolation {
     desired: watch::Sender<Desired>,
@@ -37,9 +74,10 @@ pub struct Isolation {
     first: FirstContact,
     /// When to look for idle soft SAs next.
     expiry_at: Option<Instant>,
-    /// `net.core.xfrm_larval_drop` as it was before isolation set it to 0,
-    /// to restore when isolation is turned off.
-    larval_drop_was: Option<String>,
+    /// `net.core.xfrm_larval_drop`: 0 (hold) in the modes that fall back.
+    larval_drop: Sysctl,
+    /// `net.core.xfrm_acq_expires`: short while isolation is on.
+    acq_expires: Sysctl,
 }
 
 impl Isolation {
@@ -57,7 +95,8 @@ impl Isolation {
             xfrm_error: None,
             first: FirstContact::default(),
             expiry_at: None,
-            larval_drop_was: None,
+            larval_drop: Sysctl::larval_drop(),
+            acq_expires: Sysctl::acq_expires(),
         }
     }
 
@@ -111,7 +150,14 @@ impl Isolation {
         if self.applied.as_ref() == Some(&desired) {
             return;
         }
-        self.larval_drop(!desired.is_empty());
+        // Held in the modes that fall back, where every held peer gets an SA
+        // or a soft SA within `fallback`. In the require modes a peer that
+        // never answers would stay at the head of the policy's queue, and
+        // the queue is released only when its head can be (up to 100 s):
+        // there the first packets are dropped until the SA exists, as the
+        // kernel does by default, and TCP's retransmission finds the SA.
+        self.larval_drop.set(!desired.is_empty() && policy.isolation.falls_back());
+        self.acq_expires.set(!desired.is_empty());
         let result = match self.xfrm() {
             Ok(Some(x)) => x.apply(&desired),
             Ok(None) if desired.is_empty() => Ok(xfrm::kernel::Changes::default()),
@@ -135,24 +181,6 @@ impl Isolation {
         }
     }
 
-    /// Holds packets that wait for an SA (`on`), or puts back what the host
-    /// had. Failing to, packets are dropped until the SA exists (TCP's
-    /// retransmission then finds it), as before isolation held them.
-    fn larval_drop(&mut self, hold: bool) {
-        let result = match (&self.larval_drop_was, hold) {
-            (None, true) => std::fs::read_to_string(LARVAL_DROP).and_then(|was| {
-                std::fs::write(LARVAL_DROP, "0")?;
-                self.larval_drop_was = Some(was);
-                Ok(())
-            }),
-            (Some(was), false) => std::fs::write(LARVAL_DROP, was).map(|()| self.larval_drop_was = None),
-            _ => Ok(()),
-        };
-        if let Err(e) = result {
-            tracing::warn!("cannot set {LARVAL_DROP}: {e}; a first packet without an SA is dropped, not held");
-        }
-    }
-
     /// A kernel event about Ringfence's SAs.
     pub fn event(&mut self, event: Event, policy: &Policy, dynamic: &DynState) {
         match event {
@@ -164,6 +192,14 @@ impl Isolation {
                 }
                 self.kick();
             }
+        }
+    }
+
+    /// The first packet of a flow to `peer` waits for an SA (the held-flow log
+    /// of `compile::isolation`).
+    pub fn held(&mut self, peer: Option<IpAddr>, policy: &Policy) {
+        if let Some(peer) = peer.filter(|_| policy.isolation.falls_back()) {
+            self.first.acquire(peer, Instant::now());
         }
     }
 
@@ -252,7 +288,8 @@ impl Isolation {
 
     /// Removes Ringfence's xfrm policies (`--flush-on-exit`).
     pub fn remove_xfrm(&mut self) -> Result<(), xfrm::Error> {
-        self.larval_drop(false);
+        self.larval_drop.set(false);
+        self.acq_expires.set(false);
         self.xfrm()?.map_or(Ok(()), |x| x.remove_all().map(drop))
     }
 

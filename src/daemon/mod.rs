@@ -120,7 +120,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                     let _ = reply.send(handle(&mut engine, &mut isolation, &hub, request));
                 }
             },
-            Some(packet) = logged.recv() => hub.record(engine.applied.as_ref().map(|a| (&a.policy, &a.compiled)), packet),
+            Some(packet) = logged.recv() => match (&engine.applied, packet.prefix == crate::compile::isolation::HELD_LOG_PREFIX) {
+                (Some(a), true) => isolation.held(packet.header.map(|h| h.dst), &a.policy),
+                _ => hub.record(engine.applied.as_ref().map(|a| (&a.policy, &a.compiled)), packet),
+            },
             _ = hup.recv() => reload(&mut engine, &mut isolation, "SIGHUP"),
             Some(event) = xfrm_events.recv() => if let Some(a) = &engine.applied {
                 isolation.event(event, &a.policy, &engine.dynamic);

@@ -126,5 +126,6 @@ pub fn set(state: &DynState, keyword: Keyword, v4: bool) -> Set {
         key: set_key(keyword, v4),
         interval: true,
         elems: crate::compile::make_disjoint(elems, first_is_ifname),
+        timeout: None,
     }
 }

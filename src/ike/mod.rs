@@ -283,14 +283,71 @@ pub async fn follow(
                 }
             }
         };
-        tokio::select! {
-            () = closed => {
-                loaded = None;
-                tracing::warn!(socket = %socket.display(), "charon closed its VICI socket; loading again when it is back");
-                status.send_modify(|s| s.loaded = false);
+        tokio::pin!(closed);
+        let mut stale = Stale::default();
+        let mut check = tokio::time::interval(STALE_CHECK);
+        loop {
+            tokio::select! {
+                () = &mut closed => {
+                    loaded = None;
+                    tracing::warn!(socket = %socket.display(), "charon closed its VICI socket; loading again when it is back");
+                    status.send_modify(|s| s.loaded = false);
+                    break;
+                }
+                changed = desired.changed() => if changed.is_err() { return } else { break },
+                _ = check.tick() => {
+                    if let Err(e) = stale.abort(&socket).await {
+                        tracing::debug!("cannot look for stale negotiations: {e}");
+                    }
+                }
             }
-            changed = desired.changed() => if changed.is_err() { return },
         }
+    }
+}
+
+/// How often to look for negotiations that hang.
+const STALE_CHECK: Duration = Duration::from_secs(1);
+
+/// How long an IKE_SA this host started may stay `CONNECTING` before it is
+/// aborted: longer than a negotiation takes (about a second under emulation,
+/// milliseconds on hardware), shorter than charon's retransmission schedule
+/// (4 s, then 7.2, 13, 23 and 42 s by default: a peer that was down and came
+/// back would answer only at the next retransmission, up to 42 s later).
+const STALE_AFTER: Duration = Duration::from_secs(3);
+
+/// The host's negotiations under way, by IKE_SA unique id, since first seen.
+#[derive(Default)]
+struct Stale {
+    connecting: std::collections::BTreeMap<String, tokio::time::Instant>,
+}
+
+impl Stale {
+    /// Aborts the IKE_SAs this host started that have been `CONNECTING` for
+    /// [`STALE_AFTER`]: the next packet for that peer raises a new ACQUIRE
+    /// (the larval state lasts `net.core.xfrm_acq_expires`, which the daemon
+    /// shortens) and charon starts afresh, at once, with a peer that may be
+    /// back. Without it, charon would ignore those ACQUIREs ("connection
+    /// attempt pending") until its own schedule gave up.
+    async fn abort(&mut self, socket: &Path) -> Result<(), String> {
+        let mut client = Vici::connect(socket).await?;
+        let now = tokio::time::Instant::now();
+        let mut seen = std::collections::BTreeMap::new();
+        for sa in sas::list(&mut client).await? {
+            let ours = sa.name.starts_with(conn::CONN) && sa.initiator.as_deref() == Some("yes");
+            let (Some(id), true, Some("CONNECTING")) = (sa.uniqueid, ours, sa.state.as_deref()) else { continue };
+            let since = self.connecting.get(&id).copied().unwrap_or(now);
+            if now.duration_since(since) >= STALE_AFTER {
+                terminate(&mut client, &Terminate { ike: None, ike_id: Some(&id), timeout: -1 }).await?;
+                tracing::info!(
+                    peer = sa.remote_host.as_deref().unwrap_or("?"),
+                    "IKE negotiation with no answer aborted: the next packet starts afresh"
+                );
+            } else {
+                seen.insert(id, since);
+            }
+        }
+        self.connecting = seen;
+        Ok(())
     }
 }
 

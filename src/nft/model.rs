@@ -105,14 +105,21 @@ pub struct Elem {
 
 /// A named set with a counter on every element. With `interval`, every field may
 /// be a range, prefix or wildcard; without it, elements are exact values and the
-/// kernel picks a hash.
+/// kernel picks a hash. With `timeout`, the set is the packet path's (filled by
+/// [`Stmt::Update`], each element gone that many seconds after it was last
+/// updated), has no counters, and starts empty.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Set {
     pub name: String,
     pub key: Vec<KeyType>,
     pub interval: bool,
     pub elems: Vec<Elem>,
+    pub timeout: Option<u32>,
 }
+
+/// How many elements a set filled by the packet path may hold: the kernel
+/// refuses new ones beyond it (the update statement then does nothing).
+pub const DYNAMIC_SET_SIZE: u32 = 65536;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hook {
@@ -151,6 +158,9 @@ pub enum Expr {
     Payload(&'static str, &'static str),
     /// `ipsec in KEY` (reqid): of the SA the packet was received over.
     IpsecIn(&'static str),
+    /// `rt KEY` (ipsec: whether the packet's route is an xfrm bundle, i.e. it
+    /// leaves through an SA).
+    Rt(&'static str),
     Concat(Vec<Expr>),
 }
 
@@ -160,6 +170,7 @@ impl Expr {
             Expr::Meta(key) => json!({ "meta": { "key": key } }),
             Expr::Payload(protocol, field) => json!({ "payload": { "protocol": protocol, "field": field } }),
             Expr::IpsecIn(key) => json!({ "ipsec": { "key": key, "dir": "in" } }),
+            Expr::Rt(key) => json!({ "rt": { "key": key } }),
             Expr::Concat(parts) if parts.len() == 1 => parts[0].json(),
             Expr::Concat(parts) => json!({ "concat": parts.iter().map(Expr::json).collect::<Vec<_>>() }),
         }
@@ -209,6 +220,8 @@ pub enum Stmt {
         prefix: String,
     },
     Counter,
+    /// `update @set { EXPR }`: adds the key to the set, or restarts its timeout.
+    Update(Expr, String),
     Verdict(Verdict),
 }
 
@@ -231,6 +244,9 @@ impl Stmt {
             }
             Stmt::Log { group, prefix } => json!({ "log": { "group": group, "prefix": prefix } }),
             Stmt::Counter => json!({ "counter": null }),
+            Stmt::Update(key, set) => {
+                json!({ "set": { "op": "update", "elem": key.json(), "set": format!("@{set}") } })
+            }
             Stmt::Verdict(v) => v.json(),
         }
     }
@@ -432,6 +448,12 @@ impl Serialize for SetFields<'_> {
         match set.key.as_slice() {
             [one] => m.serialize_entry("type", one.nft_name())?,
             many => m.serialize_entry("type", &many.iter().map(|k| k.nft_name()).collect::<Vec<_>>())?,
+        }
+        if let Some(timeout) = set.timeout {
+            m.serialize_entry("flags", &["timeout"])?;
+            m.serialize_entry("timeout", &timeout)?;
+            m.serialize_entry("size", &DYNAMIC_SET_SIZE)?;
+            return m.end();
         }
         if set.interval {
             m.serialize_entry("flags", &["interval"])?;

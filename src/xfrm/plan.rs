@@ -19,10 +19,11 @@ pub fn policies(iso: &Isolation, dynamic: &DynState, soft: &BTreeSet<IpAddr>) ->
     if iso.mode.value == IsolationMode::Off {
         return Vec::new();
     }
-    // `required` in every mode: a packet with no SA yet is held in the
-    // policy's queue while charon negotiates (with net.core.xfrm_larval_drop
-    // = 0, `daemon::isolation`), never sent in clear. The modes that fall
-    // back do so with a soft SA, a clear policy for that one peer.
+    // `required` in every mode: a packet with no SA yet is never sent in
+    // clear. In the modes that fall back it is held in the policy's queue
+    // while charon negotiates (net.core.xfrm_larval_drop = 0,
+    // `daemon::isolation`), and a peer with no SA in time gets a soft SA, a
+    // clear policy for that one address; in the require modes it is dropped.
     let secure_out = Action::Esp { reqid: REQID, level: Level::Required };
     // Inbound enforcement is nftables' (conntrack-aware): `use` lets clear in.
     let secure_in = Action::Esp { reqid: INBOUND_REQID, level: Level::Use };

@@ -1,0 +1,25 @@
+# conversation.py ADDR PORT LINES [PAUSE]: one TCP socket, as an application
+# has it: connect (no retry on a new socket), then LINES round trips of the
+# line "MARK-<i>" with an echo server, PAUSE seconds apart. Prints
+# {"connect_ms": ..., "rtt_ms": [...]} and exits 0 when every line came back.
+import json, socket, sys, time
+
+addr, port, lines = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+pause = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0
+start = time.monotonic()
+s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_STREAM)
+s.settimeout(20)
+try:
+    s.connect((addr, port))
+except OSError as e:
+    sys.exit(f"connect to {addr} port {port}: {e}")
+out = {"connect_ms": round((time.monotonic() - start) * 1000), "rtt_ms": []}
+f = s.makefile("rwb", buffering=0)
+for i in range(lines):
+    sent = time.monotonic()
+    f.write(b"MARK-%d\n" % i)
+    if f.readline() != b"MARK-%d\n" % i:
+        sys.exit(f"line {i} did not come back: {json.dumps(out)}")
+    out["rtt_ms"].append(round((time.monotonic() - sent) * 1000))
+    time.sleep(pause)
+print(json.dumps(out))
