@@ -5,12 +5,14 @@
 # the daemon and a charon; lan holds a member's address (.2), an exempt host's
 # (.10) and fw's DNS server's (.53); far is outside the secure subnets.
 #
-# - secure-request: the xfrm policies (ESP transport templates of reqid 0x5246
+# - secure-request: the xfrm policies (ESP transport templates of reqid 0x5246,
+#   level required, larval drop off: a first packet waits for its SA
 #   for the secure subnets, clear for exemptions, following resolv.conf for
 #   the dns keyword); a new clear connection from the member is dropped; the
 #   exempt host, the DNS server (keyword) and the far host get through; fw's
-#   own clear connection to the member gets its replies and makes charon start
-#   IKE with it (the kernel's ACQUIRE reached the trapped child).
+#   own connection to the member makes charon start IKE with it (the kernel's
+#   ACQUIRE reached the trapped child) and, with no answer, goes on in clear
+#   (a soft SA, listed by show sas).
 # - require: even the replies to fw's clear connection are dropped.
 # - request: the member gets through.
 # - charon: the connection and the credentials are loaded (certificate, CA
@@ -126,7 +128,9 @@ check  "charon has the CA and the host certificate" sw "$fw" --list-certs
 said   "the CA is loaded as a CA" "flags: +CA"
 check  "charon has the CA's revocation list" sw "$fw" --list-certs --type x509_crl
 said   "... issued by the CA" "issuer: +\"?C=XX, O=Example, CN=Example CA"
-check  "xfrm: outbound to the secure subnet: ESP transport, reqid 0x5246, level use" xfrm_out 10.71.0.0/24 use
+check  "xfrm: outbound to the secure subnet: ESP transport, reqid 0x5246, level required (a first packet waits for its SA)" xfrm_out 10.71.0.0/24 required
+check  "xfrm_larval_drop is 0 in secure-request: packets without SA are held, not dropped" \
+    test "$(ip netns exec "$fw" cat /proc/sys/net/core/xfrm_larval_drop)" = 0
 check  "xfrm: inbound from the secure subnet: ESP template of any reqid, level use" sh -c \
     "ip -n $fw xfrm policy show dir in src 10.71.0.0/24 | tr '\n' ' ' | grep -qE 'proto esp reqid 0 mode transport.*level use'"
 check  "xfrm: the exempt prefix is clear, out" xfrm_clear out 10.71.0.10/32
@@ -152,12 +156,15 @@ check  "explain: the member's clear connection" ex 10.71.0.2
 said   "explain: dropped by isolation, as the kernel did" "decided by: isolation \(secure-request\)"
 check  "explain: the DNS server's connection" ex 10.71.0.53
 said   "explain: the DNS server is decided by the web rule (exempt)" "decided by: rule web"
-# That connection went out in clear (level use) and raised an ACQUIRE for reqid
-# 0x5246, which charon's trapped child answered: it is negotiating with the
-# member (which runs no charon, so it stays CONNECTING).
+# That connection waited for an SA and raised an ACQUIRE for reqid 0x5246,
+# which charon's trapped child answered: it negotiated with the member (which
+# runs no charon); after `fallback` (500 ms) the member got a soft SA and the
+# connection went on in clear.
 check  "show sas answers" rf "$fw" show sas
-said   "show sas: charon started IKE with the member because of the kernel's ACQUIRE" \
-    "10\.71\.0\.1 .*<-> 10\.71\.0\.2 .*CONNECTING \(we initiated\)"
+said   "show sas: the member has a soft SA (no IKE answer within the fallback)" \
+    "^10\.71\.0\.2 in clear \(soft SA: timeout\)"
+check  "charon's log: it started IKE with the member because of the kernel's ACQUIRE" \
+    grep -q "initiating IKE_SA ringfence\[[0-9]*\] to 10.71.0.2" "$WORK/$fw.charon.log"
 
 # --- charon restarts ------------------------------------------------------------------
 n=$(loads)
@@ -176,12 +183,15 @@ said   "charon restarted: the connection is ringfence" "ringfence: IKEv2"
 policy require
 rf "$fw" apply >/dev/null
 check  "require: applied" mode_is require
+check  "require: xfrm_larval_drop is back to 1 (packets without SA are dropped: a dead peer cannot block the queue)" \
+    test "$(ip netns exec "$fw" cat /proc/sys/net/core/xfrm_larval_drop)" = 1
 check  "require: outbound to the secure subnet is ESP at level required" xfrm_out 10.71.0.0/24 required
 refute "require: fw's clear connection to the member gets no reply" tcp "$fw" 10.71.0.2 9000
 check  "require: the exempt host still gets through" from 10.71.0.10
 policy request
 rf "$fw" apply >/dev/null
 check  "request: applied" mode_is request
+check  "request: xfrm_larval_drop is 0 again (held)" test "$(ip netns exec "$fw" cat /proc/sys/net/core/xfrm_larval_drop)" = 0
 check  "request: the member gets through in clear" from 10.71.0.2
 
 # --- off --------------------------------------------------------------------------------

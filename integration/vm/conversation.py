@@ -1,14 +1,16 @@
-# conversation.py ADDR PORT LINES [PAUSE]: one TCP socket, as an application
-# has it: connect (no retry on a new socket), then LINES round trips of the
+# conversation.py ADDR PORT LINES [PAUSE [TIMEOUT]]: one TCP socket, as an
+# application has it: connect (no retry on a new socket; TIMEOUT seconds, 20 by
+# default, for the connection and for each line), then LINES round trips of the
 # line "MARK-<i>" with an echo server, PAUSE seconds apart. Prints
 # {"connect_ms": ..., "rtt_ms": [...]} and exits 0 when every line came back.
 import json, socket, sys, time
 
 addr, port, lines = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 pause = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0
+timeout = float(sys.argv[5]) if len(sys.argv) > 5 else 20.0
 start = time.monotonic()
 s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_STREAM)
-s.settimeout(20)
+s.settimeout(timeout)
 try:
     s.connect((addr, port))
 except OSError as e:

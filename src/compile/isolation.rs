@@ -14,7 +14,8 @@
 //! isolation_out  meta l4proto esp accept; udp dport { 500, 4500 } accept
 //!                ct state new ip daddr @iso_secure4 rt ipsec missing meta l4proto { tcp, udp }
 //!                    update @iso_held4 { ip daddr . meta l4proto . th dport . th sport }
-//!                ct state new ip daddr @iso_secure4 rt ipsec missing
+//!                ct state { new, established, related } ip daddr @iso_secure4 rt ipsec missing
+//!                    ip daddr != @iso_waited4 update @iso_waited4 { ip daddr }
 //!                    limit rate 50/second log group 2714 prefix "ringfence held: "
 //! ```
 //!
@@ -28,8 +29,11 @@
 //! no SA yet (`rt ipsec missing`: its route is no xfrm bundle) for
 //! [`HELD_TIMEOUT`]; its reply is accepted before the invalid drop, and the
 //! host's next packet of the flow makes the conntrack entry anew. Only the
-//! exact flows the host itself began are in the set. The log (any protocol)
-//! tells the daemon that a packet to that peer waits (`daemon::first_contact`).
+//! exact flows the host itself began are in the set. The log (any protocol,
+//! at most once per peer in 2 s) tells the daemon that a packet to that peer
+//! may wait (`daemon::first_contact`): a packet to a peer with an SA has an
+//! xfrm route (`rt ipsec exists`), and the daemon ignores peers that its own
+//! policies exempt.
 //! `iso_secure4/6` hold the secure subnets minus the more specific exempt
 //! prefixes. Exempt keywords are hosts (or, for `local-subnet`, the host's own
 //! subnets) and beat every secure subnet.
@@ -54,6 +58,13 @@ fn held_set_name(v4: bool) -> String {
     format!("iso_held{}", if v4 { 4 } else { 6 })
 }
 
+fn waited_set_name(v4: bool) -> String {
+    format!("iso_waited{}", if v4 { 4 } else { 6 })
+}
+
+/// A peer is logged as waited for at most once in this many seconds.
+const WAITED_TIMEOUT: u32 = 2;
+
 /// How long a held flow's reply is expected: the xfrm queue holds a packet for
 /// 60 s at most (XFRM_QUEUE_TMO_MAX).
 pub const HELD_TIMEOUT: u32 = 60;
@@ -63,7 +74,7 @@ pub const HELD_TIMEOUT: u32 = 60;
 /// raised again while an earlier negotiation's larval state lasts).
 pub const HELD_LOG_PREFIX: &str = "ringfence held: ";
 
-/// Held flows logged per second at most (the daemon needs one per peer).
+/// Peers logged as waited for, per second at most.
 const HELD_LOG_RATE: u32 = 50;
 
 fn ip(v4: bool) -> &'static str {
@@ -161,12 +172,20 @@ pub fn secure_ranges(iso: &Isolation, v4: bool) -> Vec<(u128, u128)> {
     out
 }
 
-/// `iso_secure4` and `iso_secure6`, `iso_held4` and `iso_held6`.
+fn addr_key(v4: bool) -> nft::KeyType {
+    if v4 {
+        nft::KeyType::Ipv4Addr
+    } else {
+        nft::KeyType::Ipv6Addr
+    }
+}
+
+/// `iso_secure4/6`, and the packet path's `iso_held4/6` and `iso_waited4/6`.
 pub fn sets(iso: &Isolation) -> Vec<Set> {
     [true, false]
         .map(|v4| Set {
             name: secure_set_name(v4),
-            key: vec![if v4 { nft::KeyType::Ipv4Addr } else { nft::KeyType::Ipv6Addr }],
+            key: vec![addr_key(v4)],
             interval: true,
             elems: secure_ranges(iso, v4)
                 .into_iter()
@@ -177,15 +196,17 @@ pub fn sets(iso: &Isolation) -> Vec<Set> {
         .into_iter()
         .chain([true, false].map(|v4| Set {
             name: held_set_name(v4),
-            key: vec![
-                if v4 { nft::KeyType::Ipv4Addr } else { nft::KeyType::Ipv6Addr },
-                nft::KeyType::InetProto,
-                nft::KeyType::InetService,
-                nft::KeyType::InetService,
-            ],
+            key: vec![addr_key(v4), nft::KeyType::InetProto, nft::KeyType::InetService, nft::KeyType::InetService],
             interval: false,
             elems: Vec::new(),
             timeout: Some(HELD_TIMEOUT),
+        }))
+        .chain([true, false].map(|v4| Set {
+            name: waited_set_name(v4),
+            key: vec![addr_key(v4)],
+            interval: false,
+            elems: Vec::new(),
+            timeout: Some(WAITED_TIMEOUT),
         }))
         .collect()
 }
@@ -264,25 +285,27 @@ pub fn chains(iso: &Isolation) -> Vec<Chain> {
     }
     let mut outbound = accept_ipsec_and_ike();
     for v4 in [true, false] {
-        let waits = || {
-            vec![
-                Stmt::CtState(vec!["new"]),
-                Stmt::InSet(Expr::Payload(ip(v4), "daddr"), secure_set_name(v4)),
-                Stmt::Equals(Expr::Rt("ipsec"), json!(false)),
-            ]
-        };
-        let mut held = waits();
+        let daddr = Expr::Payload(ip(v4), "daddr");
+        let no_sa = || [Stmt::InSet(daddr.clone(), secure_set_name(v4)), Stmt::Equals(Expr::Rt("ipsec"), json!(false))];
+        let mut held = vec![Stmt::CtState(vec!["new"])];
+        held.extend(no_sa());
         held.extend([
             Stmt::Equals(Expr::Meta("l4proto"), json!({ "set": ["tcp", "udp"] })),
             Stmt::Update(held_key(v4, true), held_set_name(v4)),
         ]);
-        let mut logged = waits();
-        logged.extend([
+        // Any tracked packet (a reply too: in `request` a peer's clear
+        // connection waits for the host's SYN-ACK), once per peer and
+        // WAITED_TIMEOUT. (Untracked: neighbour discovery, which is exempt.)
+        let mut waited = vec![Stmt::CtState(vec!["new", "established", "related"])];
+        waited.extend(no_sa());
+        waited.extend([
+            Stmt::NotInSet(daddr.clone(), waited_set_name(v4)),
+            Stmt::Update(daddr.clone(), waited_set_name(v4)),
             Stmt::Limit { per_second: HELD_LOG_RATE, burst: HELD_LOG_RATE },
             Stmt::Log { group: crate::compile::LOG_GROUP, prefix: HELD_LOG_PREFIX.into() },
         ]);
         outbound.push(nft::Rule { stmts: held, comment: Some("a flow held for its SA".into()) });
-        outbound.push(nft::Rule { stmts: logged, comment: Some("tell the daemon a peer is waited for".into()) });
+        outbound.push(nft::Rule { stmts: waited, comment: Some("tell the daemon a peer is waited for".into()) });
     }
     vec![
         Chain { name: CHAIN_IN.into(), base: None, rules: inbound },

@@ -147,9 +147,6 @@ impl Isolation {
     /// change of an exempt keyword's addresses changes them).
     pub fn sync_xfrm(&mut self, policy: &Policy, dynamic: &DynState) {
         let desired = xfrm::policies(&policy.isolation, dynamic, &self.first.soft_peers());
-        if self.applied.as_ref() == Some(&desired) {
-            return;
-        }
         // Held in the modes that fall back, where every held peer gets an SA
         // or a soft SA within `fallback`. In the require modes a peer that
         // never answers would stay at the head of the policy's queue, and
@@ -158,6 +155,9 @@ impl Isolation {
         // kernel does by default, and TCP's retransmission finds the SA.
         self.larval_drop.set(!desired.is_empty() && policy.isolation.falls_back());
         self.acq_expires.set(!desired.is_empty());
+        if self.applied.as_ref() == Some(&desired) {
+            return;
+        }
         let result = match self.xfrm() {
             Ok(Some(x)) => x.apply(&desired),
             Ok(None) if desired.is_empty() => Ok(xfrm::kernel::Changes::default()),
@@ -195,10 +195,13 @@ impl Isolation {
         }
     }
 
-    /// The first packet of a flow to `peer` waits for an SA (the held-flow log
-    /// of `compile::isolation`).
+    /// A packet to `peer` left no SA's way (the held-flow log of
+    /// `compile::isolation`): it waits for one if Ringfence's policies want
+    /// ESP for that peer (not an exemption, not a soft SA).
     pub fn held(&mut self, peer: Option<IpAddr>, policy: &Policy) {
-        if let Some(peer) = peer.filter(|_| policy.isolation.falls_back()) {
+        let Some(peer) = peer.filter(|_| policy.isolation.falls_back()) else { return };
+        if self.applied.as_deref().and_then(|all| xfrm::outbound(all, peer)).is_some_and(|p| p.action != Action::Clear)
+        {
             self.first.acquire(peer, Instant::now());
         }
     }

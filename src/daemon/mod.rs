@@ -120,7 +120,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                     let _ = reply.send(handle(&mut engine, &mut isolation, &hub, request));
                 }
             },
-            Some(packet) = logged.recv() => match (&engine.applied, packet.prefix == crate::compile::isolation::HELD_LOG_PREFIX) {
+            Some(packet) = logged.recv() => match (&engine.applied, packet.prefix.trim_end() == crate::compile::isolation::HELD_LOG_PREFIX.trim_end()) {
                 (Some(a), true) => isolation.held(packet.header.map(|h| h.dst), &a.policy),
                 _ => hub.record(engine.applied.as_ref().map(|a| (&a.policy, &a.compiled)), packet),
             },

@@ -204,6 +204,8 @@ pub enum Stmt {
     Equals(Expr, Value),
     /// `EXPR @set`
     InSet(Expr, String),
+    /// `EXPR != @set`
+    NotInSet(Expr, String),
     /// `ct state { ... }`
     CtState(Vec<&'static str>),
     /// `EXPR vmap { literal : verdict, ... }`
@@ -231,6 +233,9 @@ impl Stmt {
             Stmt::Equals(left, right) => json!({ "match": { "op": "==", "left": left.json(), "right": right } }),
             Stmt::InSet(left, set) => {
                 json!({ "match": { "op": "==", "left": left.json(), "right": format!("@{set}") } })
+            }
+            Stmt::NotInSet(left, set) => {
+                json!({ "match": { "op": "!=", "left": left.json(), "right": format!("@{set}") } })
             }
             Stmt::CtState(states) => {
                 json!({ "match": { "op": "in", "left": { "ct": { "key": "state" } }, "right": states } })

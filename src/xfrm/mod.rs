@@ -33,7 +33,7 @@ use crate::policy::values::{IPPROTO_ICMP, IPPROTO_ICMPV6};
 use serde::Serialize;
 
 pub use kernel::{Error, Xfrm};
-pub use plan::policies;
+pub use plan::{outbound, policies};
 
 /// The reqid of the outbound templates, and of the CHILD_SA that charon
 /// negotiates for them (the connection must set `reqid = REQID`): an outbound
@@ -115,6 +115,18 @@ impl Prefix {
     pub fn any(v4: bool) -> Prefix {
         let addr = if v4 { IpAddr::V4(Ipv4Addr::UNSPECIFIED) } else { IpAddr::V6(Ipv6Addr::UNSPECIFIED) };
         Prefix { addr, len: 0 }
+    }
+
+    /// Whether the prefix holds `addr` (of the same family).
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        // Both as the top bits of a u128, so that one mask serves both families.
+        let bits = |a: IpAddr| match a {
+            IpAddr::V4(v4) => (u128::from(u32::from(v4)) << 96, true),
+            IpAddr::V6(v6) => (u128::from(v6), false),
+        };
+        let ((net, v4), (a, also_v4)) = (bits(self.addr), bits(addr));
+        let mask = u128::MAX.checked_shl(128 - u32::from(self.len)).unwrap_or(0);
+        v4 == also_v4 && net & mask == a & mask
     }
 }
 

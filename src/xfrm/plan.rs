@@ -72,6 +72,14 @@ pub fn policies(iso: &Isolation, dynamic: &DynState, soft: &BTreeSet<IpAddr>) ->
     all
 }
 
+/// The outbound policy the kernel would pick for a packet to `peer` of any
+/// protocol: of those whose selector holds it, the most preferred.
+pub fn outbound(all: &[Policy], peer: IpAddr) -> Option<&Policy> {
+    all.iter()
+        .filter(|p| p.dir == Dir::Out && p.selector.proto.is_none() && p.selector.dst.contains(peer))
+        .min_by_key(|p| p.priority)
+}
+
 /// Traffic to and from `remote`.
 fn both_ways(remote: Prefix, rank: Rank, out: Action, inbound: Action) -> [Policy; 2] {
     let any = Prefix::any(remote.addr.is_ipv4());

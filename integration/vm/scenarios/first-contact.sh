@@ -46,10 +46,10 @@ $ND_RULE
 YAML
     rf_policy "$ns" "$dir"
 }
-# conversation NAME FROM ADDR LINES [PAUSE]: one TCP socket from FROM to ADDR's
-# echo server; its figures in $WORK/NAME.json.
+# conversation NAME FROM ADDR LINES [PAUSE [TIMEOUT]]: one TCP socket from FROM
+# to ADDR's echo server (conversation.py); its figures in $WORK/NAME.json.
 conversation() {
-    ip netns exec "$2" timeout 60 python3 "$VM_DIR/conversation.py" "$3" 7001 "$4" "${5:-0}" >"$WORK/$1.json"
+    ip netns exec "$2" timeout 90 python3 "$VM_DIR/conversation.py" "$3" 7001 "$4" "${5:-0}" "${6:-20}" >"$WORK/$1.json"
 }
 # figure NAME EXPR: a Python expression over c, the conversation's figures.
 figure() { python3 -c 'import json, sys; c = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$WORK/$1.json" "$2"; }
@@ -116,29 +116,47 @@ capture_start "$m2" eth0 late
 check "m1 -> m2: one socket, 12 lines 0.3 s apart" conversation late "$m1" 10.90.0.2 12 0.3
 echo "   late SA: $(cat "$WORK/late.json")"
 capture_stop late
-check "... no round trip stalled (all under 1 s)" test "$(figure late 'max(c["rtt_ms"])')" -lt 1000
+# (The first round trip also waits for the echo server to start `cat`.)
+check "... no round trip stalled (all after the first under 1 s)" test "$(figure late 'max(c["rtt_ms"][1:])')" -lt 1000
+check "... the first line crossed in clear (under the soft SA)" test "$(wire late clear-marker MARK-0)" -ge 1
 check "... the last line crossed in ESP" test "$(wire late esp-marker MARK-11)" -ge 1
 check "... and not in clear" test "$(wire late clear-marker MARK-11)" -eq 0
 check "... the soft SA ended with the SA" no_soft "$m1" 10.90.0.2
 
 # --- Non-members: fall back after `fallback`, soft SA listed, ends after idle
 phase "A non-member: fallback to clear"
-member "$m1" m1 secure-request 500ms 3s
+member "$m1" m1 secure-request 500ms 8s
 check "m1 -> nm (no IKE at all), one socket: connects in clear" conversation nm "$m1" 10.90.0.3 2
 echo "   non-member, fallback 500 ms: $(cat "$WORK/nm.json")"
 check "... after about the fallback (connect >= 400 ms)" test "$(figure nm 'c["connect_ms"]')" -ge 400
 check "show sas lists the soft SA with nm, reason timeout" test "$(soft_reason "$m1" 10.90.0.3)" = timeout
 check "show stats counts the fallback" test "$(fallbacks "$m1" timeout)" -ge 1
-check "the soft SA ends after lifetimes.idle (3 s) without traffic" wait_for 20 no_soft "$m1" 10.90.0.3
+check "the soft SA ends after lifetimes.idle (8 s) without traffic" wait_for 30 no_soft "$m1" 10.90.0.3
 # (charon's first IKE_SA with nm still retransmits, and the kernel raises no new
 # ACQUIRE while its larval state lasts: the held-flow log starts the timer.)
 check "... then the next connection is held again and falls back again" conversation nm2 "$m1" 10.90.0.3 1
 echo "   non-member again: $(cat "$WORK/nm2.json")"
 check "... (held: connect >= 400 ms)" test "$(figure nm2 'c["connect_ms"]')" -ge 400
 check "... a second fallback counted" test "$(fallbacks "$m1" timeout)" -ge 2
-member "$m1" m1 require 500ms 3s
+member "$m1" m1 require 500ms 8s
 check "require: the soft SA is gone" no_soft "$m1" 10.90.0.3
-refute "require m1 -> nm: no connection (never falls back)" conversation nm3 "$m1" 10.90.0.3 1
+refute "require m1 -> nm: no connection (never falls back)" conversation nm3 "$m1" 10.90.0.3 1 0 6
+
+# --- A peer's charon comes back: reached at once, not at charon's next retransmission
+phase "Recovery: the peer's charon comes back"
+member "$m2" m2 require 5s 5m
+forget "$m1" "$m2"
+charon_stop "$m2" KILL
+refute "require m1 -> m2 while m2's charon is dead: no connection" conversation dead "$m1" 10.90.0.2 1 0 6
+check "m1's charon is still trying (IKE_SA_INIT retransmitted or aborted and started again)" \
+    grep -qE "retransmit 1 of request|IKE negotiation with no answer aborted" "$WORK/$m1.charon.log" "$WORK/$m1.log"
+charon_start "$m2"
+check "m2's daemon loads its connection into the new charon" wait_for 20 loaded "$m2"
+back=${EPOCHREALTIME/./}
+check "require m1 -> m2: one socket after the restart connects" conversation back "$m1" 10.90.0.2 1
+took=$(((${EPOCHREALTIME/./} - back) / 1000))
+echo "   recovery: connected ${took} ms after m2's connection was loaded again: $(cat "$WORK/back.json")"
+check "... within 10 s of the restart" test "$took" -lt 10000
 
 # --- A peer of another CA: auth-failed
 phase "A stranger (another CA): auth-failed"

@@ -229,3 +229,19 @@ fn a_soft_sa_is_a_clear_host_policy_ahead_of_its_secure_subnet() {
     }
     assert_eq!(all.len(), 14 + 4, "{:#?}", text(&all));
 }
+
+#[test]
+fn the_outbound_policy_of_a_peer_is_the_most_preferred_that_holds_it() {
+    let i = isolation(IsolationMode::SecureRequest, &["10.0.0.0/8", "fd00::/8"], &["10.0.0.0/28", "dns"]);
+    let soft: BTreeSet<std::net::IpAddr> = ["10.1.2.3".parse().unwrap()].into();
+    let all = policies(&i, &dynamic(), &soft);
+    let action = |a: &str| crate::xfrm::outbound(&all, a.parse().unwrap()).map(|p| p.action);
+    let esp = Some(Action::Esp { reqid: REQID, level: Level::Required });
+    assert_eq!(action("10.200.0.1"), esp);
+    assert_eq!(action("fd00::99"), esp);
+    assert_eq!(action("10.0.0.9"), Some(Action::Clear), "exempt prefix");
+    assert_eq!(action("10.0.0.53"), Some(Action::Clear), "exempt keyword (dns)");
+    assert_eq!(action("10.1.2.3"), Some(Action::Clear), "soft SA");
+    assert_eq!(action("192.0.2.1"), None, "outside the secure subnets");
+    assert_eq!(action("fe80::1"), None);
+}
