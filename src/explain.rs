@@ -111,7 +111,7 @@ impl Sa {
             let group = policy.groups.iter().find(|g| g.name == *name);
             group
                 .map(|g| &g.subject)
-                .ok_or_else(|| format!("{name:?} is not a group of the policy (groups: {})", known()))
+                .ok_or_else(|| format!("{} is not a group of the policy (groups: {})", crate::policy::text::Quoted(name), known()))
         };
         let mut pattern = subject(first)?.clone();
         for name in names {
