@@ -40,29 +40,24 @@ impl fmt::Display for Quoted<'_> {
     }
 }
 
-/// Shortens every double-quoted run longer than [`QUOTE_CHARS`] characters in
-/// a message written by a library (the YAML parser's `invalid type: string
-/// "..."`), whose format strings this crate does not own. Quotes are taken as
-/// `{:?}` writes them: `\"` inside does not end the run.
+/// Shortens every quoted run longer than [`QUOTE_CHARS`] characters in a
+/// message written by a library (the YAML parser's `invalid type: string
+/// "..."` and serde's ``unknown variant `...` ``), whose format strings this
+/// crate does not own. Double quotes are taken as `{:?}` writes them (`\"`
+/// inside does not end the run); backquotes as serde writes them, unescaped.
 pub fn clip_quoted(message: &str) -> String {
     let mut out = String::with_capacity(message.len().min(1024));
     let mut rest = message;
-    while let Some(open) = rest.find('"') {
+    while let Some(open) = rest.find(['"', '`']) {
+        let quote = char::from(rest.as_bytes()[open]);
         out.push_str(&rest[..=open]);
         rest = &rest[open + 1..];
-        let mut close = None;
         let mut escaped = false;
-        for (i, c) in rest.char_indices() {
-            match c {
-                _ if escaped => escaped = false,
-                '\\' => escaped = true,
-                '"' => {
-                    close = Some(i);
-                    break;
-                }
-                _ => {}
-            }
-        }
+        let close = rest.char_indices().find_map(|(i, c)| {
+            let end = c == quote && !escaped;
+            escaped = quote == '"' && c == '\\' && !escaped;
+            end.then_some(i)
+        });
         let inside = &rest[..close.unwrap_or(rest.len())];
         match inside.char_indices().nth(QUOTE_CHARS) {
             Some((cut, _)) => {
@@ -73,7 +68,7 @@ pub fn clip_quoted(message: &str) -> String {
         }
         match close {
             Some(i) => {
-                out.push('"');
+                out.push(quote);
                 rest = &rest[i + 1..];
             }
             None => return out,
@@ -145,6 +140,12 @@ mod tests {
         let m = format!("x \"{}", "z".repeat(200));
         assert_eq!(clip_quoted(&m), format!("x \"{}…", "z".repeat(QUOTE_CHARS)));
         assert_eq!(clip_quoted("no quotes"), "no quotes");
+        // serde's backquotes, and a backslash that ends a run ("a\\").
+        let m = format!("unknown variant `{}`, expected `in` or \"a\\\\\" `out`", "v".repeat(90));
+        assert_eq!(
+            clip_quoted(&m),
+            format!("unknown variant `{}…`, expected `in` or \"a\\\\\" `out`", "v".repeat(QUOTE_CHARS))
+        );
     }
 
     #[test]
