@@ -1,5 +1,6 @@
 //! The control socket: a Unix stream socket, one JSON request and one JSON
-//! response per connection. Each connection's task parses the request and checks
+//! response per connection. Its own task accepts connections within the limits
+//! of [`crate::admission`]; each connection's task parses the request and checks
 //! the peer (SO_PEERCRED); the daemon's loop answers, one request at a time.
 
 use std::io;
@@ -10,8 +11,10 @@ use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::timeout;
 
-use crate::monitor::Hub;
+use crate::admission::{self, Accepting, Peer, Permit};
+use crate::monitor::{line, Hub};
 use crate::protocol::{Request, Response};
 
 /// Requests are small; a longer line is not a request.
@@ -60,25 +63,49 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener, ControlErr
     Ok(listener)
 }
 
+/// Accepts connections for as long as the daemon runs, each served by a task
+/// of its own (never on the daemon's loop).
+pub async fn accept(listener: UnixListener, calls: mpsc::Sender<Call>, hub: Arc<Hub>) {
+    let mut accepting = Accepting::new("control socket");
+    loop {
+        let Some((stream, _)) = accepting.next(listener.accept().await).await else { continue };
+        let peer = Peer::of_unix(&stream);
+        match accepting.admit(peer) {
+            Ok(permit) => {
+                tokio::spawn(serve(stream, peer, permit, calls.clone(), Arc::clone(&hub)));
+            }
+            // A fresh socket's buffer takes one short line; if it does not, the
+            // client learns from the closed connection alone.
+            Err(why) => _ = stream.try_write(&line(&Response::Error(why.to_string()))),
+        }
+    }
+}
+
 /// Serves one connection: read a request, check the peer may send it, hand it
 /// to the daemon's loop, write the answer. A `monitor` request (read-only, so
 /// open to --socket-group) keeps the connection and streams events instead.
-pub async fn serve(stream: UnixStream, calls: mpsc::Sender<Call>, hub: Arc<Hub>) {
-    let uid = stream.peer_cred().map(|c| c.uid()).ok();
+/// The permit is held until the connection ends.
+async fn serve(stream: UnixStream, peer: Peer, _permit: Permit, calls: mpsc::Sender<Call>, hub: Arc<Hub>) {
     let (read, mut write) = stream.into_split();
-    let mut line = String::new();
+    let mut request = String::new();
     let mut reader = BufReader::new(read.take(MAX_REQUEST_BYTES));
-    let got = reader.read_line(&mut line).await;
-    if let Ok(Request::Monitor { backlog }) = serde_json::from_str::<Request>(&line) {
+    let got = match timeout(admission::REQUEST_TIMEOUT, reader.read_line(&mut request)).await {
+        Ok(got) => got,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no request within {} s", admission::REQUEST_TIMEOUT.as_secs()),
+        )),
+    };
+    if let Ok(Request::Monitor { backlog }) = serde_json::from_str::<Request>(&request) {
         // The request is one line and the client sends nothing after it, so
         // the reader holds no buffered bytes.
         return hub.stream(reader.into_inner().into_inner(), write, backlog).await;
     }
     let response = match got {
         Err(e) => Response::Error(format!("cannot read the request: {e}")),
-        Ok(_) => match serde_json::from_str::<Request>(&line) {
+        Ok(_) => match serde_json::from_str::<Request>(&request) {
             Err(e) => Response::Error(format!("not a request: {e}")),
-            Ok(req) if req.mutates() && uid != Some(0) => {
+            Ok(req) if req.mutates() && peer != Peer::Root => {
                 Response::Error("permission denied: only root may change the firewall".into())
             }
             Ok(req) => {
@@ -90,8 +117,6 @@ pub async fn serve(stream: UnixStream, calls: mpsc::Sender<Call>, hub: Arc<Hub>)
             }
         },
     };
-    let mut out = serde_json::to_vec(&response).unwrap_or_default();
-    out.push(b'\n');
-    // The client may have gone; nothing to do about it.
-    let _ = write.write_all(&out).await;
+    // The client may have gone, or not read in time; nothing to do about it.
+    let _ = timeout(admission::WRITE_TIMEOUT, write.write_all(&line(&response))).await;
 }

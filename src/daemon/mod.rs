@@ -86,8 +86,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     applied(&engine, &mut isolation, Outcome::Applied, "started");
 
     let (calls_tx, mut calls) = mpsc::channel::<control::Call>(64);
+    tokio::spawn(control::accept(listener, calls_tx.clone(), Arc::clone(&hub)));
     if let Some(server) = metrics_server {
-        tokio::spawn(metrics::serve(server, calls_tx.clone()));
+        tokio::spawn(metrics::serve(server, calls_tx));
     }
     let (ticks_tx, mut ticks) = mpsc::unbounded_channel();
     let _watcher = watch::watch(&opts.dirs, ticks_tx).context("cannot watch the policy directories")?;
@@ -101,10 +102,6 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         let rollback_at = engine.pending.as_ref().map(|p| Instant::from_std(p.deadline));
         let isolation_at = isolation.next_timer().map(Instant::from_std);
         tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => { tokio::spawn(control::serve(stream, calls_tx.clone(), Arc::clone(&hub))); }
-                Err(e) => tracing::warn!(error = %e, "control socket accept failed"),
-            },
             Some((request, reply)) = calls.recv() => match request {
                 // charon answers on its own socket, in its own time.
                 Request::Sas => {

@@ -17,9 +17,9 @@ use serde::Serialize;
 pub use dn::DnPattern;
 
 use super::diag::{Diagnostic, Place};
-use super::text::Quoted;
 use super::isolation::Isolation;
 use super::raw::{Action, Direction, Groups, RawRule};
+use super::text::Quoted;
 use super::validate::Ctx;
 
 /// The reqid of the first group connection: the one after isolation's own
@@ -145,7 +145,10 @@ pub(super) fn merge(cx: &mut Ctx, groups: &mut Vec<GroupDef>, pending: &mut Pend
             continue;
         }
         if let Some(first) = groups.iter().find(|g| g.name == *name) {
-            cx.error(name_at, format!("groups.{name}: {} is already the name of the group at {}", Quoted(name), first.place));
+            cx.error(
+                name_at,
+                format!("groups.{name}: {} is already the name of the group at {}", Quoted(name), first.place),
+            );
             continue;
         }
         let Some(subject) = &def.value.subject else {

@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::diag::Diagnostic;
-use super::text::Quoted;
 use super::raw::{IsolationMode, RawIsolation};
+use super::text::Quoted;
 use super::validate::Ctx;
 use super::values::{self, Address};
 use super::Sourced;
@@ -128,8 +128,10 @@ pub(super) fn merge(cx: &mut Ctx, iso: &mut Isolation, raw: &RawIsolation) {
             let Some(at) = at else { continue };
             match humantime::parse_duration(&at.value) {
                 Ok(d) if d.as_secs() > 0 => *field = Sourced { value: d.as_secs(), from: Some(cx.place(at)) },
-                _ => cx
-                    .error(at, format!("isolation.lifetimes.{key}: {} is not a duration such as 8h or 5m", Quoted(&at.value))),
+                _ => cx.error(
+                    at,
+                    format!("isolation.lifetimes.{key}: {} is not a duration such as 8h or 5m", Quoted(&at.value)),
+                ),
             }
         }
     }

@@ -222,9 +222,10 @@ pub fn parse_protocol(s: &str) -> Result<Option<u8>, String> {
         "sctp" => Ok(Some(132)),
         "dccp" => Ok(Some(33)),
         "udplite" => Ok(Some(136)),
-        _ => s.parse::<u8>().map(Some).map_err(|_| {
-            format!("{q} is not a protocol (tcp, udp, icmp, icmpv6, sctp, dccp, udplite, any or 0-255)")
-        }),
+        _ => s
+            .parse::<u8>()
+            .map(Some)
+            .map_err(|_| format!("{q} is not a protocol (tcp, udp, icmp, icmpv6, sctp, dccp, udplite, any or 0-255)")),
     }
 }
 

@@ -118,7 +118,10 @@ fn network_manager_names_that_are_not_uuid_dash_interface() {
     // Not a UUID before the dash, or nothing after it: the name as it is.
     let not_uuid = format!("internal-{}-eth0.lease", "z".repeat(36));
     assert_eq!(interface(&not_uuid), not_uuid);
-    assert_eq!(interface("internal-6c6a4e1e-4bd5-3b1a-a1b7-4bbd2c1e2f0b-"), "internal-6c6a4e1e-4bd5-3b1a-a1b7-4bbd2c1e2f0b-");
+    assert_eq!(
+        interface("internal-6c6a4e1e-4bd5-3b1a-a1b7-4bbd2c1e2f0b-"),
+        "internal-6c6a4e1e-4bd5-3b1a-a1b7-4bbd2c1e2f0b-"
+    );
     // Any interface name after a real UUID, multibyte too.
     assert_eq!(interface("internal-6c6a4e1e-4bd5-3b1a-a1b7-4bbd2c1e2f0b-wlän0.lease"), "wlän0");
 }
