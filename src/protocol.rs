@@ -65,7 +65,10 @@ mod tests {
         let apply: Request = serde_json::from_str(r#"{"request":"apply","confirm-secs":60}"#).unwrap();
         assert_eq!(apply, Request::Apply { confirm_secs: Some(60) });
         let misspelt = serde_json::from_str::<Request>(r#"{"request":"apply","confirm_secs":60}"#).unwrap_err();
-        assert!(misspelt.to_string().starts_with("unknown field `confirm_secs`, expected `confirm-secs`"), "{misspelt}");
+        assert!(
+            misspelt.to_string().starts_with("unknown field `confirm_secs`, expected `confirm-secs`"),
+            "{misspelt}"
+        );
         let misspelt = r#"{"request":"explain","direction":"in","packet":{"protocol":6,"local_port":22}}"#;
         assert!(serde_json::from_str::<Request>(misspelt).is_err());
         let monitor: Request = serde_json::from_str(r#"{"request":"monitor"}"#).unwrap();

@@ -120,3 +120,49 @@ async fn serve(stream: UnixStream, peer: Peer, _permit: Permit, calls: mpsc::Sen
     // The client may have gone, or not read in time; nothing to do about it.
     let _ = timeout(admission::WRITE_TIMEOUT, write.write_all(&line(&response))).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+    use crate::admission::Limits;
+
+    /// The answer the daemon's side writes to a client that sends `sent`
+    /// and then nothing, with time paused (it advances when all tasks wait).
+    async fn answer_to(sent: &[u8]) -> (String, std::time::Duration) {
+        let (mut client, daemon) = UnixStream::pair().unwrap();
+        let permit = Limits::new(1, 1).admit(Peer::Uid(1000)).unwrap();
+        let (calls, mut queue) = mpsc::channel::<Call>(1);
+        tokio::spawn(async move {
+            while let Some((_, reply)) = queue.recv().await {
+                let _ = reply.send(Response::Ok(serde_json::json!("state")));
+            }
+        });
+        let t0 = tokio::time::Instant::now();
+        tokio::spawn(serve(daemon, Peer::Uid(1000), permit, calls, Arc::new(Hub::default())));
+        client.write_all(sent).await.unwrap();
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).await.unwrap();
+        (answer, t0.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_sends_nothing_is_dropped_after_the_request_timeout() {
+        let (answer, took) = answer_to(b"").await;
+        assert_eq!(answer, "{\"error\":\"cannot read the request: no request within 10 s\"}\n");
+        assert_eq!(took, admission::REQUEST_TIMEOUT);
+        // Half a request is no request either.
+        let (answer, took) = answer_to(b"{\"request\":").await;
+        assert!(answer.contains("no request within 10 s"), "{answer}");
+        assert_eq!(took, admission::REQUEST_TIMEOUT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_is_answered_at_once_and_mutations_need_root() {
+        let (answer, took) = answer_to(b"{\"request\":\"state\"}\n").await;
+        assert_eq!((answer.as_str(), took), ("{\"ok\":\"state\"}\n", std::time::Duration::ZERO));
+        let (answer, _) = answer_to(b"{\"request\":\"confirm\"}\n").await;
+        assert_eq!(answer, "{\"error\":\"permission denied: only root may change the firewall\"}\n");
+    }
+}
