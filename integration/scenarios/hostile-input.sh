@@ -23,10 +23,13 @@ printf 'ADDRESS=10.1.1.5\nSERVER_ADDRESS=10.1.1.1\n' >"$L/$straddling"
 daemon_start "$fw" "$P" --leases "$L"
 
 # dhcp4 ADDR: the dhcp set holds ADDR, per show sets and per the kernel.
+# (Outputs are read whole: `grep -q` would close the pipe early, and under
+# pipefail the writer's SIGPIPE would fail the check.)
 dhcp4() {
-    rf "$fw" show sets --json | jget '[e["address"] for s in v if s["set"] == "dyn_dhcp4" for e in s["elements"]]' |
-        grep -q "\"$1\"" &&
-        ip netns exec "$fw" nft list set inet ringfence dyn_dhcp4 | grep -q "$1"
+    local shown kernel
+    shown=$(rf "$fw" show sets --json | jget '[e["address"] for s in v if s["set"] == "dyn_dhcp4" for e in s["elements"]]')
+    kernel=$(ip netns exec "$fw" nft list set inet ringfence dyn_dhcp4)
+    grep -q "\"$1\"" <<<"$shown" && grep -qw "$1" <<<"$kernel"
 }
 
 check "a lease file named with a two-byte character at byte 37: the daemon runs" rf "$fw" show state
