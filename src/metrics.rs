@@ -32,16 +32,17 @@ pub enum Listen {
 impl std::str::FromStr for Listen {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
+        let q = crate::policy::text::Quoted(s);
         if let Some(path) = s.strip_prefix("unix:") {
             return Ok(Listen::Unix(PathBuf::from(path)));
         }
         let addr: SocketAddr = s
             .replace("localhost:", "127.0.0.1:")
             .parse()
-            .map_err(|_| format!("{s:?} is neither unix:/PATH nor ADDRESS:PORT"))?;
+            .map_err(|_| format!("{q} is neither unix:/PATH nor ADDRESS:PORT"))?;
         // Counters name rules and addresses: not for other hosts to read.
         if !addr.ip().is_loopback() {
-            return Err(format!("{s:?} is not a loopback address (127.0.0.1, [::1]); metrics are served locally only"));
+            return Err(format!("{q} is not a loopback address (127.0.0.1, [::1]); metrics are served locally only"));
         }
         Ok(Listen::Tcp(addr))
     }

@@ -138,8 +138,10 @@ pub(super) fn merge(cx: &mut Ctx, iso: &mut Isolation, raw: &RawIsolation) {
     if let Some(at) = &raw.fallback {
         match humantime::parse_duration(&at.value) {
             Ok(d) if FALLBACK_RANGE.contains(&d) => iso.fallback = Sourced { value: d, from: Some(cx.place(at)) },
-            Ok(_) => cx.error(at, format!("isolation.fallback: {:?} is not between 100ms and 10s", at.value)),
-            Err(_) => cx.error(at, format!("isolation.fallback: {:?} is not a duration such as 500ms", at.value)),
+            Ok(_) => cx.error(at, format!("isolation.fallback: {} is not between 100ms and 10s", Quoted(&at.value))),
+            Err(_) => {
+                cx.error(at, format!("isolation.fallback: {} is not a duration such as 500ms", Quoted(&at.value)))
+            }
         }
     }
     if let Some(socket) = raw.ike.as_ref().and_then(|i| i.socket.as_ref()) {
