@@ -43,8 +43,32 @@ fail() { FAILED=$((FAILED + 1)); echo "  FAIL $SCENARIO: $*"; }
 
 # check DESCRIPTION CMD...: passes when CMD succeeds.
 check() { local d=$1; shift; if "$@" >"$WORK/last.out" 2>&1; then pass "$d"; else fail "$d"; sed 's/^/       | /' "$WORK/last.out" | tail -20; fi; }
-# refute DESCRIPTION CMD...: passes when CMD fails.
-refute() { local d=$1; shift; if "$@" >"$WORK/last.out" 2>&1; then fail "$d"; sed 's/^/       | /' "$WORK/last.out" | tail -20; else pass "$d"; fi; }
+# refute DESCRIPTION [--status N] [--says REGEX] CMD...: passes when CMD fails
+# the way expected: with exit status N if given, otherwise with any status but
+# 124 (timeout(1) stopped it), 126 and 127 (it could not run: a typo in a
+# command or function name), which are never the refusal a test looks for;
+# and, with --says, with output matching REGEX (extended, case-insensitive).
+refute() {
+    local d=$1 status= says= rc=0 why=; shift
+    while :; do
+        case ${1:-} in
+            --status) status=$2; shift 2 ;;
+            --says) says=$2; shift 2 ;;
+            *) break ;;
+        esac
+    done
+    "$@" >"$WORK/last.out" 2>&1 || rc=$?
+    if [ "$rc" -eq 0 ]; then
+        why="it succeeded"
+    elif [ -n "$status" ] && [ "$rc" -ne "$status" ]; then
+        why="exit status $rc, not $status"
+    elif [ -z "$status" ] && { [ "$rc" -eq 124 ] || [ "$rc" -eq 126 ] || [ "$rc" -eq 127 ]; }; then
+        why="exit status $rc: it timed out or could not run"
+    elif [ -n "$says" ] && ! grep -qiE -- "$says" "$WORK/last.out"; then
+        why="it failed, but its output does not match /$says/"
+    fi
+    if [ -z "$why" ]; then pass "$d"; else fail "$d ($why)"; sed 's/^/       | /' "$WORK/last.out" | tail -20; fi
+}
 
 # said DESCRIPTION REGEX: passes when the output of the previous check/refute
 # matches REGEX (extended, case-insensitive).

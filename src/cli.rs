@@ -175,13 +175,14 @@ pub struct ExplainArgs {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
+    let q = crate::policy::text::Quoted(s);
     let (num, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, ""), |i| s.split_at(i));
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration (e.g. 60s, 2m)"))?;
+    let n: u64 = num.parse().map_err(|_| format!("{q} is not a duration (e.g. 60s, 2m)"))?;
     let secs = match unit {
         "" | "s" => n,
         "m" => n * 60,
         "h" => n * 3600,
-        _ => return Err(format!("{s:?} is not a duration (units: s, m, h)")),
+        _ => return Err(format!("{q} is not a duration (units: s, m, h)")),
     };
     if secs == 0 {
         return Err("the confirmation window must be at least one second".into());

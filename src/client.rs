@@ -56,8 +56,23 @@ fn send(socket: &Path, request: &Request) -> anyhow::Result<UnixStream> {
     })?;
     let mut line = serde_json::to_vec(request)?;
     line.push(b'\n');
-    (&stream).write_all(&line).context("cannot send the request")?;
+    if let Err(e) = (&stream).write_all(&line) {
+        // A daemon that turns a connection away (too many) answers and closes
+        // before reading: its reason is in the socket, and says more.
+        return Err(refusal(&stream).unwrap_or_else(|| anyhow::Error::new(e).context("cannot send the request")));
+    }
     Ok(stream)
+}
+
+/// The error the daemon sent unasked, if it did.
+fn refusal(stream: &UnixStream) -> Option<anyhow::Error> {
+    stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).ok()?;
+    match serde_json::from_str::<Response>(&line).ok()? {
+        Response::Error(e) => Some(anyhow!(e)),
+        Response::Ok(_) => None,
+    }
 }
 
 fn answer(reader: &mut impl BufRead) -> anyhow::Result<Value> {

@@ -109,9 +109,9 @@ impl Sa {
         let subject = |name: &String| {
             let known = || policy.groups.iter().map(|g| g.name.as_str()).collect::<Vec<_>>().join(", ");
             let group = policy.groups.iter().find(|g| g.name == *name);
-            group
-                .map(|g| &g.subject)
-                .ok_or_else(|| format!("{name:?} is not a group of the policy (groups: {})", known()))
+            group.map(|g| &g.subject).ok_or_else(|| {
+                format!("{} is not a group of the policy (groups: {})", crate::policy::text::Quoted(name), known())
+            })
         };
         let mut pattern = subject(first)?.clone();
         for name in names {

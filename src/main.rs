@@ -1,5 +1,6 @@
 //! Ringfence: a host firewall for Linux on nftables.
 
+mod admission;
 mod backend;
 mod cli;
 mod client;

@@ -9,7 +9,6 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -17,11 +16,10 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout;
 
+use crate::admission::{self, Accepting, Peer, Permit, Refused};
 use crate::daemon::Call;
 use crate::protocol::{Request, Response};
 
-/// A scraper that has not sent its request by then is dropped.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_REQUEST_BYTES: usize = 8 * 1024;
 
 /// Where to listen: `unix:/PATH`, or a loopback `ADDRESS:PORT`.
@@ -34,16 +32,17 @@ pub enum Listen {
 impl std::str::FromStr for Listen {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
+        let q = crate::policy::text::Quoted(s);
         if let Some(path) = s.strip_prefix("unix:") {
             return Ok(Listen::Unix(PathBuf::from(path)));
         }
         let addr: SocketAddr = s
             .replace("localhost:", "127.0.0.1:")
             .parse()
-            .map_err(|_| format!("{s:?} is neither unix:/PATH nor ADDRESS:PORT"))?;
+            .map_err(|_| format!("{q} is neither unix:/PATH nor ADDRESS:PORT"))?;
         // Counters name rules and addresses: not for other hosts to read.
         if !addr.ip().is_loopback() {
-            return Err(format!("{s:?} is not a loopback address (127.0.0.1, [::1]); metrics are served locally only"));
+            return Err(format!("{q} is not a loopback address (127.0.0.1, [::1]); metrics are served locally only"));
         }
         Ok(Listen::Tcp(addr))
     }
@@ -76,20 +75,37 @@ pub async fn bind(listen: &Listen) -> std::io::Result<Server> {
     }
 }
 
+/// Accepts scrapers within the limits of [`crate::admission`] (a TCP peer
+/// counts in the total only: TCP carries no credentials to read).
 pub async fn serve(server: Server, calls: mpsc::Sender<Call>) {
+    let mut accepting = Accepting::new("metrics endpoint");
     loop {
-        let accepted = match &server {
-            Server::Tcp(l) => l.accept().await.map(|(s, _)| tokio::spawn(answer(s, calls.clone()))),
-            Server::Unix(l) => l.accept().await.map(|(s, _)| tokio::spawn(answer(s, calls.clone()))),
-        };
-        if let Err(e) = accepted {
-            tracing::warn!(error = %e, "metrics accept failed");
+        // A refused scraper gets a 503 if its socket's buffer takes it at once.
+        match &server {
+            Server::Tcp(l) => {
+                let Some((stream, _)) = accepting.next(l.accept().await).await else { continue };
+                match accepting.admit(Peer::Unknown) {
+                    Ok(permit) => _ = tokio::spawn(answer(stream, permit, calls.clone())),
+                    Err(why) => _ = stream.try_write(refusal(&why).as_bytes()),
+                }
+            }
+            Server::Unix(l) => {
+                let Some((stream, _)) = accepting.next(l.accept().await).await else { continue };
+                match accepting.admit(Peer::of_unix(&stream)) {
+                    Ok(permit) => _ = tokio::spawn(answer(stream, permit, calls.clone())),
+                    Err(why) => _ = stream.try_write(refusal(&why).as_bytes()),
+                }
+            }
         }
     }
 }
 
-async fn answer<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, calls: mpsc::Sender<Call>) {
-    let Ok(Some(head)) = timeout(REQUEST_TIMEOUT, read_head(&mut stream)).await else { return };
+fn refusal(why: &Refused) -> String {
+    http("503 Service Unavailable", &format!("{why}\n"))
+}
+
+async fn answer<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, _permit: Permit, calls: mpsc::Sender<Call>) {
+    let Ok(Some(head)) = timeout(admission::REQUEST_TIMEOUT, read_head(&mut stream)).await else { return };
     let path = head.split_whitespace().nth(1).unwrap_or("");
     let (status, body) = if !head.starts_with("GET ") {
         ("405 Method Not Allowed", String::from("GET only\n"))
@@ -106,12 +122,15 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, calls: mpsc::S
             },
         }
     };
-    let reply = format!(
+    // The scraper may have gone, or not read in time; nothing to do about it.
+    let _ = timeout(admission::WRITE_TIMEOUT, stream.write_all(http(status, &body).as_bytes())).await;
+}
+
+fn http(status: &str, body: &str) -> String {
+    format!(
         "HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
-    );
-    // The scraper may have gone; nothing to do about it.
-    let _ = stream.write_all(reply.as_bytes()).await;
+    )
 }
 
 /// The request line and headers, up to the blank line.

@@ -15,7 +15,11 @@ fn read_der(path: &Path, label: &str) -> Result<Vec<u8>, String> {
     }
     let (_, pem) = parse_x509_pem(&bytes).map_err(|e| format!("{} is not PEM: {e}", path.display()))?;
     if pem.label != label {
-        return Err(format!("{} holds a PEM {:?}, not a {label}", path.display(), pem.label));
+        return Err(format!(
+            "{} holds a PEM {}, not a {label}",
+            path.display(),
+            crate::policy::text::Quoted(&pem.label)
+        ));
     }
     Ok(pem.contents)
 }

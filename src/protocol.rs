@@ -64,7 +64,11 @@ mod tests {
     fn requests_are_kebab_case_and_strict() {
         let apply: Request = serde_json::from_str(r#"{"request":"apply","confirm-secs":60}"#).unwrap();
         assert_eq!(apply, Request::Apply { confirm_secs: Some(60) });
-        assert!(serde_json::from_str::<Request>(r#"{"request":"apply","confirm_secs":60}"#).is_err());
+        let misspelt = serde_json::from_str::<Request>(r#"{"request":"apply","confirm_secs":60}"#).unwrap_err();
+        assert!(
+            misspelt.to_string().starts_with("unknown field `confirm_secs`, expected `confirm-secs`"),
+            "{misspelt}"
+        );
         let misspelt = r#"{"request":"explain","direction":"in","packet":{"protocol":6,"local_port":22}}"#;
         assert!(serde_json::from_str::<Request>(misspelt).is_err());
         let monitor: Request = serde_json::from_str(r#"{"request":"monitor"}"#).unwrap();

@@ -48,7 +48,7 @@ pub fn state(v: &Value) -> String {
     }
     let _ = writeln!(
         o,
-        "applied:     generation {}, at unix time {}, in {:.1} ms",
+        "applied:     generation {}, at {}, in {:.1} ms",
         v["generation"],
         s(&v["applied-at"]),
         v["last-apply-ms"].as_f64().unwrap_or(0.0)

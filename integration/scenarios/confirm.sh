@@ -80,8 +80,7 @@ sleep 3.5
 check "confirmed: past the deadline tcp/8081 is still blocked (v4+v6)" down 8081
 check "confirmed: tcp/8080 still allowed" tcp "$peer" 10.207.0.1 8080
 check "confirmed: the table is the new one" test "$(table_shape "$fw")" != "$shape0"
-refute "a second confirm fails: nothing is waiting" rf "$fw" confirm
-said  "... and says so" 'nothing is waiting'
+refute "a second confirm fails, saying nothing is waiting" --status 1 --says 'nothing is waiting' rf "$fw" confirm
 
 # 3. Non-root users. The files now open tcp/8082, so an apply would change something.
 printf 'version: 1\nrules:\n  - { name: no-8081, direction: in, action: block, protocol: tcp, local-ports: [8081] }\n  - { name: open-8082, direction: in, action: allow, protocol: tcp, local-ports: [8082] }\n' >"$P/20-change.src"
@@ -89,13 +88,13 @@ as() { local user=$1 group=$2; shift 2; ip netns exec "$fw" setpriv --reuid "$us
 shape1=$(table_shape "$fw")
 gen1=$(state "$fw" generation)
 check  "nobody (group nogroup, the socket's group) may read state" as nobody nogroup show state
-refute "nobody (group nogroup) may not apply" as nobody nogroup apply
-said   "... refused with a permission error from the daemon" 'permission denied: only root'
-refute "nobody (group nogroup) may not apply --confirm" as nobody nogroup apply --confirm 60s
-refute "nobody (group nogroup) may not confirm" as nobody nogroup confirm
-said   "... refused with a permission error from the daemon" 'permission denied: only root'
-refute "a user outside the socket's group cannot connect to apply" as nobody 54321 apply
-said   "... the socket refuses the connection" 'cannot reach the daemon.*permission denied|permission denied.*cannot reach'
+refute "nobody (group nogroup) may not apply: a permission error from the daemon" \
+    --status 1 --says 'permission denied: only root' as nobody nogroup apply
+refute "nobody (group nogroup) may not apply --confirm" --status 1 --says 'permission denied: only root' \
+    as nobody nogroup apply --confirm 60s
+refute "nobody (group nogroup) may not confirm" --status 1 --says 'permission denied: only root' as nobody nogroup confirm
+refute "a user outside the socket's group cannot connect to apply: the socket refuses the connection" --status 1 \
+    --says 'cannot reach the daemon.*permission denied|permission denied.*cannot reach' as nobody 54321 apply
 check  "after the refusals: the table is unchanged" test "$(table_shape "$fw")" = "$shape1"
 check  "after the refusals: no new generation" test "$(state "$fw" generation)" = "$gen1"
 check  "after the refusals: nothing is pending" not_pending

@@ -88,8 +88,7 @@ check "human monitor shows the default drop" grep -q 'domain default' "$WORK/hum
 as_nobody() { ip netns exec "$fw" setpriv --reuid nobody --regid nogroup --clear-groups "$RINGFENCE" --socket "$(sock "$fw")" "$@"; }
 as_nobody monitor --backlog 10 --json >"$WORK/nobody.out" 2>&1 & mpid=$!; sleep 1; kill "$mpid" 2>/dev/null || true
 check "a member of --socket-group may read the monitor" grep -q '"name":"no-9090"' "$WORK/nobody.out"
-refute "... but not apply" as_nobody apply
-said "... (permission denied)" 'permission denied'
+refute "... but not apply (permission denied)" --status 1 --says 'permission denied: only root' as_nobody apply
 
 # show stats counts what was logged, next to the kernel's counters.
 rf "$fw" show stats --json >"$WORK/stats.json"
@@ -109,7 +108,7 @@ check "the metrics endpoint answers with the logged counter of no-9090" grep -qE
     '^ringfence_rule_logged_total\{name="no-9090",direction="in",action="block",source="[^"]*10-monitor.yaml:8:[0-9]+"\} [1-9]' "$WORK/metrics.txt"
 check "... the domain default's drops" grep -qE '^ringfence_default_packets_total\{profile="domain",direction="in",verdict="block"\} [1-9]' "$WORK/metrics.txt"
 check "... and the SAs gauge" grep -qx 'ringfence_isolation_sas_up 0' "$WORK/metrics.txt"
-refute "a non-loopback metrics address is refused" "$RINGFENCE" --socket "$WORK/x.sock" daemon --metrics 0.0.0.0:9477
+refute "a non-loopback metrics address is refused" --says 'is not a loopback address' "$RINGFENCE" --socket "$WORK/x.sock" daemon --metrics 0.0.0.0:9477
 said "... saying why" 'not a loopback address'
 
 # The flood: UDP datagrams that the domain default drops and logs, at least

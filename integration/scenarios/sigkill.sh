@@ -44,7 +44,7 @@ printf 'version: 1\nrules:\n  - { name: open, direction: in, action: allow, prot
 echo "$ND_RULE" >>"$WORK/other/10.yaml"
 before=$(table_same "$fw")
 second() { ip netns exec "$fw" timeout 10 "$RINGFENCE" --socket "$(sock "$fw")" daemon --policy-dir "$WORK/other" >"$WORK/second.log" 2>&1; }
-refute "a second daemon on the live socket fails to start" second
+refute "a second daemon on the live socket fails to start" --status 1 second
 check "the second daemon says another daemon is running" grep -Eq 'another (ringfence )?daemon' "$WORK/second.log"
 check "the refused second daemon left the table identical (apart from counters)" test "$(table_same "$fw")" = "$before"
 refute "the refused second daemon did not open tcp/8082" tcp "$peer" 10.205.0.1 8082
@@ -58,7 +58,7 @@ kill -KILL "$first_pid"
 check "SIGKILL: the daemon is gone" wait_exit "$first_pid"
 check "SIGKILL: table inet ringfence is identical (apart from counters)" test "$(table_same "$fw")" = "$before"
 check "SIGKILL: the stale control socket file is left behind" test -S "$(sock "$fw")"
-refute "SIGKILL: nothing answers on the stale socket" rf "$fw" show state
+refute "SIGKILL: nothing answers on the stale socket" --status 1 --says 'cannot reach the daemon' rf "$fw" show state
 check "SIGKILL: traffic is filtered exactly as before" enforced 10.205.0.1 fd00:205::1
 
 # A new daemon with a changed policy: replaces the stale socket and the table.

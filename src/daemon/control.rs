@@ -1,5 +1,6 @@
 //! The control socket: a Unix stream socket, one JSON request and one JSON
-//! response per connection. Each connection's task parses the request and checks
+//! response per connection. Its own task accepts connections within the limits
+//! of [`crate::admission`]; each connection's task parses the request and checks
 //! the peer (SO_PEERCRED); the daemon's loop answers, one request at a time.
 
 use std::io;
@@ -10,8 +11,10 @@ use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::timeout;
 
-use crate::monitor::Hub;
+use crate::admission::{self, Accepting, Peer, Permit};
+use crate::monitor::{line, Hub};
 use crate::protocol::{Request, Response};
 
 /// Requests are small; a longer line is not a request.
@@ -60,25 +63,49 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener, ControlErr
     Ok(listener)
 }
 
+/// Accepts connections for as long as the daemon runs, each served by a task
+/// of its own (never on the daemon's loop).
+pub async fn accept(listener: UnixListener, calls: mpsc::Sender<Call>, hub: Arc<Hub>) {
+    let mut accepting = Accepting::new("control socket");
+    loop {
+        let Some((stream, _)) = accepting.next(listener.accept().await).await else { continue };
+        let peer = Peer::of_unix(&stream);
+        match accepting.admit(peer) {
+            Ok(permit) => {
+                tokio::spawn(serve(stream, peer, permit, calls.clone(), Arc::clone(&hub)));
+            }
+            // A fresh socket's buffer takes one short line; if it does not, the
+            // client learns from the closed connection alone.
+            Err(why) => _ = stream.try_write(&line(&Response::Error(why.to_string()))),
+        }
+    }
+}
+
 /// Serves one connection: read a request, check the peer may send it, hand it
 /// to the daemon's loop, write the answer. A `monitor` request (read-only, so
 /// open to --socket-group) keeps the connection and streams events instead.
-pub async fn serve(stream: UnixStream, calls: mpsc::Sender<Call>, hub: Arc<Hub>) {
-    let uid = stream.peer_cred().map(|c| c.uid()).ok();
+/// The permit is held until the connection ends.
+async fn serve(stream: UnixStream, peer: Peer, _permit: Permit, calls: mpsc::Sender<Call>, hub: Arc<Hub>) {
     let (read, mut write) = stream.into_split();
-    let mut line = String::new();
+    let mut request = String::new();
     let mut reader = BufReader::new(read.take(MAX_REQUEST_BYTES));
-    let got = reader.read_line(&mut line).await;
-    if let Ok(Request::Monitor { backlog }) = serde_json::from_str::<Request>(&line) {
+    let got = match timeout(admission::REQUEST_TIMEOUT, reader.read_line(&mut request)).await {
+        Ok(got) => got,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no request within {} s", admission::REQUEST_TIMEOUT.as_secs()),
+        )),
+    };
+    if let Ok(Request::Monitor { backlog }) = serde_json::from_str::<Request>(&request) {
         // The request is one line and the client sends nothing after it, so
         // the reader holds no buffered bytes.
         return hub.stream(reader.into_inner().into_inner(), write, backlog).await;
     }
     let response = match got {
         Err(e) => Response::Error(format!("cannot read the request: {e}")),
-        Ok(_) => match serde_json::from_str::<Request>(&line) {
+        Ok(_) => match serde_json::from_str::<Request>(&request) {
             Err(e) => Response::Error(format!("not a request: {e}")),
-            Ok(req) if req.mutates() && uid != Some(0) => {
+            Ok(req) if req.mutates() && peer != Peer::Root => {
                 Response::Error("permission denied: only root may change the firewall".into())
             }
             Ok(req) => {
@@ -90,8 +117,52 @@ pub async fn serve(stream: UnixStream, calls: mpsc::Sender<Call>, hub: Arc<Hub>)
             }
         },
     };
-    let mut out = serde_json::to_vec(&response).unwrap_or_default();
-    out.push(b'\n');
-    // The client may have gone; nothing to do about it.
-    let _ = write.write_all(&out).await;
+    // The client may have gone, or not read in time; nothing to do about it.
+    let _ = timeout(admission::WRITE_TIMEOUT, write.write_all(&line(&response))).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+    use crate::admission::Limits;
+
+    /// The answer the daemon's side writes to a client that sends `sent`
+    /// and then nothing, with time paused (it advances when all tasks wait).
+    async fn answer_to(sent: &[u8]) -> (String, std::time::Duration) {
+        let (mut client, daemon) = UnixStream::pair().unwrap();
+        let permit = Limits::new(1, 1).admit(Peer::Uid(1000)).unwrap();
+        let (calls, mut queue) = mpsc::channel::<Call>(1);
+        tokio::spawn(async move {
+            while let Some((_, reply)) = queue.recv().await {
+                let _ = reply.send(Response::Ok(serde_json::json!("state")));
+            }
+        });
+        let t0 = tokio::time::Instant::now();
+        tokio::spawn(serve(daemon, Peer::Uid(1000), permit, calls, Arc::new(Hub::default())));
+        client.write_all(sent).await.unwrap();
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).await.unwrap();
+        (answer, t0.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_sends_nothing_is_dropped_after_the_request_timeout() {
+        let (answer, took) = answer_to(b"").await;
+        assert_eq!(answer, "{\"error\":\"cannot read the request: no request within 10 s\"}\n");
+        assert_eq!(took, admission::REQUEST_TIMEOUT);
+        // Half a request is no request either.
+        let (answer, took) = answer_to(b"{\"request\":").await;
+        assert!(answer.contains("no request within 10 s"), "{answer}");
+        assert_eq!(took, admission::REQUEST_TIMEOUT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_is_answered_at_once_and_mutations_need_root() {
+        let (answer, took) = answer_to(b"{\"request\":\"state\"}\n").await;
+        assert_eq!((answer.as_str(), took), ("{\"ok\":\"state\"}\n", std::time::Duration::ZERO));
+        let (answer, _) = answer_to(b"{\"request\":\"confirm\"}\n").await;
+        assert_eq!(answer, "{\"error\":\"permission denied: only root may change the firewall\"}\n");
+    }
 }

@@ -7,6 +7,7 @@ pub mod first_contact;
 mod isolation;
 mod lock;
 mod stats;
+mod teardown;
 mod views;
 mod watch;
 
@@ -32,6 +33,7 @@ use crate::policy::values::Keyword;
 use crate::protocol::{Request, Response};
 pub use control::Call;
 use engine::{Engine, Outcome, Trigger};
+use teardown::{StepError, Teardown};
 use views::policy_view;
 
 /// Quiet time after the last file event before reloading, so that an editor's
@@ -86,8 +88,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     applied(&engine, &mut isolation, Outcome::Applied, "started");
 
     let (calls_tx, mut calls) = mpsc::channel::<control::Call>(64);
+    tokio::spawn(control::accept(listener, calls_tx.clone(), Arc::clone(&hub)));
     if let Some(server) = metrics_server {
-        tokio::spawn(metrics::serve(server, calls_tx.clone()));
+        tokio::spawn(metrics::serve(server, calls_tx));
     }
     let (ticks_tx, mut ticks) = mpsc::unbounded_channel();
     let _watcher = watch::watch(&opts.dirs, ticks_tx).context("cannot watch the policy directories")?;
@@ -101,10 +104,6 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         let rollback_at = engine.pending.as_ref().map(|p| Instant::from_std(p.deadline));
         let isolation_at = isolation.next_timer().map(Instant::from_std);
         tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => { tokio::spawn(control::serve(stream, calls_tx.clone(), Arc::clone(&hub))); }
-                Err(e) => tracing::warn!(error = %e, "control socket accept failed"),
-            },
             Some((request, reply)) = calls.recv() => match request {
                 // charon answers on its own socket, in its own time.
                 Request::Sas => {
@@ -149,18 +148,26 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         }
     }
     notify_systemd("STOPPING=1");
-    let _ = std::fs::remove_file(&opts.socket);
+    let mut teardown = Teardown::default();
+    teardown.step(match std::fs::remove_file(&opts.socket) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(StepError::Socket { path: opts.socket.clone(), source: e })
+        }
+        _ => Ok(()),
+    });
     // No confirmation can come any more: an unconfirmed change does not outlive
     // the daemon that was to roll it back.
     if engine.pending.is_some() {
-        match engine.rollback() {
-            Ok(outcome) => applied(&engine, &mut isolation, outcome, "rolled back: stopping before confirmation"),
-            Err(e) => tracing::error!("rollback on stop failed: {e:#}"),
+        if let Some(outcome) = teardown.step(engine.rollback().map_err(StepError::Rollback)) {
+            applied(&engine, &mut isolation, outcome, "rolled back: stopping before confirmation");
         }
     }
     if opts.flush_on_exit {
-        isolation.remove_xfrm().context("cannot remove the xfrm policies on exit")?;
-        engine.backend.delete(TABLE).context("cannot delete the table on exit")?;
+        teardown.step(isolation.remove_xfrm().map_err(StepError::Xfrm));
+        teardown.step(engine.backend.delete(TABLE).map_err(|source| StepError::Table { table: TABLE, source }));
+    }
+    teardown.finish()?;
+    if opts.flush_on_exit {
         tracing::info!(table = TABLE, "stopped; table deleted (--flush-on-exit)");
     } else {
         tracing::info!(table = TABLE, "stopped; the ruleset stays in force");

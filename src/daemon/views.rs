@@ -1,7 +1,7 @@
 //! Answers to the read-only requests, as JSON values the CLI renders.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Instant, UNIX_EPOCH};
+use std::time::{Instant, SystemTime};
 
 use serde_json::{json, Value};
 
@@ -106,6 +106,13 @@ pub fn policy_view(policy: &Policy) -> Value {
     })
 }
 
+/// `t` in RFC 3339 at the offset of `zone` (the host's local time for the
+/// daemon, `/etc/localtime` or `TZ`), to the second: `2026-12-03T09:15:02+01:00`.
+fn rfc3339(t: SystemTime, zone: &jiff::tz::TimeZone) -> Option<String> {
+    let at = jiff::Timestamp::try_from(t).ok()?.to_zoned_datetime(zone.clone());
+    Some(at.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string())
+}
+
 pub fn state<B: Backend>(engine: &Engine<B>) -> Result<Value, String> {
     // Terse: a 100,000-element table need not be listed to know it is there.
     let present = engine.backend.read(TABLE, true).map_err(|e| format!("cannot read the table: {e}"))?.is_some();
@@ -115,7 +122,7 @@ pub fn state<B: Backend>(engine: &Engine<B>) -> Result<Value, String> {
         "table": format!("inet {TABLE}"),
         "present": present,
         "generation": engine.generation,
-        "applied-at": applied.and_then(|a| a.at.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs()),
+        "applied-at": applied.and_then(|a| rfc3339(a.at, &jiff::tz::TimeZone::system())),
         "last-apply-ms": engine.last_apply.as_secs_f64() * 1000.0,
         "policy-dirs": engine.dirs,
         "files": applied.map(|a| a.policy.files.clone()).unwrap_or_default(),
@@ -227,5 +234,24 @@ pub async fn sas(
             Response::Ok(json!({ "isolation": "on", "ike-sas": sas, "soft-sas": soft }))
         }
         Err(e) => Response::Error(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use jiff::tz::{Offset, TimeZone};
+
+    use super::rfc3339;
+
+    #[test]
+    fn applied_at_is_rfc3339_at_the_zone_offset() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_796_276_418);
+        assert_eq!(rfc3339(t, &TimeZone::UTC).as_deref(), Some("2026-12-03T05:40:18+00:00"));
+        let cet = TimeZone::fixed(Offset::constant(1));
+        assert_eq!(rfc3339(t, &cet).as_deref(), Some("2026-12-03T06:40:18+01:00"));
+        let nst = TimeZone::fixed(Offset::from_seconds(-(3 * 3600 + 1800)).unwrap());
+        assert_eq!(rfc3339(t, &nst).as_deref(), Some("2026-12-03T02:10:18-03:30"));
     }
 }

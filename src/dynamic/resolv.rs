@@ -77,7 +77,11 @@ pub fn read(path: &Path, upstream: &Path) -> Result<DynState, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let (servers, bad) = parse(&text);
     for (line, content) in &bad {
-        tracing::warn!("{}:{line}: not a name server address, ignored: {content:?}", path.display());
+        tracing::warn!(
+            "{}:{line}: not a name server address, ignored: {}",
+            path.display(),
+            crate::policy::text::Quoted(content)
+        );
     }
     // No server at all is taken as a broken or half-written file (a writer that
     // truncates, then writes), never as "block all DNS".

@@ -8,11 +8,21 @@
 //!
 //! A packet is a 32-bit big-endian length, then a type, then (for named types)
 //! a one-byte length and a name, then the message.
+//!
+//! Every connect, write and read has a deadline ([`TIMEOUT`]): a charon that
+//! accepts and never answers (hung, or stopped with SIGSTOP) must not stall
+//! the task that talks to it for ever. [`Vici::event`] alone waits without
+//! one: charon sends an event when something happens, which may be never.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
+use tokio::time::timeout;
 
 const CMD_REQUEST: u8 = 0;
 const CMD_RESPONSE: u8 = 1;
@@ -26,52 +36,137 @@ const EVENT: u8 = 7;
 /// charon's own limit on a packet.
 const MAX_PACKET: usize = 512 * 1024;
 
+/// How long charon may take to accept a connection, take a packet or send the
+/// next one. Its answers are local and quick (`terminate` is sent without
+/// waiting for peers); a `list-sas` of many SAs comes as many packets, each
+/// within this time.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What went wrong talking to charon.
+#[derive(Debug, thiserror::Error)]
+pub enum ViciError {
+    #[error("cannot connect to charon at {}", path.display())]
+    Connect {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("charon at {} is not answering: {what} took more than {} s", path.display(), TIMEOUT.as_secs())]
+    Timeout { path: PathBuf, what: String },
+    #[error("{what}: writing to charon")]
+    Write {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{what}: reading from charon")]
+    Read {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{what}: charon sent a packet of {len} bytes")]
+    PacketSize { what: String, len: usize },
+    #[error("{what}: cannot encode the message")]
+    Encode {
+        what: String,
+        #[source]
+        source: serde_vici::Error,
+    },
+    #[error("{what}: cannot decode charon's message")]
+    Decode {
+        what: String,
+        #[source]
+        source: serde_vici::Error,
+    },
+    #[error("{0}: charon does not know this command")]
+    UnknownCommand(String),
+    #[error("charon does not know the event {0}")]
+    UnknownEvent(String),
+    #[error("{what}: unexpected packet type {kind} from charon")]
+    Unexpected { what: String, kind: u8 },
+}
+
+/// The message and its causes on one line, for the callers that keep errors
+/// as text (`show state`'s `isolation.ike.last-error`).
+impl From<ViciError> for String {
+    fn from(e: ViciError) -> String {
+        let mut text = e.to_string();
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            text.push_str(&format!(": {c}"));
+            cause = c.source();
+        }
+        text
+    }
+}
+
 pub struct Vici {
     stream: UnixStream,
+    path: PathBuf,
 }
 
 impl Vici {
-    pub async fn connect(path: &std::path::Path) -> Result<Self, String> {
-        let stream = UnixStream::connect(path)
+    pub async fn connect(path: &Path) -> Result<Self, ViciError> {
+        let connecting = UnixStream::connect(path);
+        let timed_out = || ViciError::Timeout { path: path.to_path_buf(), what: "connecting".into() };
+        let stream = timeout(TIMEOUT, connecting)
             .await
-            .map_err(|e| format!("cannot connect to charon at {}: {e}", path.display()))?;
-        Ok(Vici { stream })
+            .map_err(|_| timed_out())?
+            .map_err(|source| ViciError::Connect { path: path.to_path_buf(), source })?;
+        Ok(Vici { stream, path: path.to_path_buf() })
     }
 
-    async fn send(&mut self, kind: u8, name: &str, message: &[u8]) -> Result<(), String> {
-        let name = name.as_bytes();
-        let mut packet = Vec::with_capacity(6 + name.len() + message.len());
-        packet.extend_from_slice(&((2 + name.len() + message.len()) as u32).to_be_bytes());
+    fn timed_out(&self, what: &str) -> ViciError {
+        ViciError::Timeout { path: self.path.clone(), what: what.to_string() }
+    }
+
+    async fn send(&mut self, kind: u8, name: &str, message: &[u8]) -> Result<(), ViciError> {
+        let bytes = name.as_bytes();
+        let mut packet = Vec::with_capacity(6 + bytes.len() + message.len());
+        packet.extend_from_slice(&((2 + bytes.len() + message.len()) as u32).to_be_bytes());
         packet.push(kind);
-        packet.push(name.len() as u8);
-        packet.extend_from_slice(name);
+        packet.push(bytes.len() as u8);
+        packet.extend_from_slice(bytes);
         packet.extend_from_slice(message);
-        self.stream.write_all(&packet).await.map_err(|e| format!("writing to charon: {e}"))
+        match timeout(TIMEOUT, self.stream.write_all(&packet)).await {
+            Err(_) => Err(self.timed_out(name)),
+            Ok(written) => written.map_err(|source| ViciError::Write { what: name.to_string(), source }),
+        }
     }
 
-    /// The next packet: its type, and the rest (name and message).
-    async fn recv(&mut self) -> Result<(u8, Vec<u8>), String> {
-        let len = self.stream.read_u32().await.map_err(|e| format!("reading from charon: {e}"))? as usize;
+    /// The next packet: its type, and the rest (name and message). `what`
+    /// names the command or event waited for, in errors.
+    async fn recv(&mut self, what: &str) -> Result<(u8, Vec<u8>), ViciError> {
+        match timeout(TIMEOUT, self.read_packet(what)).await {
+            Err(_) => Err(self.timed_out(what)),
+            Ok(packet) => packet,
+        }
+    }
+
+    async fn read_packet(&mut self, what: &str) -> Result<(u8, Vec<u8>), ViciError> {
+        let read = |source| ViciError::Read { what: what.to_string(), source };
+        let len = self.stream.read_u32().await.map_err(read)? as usize;
         if len == 0 || len > MAX_PACKET {
-            return Err(format!("charon sent a packet of {len} bytes"));
+            return Err(ViciError::PacketSize { what: what.to_string(), len });
         }
         let mut body = vec![0; len];
-        self.stream.read_exact(&mut body).await.map_err(|e| format!("reading from charon: {e}"))?;
+        self.stream.read_exact(&mut body).await.map_err(read)?;
         let kind = body.remove(0);
         Ok((kind, body))
     }
 
     /// One command and its response.
-    pub async fn request<T: Serialize, U: DeserializeOwned>(&mut self, cmd: &str, message: &T) -> Result<U, String> {
-        let encoded = serde_vici::to_vec(message).map_err(|e| format!("{cmd}: {e}"))?;
+    pub async fn request<T: Serialize, U: DeserializeOwned>(&mut self, cmd: &str, message: &T) -> Result<U, ViciError> {
+        let encoded = encode(cmd, message)?;
         self.send(CMD_REQUEST, cmd, &encoded).await?;
         loop {
-            match self.recv().await? {
-                (CMD_RESPONSE, body) => return serde_vici::from_slice(&body).map_err(|e| format!("{cmd}: {e}")),
-                (CMD_UNKNOWN, _) => return Err(format!("{cmd}: charon does not know this command")),
+            match self.recv(cmd).await? {
+                (CMD_RESPONSE, body) => return decode(cmd, &body),
+                (CMD_UNKNOWN, _) => return Err(ViciError::UnknownCommand(cmd.to_string())),
                 // An event of an earlier stream, late: not ours.
                 (EVENT, _) => continue,
-                (kind, _) => return Err(format!("{cmd}: unexpected packet type {kind} from charon")),
+                (kind, _) => return Err(ViciError::Unexpected { what: cmd.to_string(), kind }),
             }
         }
     }
@@ -84,47 +179,47 @@ impl Vici {
         cmd: &str,
         event: &str,
         message: &T,
-    ) -> Result<Vec<U>, String> {
+    ) -> Result<Vec<U>, ViciError> {
         self.register(EVENT_REGISTER, event).await?;
-        let encoded = serde_vici::to_vec(message).map_err(|e| format!("{cmd}: {e}"))?;
+        let encoded = encode(cmd, message)?;
         self.send(CMD_REQUEST, cmd, &encoded).await?;
         let mut out = Vec::new();
         loop {
-            match self.recv().await? {
+            match self.recv(cmd).await? {
                 (EVENT, body) => {
                     let name_len = usize::from(*body.first().unwrap_or(&0));
                     let message = body.get(1 + name_len..).unwrap_or_default();
-                    out.push(serde_vici::from_slice(message).map_err(|e| format!("{event}: {e}"))?);
+                    out.push(decode(event, message)?);
                 }
                 (CMD_RESPONSE, _) => break,
-                (CMD_UNKNOWN, _) => return Err(format!("{cmd}: charon does not know this command")),
-                (kind, _) => return Err(format!("{cmd}: unexpected packet type {kind} from charon")),
+                (CMD_UNKNOWN, _) => return Err(ViciError::UnknownCommand(cmd.to_string())),
+                (kind, _) => return Err(ViciError::Unexpected { what: cmd.to_string(), kind }),
             }
         }
         self.register(EVENT_UNREGISTER, event).await?;
         Ok(out)
     }
 
-    async fn register(&mut self, kind: u8, event: &str) -> Result<(), String> {
+    async fn register(&mut self, kind: u8, event: &str) -> Result<(), ViciError> {
         self.send(kind, event, &[]).await?;
-        match self.recv().await? {
+        match self.recv(event).await? {
             (EVENT_CONFIRM, _) => Ok(()),
-            (EVENT_UNKNOWN, _) => Err(format!("charon does not know the event {event}")),
-            (kind, _) => Err(format!("{event}: unexpected packet type {kind} from charon")),
+            (EVENT_UNKNOWN, _) => Err(ViciError::UnknownEvent(event.to_string())),
+            (kind, _) => Err(ViciError::Unexpected { what: event.to_string(), kind }),
         }
     }
 
     /// Registers for `event`: charon then sends one packet for each, until
     /// the connection closes.
-    pub async fn subscribe(&mut self, event: &str) -> Result<(), String> {
+    pub async fn subscribe(&mut self, event: &str) -> Result<(), ViciError> {
         self.register(EVENT_REGISTER, event).await
     }
 
-    /// The message of the next event subscribed to; `None` once charon closed
-    /// the connection (it stopped or restarted).
+    /// The message of the next event subscribed to, however long it takes;
+    /// `None` once charon closed the connection (it stopped or restarted).
     pub async fn event(&mut self) -> Option<Vec<u8>> {
         loop {
-            match self.recv().await {
+            match self.read_packet("an event").await {
                 Ok((EVENT, body)) => {
                     let name_len = usize::from(*body.first()?);
                     return Some(body.get(1 + name_len..)?.to_vec());
@@ -133,5 +228,59 @@ impl Vici {
                 Err(_) => return None,
             }
         }
+    }
+}
+
+fn encode<T: Serialize>(cmd: &str, message: &T) -> Result<Vec<u8>, ViciError> {
+    serde_vici::to_vec(message).map_err(|source| ViciError::Encode { what: cmd.to_string(), source })
+}
+
+fn decode<U: DeserializeOwned>(what: &str, body: &[u8]) -> Result<U, ViciError> {
+    serde_vici::from_slice(body).map_err(|source| ViciError::Decode { what: what.to_string(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::TempDir;
+
+    /// A socket that accepts and never answers, as a hung charon.
+    fn hung(dir: &TempDir) -> (PathBuf, std::os::unix::net::UnixListener) {
+        let path = dir.0.join("charon.vici");
+        (path.clone(), std::os::unix::net::UnixListener::bind(&path).unwrap())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_charon_that_never_answers_times_out() {
+        let dir = TempDir::new("vici-hung");
+        let (path, _listener) = hung(&dir);
+        let mut client = Vici::connect(&path).await.unwrap();
+        let t0 = tokio::time::Instant::now();
+        let e = client.request::<_, serde::de::IgnoredAny>("get-conns", &()).await.unwrap_err();
+        assert!(matches!(&e, ViciError::Timeout { what, .. } if what == "get-conns"), "{e:?}");
+        assert_eq!(t0.elapsed(), TIMEOUT);
+        let text = String::from(e);
+        assert_eq!(text, format!("charon at {} is not answering: get-conns took more than 10 s", path.display()));
+    }
+
+    #[tokio::test]
+    async fn errors_keep_their_cause_as_text() {
+        let dir = TempDir::new("vici-absent");
+        let e = Vici::connect(&dir.0.join("none.vici")).await.err().unwrap();
+        assert!(matches!(e, ViciError::Connect { .. }));
+        let text = String::from(e);
+        assert!(text.starts_with("cannot connect to charon at "), "{text}");
+        assert!(text.ends_with(": No such file or directory (os error 2)"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_packet_too_large_is_refused_before_it_is_read() {
+        let dir = TempDir::new("vici-large");
+        let (path, listener) = hung(&dir);
+        let mut client = Vici::connect(&path).await.unwrap();
+        let (mut charon, _) = listener.accept().unwrap();
+        std::io::Write::write_all(&mut charon, &(MAX_PACKET as u32 + 1).to_be_bytes()).unwrap();
+        let e = client.request::<_, serde::de::IgnoredAny>("version", &()).await.unwrap_err();
+        assert!(matches!(e, ViciError::PacketSize { len, .. } if len == MAX_PACKET + 1), "{e:?}");
     }
 }

@@ -22,6 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{broadcast, mpsc};
 
+use crate::admission;
 use crate::compile::{Compiled, Gate, LogOrigin, LOG_GROUP, LOG_PREFIX};
 use crate::explain::{explain, Decider, Packet};
 use crate::policy::values::{icmp_type_name, protocol_name};
@@ -184,7 +185,7 @@ impl Hub {
         for e in &recent {
             out.extend(line(&Line::Event(e)));
         }
-        if write.write_all(&out).await.is_err() {
+        if !sent(&mut write, &out).await {
             return;
         }
         let mut probe = [0u8; 1];
@@ -198,11 +199,18 @@ impl Hub {
                 // EOF or anything else from the client ends the stream.
                 _ = read.read(&mut probe) => return,
             };
-            if write.write_all(&out).await.is_err() {
+            if !sent(&mut write, &out).await {
                 return;
             }
         }
     }
+}
+
+/// Writes to a subscriber; false when it has gone or has not taken the bytes
+/// within [`admission::WRITE_TIMEOUT`] (a stream that is read is never idle;
+/// one that is not read ends, and gives its connection back).
+async fn sent(write: &mut OwnedWriteHalf, out: &[u8]) -> bool {
+    matches!(tokio::time::timeout(admission::WRITE_TIMEOUT, write.write_all(out)).await, Ok(Ok(())))
 }
 
 /// A line of the stream after the answer: `{"event":{...}}` (its keys in the
@@ -214,7 +222,8 @@ enum Line<'a> {
     Lagged(u64),
 }
 
-fn line(value: &impl Serialize) -> Vec<u8> {
+/// One line of JSON, as the control socket sends answers and events.
+pub fn line(value: &impl Serialize) -> Vec<u8> {
     // Serializing these types to JSON cannot fail (string keys, no maps of others).
     let mut out = serde_json::to_vec(value).unwrap_or_default();
     out.push(b'\n');

@@ -19,6 +19,7 @@ pub use dn::DnPattern;
 use super::diag::{Diagnostic, Place};
 use super::isolation::Isolation;
 use super::raw::{Action, Direction, Groups, RawRule};
+use super::text::Quoted;
 use super::validate::Ctx;
 
 /// The reqid of the first group connection: the one after isolation's own
@@ -127,7 +128,8 @@ fn check_name(name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "{name:?} is not a group name (lowercase letters, digits and -, starting with a letter, at most {MAX_NAME_CHARS})"
+            "{} is not a group name (lowercase letters, digits and -, starting with a letter, at most {MAX_NAME_CHARS})",
+            Quoted(name)
         ))
     }
 }
@@ -143,7 +145,10 @@ pub(super) fn merge(cx: &mut Ctx, groups: &mut Vec<GroupDef>, pending: &mut Pend
             continue;
         }
         if let Some(first) = groups.iter().find(|g| g.name == *name) {
-            cx.error(name_at, format!("groups.{name}: {name:?} is already the name of the group at {}", first.place));
+            cx.error(
+                name_at,
+                format!("groups.{name}: {} is already the name of the group at {}", Quoted(name), first.place),
+            );
             continue;
         }
         let Some(subject) = &def.value.subject else {
@@ -257,7 +262,7 @@ impl Pending {
                 } else {
                     format!("groups: {}", names.join(", "))
                 };
-                diags.push(Diagnostic::new(place, format!("{key}: {name:?} is not a group ({known})")));
+                diags.push(Diagnostic::new(place, format!("{key}: {} is not a group ({known})", Quoted(&name))));
             }
         }
         if !isolation.enabled() {

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::diag::Diagnostic;
 use super::raw::{IsolationMode, RawIsolation};
+use super::text::Quoted;
 use super::validate::Ctx;
 use super::values::{self, Address};
 use super::Sourced;
@@ -113,7 +114,7 @@ pub(super) fn merge(cx: &mut Ctx, iso: &mut Isolation, raw: &RawIsolation) {
         ] {
             let Some(at) = at else { continue };
             if !at.value.starts_with('/') {
-                cx.error(at, format!("isolation.identity.{key}: {:?} is not an absolute path", at.value));
+                cx.error(at, format!("isolation.identity.{key}: {} is not an absolute path", Quoted(&at.value)));
             }
             *field = Sourced { value: Some(PathBuf::from(&at.value)), from: Some(cx.place(at)) };
         }
@@ -127,21 +128,25 @@ pub(super) fn merge(cx: &mut Ctx, iso: &mut Isolation, raw: &RawIsolation) {
             let Some(at) = at else { continue };
             match humantime::parse_duration(&at.value) {
                 Ok(d) if d.as_secs() > 0 => *field = Sourced { value: d.as_secs(), from: Some(cx.place(at)) },
-                _ => cx
-                    .error(at, format!("isolation.lifetimes.{key}: {:?} is not a duration such as 8h or 5m", at.value)),
+                _ => cx.error(
+                    at,
+                    format!("isolation.lifetimes.{key}: {} is not a duration such as 8h or 5m", Quoted(&at.value)),
+                ),
             }
         }
     }
     if let Some(at) = &raw.fallback {
         match humantime::parse_duration(&at.value) {
             Ok(d) if FALLBACK_RANGE.contains(&d) => iso.fallback = Sourced { value: d, from: Some(cx.place(at)) },
-            Ok(_) => cx.error(at, format!("isolation.fallback: {:?} is not between 100ms and 10s", at.value)),
-            Err(_) => cx.error(at, format!("isolation.fallback: {:?} is not a duration such as 500ms", at.value)),
+            Ok(_) => cx.error(at, format!("isolation.fallback: {} is not between 100ms and 10s", Quoted(&at.value))),
+            Err(_) => {
+                cx.error(at, format!("isolation.fallback: {} is not a duration such as 500ms", Quoted(&at.value)))
+            }
         }
     }
     if let Some(socket) = raw.ike.as_ref().and_then(|i| i.socket.as_ref()) {
         if !socket.value.starts_with("unix:///") {
-            cx.error(socket, format!("isolation.ike.socket: {:?} is not unix:///PATH", socket.value));
+            cx.error(socket, format!("isolation.ike.socket: {} is not unix:///PATH", Quoted(&socket.value)));
         }
         iso.ike_socket = Sourced { value: socket.value.clone(), from: Some(cx.place(socket)) };
     }
@@ -152,7 +157,7 @@ fn prefix(s: &str) -> Result<values::AddrRange, String> {
     let r = values::parse_addr_range(s)?;
     match r.prefix() {
         Some(_) => Ok(r),
-        None => Err(format!("{s:?} is not a CIDR prefix (IPsec selectors are prefixes)")),
+        None => Err(format!("{} is not a CIDR prefix (IPsec selectors are prefixes)", Quoted(s))),
     }
 }
 

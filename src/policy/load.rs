@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use super::diag::{embedded_path, Diagnostic, Diagnostics, Place};
 use super::raw::RawFile;
+use super::text::clip_quoted;
 use super::{validate, Policy};
 
 /// Read in this order; a file in a later directory replaces the file of the same
@@ -182,15 +183,22 @@ fn check_ownership(meta: &fs::Metadata) -> Result<(), String> {
 
 fn parse(file: &Arc<Path>, text: &str) -> Result<RawFile, Diagnostic> {
     use serde_saphyr::MessageFormatter;
-    // YAML 1.2 booleans only: `no` is a string here, never `false`.
-    let options = serde_saphyr::options! { strict_booleans: true };
+    // YAML 1.2 booleans only: `no` is a string here, never `false`. Merge keys
+    // (`<<: *defaults`) and tags other than YAML's own (`!!python/object`,
+    // `!secret`) are refused where they are written: a policy means what it
+    // says, with no YAML 1.1 inheritance for a reviewer to expand in their head.
+    let options = serde_saphyr::options! {
+        strict_booleans: true,
+        merge_keys: serde_saphyr::MergeKeyPolicy::Error,
+        reject_unsupported_tags: true,
+    };
     match serde_saphyr::from_str_with_options::<Option<RawFile>>(text, options) {
         Ok(raw) => Ok(raw.unwrap_or_default()),
         Err(e) => {
             let e = e.without_snippet();
             let (line, column) = e.location().map_or((1, 1), |l| (l.line().max(1) as u32, l.column().max(1) as u32));
             let message = serde_saphyr::DefaultMessageFormatter.format_message(e);
-            Err(Diagnostic::new(Place::new(file, line, column), humanize(&message)))
+            Err(Diagnostic::new(Place::new(file, line, column), clip_quoted(&humanize(&message))))
         }
     }
 }
@@ -203,6 +211,12 @@ fn humanize(m: &str) -> String {
     }
     if m.starts_with("multiple YAML documents detected") {
         return "a policy file holds one YAML document; remove the second `---` or split the file".into();
+    }
+    if let Some(tag) = m.strip_prefix("unsupported tag ") {
+        return format!("the tag {tag} is not allowed in a policy file (YAML tags are refused)");
+    }
+    if m.starts_with("YAML merge keys are not allowed") {
+        return "a YAML merge key (`<<`) is not allowed in a policy file: write the keys out".into();
     }
     if m.starts_with("cannot deserialize null into") {
         return "has no value".into();

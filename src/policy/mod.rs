@@ -9,6 +9,7 @@ mod load;
 pub mod raw;
 #[cfg(test)]
 mod tests;
+pub mod text;
 mod validate;
 pub mod values;
 

@@ -363,7 +363,7 @@ impl<'de> Deserialize<'de> for Flag {
                 Ok(Flag(v))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Flag, E> {
-                Err(E::custom(format!("{v:?} is not true or false")))
+                Err(E::custom(format!("{} is not true or false", super::text::Quoted(v))))
             }
         }
         d.deserialize_any(V)

@@ -11,6 +11,7 @@ use serde_saphyr::Spanned as S;
 use super::diag::{Diagnostic, Place};
 use super::groups::{self, Pending};
 use super::raw::{Direction, ProfileKind, RawFile, RawProfile, RawRule, Scalar};
+use super::text::{self, Quoted};
 use super::values::{self, Address, PortRange};
 use super::{Policy, Profile, Rule, Settings, Sourced};
 
@@ -111,7 +112,7 @@ impl Merger {
                 continue;
             };
             if let Some(first) = self.names.get(&rule.name) {
-                let m = format!("rules[{i}].name: {:?} is already the name of the rule at {first}", rule.name);
+                let m = format!("rules[{i}].name: {} is already the name of the rule at {first}", Quoted(&rule.name));
                 cx.error(name_at, m);
             } else {
                 self.names.insert(rule.name.clone(), rule.place.clone());
@@ -209,9 +210,9 @@ fn validate_rule<'r>(
         cx.diags.push(Diagnostic::new(place, m));
         return None;
     };
-    let name = name_at.value.trim().to_string();
-    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
-        cx.error(name_at, format!("{}: a rule name is 1 to {MAX_NAME_CHARS} printable characters", at("name")));
+    let name = name_at.value.trim_matches(' ').to_string();
+    if let Err(m) = text::check_name(&name, "a rule name", MAX_NAME_CHARS) {
+        cx.error(name_at, format!("{}: {m}", at("name")));
     }
     let direction = direction.value;
     let protocol = match &r.protocol {
@@ -349,8 +350,8 @@ fn resolve_user(s: &Scalar) -> Result<u32, String> {
         Scalar::Str(s) if s.parse::<u32>().is_ok() => Ok(s.parse().unwrap_or_default()),
         Scalar::Str(name) => match nix::unistd::User::from_name(name) {
             Ok(Some(u)) => Ok(u.uid.as_raw()),
-            Ok(None) => Err(format!("{name:?} is not a user on this host")),
-            Err(e) => Err(format!("cannot look up user {name:?}: {e}")),
+            Ok(None) => Err(format!("{} is not a user on this host", Quoted(name))),
+            Err(e) => Err(format!("cannot look up user {}: {e}", Quoted(name))),
         },
     }
 }

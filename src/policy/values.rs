@@ -6,6 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::Serialize;
 
+use super::text::Quoted;
+
 /// An inclusive range of IPv4 or IPv6 addresses (a single address, a CIDR prefix
 /// or `start-end`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -40,19 +42,20 @@ impl AddrRange {
 }
 
 pub fn parse_addr_range(s: &str) -> Result<AddrRange, String> {
-    let bad = || format!("{s:?} is not an address, CIDR prefix or address range");
+    let q = Quoted(s);
+    let bad = || format!("{q} is not an address, CIDR prefix or address range");
     if let Some((addr, len)) = s.split_once('/') {
         let len: u32 = len.parse().map_err(|_| bad())?;
         return match addr.parse::<IpAddr>().map_err(|_| bad())? {
             IpAddr::V4(a) => {
                 let (lo, hi) = prefix_bounds(u32::from(a) as u128, len, 32)
-                    .ok_or_else(|| format!("{s:?} is not a CIDR prefix (IPv4 prefix length is at most 32)"))?;
+                    .ok_or_else(|| format!("{q} is not a CIDR prefix (IPv4 prefix length is at most 32)"))?;
                 host_bits_clear(s, u32::from(a) as u128, lo, |v| Ipv4Addr::from(v as u32).to_string(), len)?;
                 Ok(AddrRange::V4(lo as u32, hi as u32))
             }
             IpAddr::V6(a) => {
                 let (lo, hi) = prefix_bounds(u128::from(a), len, 128)
-                    .ok_or_else(|| format!("{s:?} is not a CIDR prefix (IPv6 prefix length is at most 128)"))?;
+                    .ok_or_else(|| format!("{q} is not a CIDR prefix (IPv6 prefix length is at most 128)"))?;
                 host_bits_clear(s, u128::from(a), lo, |v| Ipv6Addr::from(v).to_string(), len)?;
                 Ok(AddrRange::V6(lo, hi))
             }
@@ -64,9 +67,9 @@ pub fn parse_addr_range(s: &str) -> Result<AddrRange, String> {
             (IpAddr::V4(a), IpAddr::V4(b)) if a <= b => Ok(AddrRange::V4(a.into(), b.into())),
             (IpAddr::V6(a), IpAddr::V6(b)) if a <= b => Ok(AddrRange::V6(a.into(), b.into())),
             (IpAddr::V4(_), IpAddr::V4(_)) | (IpAddr::V6(_), IpAddr::V6(_)) => {
-                Err(format!("{s:?} is not an address range (start > end)"))
+                Err(format!("{q} is not an address range (start > end)"))
             }
-            _ => Err(format!("{s:?} is not an address range (it mixes IPv4 and IPv6)")),
+            _ => Err(format!("{q} is not an address range (it mixes IPv4 and IPv6)")),
         };
     }
     match s.parse::<IpAddr>().map_err(|_| bad())? {
@@ -85,10 +88,11 @@ fn prefix_bounds(addr: u128, len: u32, bits: u32) -> Option<(u128, u128)> {
 }
 
 fn host_bits_clear(s: &str, addr: u128, network: u128, show: impl Fn(u128) -> String, len: u32) -> Result<(), String> {
+    let q = Quoted(s);
     if addr == network {
         Ok(())
     } else {
-        Err(format!("{s:?} has host bits set (did you mean \"{}/{len}\"?)", show(network)))
+        Err(format!("{q} has host bits set (did you mean \"{}/{len}\"?)", show(network)))
     }
 }
 
@@ -147,16 +151,17 @@ pub enum Address {
 
 /// `local` is for `local-addresses`, where only `local-subnet` makes sense.
 pub fn parse_address(s: &str, local: bool) -> Result<Address, String> {
+    let q = Quoted(s);
     if let Some(k) = Keyword::ALL.into_iter().find(|k| k.as_str() == s) {
         if local && k != Keyword::LocalSubnet {
-            return Err(format!("{s:?} names remote hosts; local-addresses takes only the keyword \"local-subnet\""));
+            return Err(format!("{q} names remote hosts; local-addresses takes only the keyword \"local-subnet\""));
         }
         return Ok(Address::Keyword(k));
     }
     // A word is a mistyped keyword, not a mistyped address.
     if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-' || b == b'_') {
         let names: Vec<&str> = Keyword::ALL.iter().map(|k| k.as_str()).collect();
-        return Err(format!("{s:?} is not a keyword ({}) nor an address", names.join(", ")));
+        return Err(format!("{q} is not a keyword ({}) nor an address", names.join(", ")));
     }
     parse_addr_range(s).map(Address::Range)
 }
@@ -177,15 +182,16 @@ pub fn parse_port(n: i64) -> Result<u16, String> {
 }
 
 pub fn parse_port_range(s: &str) -> Result<PortRange, String> {
+    let q = Quoted(s);
     let num = |p: &str| -> Result<u16, String> {
-        let n: i64 = p.trim().parse().map_err(|_| format!("{s:?} is not a port or port range"))?;
+        let n: i64 = p.trim().parse().map_err(|_| format!("{q} is not a port or port range"))?;
         parse_port(n)
     };
     match s.split_once('-') {
         Some((a, b)) => {
             let (a, b) = (num(a)?, num(b)?);
             if a > b {
-                return Err(format!("{s:?} is not a port range (start > end)"));
+                return Err(format!("{q} is not a port range (start > end)"));
             }
             Ok(PortRange(a, b))
         }
@@ -206,6 +212,7 @@ pub fn has_ports(proto: u8) -> bool {
 
 /// `None` is `any`.
 pub fn parse_protocol(s: &str) -> Result<Option<u8>, String> {
+    let q = Quoted(s);
     match s {
         "any" => Ok(None),
         "tcp" => Ok(Some(IPPROTO_TCP)),
@@ -215,9 +222,10 @@ pub fn parse_protocol(s: &str) -> Result<Option<u8>, String> {
         "sctp" => Ok(Some(132)),
         "dccp" => Ok(Some(33)),
         "udplite" => Ok(Some(136)),
-        _ => s.parse::<u8>().map(Some).map_err(|_| {
-            format!("{s:?} is not a protocol (tcp, udp, icmp, icmpv6, sctp, dccp, udplite, any or 0-255)")
-        }),
+        _ => s
+            .parse::<u8>()
+            .map(Some)
+            .map_err(|_| format!("{q} is not a protocol (tcp, udp, icmp, icmpv6, sctp, dccp, udplite, any or 0-255)")),
     }
 }
 
@@ -293,6 +301,7 @@ pub fn icmp_family(proto: u8) -> &'static str {
 }
 
 pub fn parse_icmp_type(proto: u8, s: &str) -> Result<u8, String> {
+    let q = Quoted(s);
     if let Ok(n) = s.parse::<u8>() {
         return Ok(n);
     }
@@ -303,7 +312,7 @@ pub fn parse_icmp_type(proto: u8, s: &str) -> Result<u8, String> {
         } else {
             String::new()
         };
-        format!("{s:?} is not an {} type name or number (0-255){hint}", icmp_family(proto))
+        format!("{q} is not an {} type name or number (0-255){hint}", icmp_family(proto))
     })
 }
 
@@ -349,17 +358,18 @@ impl IfPattern {
 }
 
 pub fn parse_if_pattern(s: &str) -> Result<IfPattern, String> {
+    let q = Quoted(s);
     let stem = s.strip_suffix('*').unwrap_or(s);
     if s.is_empty() {
         return Err("\"\" is not an interface name".into());
     }
     if stem.len() >= IFNAMSIZ {
-        return Err(format!("{s:?} is not an interface name (at most {} bytes)", IFNAMSIZ - 1));
+        return Err(format!("{q} is not an interface name (at most {} bytes)", IFNAMSIZ - 1));
     }
     if let Some(c) = stem.chars().find(|c| *c == '*' || *c == '/' || *c == ':' || c.is_whitespace() || c.is_control()) {
         let why =
             if c == '*' { "`*` may only end a pattern".to_string() } else { format!("{c:?} cannot be part of a name") };
-        return Err(format!("{s:?} is not an interface name or pattern ({why})"));
+        return Err(format!("{q} is not an interface name or pattern ({why})"));
     }
     Ok(IfPattern(s.to_string()))
 }

@@ -15,6 +15,8 @@
 use std::net::Ipv4Addr;
 use std::time::{Duration, SystemTime};
 
+use crate::policy::text::Quoted;
+
 /// What a lease says about its servers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
@@ -109,9 +111,14 @@ struct Statement {
     block: Vec<Statement>,
 }
 
+/// dhclient writes `lease { option { ... } }` at most; deeper nesting is not a
+/// lease file, and the bound keeps a crafted one from exhausting the stack.
+const MAX_DEPTH: usize = 8;
+
 fn statements(
     tokens: &mut std::vec::IntoIter<(usize, Token)>,
     opened_at: Option<usize>,
+    depth: usize,
 ) -> Result<Vec<Statement>, String> {
     let mut out = Vec::new();
     let mut words = Vec::new();
@@ -119,8 +126,11 @@ fn statements(
         match token {
             Token::Word(w) => words.push(w),
             Token::Semicolon => out.push(Statement { words: std::mem::take(&mut words), block: Vec::new() }),
+            Token::Open if depth >= MAX_DEPTH => {
+                return Err(format!("line {line}: blocks nested more than {MAX_DEPTH} deep"))
+            }
             Token::Open => {
-                let block = statements(tokens, Some(line))?;
+                let block = statements(tokens, Some(line), depth + 1)?;
                 out.push(Statement { words: std::mem::take(&mut words), block });
             }
             Token::Close if opened_at.is_some() && words.is_empty() => return Ok(out),
@@ -129,7 +139,7 @@ fn statements(
     }
     match opened_at {
         Some(line) => Err(format!("the block opened on line {line} is not closed (file cut short?)")),
-        None if !words.is_empty() => Err(format!("the file ends inside a statement: {:?}", words.join(" "))),
+        None if !words.is_empty() => Err(format!("the file ends inside a statement: {}", Quoted(&words.join(" ")))),
         None => Ok(out),
     }
 }
@@ -137,7 +147,7 @@ fn statements(
 /// The current lease of each interface: the last `lease` block naming it
 /// (`lease6` blocks hold no server address and are left out).
 fn dhclient(text: &str) -> Result<Vec<Lease>, String> {
-    let top = statements(&mut tokens(text)?.into_iter(), None)?;
+    let top = statements(&mut tokens(text)?.into_iter(), None, 0)?;
     let mut leases: Vec<Lease> = Vec::new();
     for block in top.iter().filter(|s| s.words == ["lease"]) {
         let lease = dhclient_lease(&block.block)?;
@@ -164,7 +174,7 @@ fn dhclient_lease(block: &[Statement]) -> Result<Lease, String> {
                 let stamp = format!("{}T{time}Z", date.replace('/', "-"));
                 expires = Some(humantime::parse_rfc3339(&stamp).map_err(|e| format!("expire {date} {time}: {e}"))?);
             }
-            ["expire", ..] => return Err(format!("cannot read the expiry {:?}", w.join(" "))),
+            ["expire", ..] => return Err(format!("cannot read the expiry {}", Quoted(&w.join(" ")))),
             _ => {}
         }
     }
@@ -177,11 +187,11 @@ fn dhclient_lease(block: &[Statement]) -> Result<Lease, String> {
 }
 
 fn ipv4(s: &str) -> Result<Ipv4Addr, String> {
-    s.parse().map_err(|_| format!("{s:?} is not an IPv4 address"))
+    s.parse().map_err(|_| format!("{} is not an IPv4 address", Quoted(s)))
 }
 
 fn epoch(s: &str) -> Result<SystemTime, String> {
-    let secs: u64 = s.parse().map_err(|_| format!("{s:?} is not a time in seconds"))?;
+    let secs: u64 = s.parse().map_err(|_| format!("{} is not a time in seconds", Quoted(s)))?;
     Ok(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
 }
 
@@ -199,12 +209,22 @@ fn systemd(name: &str, text: &str) -> Result<Lease, String> {
         None if value("ADDRESS").is_some() => return Err("the lease records no SERVER_ADDRESS".into()),
         None => return Err("not a lease file (no ADDRESS or SERVER_ADDRESS)".into()),
     };
-    let interface = match name.strip_prefix("internal-") {
-        Some(rest) if rest.len() > 37 => rest[37..].trim_end_matches(".lease").to_string(),
-        _ if name.bytes().all(|b| b.is_ascii_digit()) => format!("link {name}"),
-        _ => name.to_string(),
+    let interface = match name.strip_prefix("internal-").and_then(after_uuid) {
+        Some(interface) => interface.trim_end_matches(".lease").to_string(),
+        None if name.bytes().all(|b| b.is_ascii_digit()) => format!("link {name}"),
+        None => name.to_string(),
     };
     Ok(Lease { interface, server, wins: Vec::new(), expires: None })
+}
+
+/// What follows `UUID-` (36 characters of hex digits and dashes, then a dash),
+/// if `rest` starts so. The file name is anyone's choice, so it is checked
+/// byte by byte rather than cut at byte 37 (which may fall inside a character).
+fn after_uuid(rest: &str) -> Option<&str> {
+    let (uuid, tail) = rest.split_at_checked(36)?;
+    let interface = tail.strip_prefix('-')?;
+    let is_uuid = uuid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+    (is_uuid && !interface.is_empty()).then_some(interface)
 }
 
 // ---------------------------------------------------------------- dhcpcd

@@ -19,6 +19,8 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::policy::text::Quoted;
+
 /// Attribute types as charon names them (its `x501rdns` table), with the
 /// other names this parser also reads. Case does not matter, as in charon.
 /// Beware: charon's `SN` is serialNumber (OpenSSL's `SN` is surname, `S` here).
@@ -85,7 +87,8 @@ impl DnPattern {
     /// Reads `TYPE=VALUE, TYPE=VALUE, ...`. Each error completes
     /// "<pattern> is not a subject pattern: ...", or says why it could never match.
     pub fn parse(s: &str) -> Result<DnPattern, String> {
-        let bad = |why: String| Err(format!("{s:?} is not a subject pattern: {why}"));
+        let q = Quoted(s);
+        let bad = |why: String| Err(format!("{q} is not a subject pattern: {why}"));
         if s.trim().is_empty() {
             return bad("it is empty (write the subject's attributes, such as \"C=XX, O=Example, CN=*\")".into());
         }
@@ -98,7 +101,7 @@ impl DnPattern {
         let mut rdns = Vec::new();
         for part in s.split(',') {
             let Some((attr, value)) = part.split_once('=') else {
-                return bad(format!("{:?} is not TYPE=VALUE", part.trim()));
+                return bad(format!("{} is not TYPE=VALUE", Quoted(part.trim())));
             };
             let attr = attr.trim_matches(' ');
             let Some(&(canonical, _)) = ATTRIBUTES
@@ -106,7 +109,7 @@ impl DnPattern {
                 .find(|(name, others)| std::iter::once(name).chain(*others).any(|n| n.eq_ignore_ascii_case(attr)))
             else {
                 let known: Vec<&str> = ATTRIBUTES.iter().map(|(name, _)| *name).collect();
-                return bad(format!("{attr:?} is not an attribute type charon knows ({})", known.join(", ")));
+                return bad(format!("{} is not an attribute type charon knows ({})", Quoted(attr), known.join(", ")));
             };
             // charon skips spaces and `=` before a value, and spaces after it.
             let value = value.trim_start_matches([' ', '=']).trim_end_matches(' ');
@@ -115,7 +118,7 @@ impl DnPattern {
                 "*" => None,
                 v if v.contains('*') => {
                     return Err(format!(
-                        "{s:?} can never match as intended: charon compares {attr}={v} literally; * stands for a whole value only ({attr}=*)"
+                        "{q} can never match as intended: charon compares {attr}={v} literally; * stands for a whole value only ({attr}=*)"
                     ))
                 }
                 v => Some(v.to_string()),

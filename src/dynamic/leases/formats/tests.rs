@@ -105,6 +105,43 @@ fn systemd_networkd_and_network_manager() {
     assert!(parse("3", b"SERVER_ADDRESS=10.1.1\n", epoch(0)).unwrap_err().contains("not an IPv4 address"));
 }
 
+#[test]
+fn network_manager_names_that_are_not_uuid_dash_interface() {
+    let text = b"SERVER_ADDRESS=10.1.1.1\n";
+    let interface = |name: &str| parse(name, text, epoch(0)).unwrap()[0].interface.clone();
+    // A two-byte character at bytes 36-37, where the dash after the UUID goes:
+    // byte 37 is inside it (this panicked).
+    let straddling = format!("internal-{}é-eth0.lease", "a".repeat(36));
+    assert_eq!(interface(&straddling), straddling);
+    let multibyte = format!("internal-{}ß", "ü".repeat(18));
+    assert_eq!(interface(&multibyte), multibyte);
+    // Not a UUID before the dash, or nothing after it: the name as it is.
+    let not_uuid = format!("internal-{}-eth0.lease", "z".repeat(36));
+    assert_eq!(interface(&not_uuid), not_uuid);
+    assert_eq!(
+        interface("internal-6c6a4e1e-4bd5-3b1a-a1b7-4bbd2c1e2f0b-"),
+        "internal-6c6a4e1e-4bd5-3b1a-a1b7-4bbd2c1e2f0b-"
+    );
+    // Any interface name after a real UUID, multibyte too.
+    assert_eq!(interface("internal-6c6a4e1e-4bd5-3b1a-a1b7-4bbd2c1e2f0b-wlän0.lease"), "wlän0");
+}
+
+#[test]
+fn dhclient_nesting_is_bounded() {
+    let deep = format!("{}{}", "x {".repeat(100_000), "}".repeat(100_000));
+    assert!(parse("x.leases", deep.as_bytes(), epoch(0)).unwrap_err().contains("nested more than 8 deep"));
+    let eight = format!("{}{}", "x {".repeat(8), "}".repeat(8));
+    assert_eq!(parse("x.leases", eight.as_bytes(), epoch(0)).unwrap(), []);
+}
+
+#[test]
+fn a_huge_bad_value_is_quoted_at_most_80_characters() {
+    let huge = format!("lease {{ interface \"e\"; option dhcp-server-identifier {}; }}", "9".repeat(1 << 20));
+    let e = parse("x.leases", huge.as_bytes(), epoch(0)).unwrap_err();
+    assert!(e.len() < 200, "{} bytes: {}", e.len(), &e[..200]);
+    assert!(e.contains(&format!("\"{}…\" (1048576 characters) is not an IPv4 address", "9".repeat(80))), "{e}");
+}
+
 /// A DHCP ACK as dhcpcd stores it: BOOTP header, magic cookie, options.
 fn dhcp_message(options: &[u8]) -> Vec<u8> {
     let mut m = vec![0u8; 236];
