@@ -18,7 +18,13 @@ fn compile_default(p: &Policy) -> Result<Compiled, Diagnostics> {
     compile(p, &DynState::default())
 }
 
+/// The policy of `text` alone: these tests are about the sets of its rules, so
+/// the core networking group is off (its own tests say `with_core`).
 fn policy(text: &str) -> Policy {
+    with_core(&format!("{text}\nsettings:\n  core-networking: false\n"))
+}
+
+fn with_core(text: &str) -> Policy {
     load_text(&[(PathBuf::from("test.yaml"), text.to_string())]).unwrap_or_else(|d| panic!("{d}"))
 }
 

@@ -7,6 +7,8 @@ mod isolation;
 mod lock;
 mod stats;
 mod views;
+
+pub use views::rule_view;
 mod watch;
 
 use std::path::PathBuf;
@@ -38,8 +40,7 @@ use views::policy_view;
 const DEBOUNCE: Duration = Duration::from_millis(300);
 
 pub struct Options {
-    pub dirs: Vec<PathBuf>,
-    pub dirs_required: bool,
+    pub dirs: crate::policy::Dirs,
     pub socket: PathBuf,
     pub socket_group: Option<String>,
     pub flush_on_exit: bool,
@@ -61,7 +62,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         Some(listen) => Some(metrics::bind(listen).await.context("cannot serve metrics")?),
         None => None,
     };
-    let mut engine = Engine::new(opts.dirs.clone(), opts.dirs_required, NftBackend);
+    let mut engine = Engine::new(opts.dirs.clone(), NftBackend);
     let mut isolation = isolation::Isolation::start();
     // The keywords' values go into the first table, so that it never has empty
     // dynamic sets that the host's configuration would have filled.
@@ -87,7 +88,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         tokio::spawn(metrics::serve(server, calls_tx.clone()));
     }
     let (ticks_tx, mut ticks) = mpsc::unbounded_channel();
-    let _watcher = watch::watch(&opts.dirs, ticks_tx).context("cannot watch the policy directories")?;
+    let _watcher = watch::watch(opts.dirs.policy.iter().chain(&opts.dirs.services), ticks_tx)
+        .context("cannot watch the policy and services directories")?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
