@@ -18,7 +18,7 @@ SCHEMA_ERRORS=(04-unknown-key 05-unknown-rule-key 06-unknown-profile-key 07-unkn
     08-unknown-settings-key 09-string-for-list 10-list-for-string 11-bool-as-string 12-rules-as-mapping
     13-missing-name 14-missing-direction 15-missing-action 16-bad-direction 44-null-name
     47-port-float 48-protocol-list 49-direction-list 51-rules-number 52-rule-item-not-mapping 55-port-huge
-    56-missing-field-flow 61-isolation-mode-unknown 74-group-bad-name 75-group-missing-subject)
+    56-missing-field-flow 61-isolation-mode-unknown 74-group-bad-name 75-group-missing-subject 85-core-networking-yes)
 YAML_ERRORS=(01-yaml-syntax 02-tab-indent 03-tab-indent-key 41-duplicate-key 42-multiple-documents
     50-bad-indentation 57-unclosed-quote 58-colon-in-value)
 # 46-version-float: `1.0` is an integer to JSON Schema; ringfence reads it as a float.
@@ -33,7 +33,7 @@ SEMANTIC_ERRORS=(17-action-bypass 18-bad-protocol 19-protocol-256 20-cidr-prefix
     68-isolation-no-subnets 69-group-partial-wildcard 70-group-unknown-attribute 71-group-not-type-value
     72-group-empty-value 73-group-empty-subject 76-remote-groups-undefined 77-remote-groups-outbound
     78-require-secure-block 79-require-secure-false-groups 80-groups-without-isolation 81-group-case-clash
-    82-too-many-group-connections dup-groups/10-group-a dup-groups/20-group-b
+    82-too-many-group-connections 83-unknown-service 84-services-and-ports dup-groups/10-group-a dup-groups/20-group-b
     dup-names/10-dup-a dup-names/20-dup-b profile-overlap/10-overlap-a profile-overlap/20-overlap-b)
 
 check "ringfence schema prints a schema" "$RINGFENCE" schema

@@ -24,7 +24,7 @@ use super::values::{self, PortRange};
 pub const DEFAULT_DIRS: [&str; 2] = ["/usr/lib/ringfence/services.d", "/etc/ringfence/services.d"];
 
 /// The shipped catalogue (also installed as [`SHIPPED_FILE`]).
-pub const EMBEDDED: &str = include_str!("../../policies/services.yaml");
+pub const EMBEDDED: &str = include_str!("../../services/services.yaml");
 
 /// The file name the shipped catalogue has in a services directory.
 pub const SHIPPED_FILE: &str = "00-services.yaml";
