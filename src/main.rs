@@ -94,15 +94,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Explain(args) => explain(&cli.socket, args),
         Command::Apply { confirm } => {
-            let answer = client::call(&cli.socket, &Request::Apply { confirm_secs: confirm.map(|d| d.as_secs()) })?;
-            match confirm {
-                Some(d) => println!(
-                    "applied (generation {}); it rolls back in {} s unless `ringfence confirm` comes first",
-                    answer["generation"],
-                    d.as_secs()
-                ),
-                None => println!("applied (generation {})", answer["generation"]),
-            }
+            apply(&cli.socket, confirm)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Rule { command } => rulecmd::run(&cli.socket, command),
@@ -147,6 +139,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Asks the daemon to apply, with a confirmation window if `confirm`, and
+/// says what it did.
+fn apply(socket: &std::path::Path, confirm: Option<std::time::Duration>) -> anyhow::Result<()> {
+    let answer = client::call(socket, &Request::Apply { confirm_secs: confirm.map(|d| d.as_secs()) })?;
+    match confirm {
+        Some(d) => println!(
+            "applied (generation {}); it rolls back in {} s unless `ringfence confirm` comes first",
+            answer["generation"],
+            d.as_secs()
+        ),
+        None => println!("applied (generation {})", answer["generation"]),
+    }
+    Ok(())
 }
 
 /// The catalogue as the services directories have it (the daemon reads the

@@ -20,7 +20,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::cli::{PolicyDirs, RuleAdd, RuleCommand, RuleEdit};
 use crate::policy::{self, Diagnostics, Dirs, Policy};
-use crate::protocol::Request;
 
 /// The file the rule commands own.
 pub const MANAGED_FILE: &str = "90-local.yaml";
@@ -59,7 +58,7 @@ pub enum RuleError {
     Shadowed { shadow: String, managed: String },
     #[error("a rule named {name:?} is already defined at {place}")]
     Exists { name: String, place: String },
-    #[error("rule {name:?} is defined at {place}, not in the managed {managed}: edit that file")]
+    #[error("rule {name:?} is defined at {place}, not in the managed {managed}: {}", elsewhere_hint(place))]
     Elsewhere { name: String, place: String, managed: String },
     #[error("no rule named {name:?} in {managed}")]
     Missing { name: String, managed: String },
@@ -67,6 +66,15 @@ pub enum RuleError {
     Invalid(Diagnostics),
     #[error("cannot render the managed drop-in")]
     Render(#[source] serde_saphyr::ser::Error),
+}
+
+/// What to do about a rule of another file: the embedded default has no file to edit.
+fn elsewhere_hint(place: &str) -> &'static str {
+    if place.starts_with("<embedded>/") {
+        "it is the default layer's; override or mask 00-default.yaml (docs/policy.md)"
+    } else {
+        "edit that file"
+    }
 }
 
 /// A value written as a number or as text (`443` or `"8000-8080"`, `tcp` or `6`).
@@ -165,19 +173,8 @@ pub fn run(socket: &Path, command: RuleCommand) -> anyhow::Result<ExitCode> {
     if edit.no_apply {
         return Ok(ExitCode::SUCCESS);
     }
-    let request = Request::Apply { confirm_secs: edit.confirm.map(|d| d.as_secs()) };
-    match crate::client::call(socket, &request) {
-        Ok(answer) => {
-            match edit.confirm {
-                Some(d) => println!(
-                    "applied (generation {}); it rolls back in {} s unless `ringfence confirm` comes first",
-                    answer["generation"],
-                    d.as_secs()
-                ),
-                None => println!("applied (generation {})", answer["generation"]),
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+    match crate::apply(socket, edit.confirm) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => {
             eprintln!("ringfence: written but not applied: {e:#}");
             Ok(ExitCode::FAILURE)
