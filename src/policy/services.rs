@@ -218,6 +218,28 @@ mod tests {
     }
 
     #[test]
+    fn directories_extend_and_override_the_embedded_catalogue() {
+        let t = crate::testutil::TempDir::new("services-dirs");
+        let (usr, etc) = (t.sub("usr"), t.sub("etc"));
+        crate::testutil::write(
+            &etc,
+            "50-ours.yaml",
+            "services:\n  - { name: my-app, ports: [tcp/8443] }\n  - { name: http, ports: [tcp/8080] }\n",
+        );
+        let c = load(&[usr.clone(), etc.clone()], true).unwrap();
+        assert_eq!(c.get("my-app").unwrap().ports[0].ports, [PortRange(8443, 8443)]);
+        assert_eq!(c.get("http").unwrap().ports[0].ports, [PortRange(8080, 8080)]);
+        assert!(c.get("https").is_some(), "the embedded catalogue is under the files");
+        // A file of the shipped catalogue's name replaces it; a mask removes it.
+        crate::testutil::write(&usr, SHIPPED_FILE, "services:\n  - { name: only, ports: [udp/1] }\n");
+        let c = load(&[usr.clone(), etc.clone()], true).unwrap();
+        assert!(c.get("https").is_none() && c.get("only").is_some());
+        std::os::unix::fs::symlink("/dev/null", etc.join(SHIPPED_FILE)).unwrap();
+        let c = load(&[usr, etc], true).unwrap();
+        assert_eq!(c.0.keys().collect::<Vec<_>>(), ["http", "my-app"]);
+    }
+
+    #[test]
     fn later_files_replace_a_service_and_errors_have_places() {
         let c = Catalogue::from_texts(&[
             (embedded_path(), EMBEDDED.to_string()),
