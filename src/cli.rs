@@ -205,8 +205,10 @@ pub enum RuleCommand {
 /// Where a rule command writes and how it applies.
 #[derive(Args, Clone)]
 pub struct RuleEdit {
-    /// The policy to validate against; the managed drop-in is 90-local.yaml in
-    /// /etc/ringfence/policy.d, or with --policy-dir in the last DIR given.
+    /// The policy to validate against: by default the directories the daemon
+    /// reads (or the default ones). The managed drop-in is 90-local.yaml in
+    /// /etc/ringfence/policy.d, or with --policy-dir in the last DIR given (a
+    /// daemon reading other directories: in the last of them).
     #[command(flatten)]
     pub policy: PolicyDirs,
     /// Roll back unless `ringfence confirm` comes within DURATION, as `apply

@@ -153,22 +153,39 @@ impl ManagedRule {
     }
 }
 
-/// The managed drop-in of a set of policy directories: in the last one given,
-/// else in /etc/ringfence/policy.d.
-fn managed_path(p: &PolicyDirs) -> PathBuf {
-    p.dirs.last().map_or_else(|| PathBuf::from(MANAGED_DIR), PathBuf::clone).join(MANAGED_FILE)
+/// The directories of the policy a command changes, and its managed drop-in:
+/// those given with --policy-dir (the drop-in in the last one), else those the
+/// daemon reads (the drop-in in /etc/ringfence/policy.d if it reads that,
+/// else in the last one), else the default ones.
+fn target(socket: &Path, p: &PolicyDirs) -> (Dirs, PathBuf) {
+    if !p.dirs.is_empty() || !p.services.service_dirs.is_empty() {
+        return (p.resolve(), managed_path(&p.resolve()));
+    }
+    let daemon = crate::client::call(socket, &crate::protocol::Request::State).ok().and_then(|state| {
+        let dirs = |key: &str| serde_json::from_value::<Vec<PathBuf>>(state[key].clone()).ok();
+        Some(Dirs { policy: dirs("policy-dirs")?, services: dirs("services-dirs")?, ..p.resolve() })
+    });
+    let dirs = daemon.unwrap_or_else(|| p.resolve());
+    let path = managed_path(&dirs);
+    (dirs, path)
+}
+
+fn managed_path(dirs: &Dirs) -> PathBuf {
+    let etc = Path::new(MANAGED_DIR);
+    let dir = if dirs.policy.iter().any(|d| d == etc) { Some(etc) } else { dirs.policy.last().map(PathBuf::as_path) };
+    dir.unwrap_or(etc).join(MANAGED_FILE)
 }
 
 pub fn run(socket: &Path, command: RuleCommand) -> anyhow::Result<ExitCode> {
     let (name, edit, change): (String, RuleEdit, Change) = match command {
-        RuleCommand::List { names, json, policy } => return list(&policy, names, json),
+        RuleCommand::List { names, json, policy } => return list(target(socket, &policy), names, json),
         RuleCommand::Add(a) => (a.name.clone(), a.edit.clone(), Change::Add(Box::new(ManagedRule::from_args(&a)))),
         RuleCommand::Delete { name, edit } => (name, edit, Change::Delete),
         RuleCommand::Enable { name, edit } => (name, edit, Change::Enable(true)),
         RuleCommand::Disable { name, edit } => (name, edit, Change::Enable(false)),
     };
-    let path = managed_path(&edit.policy);
-    let done = edit_managed(&edit.policy.resolve(), &path, &name, change)?;
+    let (dirs, path) = target(socket, &edit.policy);
+    let done = edit_managed(&dirs, &path, &name, change)?;
     println!("{done} rule {name:?} in {}", path.display());
     if edit.no_apply {
         return Ok(ExitCode::SUCCESS);
@@ -315,15 +332,15 @@ fn write_atomically(path: &Path, text: &str) -> Result<(), RuleError> {
     fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io("cannot sync", dir))
 }
 
-fn list(p: &PolicyDirs, names: bool, json: bool) -> anyhow::Result<ExitCode> {
+fn list((dirs, path): (Dirs, PathBuf), names: bool, json: bool) -> anyhow::Result<ExitCode> {
     if names {
         // For shell completion: quiet and quick, the managed file only.
-        for rule in read_managed(&managed_path(p)).map(|m| m.rules).unwrap_or_default() {
+        for rule in read_managed(&path).map(|m| m.rules).unwrap_or_default() {
             println!("{}", rule.name);
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let policy = policy::load(&p.resolve())?;
+    let policy = policy::load(&dirs)?;
     let rules = serde_json::Value::Array(policy.rules.iter().map(crate::daemon::rule_view).collect());
     crate::print(json, &rules, crate::show::rules)
 }

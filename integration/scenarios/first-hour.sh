@@ -26,7 +26,7 @@ rules:
   - { name: web, direction: in, action: allow, protocol: tcp, local-ports: [8080], remote-addresses: ["10.214.0.0/24", "fd00:214::/64"] }
 YAML
 daemon_start "$fw" "$P"
-for p in 22 80 81 8080 9090 9091 9092; do serve_tcp "$fw" $p; done
+for p in 22 80 81 8080 9090 9091 9092 9093; do serve_tcp "$fw" $p; done
 serve_udp "$fw" 80
 serve_udp "$fw" 68
 
@@ -144,6 +144,11 @@ said "race-a listed" "^race-a$"
 said "race-b listed" "^race-b$"
 check "both are in the kernel: tcp/9091" tcp "$peer" $A4 9091
 check "both are in the kernel: tcp/9092" tcp "$peer" $A4 9092
+
+# Without --policy-dir, the command edits the policy the daemon reads.
+check "rule add without --policy-dir" rf "$fw" rule add via-daemon --direction in --action allow --protocol tcp --local-ports 9093
+check "it went into the daemon's directory" grep -q "name: via-daemon" "$L"
+check "and into the kernel: tcp/9093" tcp "$peer" $A4 9093
 
 # Bad arguments and invalid changes write nothing.
 cp "$L" "$WORK/local.before"

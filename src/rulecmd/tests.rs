@@ -16,7 +16,8 @@ fn edit(dir: &Path, args: &str) -> Result<&'static str, RuleError> {
         RuleCommand::Disable { name, edit } => (name, edit, Change::Enable(false)),
         RuleCommand::List { .. } => panic!("list changes nothing"),
     };
-    edit_managed(&edit.policy.resolve(), &managed_path(&edit.policy), &name, change)
+    let dirs = edit.policy.resolve();
+    edit_managed(&dirs, &managed_path(&dirs), &name, change)
 }
 
 fn rule<'p>(p: &'p Policy, name: &str) -> &'p crate::policy::Rule {
