@@ -54,12 +54,6 @@ impl DefaultLayer {
     }
 }
 
-/// One layer of the policy, in merge order.
-enum Layer {
-    Embedded,
-    File(PathBuf),
-}
-
 /// The core networking group: rules that keep IPv4 and IPv6 working whatever
 /// the policy says, unless `settings.core-networking: false`. Not a layer: no
 /// file replaces it.
@@ -119,14 +113,15 @@ fn load_layers(dirs: &Dirs, replacing: Option<(&Path, &str)>) -> Result<Policy, 
     let mut sources = Vec::new();
     for layer in layers {
         match layer {
-            Layer::Embedded => sources.push((embedded_path(), EMBEDDED_DEFAULT.to_string())),
-            Layer::File(path) if replacing.is_some_and(|r| r.0 == path) => {
-                sources.push((path, replacing.map_or_else(String::new, |r| r.1.to_string())))
-            }
-            Layer::File(path) => match read(&path) {
-                Ok(text) => sources.push((path, text)),
-                Err(d) => diags.push(d),
+            Entry::Embedded => sources.push((embedded_path(), EMBEDDED_DEFAULT.to_string())),
+            Entry::File(path) => match replacing {
+                Some((replaced, text)) if replaced == path => sources.push((path, text.to_string())),
+                _ => match read(&path) {
+                    Ok(text) => sources.push((path, text)),
+                    Err(d) => diags.push(d),
+                },
             },
+            Entry::Masked(_) => {}
         }
     }
     // Report the readable files' problems too, so that one run shows them all.
@@ -187,59 +182,50 @@ fn load_text_with(
     }
 }
 
-/// The layers of `dirs`, sorted by file name, later directories winning, with
-/// the embedded default as `00-default.yaml` under them all.
-/// `extra` is a file to take as present (it wins over its name in earlier
+/// The layers of `dirs` in merge order (masks included, to be skipped), with
+/// the embedded default as `00-default.yaml` where no file of that name is,
+/// and where the default layer came from. `extra` is a file to take as present
+/// (it wins over its name in earlier
 /// directories; the caller knows that no later directory has its name).
 fn discover(
     dirs: &[PathBuf],
     dirs_required: bool,
     extra: Option<&Path>,
     diags: &mut Vec<Diagnostic>,
-) -> (Vec<Layer>, DefaultLayer) {
-    let mut by_name = discover_files(dirs, dirs_required, "policy", diags);
-    if let Some(name) = extra.and_then(Path::file_name) {
-        by_name.insert(name.to_owned(), Entry::File(extra.map(Path::to_path_buf).unwrap_or_default()));
+) -> (Vec<Entry>, DefaultLayer) {
+    let mut by_name = discover_files(dirs, dirs_required, "policy", DEFAULT_FILE, diags);
+    if let Some((path, name)) = extra.and_then(|p| Some((p, p.file_name()?))) {
+        by_name.insert(name.to_owned(), Entry::File(path.to_path_buf()));
     }
     let default = match by_name.get(std::ffi::OsStr::new(DEFAULT_FILE)) {
-        None => DefaultLayer::Embedded,
         Some(Entry::File(path)) => DefaultLayer::File(path.clone()),
         Some(Entry::Masked(path)) => DefaultLayer::Masked(path.clone()),
+        Some(Entry::Embedded) | None => DefaultLayer::Embedded,
     };
-    let mut layers: Vec<Layer> = by_name
-        .into_values()
-        .filter_map(|e| match e {
-            Entry::File(path) => Some(Layer::File(path)),
-            Entry::Masked(_) => None,
-        })
-        .collect();
-    if default == DefaultLayer::Embedded {
-        // "00-default.yaml" sorts before the administrator's files, as the
-        // packaged copy does (a file named "0.yaml" still comes first).
-        let at = layers
-            .iter()
-            .position(|l| matches!(l, Layer::File(p) if p.file_name().is_some_and(|n| n > std::ffi::OsStr::new(DEFAULT_FILE))))
-            .unwrap_or(layers.len());
-        layers.insert(at, Layer::Embedded);
-    }
-    (layers, default)
+    (by_name.into_values().collect(), default)
 }
 
-/// A drop-in file of some name: the one of the latest directory, or its mask.
+/// A drop-in of some name: the file of the latest directory, its mask, or the
+/// embedded copy that stands for a file of that name.
 pub(super) enum Entry {
     File(PathBuf),
     Masked(PathBuf),
+    Embedded,
 }
 
 /// The `.yaml` files of `dirs` by name, later directories winning (systemd
-/// drop-in style); `what` names the directories in messages.
+/// drop-in style), with the embedded copy as `embedded` where no file of that
+/// name exists (so it sorts where the packaged file would); `what` names the
+/// directories in messages.
 pub(super) fn discover_files(
     dirs: &[PathBuf],
     dirs_required: bool,
     what: &str,
+    embedded: &str,
     diags: &mut Vec<Diagnostic>,
 ) -> BTreeMap<std::ffi::OsString, Entry> {
     let mut by_name = BTreeMap::new();
+    by_name.insert(embedded.into(), Entry::Embedded);
     for dir in dirs {
         let entries = match fs::read_dir(dir) {
             Ok(entries) => entries,

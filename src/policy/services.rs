@@ -180,17 +180,15 @@ fn parse_entry(s: &str) -> Result<(u8, Option<PortRange>), String> {
 /// Loads the catalogue: the embedded one under the files of `dirs`.
 pub fn load(dirs: &[PathBuf], dirs_required: bool) -> Result<Catalogue, Diagnostics> {
     let mut diags = Vec::new();
-    let by_name = discover_files(dirs, dirs_required, "services", &mut diags);
     let mut sources = Vec::new();
-    if !by_name.contains_key(std::ffi::OsStr::new(SHIPPED_FILE)) {
-        sources.push((embedded_path(), EMBEDDED.to_string()));
-    }
-    for entry in by_name.into_values() {
-        if let Entry::File(path) = entry {
-            match read(&path) {
+    for entry in discover_files(dirs, dirs_required, "services", SHIPPED_FILE, &mut diags).into_values() {
+        match entry {
+            Entry::Embedded => sources.push((embedded_path(), EMBEDDED.to_string())),
+            Entry::File(path) => match read(&path) {
                 Ok(text) => sources.push((path, text)),
                 Err(d) => diags.push(d),
-            }
+            },
+            Entry::Masked(_) => {}
         }
     }
     match Catalogue::from_texts(&sources) {
