@@ -16,16 +16,18 @@ use crate::cli::Cli;
 /// Section 8: system administration commands and daemons.
 const SECTION: &str = "8";
 
-/// The completion script for `shell`. The bash one also completes the names
-/// of rules and services ([`BASH_NAMES`]).
+/// The completion script for `shell`. The bash and fish ones also complete
+/// the names of rules and services ([`BASH_NAMES`], [`FISH_NAMES`]).
 pub fn completions(shell: Shell) -> Vec<u8> {
     let mut cmd = Cli::command();
     let name = cmd.get_name().to_string();
     // Into memory: clap_complete panics on a failed write (e.g. a closed pipe).
     let mut script = Vec::new();
     clap_complete::generate(shell, &mut cmd, name, &mut script);
-    if shell == Shell::Bash {
-        script.extend_from_slice(BASH_NAMES.as_bytes());
+    match shell {
+        Shell::Bash => script.extend_from_slice(BASH_NAMES.as_bytes()),
+        Shell::Fish => script.extend_from_slice(FISH_NAMES.as_bytes()),
+        _ => {}
     }
     script
 }
@@ -52,6 +54,13 @@ _ringfence_names() {
     _ringfence "$@"
 }
 complete -F _ringfence_names -o bashdefault -o default ringfence
+"#;
+
+/// The same names for fish, beside clap's completions of the same commands
+/// (fish adds up the candidates of every matching `complete`).
+const FISH_NAMES: &str = r#"
+complete -c ringfence -n "__fish_ringfence_using_subcommand rule; and __fish_seen_subcommand_from delete enable disable" -f -a "(ringfence rule list --names 2>/dev/null)"
+complete -c ringfence -n "__fish_ringfence_using_subcommand rule; and __fish_seen_subcommand_from add" -l services -x -a "(ringfence show services --names 2>/dev/null)"
 "#;
 
 /// Writes ringfence.8 and one page per subcommand (ringfence-daemon.8, ...)
@@ -122,5 +131,9 @@ mod tests {
             assert!(<Cli as clap::Parser>::try_parse_from(words).is_ok(), "{asked}");
         }
         assert!(text.contains("\"$rf\" show services --names") && text.contains("\"$rf\" rule list --names"));
+        let fish = String::from_utf8(completions(Shell::Fish)).unwrap();
+        // The condition function is clap's, defined earlier in the same script.
+        assert!(fish.contains("function __fish_ringfence_using_subcommand"), "{fish}");
+        assert!(fish.contains("-a \"(ringfence rule list --names 2>/dev/null)\""));
     }
 }
