@@ -151,9 +151,14 @@ daemon_start() {
     return 1
 }
 
-# The rule every IPv6 test policy needs: without neighbour discovery a host
-# cannot resolve its neighbours' addresses (the shipped default policy has it).
+# Neighbour discovery, as a rule of the policy's own. Core networking accepts
+# it anyway (docs/policy.md); the scenarios that turn core networking off or
+# test the policy's own sets keep it.
 ND_RULE='  - { name: nd, direction: in, action: allow, protocol: icmpv6, icmp-types: [nd-neighbor-solicit, nd-neighbor-advert] }'
+
+# mask_default DIR: a policy without the default layer (SSH and ping allowed):
+# its name in DIR, a symlink to /dev/null, masks it, as an administrator would.
+mask_default() { ln -s /dev/null "$1/00-default.yaml"; }
 
 # table NS: the ringfence table as JSON, for byte-for-byte comparisons.
 table() { ip netns exec "$1" nft -j list table inet ringfence; }

@@ -21,9 +21,27 @@ pub struct Cli {
 pub struct PolicyDirs {
     /// Read policy files from DIR instead of /usr/lib/ringfence/policy.d,
     /// /etc/ringfence/policy.d and /run/ringfence/policy.d (repeatable; later
-    /// directories override files of the same name in earlier ones).
+    /// directories override files of the same name in earlier ones). The
+    /// embedded default is the layer 00-default.yaml under them all.
     #[arg(long = "policy-dir", value_name = "DIR")]
     pub dirs: Vec<PathBuf>,
+    #[command(flatten)]
+    pub services: ServiceDirs,
+}
+
+#[derive(Args, Clone)]
+pub struct ServiceDirs {
+    /// Read service definitions from DIR instead of /usr/lib/ringfence/services.d
+    /// and /etc/ringfence/services.d (repeatable, later directories winning), on
+    /// top of the embedded catalogue.
+    #[arg(long = "services-dir", value_name = "DIR")]
+    pub service_dirs: Vec<PathBuf>,
+}
+
+impl PolicyDirs {
+    pub fn resolve(&self) -> crate::policy::Dirs {
+        crate::policy::Dirs::new(self.dirs.clone(), self.services.service_dirs.clone())
+    }
 }
 
 #[derive(Subcommand)]
@@ -67,13 +85,19 @@ pub enum Command {
         #[arg(long)]
         dump: bool,
     },
-    /// Show what the daemon has applied.
+    /// Show what the daemon has applied (`show services`: the catalogue of
+    /// named services, read from the services directories).
     Show {
         #[arg(value_enum)]
         what: ShowWhat,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// With `show services`: only the names, one a line (for shell completion).
+        #[arg(long)]
+        names: bool,
+        #[command(flatten)]
+        services: ServiceDirs,
     },
     /// Say which rule (or profile default) decides a new connection's first packet.
     /// Asks the daemon about its applied policy, or evaluates the files offline
@@ -88,6 +112,13 @@ pub enum Command {
     },
     /// Keep the ruleset of a pending `apply --confirm`.
     Confirm,
+    /// One-line rule changes, as `ufw allow` or `netsh advfirewall firewall add
+    /// rule`: they edit the managed drop-in 90-local.yaml, validate the whole
+    /// resulting policy before writing, and ask the daemon to apply.
+    Rule {
+        #[command(subcommand)]
+        command: RuleCommand,
+    },
     /// Print logged packets as they come: rules with `log: true` and, with
     /// `settings.log-dropped`, what the profile defaults drop (rate limited).
     Monitor {
@@ -130,6 +161,106 @@ pub enum ShowWhat {
     /// Counters of rules and defaults, applies, dynamic set sizes, isolation and
     /// the dropped-packet monitor.
     Stats,
+    /// The named services rules can use (`services: [https]`), with their ports
+    /// and the file that defines each.
+    Services,
+}
+
+#[derive(Subcommand)]
+pub enum RuleCommand {
+    /// Add a rule to the managed drop-in. List options take one value each time
+    /// or several separated by commas (--local-ports 80,443).
+    Add(Box<RuleAdd>),
+    /// Delete a rule of the managed drop-in.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        edit: RuleEdit,
+    },
+    /// Enable a rule of the managed drop-in.
+    Enable {
+        name: String,
+        #[command(flatten)]
+        edit: RuleEdit,
+    },
+    /// Disable a rule of the managed drop-in (it stays in the file).
+    Disable {
+        name: String,
+        #[command(flatten)]
+        edit: RuleEdit,
+    },
+    /// List every rule of the policy files with the file that defines it.
+    List {
+        /// Only the names of the managed drop-in's rules, one a line (for shell
+        /// completion).
+        #[arg(long)]
+        names: bool,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        policy: PolicyDirs,
+    },
+}
+
+/// Where a rule command writes and how it applies.
+#[derive(Args, Clone)]
+pub struct RuleEdit {
+    /// The policy to validate against: by default the directories the daemon
+    /// reads (or the default ones). The managed drop-in is 90-local.yaml in
+    /// /etc/ringfence/policy.d, or with --policy-dir in the last DIR given (a
+    /// daemon reading other directories: in the last of them).
+    #[command(flatten)]
+    pub policy: PolicyDirs,
+    /// Roll back unless `ringfence confirm` comes within DURATION, as `apply
+    /// --confirm` (the file stays changed: edit it back or run the opposite command).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, conflicts_with = "no_apply")]
+    pub confirm: Option<Duration>,
+    /// Only write the file (the daemon applies it at its next reload).
+    #[arg(long)]
+    pub no_apply: bool,
+}
+
+#[derive(Args, Clone)]
+pub struct RuleAdd {
+    /// The rule's name, unique in the policy.
+    pub name: String,
+    #[arg(long, value_parser = ["in", "out"])]
+    pub direction: String,
+    #[arg(long, value_parser = ["allow", "block"])]
+    pub action: String,
+    /// tcp, udp, icmp, icmpv6, sctp, dccp, udplite, any or a number.
+    #[arg(long)]
+    pub protocol: Option<String>,
+    /// Ports or ranges (443, 8000-8080).
+    #[arg(long, value_delimiter = ',', value_name = "PORTS")]
+    pub local_ports: Vec<String>,
+    #[arg(long, value_delimiter = ',', value_name = "PORTS")]
+    pub remote_ports: Vec<String>,
+    /// Addresses, prefixes, ranges or keywords (default-gateway, local-subnet,
+    /// dns, dhcp, wins).
+    #[arg(long, value_delimiter = ',', value_name = "ADDRESSES")]
+    pub remote_addresses: Vec<String>,
+    #[arg(long, value_delimiter = ',', value_name = "ADDRESSES")]
+    pub local_addresses: Vec<String>,
+    /// Named services (`ringfence show services`), instead of --protocol and ports.
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    pub services: Vec<String>,
+    #[arg(long, value_delimiter = ',', value_name = "PROFILES", value_parser = ["domain", "private", "public"])]
+    pub profiles: Vec<String>,
+    /// Interface names or patterns (eth0, wg*).
+    #[arg(long, value_delimiter = ',', value_name = "INTERFACES")]
+    pub interfaces: Vec<String>,
+    /// ICMP or ICMPv6 type names or numbers (with --protocol icmp or icmpv6).
+    #[arg(long, value_delimiter = ',', value_name = "TYPES")]
+    pub icmp_types: Vec<String>,
+    /// Log the packets the rule matches (rate limited; `ringfence monitor`).
+    #[arg(long)]
+    pub log: bool,
+    /// Add it disabled.
+    #[arg(long)]
+    pub disabled: bool,
+    #[command(flatten)]
+    pub edit: RuleEdit,
 }
 
 #[derive(Args)]

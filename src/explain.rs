@@ -75,6 +75,12 @@ pub enum Decider {
         place: Place,
         set: String,
     },
+    /// A rule of the core networking group, which no rule overrides.
+    CoreNetworking {
+        name: String,
+        place: Place,
+        set: String,
+    },
     ProfileDefault {
         profile: ProfileKind,
     },
@@ -179,7 +185,12 @@ pub fn explain(
         let set = &compiled.table.sets[i];
         if let Some(elem) = find(set, &key) {
             let rule = &policy.rules[elem.tag as usize];
-            let by = Decider::Rule { name: rule.name.clone(), place: rule.place.clone(), set: set.name.clone() };
+            let (name, place, set) = (rule.name.clone(), rule.place.clone(), set.name.clone());
+            let by = if rule.core {
+                Decider::CoreNetworking { name, place, set }
+            } else {
+                Decider::Rule { name, place, set }
+            };
             return decided(group.action.verdict(), by);
         }
     }

@@ -16,6 +16,7 @@ mod nft;
 mod pki;
 mod policy;
 mod protocol;
+mod rulecmd;
 mod schema;
 mod show;
 #[cfg(test)]
@@ -49,15 +50,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// Directories named on the command line must exist; the default ones may not.
-fn dirs(p: &PolicyDirs) -> (Vec<PathBuf>, bool) {
-    if p.dirs.is_empty() {
-        (policy::DEFAULT_DIRS.iter().map(PathBuf::from).collect(), false)
-    } else {
-        (p.dirs.clone(), true)
-    }
-}
-
 fn print(json: bool, value: &serde_json::Value, human: fn(&serde_json::Value) -> String) -> anyhow::Result<ExitCode> {
     if json {
         println!("{}", serde_json::to_string_pretty(value)?);
@@ -70,13 +62,11 @@ fn print(json: bool, value: &serde_json::Value, human: fn(&serde_json::Value) ->
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Daemon { policy, socket_group, flush_on_exit, resolv_conf, mut lease_paths, smb_conf, metrics } => {
-            let (dirs, dirs_required) = dirs(&policy);
             if lease_paths.is_empty() {
                 lease_paths = dynamic::leases::DEFAULT_LEASE_PATHS.iter().map(PathBuf::from).collect();
             }
             let opts = daemon::Options {
-                dirs,
-                dirs_required,
+                dirs: policy.resolve(),
                 socket: cli.socket,
                 socket_group,
                 flush_on_exit,
@@ -90,8 +80,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { policy, dump } => check(&policy, dump),
-        Command::Show { what, json } => {
+        Command::Show { what, json, names, services } => {
             let (request, human): (Request, fn(&serde_json::Value) -> String) = match what {
+                ShowWhat::Services => return show_services(json, names, services.service_dirs),
                 ShowWhat::State => (Request::State, show::state),
                 ShowWhat::Rules => (Request::Rules, show::rules),
                 ShowWhat::Profiles => (Request::Profiles, show::profiles),
@@ -104,17 +95,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Explain(args) => explain(&cli.socket, args),
         Command::Apply { confirm } => {
-            let answer = client::call(&cli.socket, &Request::Apply { confirm_secs: confirm.map(|d| d.as_secs()) })?;
-            match confirm {
-                Some(d) => println!(
-                    "applied (generation {}); it rolls back in {} s unless `ringfence confirm` comes first",
-                    answer["generation"],
-                    d.as_secs()
-                ),
-                None => println!("applied (generation {})", answer["generation"]),
-            }
+            apply(&cli.socket, confirm)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Rule { command } => rulecmd::run(&cli.socket, command),
         Command::Confirm => {
             client::call(&cli.socket, &Request::Confirm)?;
             println!("confirmed; the ruleset stays");
@@ -158,9 +142,35 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Asks the daemon to apply, with a confirmation window if `confirm`, and
+/// says what it did.
+fn apply(socket: &std::path::Path, confirm: Option<std::time::Duration>) -> anyhow::Result<()> {
+    let answer = client::call(socket, &Request::Apply { confirm_secs: confirm.map(|d| d.as_secs()) })?;
+    match confirm {
+        Some(d) => println!(
+            "applied (generation {}); it rolls back in {} s unless `ringfence confirm` comes first",
+            answer["generation"],
+            d.as_secs()
+        ),
+        None => println!("applied (generation {})", answer["generation"]),
+    }
+    Ok(())
+}
+
+/// The catalogue as the services directories have it (the daemon reads the
+/// same files at its next apply).
+fn show_services(json: bool, names: bool, dirs: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
+    let dirs = policy::Dirs::new(Vec::new(), dirs);
+    let catalogue = policy::services::load(&dirs.services, dirs.services_required)?;
+    if names {
+        catalogue.0.keys().for_each(|name| println!("{name}"));
+        return Ok(ExitCode::SUCCESS);
+    }
+    print(json, &show::services_view(&catalogue), show::services)
+}
+
 fn check(p: &PolicyDirs, dump: bool) -> anyhow::Result<ExitCode> {
-    let (dirs, required) = dirs(p);
-    let compiled = policy::load(&dirs, required)
+    let compiled = policy::load(&p.resolve())
         .and_then(|pol| compile::compile(&pol, &dynamic::DynState::default()).map(|c| (pol, c)));
     match compiled {
         Err(diags) => {
@@ -227,8 +237,7 @@ fn explain(socket: &std::path::Path, a: ExplainArgs) -> anyhow::Result<ExitCode>
     let answer = if a.policy.dirs.is_empty() {
         client::call(socket, &Request::Explain { direction, packet })?
     } else {
-        let (dirs, required) = dirs(&a.policy);
-        let policy = policy::load(&dirs, required)?;
+        let policy = policy::load(&a.policy.resolve())?;
         // Offline there is no live host: keyword rules match nothing.
         let compiled = compile::compile(&policy, &dynamic::DynState::default())?;
         serde_json::to_value(explain::explain(&policy, &compiled, direction, &packet).map_err(anyhow::Error::msg)?)?

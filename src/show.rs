@@ -140,7 +140,8 @@ pub fn sas(v: &Value) -> String {
 }
 
 fn rule_match(r: &Value) -> String {
-    let mut parts = vec![s(&r["protocol"])];
+    let services = r["services"].as_array().is_some_and(|a| !a.is_empty());
+    let mut parts = vec![if services { format!("services={}", list(&r["services"])) } else { s(&r["protocol"]) }];
     for (key, label) in [
         ("local-ports", "lport"),
         ("remote-ports", "rport"),
@@ -162,11 +163,21 @@ fn rule_match(r: &Value) -> String {
     parts.join(" ")
 }
 
+/// The policy's rules, then the core networking group's.
 pub fn rules(v: &Value) -> String {
-    let rows: Vec<[String; 7]> = v
-        .as_array()
-        .into_iter()
-        .flatten()
+    let all = v.as_array().map_or(&[][..], Vec::as_slice);
+    let (core, own): (Vec<&Value>, Vec<&Value>) = all.iter().partition(|r| r["group"] == "core-networking");
+    let mut o = rule_table(&own);
+    if !core.is_empty() {
+        o.push_str("\ncore networking (on unless settings.core-networking: false; looked up before every rule):\n");
+        o.push_str(&rule_table(&core));
+    }
+    o
+}
+
+fn rule_table(rules: &[&Value]) -> String {
+    let rows: Vec<[String; 7]> = rules
+        .iter()
         .map(|r| {
             let mut action = s(&r["action"]);
             if r["enabled"] == Value::Bool(false) {
@@ -246,6 +257,14 @@ fn from(v: &Value) -> String {
 
 pub fn policy(v: &Value) -> String {
     let mut o = String::new();
+    let path = s(&v["default"]["path"]);
+    let default = match v["default"]["from"].as_str() {
+        Some("embedded") => "the embedded copy (no file of its name exists)".into(),
+        Some("file") => path,
+        Some("masked") => format!("masked by {path}: not in the policy"),
+        _ => "none".into(),
+    };
+    let _ = writeln!(o, "default layer (00-default.yaml): {default}");
     let _ = writeln!(o, "files:");
     for f in v["files"].as_array().into_iter().flatten() {
         let _ = writeln!(o, "  {}", s(f));
@@ -262,8 +281,11 @@ pub fn policy(v: &Value) -> String {
             let _ = writeln!(o, "    {key:<11} {value:<12} {}", from(&p[key]));
         }
     }
-    let log = &v["settings"]["log-dropped"];
-    let _ = writeln!(o, "settings:\n  log-dropped {} {}", s(&log["value"]), from(log));
+    let _ = writeln!(o, "settings:");
+    for key in ["log-dropped", "core-networking"] {
+        let setting = &v["settings"][key];
+        let _ = writeln!(o, "  {key} {} {}", s(&setting["value"]), from(setting));
+    }
     let groups = v["groups"].as_array().map_or(&[][..], Vec::as_slice);
     if !groups.is_empty() {
         let _ = writeln!(o, "groups:");
@@ -279,6 +301,8 @@ pub fn policy(v: &Value) -> String {
     let _ = writeln!(o, "rules:");
     for r in v["rules"].as_array().into_iter().flatten() {
         let enabled = if r["enabled"] == Value::Bool(false) { " (disabled)" } else { "" };
+        let enabled =
+            if r["group"] == "core-networking" { format!("{enabled} [core networking]") } else { enabled.into() };
         let _ = writeln!(
             o,
             "  {} {} {}{enabled}: {}  (set at {})",
@@ -292,10 +316,56 @@ pub fn policy(v: &Value) -> String {
     o
 }
 
+/// The catalogue, as `show services --json` prints it.
+pub fn services_view(c: &crate::policy::services::Catalogue) -> Value {
+    let entries = c.0.values().map(|svc| {
+        let ports: Vec<String> = svc
+            .ports
+            .iter()
+            .flat_map(|p| {
+                let proto = crate::policy::values::protocol_name(Some(p.protocol));
+                let ranges: Vec<String> = p
+                    .ports
+                    .iter()
+                    .map(|r| if r.0 == r.1 { format!("{proto}/{}", r.0) } else { format!("{proto}/{}-{}", r.0, r.1) })
+                    .collect();
+                if ranges.is_empty() {
+                    vec![proto]
+                } else {
+                    ranges
+                }
+            })
+            .collect();
+        serde_json::json!({
+            "name": svc.name,
+            "ports": ports,
+            "description": svc.description,
+            "source": svc.place.to_string(),
+        })
+    });
+    Value::Array(entries.collect())
+}
+
+pub fn services(v: &Value) -> String {
+    let rows: Vec<[String; 4]> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|svc| [s(&svc["name"]), list(&svc["ports"]), s(&svc["description"]), s(&svc["source"])])
+        .collect();
+    table(&["NAME", "PORTS", "DESCRIPTION", "SOURCE"], &rows)
+}
+
 pub fn explanation(v: &Value) -> String {
     let d = &v["decided-by"];
     let by = match d["kind"].as_str() {
         Some("rule") => format!("rule {} ({}), set {}", s(&d["name"]), s(&d["place"]), s(&d["set"])),
+        Some("core-networking") => format!(
+            "core networking, rule {} ({}), set {} (settings.core-networking)",
+            s(&d["name"]),
+            s(&d["place"]),
+            s(&d["set"])
+        ),
         Some("loopback") => "loopback traffic is always allowed".into(),
         Some("isolation") => format!(
             "isolation ({}): a new connection in clear from a secure subnet is dropped; it must come over IPsec",

@@ -14,6 +14,11 @@ split into files of RULES_PER_FILE. With --allow-port, one more file allows
 inbound tcp to that port (the iperf3 port), since the default profile blocks
 inbound.
 
+The policy is the N rules alone: the directory masks the default layer
+(00-default.yaml, a symlink to /dev/null) and turns core networking off
+(05-bench-settings.yaml), so that its sets and lookups are the rules' only, as
+the linear ruleset's are.
+
 Usage: gen-policy.py N POLICY_DIR [--allow-port 5201] [--linear FILE.nft]
 """
 
@@ -32,6 +37,11 @@ def pair(i):
 
 def write_policy(n, out_dir, allow_port):
     os.makedirs(out_dir, exist_ok=True)
+    mask = os.path.join(out_dir, "00-default.yaml")
+    if not os.path.lexists(mask):
+        os.symlink("/dev/null", mask)
+    with open(os.path.join(out_dir, "05-bench-settings.yaml"), "w") as f:
+        f.write("version: 1\nsettings:\n  core-networking: false\n")
     for start in range(0, n, RULES_PER_FILE):
         path = os.path.join(out_dir, "50-bench-%06d.yaml" % start)
         with open(path, "w") as f:

@@ -16,6 +16,9 @@ rules:
   - { name: narrow-block, direction: in, action: block, protocol: tcp, local-ports: [7005], remote-addresses: ["10.200.0.0/24", "fd00:200::/64"] }
 YAML
 echo "$ND_RULE" >>"$WORK/policy/10-test.yaml"
+# The profile defaults alone decide what no rule names: without the default
+# layer, which allows SSH and ping.
+mask_default "$WORK/policy"
 daemon_start "$fw" "$WORK/policy"
 for p in 8080 9001 7004 7005 4000; do serve_tcp "$fw" $p; done
 serve_udp "$fw" 5353

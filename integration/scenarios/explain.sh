@@ -26,6 +26,9 @@ rules:
   - { name: wan-glob-udp, direction: in, action: allow, protocol: udp, local-ports: [5301], interfaces: ["wa*"] }
 YAML
 echo "$ND_RULE" >>"$P/10-explain.yaml"
+# The pings are decided by these rules and the profile defaults: without the
+# default layer, whose rules allow every echo request.
+mask_default "$P"
 daemon_start "$fw" "$P"
 for p in 8080 2222 4000; do serve_tcp "$fw" $p; done
 for p in 5300 5301 5353; do serve_udp "$fw" $p; done

@@ -66,7 +66,12 @@ check  "IPv6: clear tcp/8080 works" tcp "$lan" fd00:73::1 8080
 ip netns exec "$fw" nft list chain inet ringfence in_public >"$WORK/in_public"
 # lookups LINE...: the chain's rules without their counters, one per line.
 lookups() { grep -E '@|ipsec' "$WORK/in_public" | sed -E 's/^\s+//'; }
-lookups >"$WORK/lookups"
+lookups >"$WORK/all-lookups"
+# The core networking group's lookups come first, even before the bypass;
+# after them, the policy's own, which the checks below are about.
+core_first() { grep -q '@core_' "$1" && awk '/@core_/ { if (own) exit 1; next } { own = 1 }' "$1"; }
+check  "in_public: the core networking lookups come first" core_first "$WORK/all-lookups"
+grep -v '@core_' "$WORK/all-lookups" >"$WORK/lookups"
 # reqid PATTERN: the reqid of the group connection for PATTERN (show policy).
 reqid() { rf "$fw" show policy --json | jget "[c['reqid'] for c in v['group-connections'] if c['pattern'] == '$1'][0]"; }
 scanners=$(reqid "C=XX, O=Example, OU=Scanners, CN=*")

@@ -27,6 +27,9 @@ rules:
   - { name: nd-out, direction: out, action: allow, protocol: icmpv6, icmp-types: [nd-neighbor-solicit, nd-neighbor-advert] }
 YAML
 echo "$ND_RULE" >>"$WORK/policy/10-profiles.yaml"
+# The profiles' defaults decide the pings: without the default layer, whose
+# rules allow every echo request.
+mask_default "$WORK/policy"
 daemon_start "$fw" "$WORK/policy"
 for p in 8080 2222 9090 9091; do serve_tcp "$fw" $p; done
 serve_udp "$fw" 5300

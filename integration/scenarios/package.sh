@@ -95,7 +95,9 @@ sort >"$WORK/deb.expected" <<EOF
 /usr/bin/ringfence
 /lib/systemd/system/ringfence.service
 /usr/lib/ringfence/policy.d/00-default.yaml
+/usr/lib/ringfence/services.d/00-services.yaml
 /etc/ringfence/policy.d/README
+/etc/ringfence/services.d/README
 /usr/share/bash-completion/completions/ringfence
 /usr/share/zsh/vendor-completions/_ringfence
 /usr/share/fish/vendor_completions.d/ringfence.fish
@@ -106,7 +108,9 @@ sort >"$WORK/rpm.expected" <<EOF
 /usr/bin/ringfence
 /usr/lib/systemd/system/ringfence.service
 /usr/lib/ringfence/policy.d/00-default.yaml
+/usr/lib/ringfence/services.d/00-services.yaml
 /etc/ringfence/policy.d/README
+/etc/ringfence/services.d/README
 /usr/share/bash-completion/completions/ringfence
 /usr/share/zsh/site-functions/_ringfence
 /usr/share/fish/vendor_completions.d/ringfence.fish
@@ -128,6 +132,8 @@ check "/etc/ringfence/policy.d/README is %config(noreplace) in the .rpm (flags c
     sh -c "rpm -qp --qf '[%{FILEFLAGS:fflags} %{FILENAMES}\n]' '$RPM' | grep -qx 'cn /etc/ringfence/policy.d/README'"
 check "the packaged default policy is policies/default.yaml" \
     cmp "$ROOT/policies/default.yaml" <(dpkg-deb --fsys-tarfile "$DEB" | tar -xO ./usr/lib/ringfence/policy.d/00-default.yaml)
+check "the packaged services catalogue is services/services.yaml" \
+    cmp "$ROOT/services/services.yaml" <(dpkg-deb --fsys-tarfile "$DEB" | tar -xO ./usr/lib/ringfence/services.d/00-services.yaml)
 check "the packaged unit is packaging/ringfence.service" \
     cmp "$ROOT/packaging/ringfence.service" <(rpm2cpio "$RPM" | (cd "$WORK" && cpio -i --quiet --to-stdout ./usr/lib/systemd/system/ringfence.service))
 # The generated man page is the binary's: it names the subcommands' pages and

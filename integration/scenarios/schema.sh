@@ -18,7 +18,8 @@ SCHEMA_ERRORS=(04-unknown-key 05-unknown-rule-key 06-unknown-profile-key 07-unkn
     08-unknown-settings-key 09-string-for-list 10-list-for-string 11-bool-as-string 12-rules-as-mapping
     13-missing-name 14-missing-direction 15-missing-action 16-bad-direction 44-null-name
     47-port-float 48-protocol-list 49-direction-list 51-rules-number 52-rule-item-not-mapping 55-port-huge
-    56-missing-field-flow 61-isolation-mode-unknown 74-group-bad-name 75-group-missing-subject 96-merge-key)
+    56-missing-field-flow 61-isolation-mode-unknown 74-group-bad-name 75-group-missing-subject 96-merge-key
+    100-core-networking-yes)
 YAML_ERRORS=(01-yaml-syntax 02-tab-indent 03-tab-indent-key 41-duplicate-key 42-multiple-documents
     50-bad-indentation 57-unclosed-quote 58-colon-in-value 97-python-tag)
 # 46-version-float: `1.0` is an integer to JSON Schema; ringfence reads it as a float.
@@ -35,7 +36,7 @@ SEMANTIC_ERRORS=(17-action-bypass 18-bad-protocol 19-protocol-256 20-cidr-prefix
     78-require-secure-block 79-require-secure-false-groups 80-groups-without-isolation 81-group-case-clash
     82-too-many-group-connections 83-name-control 84-name-bidi-override 85-name-bidi-isolate 86-name-zero-width
     87-name-bom 88-name-soft-hyphen 89-name-tag-character 90-name-line-separator 91-name-paragraph-separator
-    92-name-private-use 93-name-unassigned 94-name-no-break-space 95-name-ideographic-space dup-groups/10-group-a dup-groups/20-group-b
+    92-name-private-use 93-name-unassigned 94-name-no-break-space 95-name-ideographic-space 98-unknown-service 99-services-and-ports dup-groups/10-group-a dup-groups/20-group-b
     dup-names/10-dup-a dup-names/20-dup-b profile-overlap/10-overlap-a profile-overlap/20-overlap-b)
 
 check "ringfence schema prints a schema" "$RINGFENCE" schema
@@ -49,7 +50,9 @@ validate() { "$PY" "$ROOT/integration/schemacheck.py" "$WORK/schema.json" "$@"; 
 for f in "$ROOT"/policies/*.yaml "$ROOT"/policies/*/*.yaml "$WORK/embedded-default.yaml"; do
     check "valid: ${f#"$ROOT"/}" validate "$f"
     one="$WORK/one-$(basename "$f" .yaml)"
-    mkdir -p "$one" && cp "$f" "$one/"
+    # Each file alone: without the default layer (the default policy would
+    # meet itself).
+    mkdir -p "$one" && cp "$f" "$one/" && mask_default "$one"
     # An isolation example names the host's credentials under /etc: check it
     # with a throwaway CA and certificate in their place.
     if grep -q /etc/ringfence/pki/ "$f"; then

@@ -19,6 +19,10 @@ rules:
   - { name: ping, direction: in, action: allow, protocol: icmp, icmp-types: [echo-request] }
 YAML
 echo "$ND_RULE" >>"$P/10-first.yaml"
+# The scenario enforces and counts the rules of its own files: without the
+# default layer (which allows ping6) and the core networking group.
+mask_default "$P"
+printf 'settings:\n  core-networking: false\n' >"$P/05-no-core.yaml"
 daemon_start "$fw" "$P"
 first_pid=$DAEMON_PID
 for p in 8080 8081 8082; do serve_tcp "$fw" $p; done

@@ -4,10 +4,11 @@
 //!
 //! ```text
 //! input   (hook input, policy drop):  iif lo accept; ct state invalid drop;
-//!          ct state established,related accept; iifname vmap {profile patterns};
-//!          goto in_public
-//! in_P    for each reachable profile P: one lookup per set, bypass (gated on
-//!          the SA's reqid) before blocks before allows, then P's inbound default
+//!          ct state established accept; ct state related (not ICMP) accept;
+//!          iifname vmap {profile patterns}; goto in_public
+//! in_P    for each reachable profile P: one lookup per set, the core networking
+//!          group's first, then bypass (gated on the SA's reqid) before blocks
+//!          before allows, then P's inbound default
 //! output / out_P                      the same for outbound (no invalid drop)
 //! log_*   rate-limited log to NFLOG, then the verdict, for rules with `log: true`
 //! ```
@@ -31,7 +32,7 @@ use serde_json::json;
 
 use crate::dynamic::{self, DynState};
 use crate::nft::{self, BaseChain, Chain, Elem, Expr, Hook, Set, Stmt, Table};
-use crate::policy::values::{AddrRange, Address, Keyword, IPPROTO_ICMP, IPPROTO_ICMPV6};
+use crate::policy::values::{AddrRange, Address, Keyword, PortRange, IPPROTO_ICMP, IPPROTO_ICMPV6};
 use crate::policy::{Action, Diagnostic, Diagnostics, Direction, Policy, ProfileKind, Rule, Verdict};
 pub use dims::Field;
 
@@ -54,9 +55,20 @@ pub const LOG_GROUP: u16 = 2714;
 /// The start of every log prefix; `monitor` parses the rest (see [`log_prefix`]).
 pub const LOG_PREFIX: &str = "ringfence ";
 
+/// Which rules a set holds: the core networking group's, looked up first in
+/// every profile, or the policy's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Layer {
+    CoreNetworking,
+    Rules,
+}
+
 /// What the rules of one set have in common.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct Group {
+    /// First, so that the core networking sets sort (and are looked up) first.
+    pub layer: Layer,
     pub direction: Direction,
     /// Sorts (and is looked up) by precedence: bypass, block, allow.
     pub action: Action,
@@ -108,7 +120,8 @@ impl Group {
             .chain(self.fields.iter().map(|f| f.short().to_string()))
             .collect();
         let log = if self.log { "_log" } else { "" };
-        format!("{}_{}{log}_{scope}_{}", self.direction.as_str(), self.action.as_str(), words.join("_"))
+        let core = if self.layer == Layer::CoreNetworking { "core_" } else { "" };
+        format!("{core}{}_{}{log}_{scope}_{}", self.direction.as_str(), self.action.as_str(), words.join("_"))
     }
 
     /// Whether a packet in `profile` going `direction` meets this set.
@@ -181,6 +194,7 @@ pub fn compile(policy: &Policy, dynamic: &DynState) -> Result<Compiled, Diagnost
         for shape in &shapes {
             for (&scope, gate) in scopes.iter().flat_map(|s| gates.iter().map(move |g| (s, g))) {
                 let group = Group {
+                    layer: if rule.core { Layer::CoreNetworking } else { Layer::Rules },
                     direction: rule.direction,
                     action: rule.action,
                     scope,
@@ -239,11 +253,14 @@ pub fn compile(policy: &Policy, dynamic: &DynState) -> Result<Compiled, Diagnost
     Ok(compiled)
 }
 
+/// Fields with the ranges of values a rule gives them.
+type FieldValues = Vec<(Field, Vec<(u128, u128)>)>;
+
 /// What a rule constrains, for one of its set groups: fields with their values
 /// (the set key) and addresses looked up in dynamic sets.
 #[derive(Clone, Default)]
 struct Shape {
-    fields: Vec<(Field, Vec<(u128, u128)>)>,
+    fields: FieldValues,
     dynamic: Vec<DynMatch>,
 }
 
@@ -295,21 +312,6 @@ fn shapes(rule: &Rule) -> Vec<Shape> {
     if !rule.users.is_empty() {
         fields.push((Field::User, rule.users.iter().map(|&u| (u as u128, u as u128)).collect()));
     }
-    let icmp = rule.icmp_types.iter().map(|&t| (t as u128, t as u128)).collect::<Vec<_>>();
-    match rule.protocol {
-        Some(IPPROTO_ICMP) if !icmp.is_empty() => fields.push((Field::IcmpType, icmp)),
-        Some(IPPROTO_ICMPV6) if !icmp.is_empty() => fields.push((Field::Icmpv6Type, icmp)),
-        Some(p) => fields.push((Field::Protocol, vec![(p as u128, p as u128)])),
-        None => {}
-    }
-    let ports = |list: &[crate::policy::values::PortRange]| list.iter().map(|p| (p.0 as u128, p.1 as u128)).collect();
-    if !rule.remote_ports.is_empty() {
-        fields.push((Field::RemotePort, ports(&rule.remote_ports)));
-    }
-    if !rule.local_ports.is_empty() {
-        fields.push((Field::LocalPort, ports(&rule.local_ports)));
-    }
-
     let mut shapes = Vec::new();
     if rule.remote_addresses.is_empty() && rule.local_addresses.is_empty() {
         shapes.push(common);
@@ -337,6 +339,28 @@ fn shapes(rule: &Rule) -> Vec<Shape> {
             }
         }
     }
+    // One shape per protocol of the rule's services (tcp/443 and udp/53 must
+    // not make udp/443), else the rule's own protocol and ports.
+    let services = rule.service_ports.iter().map(|s| {
+        let port_field = if rule.direction == Direction::In { Field::LocalPort } else { Field::RemotePort };
+        let mut fields = vec![(Field::Protocol, vec![(s.protocol as u128, s.protocol as u128)])];
+        if !s.ports.is_empty() {
+            fields.push((port_field, ports(&s.ports)));
+        }
+        fields
+    });
+    let protocols: Vec<FieldValues> =
+        if rule.services.is_empty() { vec![protocol_fields(rule)] } else { services.collect() };
+    let mut shapes: Vec<Shape> = shapes
+        .iter()
+        .flat_map(|shape| {
+            protocols.iter().map(move |extra| {
+                let mut shape = shape.clone();
+                shape.fields.extend(extra.iter().cloned());
+                shape
+            })
+        })
+        .collect();
     for shape in &mut shapes {
         if shape.fields.is_empty() {
             // "any protocol" with nothing else in the key: a key needs a field.
@@ -345,6 +369,29 @@ fn shapes(rule: &Rule) -> Vec<Shape> {
         shape.fields.sort_by_key(|(f, _)| *f);
     }
     shapes
+}
+
+fn ports(list: &[PortRange]) -> Vec<(u128, u128)> {
+    list.iter().map(|p| (p.0 as u128, p.1 as u128)).collect()
+}
+
+/// The fields of a rule's own protocol, ICMP types and ports.
+fn protocol_fields(rule: &Rule) -> FieldValues {
+    let mut fields = Vec::new();
+    let icmp = rule.icmp_types.iter().map(|&t| (t as u128, t as u128)).collect::<Vec<_>>();
+    match rule.protocol {
+        Some(IPPROTO_ICMP) if !icmp.is_empty() => fields.push((Field::IcmpType, icmp)),
+        Some(IPPROTO_ICMPV6) if !icmp.is_empty() => fields.push((Field::Icmpv6Type, icmp)),
+        Some(p) => fields.push((Field::Protocol, vec![(p as u128, p as u128)])),
+        None => {}
+    }
+    if !rule.remote_ports.is_empty() {
+        fields.push((Field::RemotePort, ports(&rule.remote_ports)));
+    }
+    if !rule.local_ports.is_empty() {
+        fields.push((Field::LocalPort, ports(&rule.local_ports)));
+    }
+    fields
 }
 
 /// Appends the cartesian product of a shape's value lists.
@@ -476,7 +523,18 @@ fn base_chain(policy: &Policy, direction: Direction, reachable: &[ProfileKind]) 
         rules.push(nft::Rule { stmts: vec![Stmt::Verdict(nft::Verdict::Jump(chain.into()))], comment: None });
     }
     rules.push(nft::Rule {
-        stmts: vec![Stmt::CtState(vec!["established", "related"]), Stmt::Verdict(nft::Verdict::Accept)],
+        stmts: vec![Stmt::CtState(vec!["established"]), Stmt::Verdict(nft::Verdict::Accept)],
+        comment: None,
+    });
+    // ICMP errors are `related` too; they go on to the core networking group
+    // (or, without it, to the rules). Other related flows are those a
+    // conntrack helper expects (an FTP data connection), accepted as before.
+    rules.push(nft::Rule {
+        stmts: vec![
+            Stmt::CtState(vec!["related"]),
+            Stmt::NotEquals(Expr::Meta("l4proto"), json!({ "set": [IPPROTO_ICMP, IPPROTO_ICMPV6] })),
+            Stmt::Verdict(nft::Verdict::Accept),
+        ],
         comment: None,
     });
     let entries: Vec<(serde_json::Value, nft::Verdict)> = reachable

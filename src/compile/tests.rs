@@ -18,7 +18,13 @@ fn compile_default(p: &Policy) -> Result<Compiled, Diagnostics> {
     compile(p, &DynState::default())
 }
 
+/// The policy of `text` alone: these tests are about the sets of its rules, so
+/// the core networking group is off (its own tests say `with_core`).
 fn policy(text: &str) -> Policy {
+    with_core(&format!("{text}\nsettings:\n  core-networking: false\n"))
+}
+
+fn with_core(text: &str) -> Policy {
     load_text(&[(PathBuf::from("test.yaml"), text.to_string())]).unwrap_or_else(|d| panic!("{d}"))
 }
 
@@ -299,4 +305,78 @@ fn keywords_are_looked_up_in_dynamic_sets_that_follow_the_host() {
     assert_eq!(updated, recompiled, "updating elements gives what compiling anew would");
     assert_eq!(verdict(&updated, udp53("10.0.0.254")), Verdict::Allow);
     assert_eq!(verdict(&updated, udp53("10.0.0.1")), Verdict::Block);
+}
+
+#[test]
+fn core_networking_is_looked_up_first_and_no_rule_overrides_it() {
+    let text = "rules:\n\
+         - { name: no-icmpv6, direction: in, action: block, protocol: icmpv6 }\n\
+         - { name: no-dhcp, direction: in, action: block, protocol: udp, local-ports: [68] }\n";
+    let p = with_core(text);
+    let c = compile(&p, &DynState::default()).unwrap();
+    let chain = c.table.chains.iter().find(|ch| ch.name == "in_public").unwrap();
+    let lookups: Vec<&str> = chain
+        .rules
+        .iter()
+        .filter_map(|r| match r.stmts.first() {
+            Some(Stmt::InSet(_, set)) => Some(set.as_str()),
+            _ => None,
+        })
+        .collect();
+    let first_own = lookups.iter().position(|s| !s.starts_with("core_")).unwrap();
+    assert!(first_own > 0 && lookups[first_own..].iter().all(|s| !s.starts_with("core_")), "{lookups:?}");
+    let icmpv6 = |t: u8, from: &str| Packet {
+        protocol: IPPROTO_ICMPV6,
+        icmp_type: Some(t),
+        remote: Some(from.parse().unwrap()),
+        ..Default::default()
+    };
+    let ns = explain(&p, &c, Direction::In, &icmpv6(135, "fd00::1"));
+    assert_eq!(ns.verdict, Verdict::Allow);
+    assert!(
+        matches!(&ns.decided_by, Decider::CoreNetworking { name, .. } if name == "ipv6-neighbour-discovery-in"),
+        "{ns:?}"
+    );
+    let ptb = explain(&p, &c, Direction::In, &icmpv6(2, "2001:db8::1"));
+    assert!(matches!(&ptb.decided_by, Decider::CoreNetworking { name, .. } if name == "icmpv6-errors-in"), "{ptb:?}");
+    // A router advertisement from a global address is not one (RFC 4861 6.1.2).
+    let ra = explain(&p, &c, Direction::In, &icmpv6(134, "2001:db8::1"));
+    assert!(matches!(&ra.decided_by, Decider::Rule { name, .. } if name == "no-icmpv6"), "{ra:?}");
+    assert_eq!(explain(&p, &c, Direction::In, &icmpv6(134, "fe80::1")).verdict, Verdict::Allow);
+    let dhcp = Packet { protocol: 17, remote_port: Some(67), local_port: Some(68), ..Default::default() };
+    assert!(matches!(explain(&p, &c, Direction::In, &dhcp).decided_by, Decider::CoreNetworking { .. }));
+    let echo = explain(&p, &c, Direction::In, &icmpv6(128, "fd00::1"));
+    assert!(matches!(&echo.decided_by, Decider::Rule { name, .. } if name == "no-icmpv6"), "not core: {echo:?}");
+
+    // Off: the rules decide, and no core set is left.
+    let off = policy(text);
+    let c = compile(&off, &DynState::default()).unwrap();
+    assert!(c.table.sets.iter().all(|s| !s.name.starts_with("core_")));
+    assert_eq!(explain(&off, &c, Direction::In, &icmpv6(135, "fd00::1")).verdict, Verdict::Block);
+}
+
+#[test]
+fn services_compile_per_protocol_without_crossing_ports() {
+    let p = policy(
+        "rules:\n\
+         - { name: web-dns, direction: in, action: allow, services: [https, dns] }\n\
+         - { name: out-web, direction: out, action: allow, services: [http] }\n",
+    );
+    let c = compile(&p, &DynState::default()).unwrap();
+    let tcp_or_udp = |protocol: u8, port: u16| Packet { protocol, local_port: Some(port), ..Default::default() };
+    let inbound = |pkt: Packet| explain(&p, &c, Direction::In, &pkt).verdict;
+    assert_eq!(inbound(tcp_or_udp(6, 443)), Verdict::Allow);
+    assert_eq!(inbound(tcp_or_udp(6, 53)), Verdict::Allow);
+    assert_eq!(inbound(tcp_or_udp(17, 53)), Verdict::Allow);
+    assert_eq!(inbound(tcp_or_udp(17, 443)), Verdict::Block, "https is tcp only");
+    assert_eq!(inbound(tcp_or_udp(6, 80)), Verdict::Block);
+    // Outbound, a service's port is the remote end's.
+    let set = c.table.sets.iter().find(|s| s.name.starts_with("out_allow")).unwrap();
+    assert_eq!(set.key, [crate::nft::KeyType::InetProto, crate::nft::KeyType::InetService]);
+    let chain = c.table.chains.iter().find(|ch| ch.name == "out_public").unwrap();
+    assert!(
+        matches!(&chain.rules[0].stmts[0], Stmt::InSet(Expr::Concat(k), _) if k[1] == Expr::Payload("th", "dport")),
+        "{:?}",
+        chain.rules[0]
+    );
 }

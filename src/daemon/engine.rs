@@ -9,7 +9,6 @@
 //! so automatic reloads refuse that exact policy until the files are edited again
 //! or an explicit `apply` forces it.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::backend::{Backend, BackendError};
@@ -69,8 +68,7 @@ pub struct Pending {
 }
 
 pub struct Engine<B: Backend> {
-    pub dirs: Vec<PathBuf>,
-    pub dirs_required: bool,
+    pub dirs: policy::Dirs,
     pub backend: B,
     pub applied: Option<Applied>,
     pub pending: Option<Pending>,
@@ -86,10 +84,9 @@ pub struct Engine<B: Backend> {
 }
 
 impl<B: Backend> Engine<B> {
-    pub fn new(dirs: Vec<PathBuf>, dirs_required: bool, backend: B) -> Self {
+    pub fn new(dirs: policy::Dirs, backend: B) -> Self {
         Engine {
             dirs,
-            dirs_required,
             backend,
             applied: None,
             pending: None,
@@ -112,7 +109,7 @@ impl<B: Backend> Engine<B> {
     }
 
     fn reload_inner(&mut self, trigger: Trigger) -> Result<Outcome, EngineError> {
-        let policy = policy::load(&self.dirs, self.dirs_required).map_err(EngineError::Policy)?;
+        let policy = policy::load(&self.dirs).map_err(EngineError::Policy)?;
         let confirm = match trigger {
             Trigger::Files if self.rolled_back.as_ref() == Some(&policy) => return Err(EngineError::RolledBack),
             Trigger::Files => return self.apply_policy(policy, false),

@@ -9,6 +9,8 @@ mod lock;
 mod stats;
 mod teardown;
 mod views;
+
+pub use views::rule_view;
 mod watch;
 
 use std::path::PathBuf;
@@ -41,8 +43,7 @@ use views::policy_view;
 const DEBOUNCE: Duration = Duration::from_millis(300);
 
 pub struct Options {
-    pub dirs: Vec<PathBuf>,
-    pub dirs_required: bool,
+    pub dirs: crate::policy::Dirs,
     pub socket: PathBuf,
     pub socket_group: Option<String>,
     pub flush_on_exit: bool,
@@ -64,7 +65,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         Some(listen) => Some(metrics::bind(listen).await.context("cannot serve metrics")?),
         None => None,
     };
-    let mut engine = Engine::new(opts.dirs.clone(), opts.dirs_required, NftBackend);
+    let mut engine = Engine::new(opts.dirs.clone(), NftBackend);
     let (failed_tx, mut failed) = mpsc::channel(64);
     let mut isolation = isolation::Isolation::start(failed_tx);
     let mut xfrm_events = xfrm_events();
@@ -93,7 +94,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         tokio::spawn(metrics::serve(server, calls_tx));
     }
     let (ticks_tx, mut ticks) = mpsc::unbounded_channel();
-    let _watcher = watch::watch(&opts.dirs, ticks_tx).context("cannot watch the policy directories")?;
+    let _watcher = watch::watch(opts.dirs.policy.iter().chain(&opts.dirs.services), ticks_tx)
+        .context("cannot watch the policy and services directories")?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;

@@ -72,6 +72,8 @@ pub fn rule_view(rule: &Rule) -> Value {
         "interfaces": rule.interfaces.iter().map(|p| p.0.clone()).collect::<Vec<_>>(),
         "profiles": rule.profiles,
         "icmp-types": rule.icmp_types.iter().map(|&t| icmp_type_name(proto, t)).collect::<Vec<_>>(),
+        "services": rule.services,
+        "group": rule.core.then_some("core-networking"),
         "users": rule.users,
         "remote-groups": rule.remote_groups,
         "require-secure": rule.require_secure,
@@ -98,8 +100,12 @@ pub fn policy_view(policy: &Policy) -> Value {
         .collect();
     json!({
         "files": policy.files,
+        "default": policy.default,
         "profiles": profiles,
-        "settings": { "log-dropped": sourced(&policy.settings.log_dropped) },
+        "settings": {
+            "log-dropped": sourced(&policy.settings.log_dropped),
+            "core-networking": sourced(&policy.settings.core_networking),
+        },
         "groups": policy.groups,
         "group-connections": policy.group_connections,
         "rules": policy.rules.iter().map(rule_view).collect::<Vec<_>>(),
@@ -124,7 +130,8 @@ pub fn state<B: Backend>(engine: &Engine<B>) -> Result<Value, String> {
         "generation": engine.generation,
         "applied-at": applied.and_then(|a| rfc3339(a.at, &jiff::tz::TimeZone::system())),
         "last-apply-ms": engine.last_apply.as_secs_f64() * 1000.0,
-        "policy-dirs": engine.dirs,
+        "policy-dirs": engine.dirs.policy,
+        "services-dirs": engine.dirs.services,
         "files": applied.map(|a| a.policy.files.clone()).unwrap_or_default(),
         "rules": applied.map_or(0, |a| a.policy.rules.len()),
         "enabled-rules": applied.map_or(0, |a| a.policy.rules.iter().filter(|r| r.enabled).count()),

@@ -1,4 +1,4 @@
-//! Watching the policy directories (inotify, through `notify`): any change to a
+//! Watching the policy and services directories (inotify, through `notify`): any change to a
 //! `.yaml` file there sends a tick; the daemon debounces ticks into one reload.
 
 use std::path::PathBuf;
@@ -9,7 +9,10 @@ use tokio::sync::mpsc;
 /// Watches the directories that exist now; returns the watcher, which stops
 /// watching when dropped. A directory created later is read on the next reload
 /// (SIGHUP) but not watched.
-pub fn watch(dirs: &[PathBuf], ticks: mpsc::UnboundedSender<()>) -> notify::Result<notify::RecommendedWatcher> {
+pub fn watch<'a>(
+    dirs: impl Iterator<Item = &'a PathBuf>,
+    ticks: mpsc::UnboundedSender<()>,
+) -> notify::Result<notify::RecommendedWatcher> {
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let relevant = crate::dynamic::follow::is_change(&event)
             && event.is_ok_and(|e| e.paths.iter().any(|p| p.extension().is_some_and(|x| x == "yaml")));
@@ -17,7 +20,7 @@ pub fn watch(dirs: &[PathBuf], ticks: mpsc::UnboundedSender<()>) -> notify::Resu
             let _ = ticks.send(());
         }
     })?;
-    for dir in dirs.iter().filter(|d| d.is_dir()) {
+    for dir in dirs.filter(|d| d.is_dir()) {
         watcher.watch(dir, RecursiveMode::NonRecursive)?;
     }
     Ok(watcher)

@@ -137,8 +137,11 @@ impl Hub {
         match &event.decided_by {
             Some(Decider::Rule { name, .. }) => *s.by_rule.entry(name.clone()).or_default() += 1,
             Some(Decider::ProfileDefault { profile }) => *s.by_default.entry((direction, *profile)).or_default() += 1,
-            // (Isolation drops are not logged: `isolation_in` has no log statement.)
-            Some(Decider::Loopback | Decider::Isolation { .. }) | None => s.totals.unattributed += 1,
+            // (Isolation drops are not logged: `isolation_in` has no log
+            // statement; nor are the core networking rules.)
+            Some(Decider::Loopback | Decider::Isolation { .. } | Decider::CoreNetworking { .. }) | None => {
+                s.totals.unattributed += 1
+            }
         }
         if s.ring.len() == RING {
             s.ring.pop_front();

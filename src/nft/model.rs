@@ -202,6 +202,8 @@ impl Verdict {
 pub enum Stmt {
     /// `EXPR == "literal"`
     Equals(Expr, Value),
+    /// `EXPR != literal` (a value or an anonymous set)
+    NotEquals(Expr, Value),
     /// `EXPR @set`
     InSet(Expr, String),
     /// `EXPR != @set`
@@ -231,6 +233,7 @@ impl Stmt {
     fn json(&self) -> Value {
         match self {
             Stmt::Equals(left, right) => json!({ "match": { "op": "==", "left": left.json(), "right": right } }),
+            Stmt::NotEquals(left, right) => json!({ "match": { "op": "!=", "left": left.json(), "right": right } }),
             Stmt::InSet(left, set) => {
                 json!({ "match": { "op": "==", "left": left.json(), "right": format!("@{set}") } })
             }

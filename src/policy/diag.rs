@@ -78,7 +78,7 @@ impl fmt::Display for Diagnostics {
 
 impl std::error::Error for Diagnostics {}
 
-/// Where the shipped default policy "lives" when no file exists.
+/// Where the shipped default policy "lives" when no file of its name exists.
 pub fn embedded_path() -> PathBuf {
-    PathBuf::from("<embedded>/default.yaml")
+    PathBuf::from("<embedded>/00-default.yaml")
 }

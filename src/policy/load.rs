@@ -9,6 +9,8 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use serde::Serialize;
+
 use super::diag::{embedded_path, Diagnostic, Diagnostics, Place};
 use super::raw::RawFile;
 use super::text::clip_quoted;
@@ -19,31 +21,116 @@ use super::{validate, Policy};
 pub const DEFAULT_DIRS: [&str; 3] =
     ["/usr/lib/ringfence/policy.d", "/etc/ringfence/policy.d", "/run/ringfence/policy.d"];
 
-/// The policy that applies when no policy file exists at all.
+/// The default policy, the bottom layer of every policy: it stands for the
+/// packaged `/usr/lib/ringfence/policy.d/00-default.yaml` (the same file), so
+/// it is in force even where the package's copy is missing.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../policies/default.yaml");
+
+/// The file name of the default layer: a file of this name in a policy
+/// directory replaces the default, a mask of it removes it.
+pub const DEFAULT_FILE: &str = "00-default.yaml";
+
+/// Where the default layer came from, for `show policy`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "from", content = "path", rename_all = "kebab-case")]
+pub enum DefaultLayer {
+    /// The copy built into the binary (no file of its name exists).
+    Embedded,
+    /// A file of its name: the package's copy or an administrator's override.
+    File(PathBuf),
+    /// Masked (a symlink to /dev/null): the policy has no default layer.
+    Masked(PathBuf),
+    /// Texts given without one ([`load_text`] in tests and tools).
+    Absent,
+}
+
+impl DefaultLayer {
+    /// The default layer among texts given in merge order.
+    fn of(sources: &[(PathBuf, String)]) -> DefaultLayer {
+        match sources.iter().rev().find(|(p, _)| p.file_name().is_some_and(|n| n == DEFAULT_FILE)) {
+            None => DefaultLayer::Absent,
+            Some((p, _)) if *p == embedded_path() => DefaultLayer::Embedded,
+            Some((p, _)) => DefaultLayer::File(p.clone()),
+        }
+    }
+}
+
+/// The core networking group: rules that keep IPv4 and IPv6 working whatever
+/// the policy says, unless `settings.core-networking: false`. Not a layer: no
+/// file replaces it.
+pub const CORE_NETWORKING: &str = include_str!("../../policies/core-networking.yaml");
+
+/// Where messages place the core networking rules.
+fn core_path() -> PathBuf {
+    PathBuf::from("<embedded>/core-networking.yaml")
+}
+
+/// Where the policy and the services catalogue are read from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Dirs {
+    pub policy: Vec<PathBuf>,
+    pub services: Vec<PathBuf>,
+    /// Directories named on the command line must exist; the default ones may not.
+    pub policy_required: bool,
+    pub services_required: bool,
+}
+
+impl Dirs {
+    /// The given directories, or the default ones where none are given.
+    pub fn new(policy: Vec<PathBuf>, services: Vec<PathBuf>) -> Dirs {
+        let or_default = |given: Vec<PathBuf>, default: &[&str]| {
+            if given.is_empty() {
+                (default.iter().map(PathBuf::from).collect(), false)
+            } else {
+                (given, true)
+            }
+        };
+        let (policy, policy_required) = or_default(policy, &DEFAULT_DIRS);
+        let (services, services_required) = or_default(services, &super::services::DEFAULT_DIRS);
+        Dirs { policy, services, policy_required, services_required }
+    }
+}
 
 /// Policy files are small; anything larger is a mistake or an attack on the parser.
 const MAX_FILE_BYTES: u64 = 1 << 20;
 
-/// Loads, validates and merges every policy file of `dirs`.
-/// `dirs_required` makes a missing directory an error (directories named on the
-/// command line), instead of an empty one (the default search path).
-pub fn load(dirs: &[PathBuf], dirs_required: bool) -> Result<Policy, Diagnostics> {
+/// Loads, validates and merges every policy file of `dirs`, with the services
+/// catalogue of its services directories. A required directory that is
+/// missing is an error; a default one is taken as empty.
+pub fn load(dirs: &Dirs) -> Result<Policy, Diagnostics> {
+    load_layers(dirs, None)
+}
+
+/// As [`load`], with `text` standing for the file `path` of one of the policy
+/// directories, whether it exists or not: a change checked before it is written.
+pub fn load_replacing(dirs: &Dirs, path: &Path, text: &str) -> Result<Policy, Diagnostics> {
+    load_layers(dirs, Some((path, text)))
+}
+
+fn load_layers(dirs: &Dirs, replacing: Option<(&Path, &str)>) -> Result<Policy, Diagnostics> {
+    let catalogue = super::services::load(&dirs.services, dirs.services_required)?;
     let mut diags = Vec::new();
-    let files = discover(dirs, dirs_required, &mut diags);
+    let (layers, default) = discover(&dirs.policy, dirs.policy_required, replacing.map(|r| r.0), &mut diags);
     let mut sources = Vec::new();
-    for path in &files {
-        match read(path) {
-            Ok(text) => sources.push((path.clone(), text)),
-            Err(d) => diags.push(d),
+    for layer in layers {
+        match layer {
+            Entry::Embedded => sources.push((embedded_path(), EMBEDDED_DEFAULT.to_string())),
+            Entry::File(path) => match replacing {
+                Some((replaced, text)) if replaced == path => sources.push((path, text.to_string())),
+                _ => match read(&path) {
+                    Ok(text) => sources.push((path, text)),
+                    Err(d) => diags.push(d),
+                },
+            },
+            Entry::Masked(_) => {}
         }
     }
-    if files.is_empty() {
-        sources.push((embedded_path(), EMBEDDED_DEFAULT.to_string()));
-    }
     // Report the readable files' problems too, so that one run shows them all.
-    match load_text(&sources) {
-        Ok(policy) => {
+    match load_text_with(&sources, &catalogue) {
+        Ok(mut policy) => {
+            if let DefaultLayer::Masked(_) = default {
+                policy.default = default;
+            }
             super::isolation::check_identity(&policy.isolation, &mut diags);
             if diags.is_empty() {
                 Ok(policy)
@@ -58,18 +145,37 @@ pub fn load(dirs: &[PathBuf], dirs_required: bool) -> Result<Policy, Diagnostics
     }
 }
 
-/// Parses, validates and merges policy texts, in order. Pure: no file access.
+/// Parses, validates and merges policy texts, in order, with the shipped
+/// services catalogue. Pure: no file access.
+#[cfg(test)]
 pub fn load_text(sources: &[(PathBuf, String)]) -> Result<Policy, Diagnostics> {
+    load_text_with(sources, &super::services::Catalogue::embedded())
+}
+
+/// Parses, validates and merges policy texts, in order, with the services of
+/// `catalogue`. Pure: no file access.
+fn load_text_with(
+    sources: &[(PathBuf, String)],
+    catalogue: &super::services::Catalogue,
+) -> Result<Policy, Diagnostics> {
     let mut diags = Vec::new();
-    let mut merger = validate::Merger::new();
+    let mut merger = validate::Merger::new(catalogue);
     for (path, text) in sources {
         let file: Arc<Path> = Arc::from(path.as_path());
-        match parse(&file, text) {
+        match parse::<RawFile>(&file, text) {
             Ok(raw) => merger.add(&file, &raw, &mut diags),
             Err(d) => diags.push(d),
         }
     }
-    let policy = merger.finish(sources.iter().map(|(p, _)| p.clone()).collect(), &mut diags);
+    if merger.core_networking() {
+        let file: Arc<Path> = Arc::from(core_path().as_path());
+        match parse::<RawFile>(&file, CORE_NETWORKING) {
+            Ok(raw) => merger.add_core(&file, &raw, &mut diags),
+            Err(d) => diags.push(d),
+        }
+    }
+    let mut policy = merger.finish(sources.iter().map(|(p, _)| p.clone()).collect(), &mut diags);
+    policy.default = DefaultLayer::of(sources);
     if diags.is_empty() {
         Ok(policy)
     } else {
@@ -77,15 +183,56 @@ pub fn load_text(sources: &[(PathBuf, String)]) -> Result<Policy, Diagnostics> {
     }
 }
 
-/// The policy files of `dirs`, sorted by file name, later directories winning.
-fn discover(dirs: &[PathBuf], dirs_required: bool, diags: &mut Vec<Diagnostic>) -> Vec<PathBuf> {
-    let mut by_name: BTreeMap<std::ffi::OsString, Option<PathBuf>> = BTreeMap::new();
+/// The layers of `dirs` in merge order (masks included, to be skipped), with
+/// the embedded default as `00-default.yaml` where no file of that name is,
+/// and where the default layer came from. `extra` is a file to take as present
+/// (it wins over its name in earlier
+/// directories; the caller knows that no later directory has its name).
+fn discover(
+    dirs: &[PathBuf],
+    dirs_required: bool,
+    extra: Option<&Path>,
+    diags: &mut Vec<Diagnostic>,
+) -> (Vec<Entry>, DefaultLayer) {
+    let mut by_name = discover_files(dirs, dirs_required, "policy", DEFAULT_FILE, diags);
+    if let Some((path, name)) = extra.and_then(|p| Some((p, p.file_name()?))) {
+        by_name.insert(name.to_owned(), Entry::File(path.to_path_buf()));
+    }
+    let default = match by_name.get(std::ffi::OsStr::new(DEFAULT_FILE)) {
+        Some(Entry::File(path)) => DefaultLayer::File(path.clone()),
+        Some(Entry::Masked(path)) => DefaultLayer::Masked(path.clone()),
+        Some(Entry::Embedded) | None => DefaultLayer::Embedded,
+    };
+    (by_name.into_values().collect(), default)
+}
+
+/// A drop-in of some name: the file of the latest directory, its mask, or the
+/// embedded copy that stands for a file of that name.
+pub(super) enum Entry {
+    File(PathBuf),
+    Masked(PathBuf),
+    Embedded,
+}
+
+/// The `.yaml` files of `dirs` by name, later directories winning (systemd
+/// drop-in style), with the embedded copy as `embedded` where no file of that
+/// name exists (so it sorts where the packaged file would); `what` names the
+/// directories in messages.
+pub(super) fn discover_files(
+    dirs: &[PathBuf],
+    dirs_required: bool,
+    what: &str,
+    embedded: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> BTreeMap<std::ffi::OsString, Entry> {
+    let mut by_name = BTreeMap::new();
+    by_name.insert(embedded.into(), Entry::Embedded);
     for dir in dirs {
         let entries = match fs::read_dir(dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !dirs_required => continue,
             Err(e) => {
-                diags.push(whole_file(dir, format!("cannot read policy directory: {e}")));
+                diags.push(whole_file(dir, format!("cannot read {what} directory: {e}")));
                 continue;
             }
         };
@@ -93,7 +240,7 @@ fn discover(dirs: &[PathBuf], dirs_required: bool, diags: &mut Vec<Diagnostic>) 
             if meta.permissions().mode() & 0o002 != 0 {
                 diags.push(whole_file(
                     dir,
-                    "policy directory is world-writable: any user could add a policy; chmod o-w it".into(),
+                    format!("{what} directory is world-writable: any user could add a file to it; chmod o-w it"),
                 ));
             }
         }
@@ -104,11 +251,11 @@ fn discover(dirs: &[PathBuf], dirs_required: bool, diags: &mut Vec<Diagnostic>) 
             if !hidden && path.extension().is_some_and(|e| e == "yaml") {
                 // A symlink to /dev/null masks the file of that name, as in systemd.
                 let masked = fs::read_link(&path).is_ok_and(|t| t == Path::new("/dev/null"));
-                by_name.insert(entry.file_name(), (!masked).then_some(path));
+                by_name.insert(entry.file_name(), if masked { Entry::Masked(path) } else { Entry::File(path) });
             }
         }
     }
-    by_name.into_values().flatten().collect()
+    by_name
 }
 
 fn whole_file(path: &Path, message: String) -> Diagnostic {
@@ -116,7 +263,7 @@ fn whole_file(path: &Path, message: String) -> Diagnostic {
 }
 
 /// Reads one policy file after checking that it is safe to trust.
-fn read(path: &Path) -> Result<String, Diagnostic> {
+pub(super) fn read(path: &Path) -> Result<String, Diagnostic> {
     let err = |m: String| whole_file(path, m);
     let link = fs::symlink_metadata(path).map_err(|e| err(format!("cannot read: {e}")))?;
     if link.file_type().is_symlink() {
@@ -181,7 +328,7 @@ fn check_ownership(meta: &fs::Metadata) -> Result<(), String> {
     Ok(())
 }
 
-fn parse(file: &Arc<Path>, text: &str) -> Result<RawFile, Diagnostic> {
+pub(super) fn parse<T: serde::de::DeserializeOwned + Default>(file: &Arc<Path>, text: &str) -> Result<T, Diagnostic> {
     use serde_saphyr::MessageFormatter;
     // YAML 1.2 booleans only: `no` is a string here, never `false`. Merge keys
     // (`<<: *defaults`) and tags other than YAML's own (`!!python/object`,
@@ -192,7 +339,7 @@ fn parse(file: &Arc<Path>, text: &str) -> Result<RawFile, Diagnostic> {
         merge_keys: serde_saphyr::MergeKeyPolicy::Error,
         reject_unsupported_tags: true,
     };
-    match serde_saphyr::from_str_with_options::<Option<RawFile>>(text, options) {
+    match serde_saphyr::from_str_with_options::<Option<T>>(text, options) {
         Ok(raw) => Ok(raw.unwrap_or_default()),
         Err(e) => {
             let e = e.without_snippet();

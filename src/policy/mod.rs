@@ -7,6 +7,7 @@ pub mod groups;
 pub mod isolation;
 mod load;
 pub mod raw;
+pub mod services;
 #[cfg(test)]
 mod tests;
 pub mod text;
@@ -20,7 +21,7 @@ use serde::Serialize;
 pub use diag::{Diagnostic, Diagnostics, Place};
 #[cfg(test)]
 pub use load::load_text;
-pub use load::{load, DEFAULT_DIRS, EMBEDDED_DEFAULT};
+pub use load::{load, load_replacing, DefaultLayer, Dirs, EMBEDDED_DEFAULT};
 pub use raw::{Action, Direction, ProfileKind, Verdict};
 use values::{Address, IfPattern, PortRange};
 
@@ -66,6 +67,8 @@ impl Profile {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Settings {
     pub log_dropped: Sourced<bool>,
+    /// Whether the core networking rules are in the policy (`Rule::core`).
+    pub core_networking: Sourced<bool>,
 }
 
 /// One validated rule. Empty lists mean "any".
@@ -84,6 +87,11 @@ pub struct Rule {
     pub interfaces: Vec<IfPattern>,
     pub profiles: Vec<ProfileKind>,
     pub icmp_types: Vec<u8>,
+    /// The names of `services:`, whose protocols and ports are in `service_ports`
+    /// (then `protocol` and the port lists are empty).
+    pub services: Vec<String>,
+    /// The ports of the services, per protocol: local ports inbound, remote outbound.
+    pub service_ports: Vec<services::ServicePorts>,
     pub users: Vec<u32>,
     /// Only packets that came over an SA of a peer in one of these groups.
     pub remote_groups: Vec<String>,
@@ -91,13 +99,19 @@ pub struct Rule {
     pub require_secure: bool,
     pub log: bool,
     pub enabled: bool,
+    /// A rule of the core networking group (`policies/core-networking.yaml`),
+    /// looked up before every other rule.
+    pub core: bool,
 }
 
 /// The resultant policy after merging every file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Policy {
-    /// The files that made it, in merge order (or the embedded default).
+    /// The files that made it, in merge order (the embedded default as
+    /// `<embedded>/00-default.yaml`).
     pub files: Vec<PathBuf>,
+    /// Where the default layer came from.
+    pub default: DefaultLayer,
     /// Domain, private, public, in that order.
     pub profiles: [Profile; 3],
     pub rules: Vec<Rule>,

@@ -146,6 +146,9 @@ pub struct RawRule {
     pub profiles: List<S<ProfileKind>>,
     #[serde(default)]
     pub icmp_types: List<S<Scalar>>,
+    /// Names from the services catalogue, instead of protocol and ports.
+    #[serde(default)]
+    pub services: List<S<String>>,
     #[serde(default)]
     pub users: List<S<Scalar>>,
     #[serde(default)]
@@ -163,6 +166,10 @@ pub struct RawRule {
 pub struct RawSettings {
     #[schemars(with = "Option<Flag>")]
     pub log_dropped: Option<S<Flag>>,
+    /// The core networking group (neighbour discovery, MLD, router
+    /// advertisements, ICMP errors of tracked flows, DHCP client); on by default.
+    #[schemars(with = "Option<Flag>")]
+    pub core_networking: Option<S<Flag>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

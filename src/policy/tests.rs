@@ -11,6 +11,21 @@ fn load_one(text: &str) -> Result<Policy, Diagnostics> {
     load_text(&[(PathBuf::from("p.yaml"), text.to_string())])
 }
 
+/// Loads from directories, with the services directories left out.
+fn load(dirs: &[PathBuf], required: bool) -> Result<Policy, Diagnostics> {
+    super::load(&Dirs {
+        policy: dirs.to_vec(),
+        services: Vec::new(),
+        policy_required: required,
+        services_required: false,
+    })
+}
+
+/// The names of the policy's own rules (not core networking's).
+fn own(p: &Policy) -> Vec<&str> {
+    p.rules.iter().filter(|r| !r.core).map(|r| r.name.as_str()).collect()
+}
+
 fn errors(text: &str) -> Vec<String> {
     load_one(text).unwrap_err().0.iter().map(ToString::to_string).collect()
 }
@@ -18,7 +33,7 @@ fn errors(text: &str) -> Vec<String> {
 #[test]
 fn the_embedded_default_is_valid_and_keeps_ssh_open() {
     let p = load_text(&[(diag::embedded_path(), EMBEDDED_DEFAULT.to_string())]).unwrap();
-    let ssh = p.rules.iter().find(|r| r.name == "core-ssh-in").unwrap();
+    let ssh = p.rules.iter().find(|r| r.name == "default-ssh-in").unwrap();
     assert_eq!((ssh.direction, ssh.action, ssh.protocol), (Direction::In, Action::Allow, Some(6)));
     assert!(p.profiles.iter().all(|pr| pr.inbound.value == Verdict::Block && pr.outbound.value == Verdict::Allow));
 }
@@ -120,8 +135,8 @@ fn an_interface_belongs_to_one_profile() {
 
 #[test]
 fn empty_and_comment_only_files_are_empty_policies() {
-    assert!(load_one("").unwrap().rules.is_empty());
-    assert!(load_one("# nothing yet\n").unwrap().rules.is_empty());
+    assert!(own(&load_one("").unwrap()).is_empty());
+    assert!(own(&load_one("# nothing yet\n").unwrap()).is_empty());
 }
 
 #[test]
@@ -133,12 +148,72 @@ fn later_directories_replace_files_of_the_same_name_and_dev_null_masks() {
     write(&usr, "notes.txt", "not policy");
     write(&etc, "00-default.yaml", "rules:\n  - { name: from-etc, direction: in, action: allow }\n");
     let p = load(&[usr.clone(), etc.clone()], true).unwrap();
-    let names: Vec<&str> = p.rules.iter().map(|r| r.name.as_str()).collect();
-    assert_eq!(names, ["from-etc", "extra"]);
+    assert_eq!(own(&p), ["from-etc", "extra"]);
+    assert_eq!(p.default, DefaultLayer::File(etc.join("00-default.yaml")));
 
     symlink("/dev/null", etc.join("50-extra.yaml")).unwrap();
-    let p = load(&[usr, etc], true).unwrap();
-    assert_eq!(p.rules.len(), 1);
+    let p = load(&[usr.clone(), etc.clone()], true).unwrap();
+    assert_eq!(own(&p), ["from-etc"]);
+
+    symlink("/dev/null", etc.join("00-default.yaml.tmp")).unwrap();
+    fs::rename(etc.join("00-default.yaml.tmp"), etc.join("00-default.yaml")).unwrap();
+    let p = load(&[usr, etc.clone()], true).unwrap();
+    assert!(own(&p).is_empty(), "{:?}", own(&p));
+    assert_eq!(p.default, DefaultLayer::Masked(etc.join("00-default.yaml")));
+}
+
+#[test]
+fn the_embedded_default_is_a_layer_that_stays_when_files_are_added() {
+    let t = TempDir::new("layer");
+    let dir = t.sub("policy");
+    write(
+        &dir,
+        "10-web.yaml",
+        "rules:\n  - { name: web, direction: in, action: allow, protocol: tcp, local-ports: [8080] }\n",
+    );
+    write(&dir, "0-first.yaml", "rules:\n  - { name: first, direction: in, action: allow }\n");
+    let p = load(std::slice::from_ref(&dir), true).unwrap();
+    assert_eq!(own(&p), ["first", "default-ssh-in", "default-ping-in", "default-ping6-in", "web"]);
+    assert_eq!(p.default, DefaultLayer::Embedded);
+    assert_eq!(p.files[1], diag::embedded_path());
+    // Core networking comes after, from its own file, whatever the layers say.
+    let core: Vec<&Rule> = p.rules.iter().filter(|r| r.core).collect();
+    assert!(core.iter().any(|r| r.name == "ipv6-neighbour-discovery-in"));
+    assert!(core.iter().all(|r| r.place.file.to_str() == Some("<embedded>/core-networking.yaml")));
+}
+
+#[test]
+fn core_networking_can_be_turned_off_and_says_where() {
+    let p = load_one("settings:\n  core-networking: false\n").unwrap();
+    assert!(p.rules.is_empty());
+    assert_eq!(p.settings.core_networking.from.unwrap().to_string(), "p.yaml:2:20");
+    // Its names are its own: a rule may have one of them.
+    let p = load_one("rules:\n  - { name: mld-in, direction: in, action: block }\n").unwrap();
+    assert_eq!(p.rules.iter().filter(|r| r.name == "mld-in").count(), 2);
+}
+
+#[test]
+fn services_expand_and_exclude_ports_of_their_own() {
+    let p =
+        load_one("rules:\n  - { name: web, direction: in, action: allow, services: [https, http, dns] }\n").unwrap();
+    let web = &p.rules[0];
+    assert_eq!(web.services, ["https", "http", "dns"]);
+    let ports: Vec<(u8, Vec<values::PortRange>)> =
+        web.service_ports.iter().map(|s| (s.protocol, s.ports.clone())).collect();
+    assert_eq!(
+        ports,
+        [
+            (6, vec![values::PortRange(443, 443), values::PortRange(80, 80), values::PortRange(53, 53)]),
+            (17, vec![values::PortRange(53, 53)])
+        ]
+    );
+    assert_eq!(
+        errors("rules:\n  - { name: a, direction: in, action: allow, protocol: tcp, services: [htp] }\n"),
+        [
+            "p.yaml:2:72: rules[0].services: a rule with services takes its protocols and ports from them; remove protocol or make a second rule",
+            "p.yaml:2:72: rules[0].services[0]: \"htp\" is not a known service (did you mean ftp, http, ntp?); `ringfence show services` lists them",
+        ]
+    );
 }
 
 #[test]
@@ -191,7 +266,7 @@ fn hidden_files_are_not_policy() {
     let dir = t.sub("policy");
     symlink("/nonexistent", dir.join(".#10-web.yaml")).unwrap();
     write(&dir, "10-web.yaml", "rules:\n  - { name: web, direction: in, action: allow }\n");
-    assert_eq!(load(&[dir], true).unwrap().rules.len(), 1);
+    assert!(own(&load(&[dir], true).unwrap()).contains(&"web"));
 }
 
 #[test]
@@ -227,5 +302,5 @@ fn missing_keys_are_reported_at_the_rule() {
 fn empty_lists_may_be_written_without_a_value() {
     let p = load_one("rules:\n  - name: a\n    direction: in\n    action: allow\n    local-addresses:\n").unwrap();
     assert!(p.rules[0].local_addresses.is_empty());
-    assert!(load_one("rules:\n").unwrap().rules.is_empty());
+    assert!(own(&load_one("rules:\n").unwrap()).is_empty());
 }

@@ -12,8 +12,9 @@ use super::diag::{Diagnostic, Place};
 use super::groups::{self, Pending};
 use super::raw::{Direction, ProfileKind, RawFile, RawProfile, RawRule, Scalar};
 use super::text::{self, Quoted};
+use super::services::{Catalogue, ServicePorts};
 use super::values::{self, Address, PortRange};
-use super::{Policy, Profile, Rule, Settings, Sourced};
+use super::{DefaultLayer, Policy, Profile, Rule, Settings, Sourced};
 
 const MAX_NAME_CHARS: usize = 100;
 
@@ -54,7 +55,8 @@ impl Ctx<'_> {
 
 /// Folds files into one policy, one at a time, so that a file's raw form is
 /// dropped as soon as it is merged (100,000 rules' raw forms are large).
-pub(super) struct Merger {
+pub(super) struct Merger<'c> {
+    catalogue: &'c Catalogue,
     policy: Policy,
     names: HashMap<String, Place>,
     /// Where each profile's interface pattern was written, for overlap messages.
@@ -62,14 +64,16 @@ pub(super) struct Merger {
     pending: Pending,
 }
 
-impl Merger {
-    pub(super) fn new() -> Self {
+impl<'c> Merger<'c> {
+    pub(super) fn new(catalogue: &'c Catalogue) -> Self {
         Merger {
+            catalogue,
             policy: Policy {
                 files: Vec::new(),
+                default: DefaultLayer::Absent,
                 profiles: ProfileKind::ALL.map(Profile::builtin),
                 rules: Vec::new(),
-                settings: Settings { log_dropped: Sourced::default(false) },
+                settings: Settings { log_dropped: Sourced::default(false), core_networking: Sourced::default(true) },
                 isolation: Default::default(),
                 groups: Vec::new(),
                 group_connections: Vec::new(),
@@ -100,6 +104,9 @@ impl Merger {
         if let Some(log) = raw.settings.as_ref().and_then(|s| s.log_dropped.as_ref()) {
             policy.settings.log_dropped = Sourced { value: log.value.0, from: Some(cx.place(log)) };
         }
+        if let Some(core) = raw.settings.as_ref().and_then(|s| s.core_networking.as_ref()) {
+            policy.settings.core_networking = Sourced { value: core.value.0, from: Some(cx.place(core)) };
+        }
         if let Some(iso) = &raw.isolation {
             super::isolation::merge(&mut cx, &mut policy.isolation, iso);
         }
@@ -108,7 +115,9 @@ impl Merger {
         }
         for (i, raw_rule) in raw.rules.iter().enumerate() {
             let place = cx.place(raw_rule);
-            let Some((rule, name_at)) = validate_rule(&mut cx, i, &raw_rule.value, place, &mut self.pending) else {
+            let Some((rule, name_at)) =
+                validate_rule(&mut cx, i, &raw_rule.value, place, &mut self.pending, self.catalogue)
+            else {
                 continue;
             };
             if let Some(first) = self.names.get(&rule.name) {
@@ -118,6 +127,25 @@ impl Merger {
                 self.names.insert(rule.name.clone(), rule.place.clone());
             }
             policy.rules.push(rule);
+        }
+    }
+
+    /// Whether the merged settings keep the core networking group.
+    pub(super) fn core_networking(&self) -> bool {
+        self.policy.settings.core_networking.value
+    }
+
+    /// Adds the core networking rules (rules only: the file sets nothing else).
+    /// Their names are their own: an administrator's rule may have the same.
+    pub(super) fn add_core(&mut self, file: &Arc<Path>, raw: &RawFile, diags: &mut Vec<Diagnostic>) {
+        let mut cx = Ctx { file, diags };
+        for (i, raw_rule) in raw.rules.iter().enumerate() {
+            let place = cx.place(raw_rule);
+            if let Some((rule, _)) =
+                validate_rule(&mut cx, i, &raw_rule.value, place, &mut self.pending, self.catalogue)
+            {
+                self.policy.rules.push(Rule { core: true, ..rule });
+            }
         }
     }
 
@@ -197,6 +225,7 @@ fn validate_rule<'r>(
     r: &'r RawRule,
     place: Place,
     pending: &mut Pending,
+    catalogue: &Catalogue,
 ) -> Option<(Rule, &'r S<String>)> {
     let at = |key: &str| format!("rules[{i}].{key}");
     let (Some(name_at), Some(direction), Some(action)) = (&r.name, &r.direction, &r.action) else {
@@ -288,6 +317,7 @@ fn validate_rule<'r>(
             format!("{}: users match the owner of a local socket, so they apply to direction out only", at("users")),
         );
     }
+    let (services, service_ports) = rule_services(cx, &at("services"), r, catalogue);
     let (remote_groups, require_secure) = pending.rule(cx, i, r, direction, action.value);
     let rule = Rule {
         name,
@@ -302,13 +332,78 @@ fn validate_rule<'r>(
         interfaces,
         profiles,
         icmp_types,
+        services,
+        service_ports,
         users,
         remote_groups,
         require_secure,
         log: r.log.as_ref().is_some_and(|l| l.value.0),
         enabled: r.enabled.as_ref().is_none_or(|e| e.value.0),
+        core: false,
     };
     Some((rule, name_at))
+}
+
+/// The names of a rule's `services` and their ports merged per protocol. A
+/// rule takes its protocols and ports from its services or from its own keys,
+/// not both: which ports a mix would mean is not obvious.
+fn rule_services(cx: &mut Ctx, key: &str, r: &RawRule, catalogue: &Catalogue) -> (Vec<String>, Vec<ServicePorts>) {
+    let Some(first) = r.services.first() else { return (Vec::new(), Vec::new()) };
+    let own: Vec<&str> = [
+        ("protocol", r.protocol.is_some()),
+        ("local-ports", !r.local_ports.is_empty()),
+        ("remote-ports", !r.remote_ports.is_empty()),
+        ("icmp-types", !r.icmp_types.is_empty()),
+    ]
+    .iter()
+    .filter(|(_, set)| *set)
+    .map(|(k, _)| *k)
+    .collect();
+    if !own.is_empty() {
+        let m = format!(
+            "{key}: a rule with services takes its protocols and ports from them; remove {} or make a second rule",
+            own.join(" and ")
+        );
+        cx.error(first, m);
+    }
+    let names = cx.list(key, &r.services, |name| {
+        catalogue.get(name.trim()).map(|s| s.name.clone()).ok_or_else(|| {
+            let near: Vec<&str> =
+                catalogue.0.keys().filter(|k| edit_distance(k, name) <= 1).map(String::as_str).collect();
+            let hint = if near.is_empty() { String::new() } else { format!(" (did you mean {}?)", near.join(", ")) };
+            format!("{name:?} is not a known service{hint}; `ringfence show services` lists them")
+        })
+    });
+    let mut ports: Vec<ServicePorts> = Vec::new();
+    for service in names.iter().filter_map(|n| catalogue.get(n)) {
+        for entry in &service.ports {
+            match ports.iter_mut().find(|p| p.protocol == entry.protocol) {
+                // An entry without ports is the whole protocol, which covers every port.
+                Some(p) if p.ports.is_empty() || entry.ports.is_empty() => p.ports.clear(),
+                Some(p) => {
+                    p.ports.extend(entry.ports.iter().filter(|r| !p.ports.contains(r)).copied().collect::<Vec<_>>())
+                }
+                None => ports.push(entry.clone()),
+            }
+        }
+    }
+    (names, ports)
+}
+
+/// Levenshtein distance, for "did you mean" (names are short).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let next = (row[j + 1] + 1).min(row[j] + 1).min(diagonal + usize::from(ca != cb));
+            diagonal = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
 }
 
 /// A rule must be able to match some packet: its addresses and protocol must

@@ -8,7 +8,9 @@ use crate::dynamic::DynState;
 use crate::explain::{explain, Decider, Explanation, Packet};
 use crate::policy::{load_text, Direction, Policy, Verdict};
 
-const ISOLATION: &str = "isolation:\n  mode: secure-request\n  secure-subnets: [\"10.0.0.0/8\"]\n  identity: { ca: /ca, certificate: /c, private-key: /k }\n";
+/// With the core networking group off: these tests look at the order of the
+/// policy's own sets.
+const ISOLATION: &str = "settings:\n  core-networking: false\nisolation:\n  mode: secure-request\n  secure-subnets: [\"10.0.0.0/8\"]\n  identity: { ca: /ca, certificate: /c, private-key: /k }\n";
 
 fn setup(rest: &str) -> (Policy, Compiled) {
     let p = load_text(&[(PathBuf::from("t.yaml"), format!("{ISOLATION}{rest}"))]).unwrap_or_else(|d| panic!("{d}"));
