@@ -152,9 +152,11 @@ check "m1's charon is still trying (IKE_SA_INIT retransmitted or aborted and sta
     grep -qE "retransmit 1 of request|IKE negotiation with no answer aborted" "$WORK/$m1.charon.log" "$WORK/$m1.log"
 charon_start "$m2"
 check "m2's daemon loads its connection into the new charon" wait_for 20 loaded "$m2"
-back=${EPOCHREALTIME/./}
+back=$EPOCHREALTIME
 check "require m1 -> m2: one socket after the restart connects" conversation back "$m1" 10.90.0.2 1
-took=$(((${EPOCHREALTIME/./} - back) / 1000))
+# (From the restart to the connection, as the application sees it: without
+# the time the test's Python takes to start under emulation.)
+took=$(figure back "round((c['start'] - $back) * 1000 + c['connect_ms'])")
 echo "   recovery: connected ${took} ms after m2's connection was loaded again: $(cat "$WORK/back.json")"
 check "... within 10 s of the restart" test "$took" -lt 10000
 
