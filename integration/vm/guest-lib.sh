@@ -122,6 +122,18 @@ rf_policy() {
         DAEMON[$ns]=$DAEMON_PID
     fi
 }
+# member_policy NS NAME [RESOLVER]: NS's daemon applies the policy on stdin,
+# written as $WORK/NAME/policy/50-isolation.yaml (renamed into place, so that
+# the daemon never reads it half-written), with RESOLVER as the only name
+# server of $WORK/NAME/resolv.conf (none when not given).
+member_policy() {
+    local dir="$WORK/$2"
+    mkdir -p "$dir/policy"
+    if [ -n "${3:-}" ]; then echo "nameserver $3"; fi >"$dir/resolv.conf"
+    cat >"$dir/policy/.50-isolation.yaml.new"
+    mv "$dir/policy/.50-isolation.yaml.new" "$dir/policy/50-isolation.yaml"
+    rf_policy "$1" "$dir"
+}
 # loaded NS: NS's daemon has loaded its connections into its charon.
 loaded() { [ "$(rf "$1" show state --json | jget 'v["isolation"]["ike"]["loaded"]')" = true ]; }
 not_loaded() { ! loaded "$1"; }

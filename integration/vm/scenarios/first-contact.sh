@@ -27,10 +27,8 @@ pki_host m1 ca; pki_host m2 ca; pki_host st other
 
 # member NS NAME MODE FALLBACK IDLE: NS's policy (written, applied if its daemon runs).
 member() {
-    local ns=$1 name=$2 dir="$WORK/$2"
-    mkdir -p "$dir/policy"
-    : >"$dir/resolv.conf"
-    cat >"$dir/policy/50-isolation.yaml" <<YAML
+    local ns=$1 name=$2
+    member_policy "$ns" "$name" <<YAML
 version: 1
 isolation:
   mode: $3
@@ -44,7 +42,6 @@ $ND_RULE
   - { name: echo, direction: in, action: allow, protocol: tcp, local-ports: [7001] }
   - { name: sink, direction: in, action: allow, protocol: udp, local-ports: [7002] }
 YAML
-    rf_policy "$ns" "$dir"
 }
 # conversation NAME FROM ADDR LINES [PAUSE [TIMEOUT]]: one TCP socket from FROM
 # to ADDR's echo server (conversation.py); its figures in $WORK/NAME.json.

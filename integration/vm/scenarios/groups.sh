@@ -34,10 +34,8 @@ pki_revoke ca rv
 # policy NS NAME [YAML]: NS's policy: isolation in secure-request with NAME's
 # certificate, then YAML (rules, groups); applied if its daemon runs.
 policy() {
-    local ns=$1 name=$2 dir="$WORK/$2"
-    mkdir -p "$dir/policy"
-    : >"$dir/resolv.conf"
-    cat >"$dir/policy/50-isolation.yaml" <<YAML
+    local ns=$1 name=$2
+    member_policy "$ns" "$name" <<YAML
 version: 1
 isolation:
   mode: secure-request
@@ -46,7 +44,6 @@ isolation:
   ike: { socket: "$(vici "$ns")" }
 ${3:-}
 YAML
-    rf_policy "$ns" "$dir"
 }
 # The target's policy; $1 is the subject pattern of `scanners`.
 target_policy() {

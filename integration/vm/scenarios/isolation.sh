@@ -33,10 +33,8 @@ pki_host st other
 phase "Ringfence members"
 # member NS NAME MODE: NS's policy in MODE (written, and applied if its daemon runs).
 member() {
-    local ns=$1 name=$2 mode=$3 dir="$WORK/$2"
-    mkdir -p "$dir/policy"
-    echo "nameserver 10.90.0.53" >"$dir/resolv.conf"
-    cat >"$dir/policy/50-isolation.yaml" <<YAML
+    local ns=$1 name=$2 mode=$3
+    member_policy "$ns" "$name" 10.90.0.53 <<YAML
 version: 1
 isolation:
   mode: $mode
@@ -48,7 +46,6 @@ isolation:
 rules:
   - { name: service, direction: in, action: allow, protocol: tcp, local-ports: [7000] }
 YAML
-    rf_policy "$ns" "$dir"
 }
 mode_of() { rf "$1" show state --json | jget 'v["isolation"]["mode"]'; }
 for pair in "$m1 m1" "$m2 m2"; do
