@@ -308,11 +308,12 @@ pub async fn follow(
 /// How often to look for negotiations that hang.
 const STALE_CHECK: Duration = Duration::from_secs(1);
 
-/// How long an IKE_SA this host started may stay `CONNECTING` before it is
-/// aborted: longer than a negotiation takes (about a second under emulation,
-/// milliseconds on hardware), shorter than charon's retransmission schedule
-/// (4 s, then 7.2, 13, 23 and 42 s by default: a peer that was down and came
-/// back would answer only at the next retransmission, up to 42 s later).
+/// How long an IKE_SA this host started may wait for the peer's first answer
+/// before it is aborted: a live peer answers IKE_SA_INIT in milliseconds (a
+/// second under the test VM's emulation); charon itself would send again
+/// after 4 s, then 7.2, 13, 23 and 42 s (its defaults), so a peer that was
+/// down and came back would be reached only at the next of those, up to 42 s
+/// later. A negotiation the peer answered is never aborted, however slow.
 const STALE_AFTER: Duration = Duration::from_secs(3);
 
 /// The host's negotiations under way, by IKE_SA unique id, since first seen.
@@ -322,8 +323,8 @@ struct Stale {
 }
 
 impl Stale {
-    /// Aborts the IKE_SAs this host started that have been `CONNECTING` for
-    /// [`STALE_AFTER`]: the next packet for that peer raises a new ACQUIRE
+    /// Aborts the IKE_SAs this host started that have been `CONNECTING`
+    /// without any answer from the peer for [`STALE_AFTER`]: the next packet for that peer raises a new ACQUIRE
     /// (the larval state lasts `net.core.xfrm_acq_expires`, which the daemon
     /// shortens) and charon starts afresh, at once, with a peer that may be
     /// back. Without it, charon would ignore those ACQUIREs ("connection
@@ -334,7 +335,10 @@ impl Stale {
         let mut seen = std::collections::BTreeMap::new();
         for sa in sas::list(&mut client).await? {
             let ours = sa.name.starts_with(conn::CONN) && sa.initiator.as_deref() == Some("yes");
-            let (Some(id), true, Some("CONNECTING")) = (sa.uniqueid, ours, sa.state.as_deref()) else { continue };
+            let unanswered = sa.responder_spi.as_deref().is_none_or(|spi| spi.chars().all(|c| c == '0'));
+            let (Some(id), true, Some("CONNECTING")) = (sa.uniqueid, ours && unanswered, sa.state.as_deref()) else {
+                continue;
+            };
             let since = self.connecting.get(&id).copied().unwrap_or(now);
             if now.duration_since(since) >= STALE_AFTER {
                 terminate(&mut client, &Terminate { ike: None, ike_id: Some(&id), timeout: -1 }).await?;

@@ -22,6 +22,9 @@ pub struct IkeSa {
     pub remote_host: Option<String>,
     pub remote_id: Option<String>,
     pub initiator: Option<String>,
+    /// The responder's IKE SPI, zeros until the responder answered.
+    #[serde(default, skip_serializing)]
+    pub responder_spi: Option<String>,
     pub encr_alg: Option<String>,
     pub integ_alg: Option<String>,
     pub prf_alg: Option<String>,
