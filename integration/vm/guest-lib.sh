@@ -12,8 +12,14 @@ if [ -z "${RF_VM_KDIR:-}" ]; then
     echo "$(basename "$0"): runs inside the test VM: bash integration/vm/run.sh $0"
     exit 1
 fi
+_RINGFENCE_GIVEN=${RINGFENCE:-}
 # shellcheck source=../lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+# prefer_release: for benchmarks, the release build when there is one and
+# RINGFENCE (passed on by run.sh) named no binary.
+prefer_release() {
+    [ -n "$_RINGFENCE_GIVEN" ] || [ ! -x "$ROOT/target/release/ringfence" ] || RINGFENCE=$ROOT/target/release/ringfence
+}
 VM_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 command -v tcpdump >/dev/null || { echo "$SCENARIO: tcpdump is missing (run integration/install-deps.sh)"; exit 1; }
 
