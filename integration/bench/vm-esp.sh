@@ -22,8 +22,7 @@ if [ -z "${RF_VM_KDIR:-}" ]; then
 fi
 source "$(dirname "$0")/../vm/guest-lib.sh"
 RUNS=${BENCH_VM_RUNS:-20}
-# The release build when there is one: this is a benchmark.
-[ -x "$ROOT/target/release/ringfence" ] && RINGFENCE=$ROOT/target/release/ringfence
+prefer_release
 
 pki_ca ca "C=XX, O=Example, CN=Example Root CA"
 # The hand-configured pair.

@@ -2,8 +2,9 @@
 # application has it: connect (no retry on a new socket; TIMEOUT seconds, 20 by
 # default, for the connection and for each line), then LINES round trips of the
 # line "MARK-<i>" with an echo server, PAUSE seconds apart. Prints
-# {"start": UNIX_SECONDS, "connect_ms": ..., "rtt_ms": [...]} and exits 0 when
-# every line came back.
+# {"start": UNIX_SECONDS, "connect_ms": ..., "rtt_ms": [...], "first_byte_ms": ...}
+# (first_byte_ms: from before connect() to the first line's echo, the time to
+# first byte) and exits 0 when every line came back.
 import json, socket, sys, time
 
 addr, port, lines = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -24,6 +25,8 @@ for i in range(lines):
     f.write(b"MARK-%d\n" % i)
     if f.readline() != b"MARK-%d\n" % i:
         sys.exit(f"line {i} did not come back: {json.dumps(out)}")
-    out["rtt_ms"].append(round((time.monotonic() - sent) * 1000))
+    now = time.monotonic()
+    out["rtt_ms"].append(round((now - sent) * 1000))
+    out.setdefault("first_byte_ms", round((now - start) * 1000))
     time.sleep(pause)
 print(json.dumps(out))

@@ -12,8 +12,14 @@ if [ -z "${RF_VM_KDIR:-}" ]; then
     echo "$(basename "$0"): runs inside the test VM: bash integration/vm/run.sh $0"
     exit 1
 fi
+_RINGFENCE_GIVEN=${RINGFENCE:-}
 # shellcheck source=../lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+# prefer_release: for benchmarks, the release build when there is one and
+# RINGFENCE (passed on by run.sh) named no binary.
+prefer_release() {
+    [ -n "$_RINGFENCE_GIVEN" ] || [ ! -x "$ROOT/target/release/ringfence" ] || RINGFENCE=$ROOT/target/release/ringfence
+}
 VM_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 command -v tcpdump >/dev/null || { echo "$SCENARIO: tcpdump is missing (run integration/install-deps.sh)"; exit 1; }
 
@@ -52,13 +58,18 @@ swanctl_dir() {
     cat >"$d/swanctl.conf"
 }
 
-# trap_conf CERT REMOTE_NET [LOCAL_ADDR]: the swanctl.conf of a host configured
-# by hand: one connection `lan` to any peer in REMOTE_NET whose certificate says
-# OU=Members, authenticating with CERT, one ESP-null transport child trapped
-# for REMOTE_NET (from LOCAL_ADDR, when given, as local address and selector).
+# trap_conf CERT REMOTE_NET [LOCAL_ADDR [REQID]]: the swanctl.conf of a host
+# configured by hand: one connection `lan` to any peer in REMOTE_NET whose
+# certificate says OU=Members, authenticating with CERT, one ESP-null transport
+# child trapped for REMOTE_NET (from LOCAL_ADDR, when given, as local address
+# and selector). With REQID: the child's static reqid, and charon installs no
+# policy (`policies = no`): the caller's xfrm policies name REQID, as
+# Ringfence's do.
 trap_conf() {
-    local local_addrs="" local_ts=""
+    local local_addrs="" local_ts="" reqid=""
     [ -z "${3:-}" ] || { local_addrs="local_addrs = $3"; local_ts="local_ts = $3/32"; }
+    [ -z "${4:-}" ] || reqid="reqid = $4
+                policies = no"
     cat <<CONF
 connections {
     lan {
@@ -81,6 +92,7 @@ connections {
                 $local_ts
                 remote_ts = $2
                 start_action = trap
+                $reqid
             }
         }
     }
@@ -151,6 +163,33 @@ ok = any(met) if sys.argv[1] == "any" else bool(met) and all(met)
 sys.exit(0 if ok else "not %s of %s" % (sys.argv[1], json.dumps(kids, indent=1)))' "$1" "$3" "$4"
 }
 
+# member NS NAME MODE FALLBACK IDLE: NS's isolation policy (written, applied if
+# its daemon runs): MODE, `fallback` FALLBACK, `lifetimes.idle` IDLE, secure
+# subnets 10.90.0.0/24 and fd00:90::/64 (the switch of first-contact.sh and
+# bench/first-contact.sh), identity NAME's ($PKI/NAME.crt, issued by ca), the
+# echo server (tcp/7001) and the UDP sink (udp/7002) open.
+member() {
+    local ns=$1 name=$2
+    member_policy "$ns" "$name" <<YAML
+version: 1
+isolation:
+  mode: $3
+  fallback: $4
+  secure-subnets: ["10.90.0.0/24", "fd00:90::/64"]
+  identity: { ca: $PKI/ca.crt, certificate: $PKI/$name.crt, private-key: $PKI/$name.key }
+  lifetimes: { ike: 1h, child: 30m, idle: $5 }
+  ike: { socket: "$(vici "$ns")" }
+rules:
+$ND_RULE
+  - { name: echo, direction: in, action: allow, protocol: tcp, local-ports: [7001] }
+  - { name: sink, direction: in, action: allow, protocol: udp, local-ports: [7002] }
+YAML
+}
+# soft NS PEER: NS's soft SAs with PEER (`show sas --json`), as a JSON list.
+# no_soft NS PEER: there is none.
+soft() { rf "$1" show sas --json | jget "[s for s in v['soft-sas'] if s['peer'] == '$2']"; }
+no_soft() { [ "$(soft "$1" "$2")" = "[]" ]; }
+
 # --- Kernel state -------------------------------------------------------------------
 # esp_sas NS: one line "SPI REQID SRC DST" per ESP SA in NS's kernel, larval
 # (ACQUIRE) states left out.
@@ -167,6 +206,15 @@ larval() {
         /^src / { src = $2; dst = $4 }
         $1 == "proto" && $2 == "esp" && $4 == "0x00000000" { print src, dst, $6 }'
 }
+# forget A B [CONN]: A closes its IKE SA CONN (default ringfence, Ringfence's
+# isolation connection) and waits until neither A's kernel nor B's holds an ESP
+# SA, as at expiry. (charon sends DELETE: the peer removes its SAs too. Nothing
+# to close is no error.)
+forget() {
+    sw "$1" --terminate --ike "${3:-ringfence}" >/dev/null 2>&1 || true
+    wait_for 10 _no_sas "$1" && wait_for 10 _no_sas "$2"
+}
+_no_sas() { ! has_sas "$1"; }
 # xfrm_stat NS NAME: one counter of /proc/net/xfrm_stat in NS (e.g. XfrmInTmplMismatch).
 xfrm_stat() { ip netns exec "$1" awk -v n="$2" '$1 == n { print $2 }' /proc/net/xfrm_stat; }
 
@@ -202,6 +250,23 @@ capture_stop() {
 #   esp-bytes / clear-bytes   frame bytes of the packets containing MARKER
 # and prints the number.
 wire() { python3 "$VM_DIR/pcap.py" "$WORK/$1.pcap" "$2" "${3:-}"; }
+
+# --- TCP test traffic -------------------------------------------------------------------
+# echo_host SWITCH NS ADDR4 ADDR6: NS plugged into SWITCH with ADDR4/24 and
+# ADDR6/64, running an echo server on tcp/7001 (IPv4 and IPv6).
+echo_host() {
+    port "$1" "$2" "$3"
+    ip -n "$2" addr add "$4/64" dev eth0 nodad
+    bg "$2" socat TCP6-LISTEN:7001,ipv6only=0,reuseaddr,fork EXEC:cat
+    wait_port "$2" 7001 tcp
+}
+# conversation NAME FROM ADDR LINES [PAUSE [TIMEOUT]]: one TCP socket from FROM
+# to ADDR's echo server (conversation.py); its figures in $WORK/NAME.json.
+conversation() {
+    ip netns exec "$2" timeout 90 python3 "$VM_DIR/conversation.py" "$3" 7001 "$4" "${5:-0}" "${6:-20}" >"$WORK/$1.json"
+}
+# figure NAME EXPR: a Python expression over c, the conversation's figures.
+figure() { python3 -c 'import json, sys; c = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$WORK/$1.json" "$2"; }
 
 # --- UDP test traffic -------------------------------------------------------------------
 # sink_start NS PORT...: records every datagram NS receives on PORTs (IPv4) in

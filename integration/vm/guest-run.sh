@@ -10,7 +10,7 @@ export HOME=/root LANG=C.UTF-8
 # shellcheck disable=SC1090
 source "$1" || { echo "RF-VM-RESULT=125 (cannot read the job file $1)"; exit; }
 # Sets RF_VM_KDIR (the unpacked kernel package), RF_VM_CWD, RF_VM_SCRIPT, RF_VM_ARGS,
-# RF_VM_SCRIPT_TIMEOUT.
+# RF_VM_SCRIPT_TIMEOUT, and RINGFENCE when the host's environment named a binary.
 
 # The root is read-only: tmpfs wherever tests write. /tmp is mounted after the
 # job file (which run.sh writes under the host's /tmp) has been read.
@@ -32,6 +32,7 @@ mount -t tmpfs tmpfs /tmp
 host_path() { case $1 in /tmp/*) echo "/run/host-tmp/${1#/tmp/}" ;; *) echo "$1" ;; esac; }
 RF_VM_CWD=$(host_path "$RF_VM_CWD")
 RF_VM_SCRIPT=$(host_path "$RF_VM_SCRIPT")
+[ -z "${RINGFENCE:-}" ] || export RINGFENCE=$(host_path "$RINGFENCE")
 mkdir -p /run/netns
 hostname ringfence-vm
 

@@ -7,7 +7,8 @@
 # the script's exit status (125: the guest could not run it; 124: timeout).
 #
 # Environment: RF_VM_TIMEOUT=900 (seconds for the whole boot + script + power
-# off), RF_VM_MEM=1024 (MiB), RF_VM_CPUS=2, RF_VM_CACHE_BASE (see prepare.sh).
+# off), RF_VM_MEM=1024 (MiB), RF_VM_CPUS=2, RF_VM_CACHE_BASE (see prepare.sh),
+# RINGFENCE (the binary the guest runs, passed on to the script).
 #
 # Inside the guest: / is the host's root, read-only; /run, /mnt, /tmp and
 # /dev/shm are fresh tmpfs (the host's /tmp is at /run/host-tmp, and a SCRIPT or
@@ -37,6 +38,9 @@ chmod 755 "$JOB"
     # The script's own deadline in the guest leaves time to boot and power off.
     printf 'RF_VM_SCRIPT_TIMEOUT=%q\n' "$((TIMEOUT > 90 ? TIMEOUT - 45 : TIMEOUT / 2))"
     printf 'RF_VM_ARGS=('; printf '%q ' "$@"; printf ')\n'
+    # The binary the guest's scripts run (lib.sh's default otherwise: the
+    # checkout's target/debug/ringfence).
+    [ -z "${RINGFENCE:-}" ] || printf 'RINGFENCE=%q\n' "$(realpath "$RINGFENCE")"
 } >"$JOB/job"
 
 # -accel tcg: /dev/kvm exists on these machines but a KVM guest hangs.

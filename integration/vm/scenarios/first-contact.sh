@@ -14,10 +14,7 @@ sw=$(switch sw)
 m1=$(host m1); m2=$(host m2); nm=$(host nm); st=$(host st)
 n=1
 for ns in "$m1" "$m2" "$nm" "$st"; do
-    port "$sw" "$ns" "10.90.0.$n"
-    ip -n "$ns" addr add "fd00:90::$n/64" dev eth0 nodad
-    bg "$ns" socat TCP6-LISTEN:7001,ipv6only=0,reuseaddr,fork EXEC:cat
-    wait_port "$ns" 7001 tcp
+    echo_host "$sw" "$ns" "10.90.0.$n" "fd00:90::$n"
     n=$((n + 1))
 done
 sink_start "$m1" 7002
@@ -25,45 +22,12 @@ pki_ca ca "C=XX, O=Example, CN=Example Root CA"
 pki_ca other "C=XX, O=Other, CN=Other Root CA"
 pki_host m1 ca; pki_host m2 ca; pki_host st other
 
-# member NS NAME MODE FALLBACK IDLE: NS's policy (written, applied if its daemon runs).
-member() {
-    local ns=$1 name=$2
-    member_policy "$ns" "$name" <<YAML
-version: 1
-isolation:
-  mode: $3
-  fallback: $4
-  secure-subnets: ["10.90.0.0/24", "fd00:90::/64"]
-  identity: { ca: $PKI/ca.crt, certificate: $PKI/$name.crt, private-key: $PKI/$name.key }
-  lifetimes: { ike: 1h, child: 30m, idle: $5 }
-  ike: { socket: "$(vici "$ns")" }
-rules:
-$ND_RULE
-  - { name: echo, direction: in, action: allow, protocol: tcp, local-ports: [7001] }
-  - { name: sink, direction: in, action: allow, protocol: udp, local-ports: [7002] }
-YAML
-}
-# conversation NAME FROM ADDR LINES [PAUSE [TIMEOUT]]: one TCP socket from FROM
-# to ADDR's echo server (conversation.py); its figures in $WORK/NAME.json.
-conversation() {
-    ip netns exec "$2" timeout 90 python3 "$VM_DIR/conversation.py" "$3" 7001 "$4" "${5:-0}" "${6:-20}" >"$WORK/$1.json"
-}
-# figure NAME EXPR: a Python expression over c, the conversation's figures.
-figure() { python3 -c 'import json, sys; c = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$WORK/$1.json" "$2"; }
+# (member, conversation, figure, forget, soft, no_soft: guest-lib.sh)
 # unqueued NAME: after the first round trip, at least two of the others took
 # under 80 ms. A socket left on the xfrm queue's placeholder route sends every
 # packet through the queue's timer, 100 ms or more each (integration/vm/README.md).
 unqueued() { [ "$(figure "$1" 'sum(r < 80 for r in c["rtt_ms"][1:])')" -ge 2 ]; }
-# forget A B: A and B close their SAs with each other (as at expiry).
-# (charon sends DELETE: the peer removes its SAs too. Nothing to close is no error.)
-forget() {
-    sw "$1" --terminate --ike ringfence >/dev/null 2>&1 || true
-    wait_for 10 _no_sas "$1" && wait_for 10 _no_sas "$2"
-}
-_no_sas() { ! has_sas "$1"; }
-soft() { rf "$1" show sas --json | jget "[s for s in v['soft-sas'] if s['peer'] == '$2']"; }
 soft_reason() { rf "$1" show sas --json | jget "[s['reason'] for s in v['soft-sas'] if s['peer'] == '$2'][0]"; }
-no_soft() { [ "$(soft "$1" "$2")" = "[]" ]; }
 fallbacks() { rf "$1" show stats --json | jget "{f['reason']: f['count'] for f in v['isolation']['fallbacks']}['$2']"; }
 
 for pair in "$m1 m1" "$m2 m2"; do
