@@ -120,11 +120,11 @@ impl FirstContact {
     }
 
     /// Negotiations that ran out of time or failed become soft SAs. Returns
-    /// whether any did.
-    pub fn due(&mut self, now: Instant, wall: SystemTime) -> bool {
+    /// those peers, with the reason.
+    pub fn due(&mut self, now: Instant, wall: SystemTime) -> Vec<(IpAddr, Reason)> {
         let fallback = self.settings.fallback;
-        let mut changed = false;
-        for p in self.peers.values_mut() {
+        let mut fell_back = Vec::new();
+        for (peer, p) in &mut self.peers {
             let Peer::Negotiating { since, failure } = *p else { continue };
             let reason = match failure {
                 Some(why) => why,
@@ -133,9 +133,9 @@ impl FirstContact {
             };
             *self.fallbacks.entry(reason).or_default() += 1;
             *p = Peer::Soft { reason, since: unix(wall), last_used: unix(wall) };
-            changed = true;
+            fell_back.push((*peer, reason));
         }
-        changed
+        fell_back
     }
 
     /// Ends the soft SAs with no traffic for `idle`; `last_used`: the newest

@@ -212,7 +212,8 @@ impl Isolation {
         self.first.failed(peer, why);
     }
 
-    /// When [`Self::fall_back`] or [`Self::expire`] has work, if ever.
+    /// When [`Self::timer`] has work (a fallback, or a look for idle soft
+    /// SAs), if ever.
     pub fn next_timer(&self) -> Option<Instant> {
         self.first.next_deadline().into_iter().chain(self.expiry_at).min()
     }
@@ -220,12 +221,11 @@ impl Isolation {
     /// Runs what is due: fallbacks, then the idle check.
     pub fn timer(&mut self, policy: &Policy, dynamic: &DynState) {
         let now = Instant::now();
-        let mut changed = self.first.due(now, SystemTime::now());
-        if changed {
-            for sa in self.first.soft_sas() {
-                tracing::info!(peer = %sa.peer, reason = sa.reason.as_str(), "no SA in time: soft SA, in clear");
-            }
+        let fell_back = self.first.due(now, SystemTime::now());
+        for (peer, reason) in &fell_back {
+            tracing::info!(%peer, reason = reason.as_str(), "no SA in time: soft SA, in clear");
         }
+        let mut changed = !fell_back.is_empty();
         if self.expiry_at.is_some_and(|at| at <= now) {
             changed |= self.expire();
         }
@@ -241,11 +241,7 @@ impl Isolation {
     /// stamps on their policies tell.
     fn expire(&mut self) -> bool {
         let soft = self.first.soft_peers();
-        let stamps = match self.xfrm() {
-            Ok(Some(x)) => x.last_used(),
-            Ok(None) => Err(xfrm::Error::Unsupported),
-            Err(e) => Err(e),
-        };
+        let stamps = self.with_kernel(Xfrm::last_used);
         let mut last_used: BTreeMap<IpAddr, u64> = BTreeMap::new();
         match stamps {
             Ok(stamps) => {
@@ -274,12 +270,7 @@ impl Isolation {
     /// route again (`Xfrm::kick`): after an SA came up, and after soft SAs
     /// began or ended.
     fn kick(&mut self) {
-        let result = match self.xfrm() {
-            Ok(Some(x)) => x.kick(),
-            Ok(None) => Ok(()),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = result {
+        if let Err(e) = self.with_kernel(Xfrm::kick) {
             tracing::warn!("{e}: held packets wait for the queue's timer");
         }
     }
@@ -293,16 +284,22 @@ impl Isolation {
     pub fn remove_xfrm(&mut self) -> Result<(), xfrm::Error> {
         self.larval_drop.set(false);
         self.acq_expires.set(false);
-        self.xfrm()?.map_or(Ok(()), |x| x.remove_all().map(drop))
+        self.with_kernel(|x| x.remove_all().map(drop))
+    }
+
+    /// Runs `f` on the kernel's xfrm state; a kernel without xfrm's netlink
+    /// API holds none of Ringfence's, and `f` has nothing to do there.
+    fn with_kernel<T: Default>(
+        &mut self,
+        f: impl FnOnce(&mut Xfrm) -> Result<T, xfrm::Error>,
+    ) -> Result<T, xfrm::Error> {
+        self.xfrm()?.map_or(Ok(T::default()), f)
     }
 
     /// For `show stats`: the kernel's ESP SAs of Ringfence's connections (one
     /// each way per CHILD_SA), counted now.
     pub fn stats(&mut self, policy: Option<&Policy>) -> Value {
-        let sas = self
-            .xfrm()
-            .and_then(|x| x.map_or(Ok(0), |x| x.esp_sas(xfrm::REQIDS).map(|s| s.len())))
-            .map_err(|e| e.to_string());
+        let sas = self.with_kernel(|x| x.esp_sas(xfrm::REQIDS).map(|s| s.len())).map_err(|e| e.to_string());
         let fallbacks: Vec<Value> =
             self.first.fallbacks().map(|(reason, count)| json!({ "reason": reason, "count": count })).collect();
         json!({

@@ -11,8 +11,8 @@ use serde_saphyr::Spanned as S;
 use super::diag::{Diagnostic, Place};
 use super::groups::{self, Pending};
 use super::raw::{Direction, ProfileKind, RawFile, RawProfile, RawRule, Scalar};
-use super::text::{self, Quoted};
 use super::services::{Catalogue, ServicePorts};
+use super::text::{self, Quoted};
 use super::values::{self, Address, PortRange};
 use super::{DefaultLayer, Policy, Profile, Rule, Settings, Sourced};
 

@@ -22,9 +22,9 @@ fn a_peer_that_does_not_answer_falls_back_after_the_fallback_time() {
     let (mut f, t0, wall) = (on(), Instant::now(), SystemTime::now());
     f.acquire(ip("10.0.0.3"), t0);
     assert_eq!(f.next_deadline(), Some(t0 + FALLBACK));
-    assert!(!f.due(t0 + FALLBACK - Duration::from_millis(1), wall));
+    assert!(f.due(t0 + FALLBACK - Duration::from_millis(1), wall).is_empty());
     assert!(f.soft_peers().is_empty());
-    assert!(f.due(t0 + FALLBACK, wall));
+    assert_eq!(f.due(t0 + FALLBACK, wall), [(ip("10.0.0.3"), Reason::Timeout)]);
     assert_eq!(f.soft_peers(), [ip("10.0.0.3")].into());
     let sas = f.soft_sas();
     assert_eq!((sas[0].reason, sas[0].expires - sas[0].since), (Reason::Timeout, IDLE.as_secs()));
@@ -41,7 +41,7 @@ fn a_failure_falls_back_at_once_with_its_reason() {
     f.acquire(ip("10.0.0.4"), t0);
     f.failed(ip("10.0.0.4"), Reason::AuthFailed);
     assert_eq!(f.next_deadline(), Some(t0));
-    assert!(f.due(t0, wall));
+    assert_eq!(f.due(t0, wall), [(ip("10.0.0.4"), Reason::AuthFailed)]);
     assert_eq!(f.soft_sas()[0].reason, Reason::AuthFailed);
     // A failure for a peer that is not negotiating changes nothing.
     f.failed(ip("10.0.0.9"), Reason::NoProposal);
@@ -102,6 +102,6 @@ fn modes_that_do_not_fall_back_make_no_soft_sa_and_end_them_all() {
     f.due(t0 + FALLBACK, wall);
     assert!(f.configure(Settings { enabled: false, fallback: FALLBACK, idle: IDLE }), "the soft SA ended");
     f.acquire(ip("10.0.0.5"), t0);
-    assert!(!f.due(t0 + FALLBACK * 10, wall));
+    assert!(f.due(t0 + FALLBACK * 10, wall).is_empty());
     assert!(f.soft_peers().is_empty());
 }
