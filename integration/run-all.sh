@@ -28,7 +28,8 @@ tally() { # tally NAME LOGFILE STATUS
 }
 
 echo "== unit and golden tests"
-cargo test --quiet --locked 2>&1 | tee "$ROOT/target/unit.log"
+# As root: the tests that need it (`#[ignore = "needs root..."]`) run too.
+cargo test --quiet --locked -- --include-ignored 2>&1 | tee "$ROOT/target/unit.log"
 status=${PIPESTATUS[0]}
 p=$(grep -Eo '[0-9]+ passed' "$ROOT/target/unit.log" | awk '{s+=$1} END {print s+0}')
 f=$(grep -Eo '[0-9]+ failed' "$ROOT/target/unit.log" | awk '{s+=$1} END {print s+0}')
