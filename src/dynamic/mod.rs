@@ -7,6 +7,7 @@
 //! The daemon changes only these sets' elements when the host changes, never
 //! the rules.
 
+pub mod coalesce;
 pub mod follow;
 pub mod leases;
 pub mod netlink;

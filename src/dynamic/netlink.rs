@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::time::Duration;
 
 use futures::channel::mpsc::UnboundedReceiver;
 use futures::{StreamExt, TryStreamExt};
@@ -16,18 +15,14 @@ use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, Ro
 use netlink_packet_route::RouteNetlinkMessage;
 use rtnetlink::{Handle, MulticastGroup, RouteMessageBuilder};
 use tokio::sync::mpsc;
-use tokio::time::{timeout, Instant};
+use tokio::time::{sleep_until, Instant};
 
+use super::coalesce::{Coalesce, Event, WINDOW};
 use super::{DynState, Entry, Update};
 use crate::policy::values::{AddrRange, Keyword};
 
 /// The keywords this source gives values to.
 pub const KEYWORDS: &[Keyword] = &[Keyword::DefaultGateway, Keyword::LocalSubnet];
-
-/// Quiet time that ends a burst of events, and the longest a burst may delay
-/// the update (an interface flapping for seconds must not freeze the sets).
-const QUIET: Duration = Duration::from_millis(20);
-const MAX_DELAY: Duration = Duration::from_millis(200);
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetlinkError {
@@ -71,17 +66,22 @@ pub async fn read(handle: &Handle) -> Result<DynState, NetlinkError> {
     Ok(state_from(&links, &addresses, &routes))
 }
 
-/// Sends the new state after every burst of events that changed it.
+/// Sends the new state after events that changed it: read at the first event
+/// of a burst, and once per window for the rest (`coalesce`).
 pub async fn watch(handle: Handle, mut events: Events, mut last: DynState, updates: mpsc::Sender<Update>) {
-    while events.next().await.is_some() {
-        let deadline = Instant::now() + MAX_DELAY;
-        while Instant::now() < deadline {
-            match timeout(QUIET, events.next()).await {
-                Ok(Some(_)) => continue,
-                Ok(None) => return,
-                Err(_) => break,
-            }
+    let mut coalesce = Coalesce::new(WINDOW);
+    loop {
+        let due = coalesce.due();
+        tokio::select! {
+            event = events.next() => match event {
+                // Each event is the kernel's state after a whole change.
+                Some(_) if coalesce.event(Instant::now(), Event::Complete) => {}
+                Some(_) => continue,
+                None => break,
+            },
+            _ = sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {}
         }
+        coalesce.read_at(Instant::now());
         let read =
             read(&handle).await.map_err(|e| format!("keeping the last default-gateway and local-subnet values: {e:#}"));
         if !super::publish(KEYWORDS, read, &mut last, &updates).await {
