@@ -134,8 +134,14 @@ rf() { local ns=$1; shift; ip netns exec "$ns" timeout 30 "$RINGFENCE" --socket 
 # answers (DAEMON_PID is its pid, its log is $WORK/NS.log).
 daemon_start() {
     local ns=$1 dir=$2; shift 2
-    ip netns exec "$ns" "$RINGFENCE" --socket "$(sock "$ns")" daemon --policy-dir "$dir" "$@" \
-        >>"$WORK/$ns.log" 2>&1 &
+    daemon_launch "$ns" ip netns exec "$ns" "$RINGFENCE" --socket "$(sock "$ns")" daemon --policy-dir "$dir" "$@"
+}
+
+# daemon_launch NS CMD...: runs CMD, a daemon serving NS's socket, in the
+# background (DAEMON_PID, its log $WORK/NS.log) and waits until it answers.
+daemon_launch() {
+    local ns=$1; shift
+    "$@" >>"$WORK/$ns.log" 2>&1 &
     DAEMON_PID=$!
     _PIDS+=("$DAEMON_PID")
     disown

@@ -9,6 +9,7 @@ mod daemon;
 mod docgen;
 mod dynamic;
 mod explain;
+mod filewatch;
 mod ike;
 mod metrics;
 mod monitor;

@@ -53,6 +53,21 @@ pub fn state(v: &Value) -> String {
         s(&v["applied-at"]),
         v["last-apply-ms"].as_f64().unwrap_or(0.0)
     );
+    let watch = &v["file-watch"];
+    match watch["mode"].as_str() {
+        Some("polling") => {
+            let _ = writeln!(
+                o,
+                "file watch:  POLLING every {} ms ({}); inotify is tried again at each poll",
+                watch["interval-ms"],
+                s(&watch["reason"])
+            );
+        }
+        Some(mode) => {
+            let _ = writeln!(o, "file watch:  {mode}");
+        }
+        None => {}
+    }
     if let Some(secs) = v["confirm-pending-secs"].as_u64() {
         let _ = writeln!(o, "pending:     rolls back in {secs} s unless `ringfence confirm`");
     }

@@ -11,7 +11,6 @@ mod teardown;
 mod views;
 
 pub use views::rule_view;
-mod watch;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,6 +28,7 @@ use crate::dynamic::follow::{follow, FileSource};
 use crate::dynamic::leases::Leases;
 use crate::dynamic::resolv::Resolv;
 use crate::dynamic::{keyword_names, netlink, resolv, DynState, Update};
+use crate::filewatch::FileWatch;
 use crate::metrics;
 use crate::monitor::{self, Hub};
 use crate::policy::values::Keyword;
@@ -76,9 +76,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let from_kernel = netlink::read(&netlink).await?;
     engine.dynamic.replace(netlink::KEYWORDS, from_kernel.clone());
     tokio::spawn(netlink::watch(netlink, events, from_kernel, updates.clone()));
+    // One inotify instance for every file watched (or polling without one).
+    let mut files = FileWatch::start();
     let resolver = Resolv { path: opts.resolv_conf.clone(), upstream: PathBuf::from(resolv::RESOLVED_UPSTREAM) };
-    start_file_source(&mut engine, resolver, &updates);
-    start_file_source(&mut engine, Leases::new(opts.lease_paths.clone(), opts.smb_conf.clone()), &updates);
+    start_file_source(&mut engine, &mut files, resolver, &updates);
+    let leases = Leases::new(opts.lease_paths.clone(), opts.smb_conf.clone());
+    start_file_source(&mut engine, &mut files, leases, &updates);
     // Bound before the first table, so that its first logged packet is read.
     let hub = Arc::new(Hub::default());
     let mut logged = monitor::start(Arc::clone(&hub)).await;
@@ -93,9 +96,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     if let Some(server) = metrics_server {
         tokio::spawn(metrics::serve(server, calls_tx));
     }
-    let (ticks_tx, mut ticks) = mpsc::unbounded_channel();
-    let _watcher = watch::watch(opts.dirs.policy.iter().chain(&opts.dirs.services), ticks_tx)
-        .context("cannot watch the policy and services directories")?;
+    // A directory created later is read on the next reload (SIGHUP), but not
+    // watched while inotify is in use.
+    let mut policy_changes = files.subscribe(opts.dirs.policy.iter().chain(&opts.dirs.services).cloned().collect());
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -118,7 +121,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                     tokio::spawn(async move { let _ = reply.send(views::sas(socket, groups, soft).await); });
                 }
                 request => {
-                    let _ = reply.send(handle(&mut engine, &mut isolation, &hub, request));
+                    let _ = reply.send(handle(&mut engine, &mut isolation, &hub, &files, request));
                 }
             },
             Some(packet) = logged.recv() => match (&engine.applied, packet.prefix.trim_end() == crate::compile::isolation::HELD_LOG_PREFIX.trim_end()) {
@@ -134,7 +137,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 isolation.timer(&a.policy, &engine.dynamic);
             },
             Some((keywords, part)) = dynamic.recv() => update_dynamic(&mut engine, &mut isolation, keywords, part),
-            Some(()) = ticks.recv() => reload_at = Some(Instant::now() + DEBOUNCE),
+            Some(change) = policy_changes.next() => if change.path.is_none_or(|p| p.extension().is_some_and(|x| x == "yaml")) {
+                reload_at = Some(Instant::now() + DEBOUNCE);
+            },
             _ = sleep_until(reload_at.unwrap_or_else(Instant::now)), if reload_at.is_some() => {
                 reload_at = None;
                 reload(&mut engine, &mut isolation, "policy files changed");
@@ -237,14 +242,21 @@ fn applied<B: Backend>(engine: &Engine<B>, isolation: &mut isolation::Isolation,
     }
 }
 
-/// Reads a file source for the first table, then follows it.
-fn start_file_source<B: Backend, S: FileSource>(engine: &mut Engine<B>, mut source: S, updates: &mpsc::Sender<Update>) {
+/// Reads a file source for the first table, then follows it. Its files are
+/// watched before that read, so that no change after it is missed.
+fn start_file_source<B: Backend, S: FileSource>(
+    engine: &mut Engine<B>,
+    files: &mut FileWatch,
+    mut source: S,
+    updates: &mpsc::Sender<Update>,
+) {
+    let changes = files.subscribe(source.paths());
     let first = source.read(std::time::SystemTime::now());
     match &first.state {
         Ok(state) => engine.dynamic.replace(S::KEYWORDS, state.clone()),
         Err(e) => tracing::warn!("{} start empty; {e}", keyword_names(S::KEYWORDS)),
     }
-    tokio::spawn(follow(source, first, updates.clone()));
+    tokio::spawn(follow(source, first, changes, updates.clone()));
 }
 
 /// Takes one source's new values of its keywords.
@@ -278,11 +290,13 @@ fn handle<B: Backend>(
     engine: &mut Engine<B>,
     isolation: &mut isolation::Isolation,
     hub: &Hub,
+    files: &FileWatch,
     request: Request,
 ) -> Response {
     let answer = match request {
         Request::State => views::state(engine).map(|mut v| {
             v["isolation"] = isolation.view(engine.applied.as_ref().map(|a| &a.policy));
+            v["file-watch"] = json!(files.mode());
             v
         }),
         // The event loop answers it without waiting (see `run`).

@@ -1,35 +1,31 @@
 //! The loop shared by the sources that live in files (resolv.conf, DHCP leases,
-//! smb.conf): inotify on their directories, a burst of events coalesced into one
-//! read, and a read at a given time even if no file changes (a lease expires).
+//! smb.conf): the daemon's file watch on their files and directories, the
+//! events that concern them coalesced into reads (`coalesce`), and a read at a
+//! given time even if no file changes (a lease expires).
 
-use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
-use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
+use tokio::time::{sleep_until, Instant};
 
-use super::{keyword_names, publish, DynState, Update};
+use super::coalesce::{Coalesce, WINDOW};
+use super::{publish, DynState, Update};
+use crate::filewatch::Subscription;
 use crate::policy::values::Keyword;
-
-/// Quiet time that ends a burst of file events (an editor's write and rename,
-/// a DHCP client truncating and rewriting its lease file).
-const QUIET: Duration = Duration::from_millis(20);
-
-/// Whether an inotify event says that something changed. Opening and reading
-/// a file are events too (`Access`); counting them would make every read of
-/// the source, the daemon's own included, start the next read.
-pub fn is_change(event: &notify::Result<notify::Event>) -> bool {
-    event.as_ref().is_ok_and(|e| !matches!(e.kind, EventKind::Access(_)))
-}
 
 /// A source of keyword values read from files.
 pub trait FileSource: Send + 'static {
     /// The keywords it gives values to.
     const KEYWORDS: &'static [Keyword];
-    /// The directories to watch now. Asked again after every read, since a file
-    /// may become a symlink into, or a directory may appear in, a place not
-    /// watched before.
-    fn dirs(&self) -> Vec<PathBuf>;
+    /// The files and directories to watch now. Asked again after every read,
+    /// since a file may become a symlink into, or a directory may appear in, a
+    /// place not watched before, and a file replaced by a rename is a new inode.
+    fn paths(&self) -> Vec<PathBuf>;
+    /// Whether a change to `path` (a watched file or an entry of a watched
+    /// directory) may change what `read` gives: editors' and DHCP clients'
+    /// temporary files next to the real ones do not.
+    fn concerns(&self, path: &Path) -> bool;
     /// Reads the files. `Err` says why there is no usable answer; the last one
     /// published is then kept.
     fn read(&mut self, now: SystemTime) -> Read;
@@ -42,42 +38,35 @@ pub struct Read {
     pub again_at: Option<SystemTime>,
 }
 
-/// Publishes the source's values after each burst of changes to its files and
-/// at the times its reads ask for. `first` is the read the daemon started with.
-pub async fn follow<S: FileSource>(mut source: S, first: Read, updates: mpsc::Sender<Update>) {
-    let (tick_tx, mut ticks) = mpsc::unbounded_channel();
-    let watcher = notify::recommended_watcher(move |event| {
-        if is_change(&event) {
-            let _ = tick_tx.send(());
-        }
-    });
-    let mut watcher = match watcher {
-        Ok(w) => w,
-        Err(e) => {
-            let names = keyword_names(S::KEYWORDS);
-            return tracing::error!("cannot watch files with inotify: {e}; {names} no longer follow the host");
-        }
-    };
+/// Publishes the source's values after changes to its files and at the times
+/// its reads ask for. `first` is the read the daemon started with, made after
+/// `changes` began to watch `source.paths()`.
+pub async fn follow<S: FileSource>(
+    mut source: S,
+    first: Read,
+    mut changes: Subscription,
+    updates: mpsc::Sender<Update>,
+) {
     let mut last = first.state.unwrap_or_default();
     let mut again_at = first.again_at;
-    let mut watched: Vec<PathBuf> = Vec::new();
+    let mut coalesce = Coalesce::new(WINDOW);
     loop {
-        for dir in source.dirs() {
-            // A directory that does not exist is not watched (yet).
-            if !watched.contains(&dir) && watcher.watch(&dir, RecursiveMode::NonRecursive).is_ok() {
-                watched.push(dir);
-            }
-        }
-        let wait = again_at.map(|t: SystemTime| t.duration_since(SystemTime::now()).unwrap_or_default());
+        // The next expiry, on the monotonic clock.
+        let expiry = again_at.map(|t| Instant::now() + t.duration_since(SystemTime::now()).unwrap_or_default());
+        let due = coalesce.due().into_iter().chain(expiry).min();
         tokio::select! {
-            tick = ticks.recv() => {
-                if tick.is_none() {
-                    return;
+            change = changes.next() => {
+                let Some(change) = change else { return };
+                let now = Instant::now();
+                if !change.path.as_deref().is_none_or(|p| source.concerns(p)) || !coalesce.event(now, change.event) {
+                    continue;
                 }
-                while tokio::time::timeout(QUIET, ticks.recv()).await.is_ok_and(|t| t.is_some()) {}
             }
-            _ = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {}
+            _ = sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {}
         }
+        coalesce.read_at(Instant::now());
+        // Watched before the read: a change after it is not missed.
+        changes.watch(source.paths());
         let read = source.read(SystemTime::now());
         again_at = read.again_at;
         if !publish(S::KEYWORDS, read.state, &mut last, &updates).await {

@@ -116,18 +116,34 @@ impl Leases {
 impl FileSource for Leases {
     const KEYWORDS: &'static [Keyword] = &[Keyword::Dhcp, Keyword::Wins];
 
-    /// The lease directories, the directories of lease files and of smb.conf; a
-    /// directory that does not exist (yet) is seen appearing from its parent.
-    fn dirs(&self) -> Vec<PathBuf> {
-        let mut dirs: Vec<PathBuf> = self
+    /// The lease directories, the lease files and smb.conf themselves (a file
+    /// bind-mounted over another and written in place changes an inode whose
+    /// directory is elsewhere) and their directories; a directory that does
+    /// not exist (yet) is seen appearing from its parent.
+    fn paths(&self) -> Vec<PathBuf> {
+        let mut paths: Vec<PathBuf> = self
             .paths
             .iter()
             .chain([&self.smb_conf])
-            .filter_map(|p| if p.is_dir() { Some(p.clone()) } else { p.parent().map(Path::to_path_buf) })
+            .flat_map(|p| {
+                if p.is_dir() {
+                    vec![p.clone()]
+                } else {
+                    p.parent().into_iter().chain([p.as_path()]).map(Path::to_path_buf).collect()
+                }
+            })
             .collect();
-        dirs.sort();
-        dirs.dedup();
-        dirs
+        paths.sort();
+        paths.dedup();
+        paths
+    }
+
+    /// A lease path itself, a lease file in a lease directory, smb.conf.
+    fn concerns(&self, path: &Path) -> bool {
+        let in_dir = |dir: &PathBuf| {
+            path.parent() == Some(dir.as_path()) && path.file_name().and_then(|n| n.to_str()).is_some_and(is_lease_file)
+        };
+        path == self.smb_conf || self.paths.iter().any(|p| p == path || in_dir(p))
     }
 
     fn read(&mut self, now: SystemTime) -> Read {

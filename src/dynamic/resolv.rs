@@ -27,19 +27,24 @@ pub struct Resolv {
 impl FileSource for Resolv {
     const KEYWORDS: &'static [Keyword] = &[Keyword::Dns];
 
-    /// The directories of `path`, of its symlink's target now (resolv.conf is
+    /// `path` and the upstream file themselves (a bind-mounted resolv.conf
+    /// written in place changes an inode whose directory is elsewhere), and
+    /// the directories of `path`, of its symlink's target now (resolv.conf is
     /// usually a symlink, and is replaced by renaming a new file over it), and
     /// of the upstream file.
-    fn dirs(&self) -> Vec<PathBuf> {
-        let mut dirs: Vec<PathBuf> =
-            [Some(self.path.clone()), std::fs::canonicalize(&self.path).ok(), Some(self.upstream.clone())]
-                .into_iter()
-                .flatten()
-                .filter_map(|p| p.parent().map(Path::to_path_buf))
-                .collect();
-        dirs.sort();
-        dirs.dedup();
-        dirs
+    fn paths(&self) -> Vec<PathBuf> {
+        let dirs = [Some(self.path.clone()), std::fs::canonicalize(&self.path).ok(), Some(self.upstream.clone())]
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.parent().map(Path::to_path_buf));
+        let mut paths: Vec<PathBuf> = [self.path.clone(), self.upstream.clone()].into_iter().chain(dirs).collect();
+        paths.sort();
+        paths.dedup();
+        paths
+    }
+
+    fn concerns(&self, path: &Path) -> bool {
+        path == self.path || path == self.upstream || std::fs::canonicalize(&self.path).is_ok_and(|t| t == path)
     }
 
     fn read(&mut self, _now: SystemTime) -> Read {

@@ -72,11 +72,19 @@ fn a_file_cut_short_or_a_vanished_directory_keeps_the_last_good_leases() {
 }
 
 #[test]
-fn watched_directories() {
+fn watched_paths_and_the_changes_that_concern_them() {
     let t = TempDir::new("leases-dirs");
     let dir = t.sub("present");
-    let l = Leases::new(vec![dir.clone(), t.0.join("missing/leases"), t.0.join("file.lease")], t.0.join("smb.conf"));
-    assert_eq!(l.dirs(), [t.0.clone(), t.0.join("missing"), dir]);
+    let (missing, file, smb) = (t.0.join("missing/leases"), t.0.join("file.lease"), t.0.join("smb.conf"));
+    let l = Leases::new(vec![dir.clone(), missing.clone(), file.clone()], smb.clone());
+    assert_eq!(l.paths(), [t.0.clone(), file.clone(), t.0.join("missing"), missing.clone(), dir.clone(), smb.clone()]);
+    for path in [dir.join("dhclient.eth0.leases"), dir.join("2"), missing.clone(), file, smb] {
+        assert!(l.concerns(&path), "{}", path.display());
+    }
+    // networkd's temporary file before its rename, the neighbours of watched files.
+    for path in [dir.join(".#2abcdef"), t.0.join("other.lease"), t.0.join("missing/other")] {
+        assert!(!l.concerns(&path), "{}", path.display());
+    }
 }
 
 #[test]

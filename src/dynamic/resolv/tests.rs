@@ -32,3 +32,23 @@ fn unusable_files_are_errors_so_the_last_good_servers_stay() {
     write(&t.0, "empty.conf", "# nothing\n");
     assert!(read(&t.0.join("empty.conf"), &t.0.join("missing")).is_err());
 }
+
+#[test]
+fn the_file_itself_is_watched_with_its_directories_and_only_it_concerns() {
+    let t = TempDir::new("resolv-paths");
+    let run = t.sub("run");
+    write(&run, "stub-resolv.conf", "nameserver 127.0.0.53\n");
+    let etc = t.sub("etc");
+    std::os::unix::fs::symlink(run.join("stub-resolv.conf"), etc.join("resolv.conf")).unwrap();
+    let r = Resolv { path: etc.join("resolv.conf"), upstream: t.0.join("up/resolv.conf") };
+    assert_eq!(
+        r.paths(),
+        [etc.clone(), etc.join("resolv.conf"), run.clone(), t.0.join("up"), t.0.join("up/resolv.conf")]
+    );
+    for path in [etc.join("resolv.conf"), run.join("stub-resolv.conf"), t.0.join("up/resolv.conf")] {
+        assert!(r.concerns(&path), "{}", path.display());
+    }
+    for path in [etc.join("resolv.conf.new"), run.join("other"), etc.join("hosts")] {
+        assert!(!r.concerns(&path), "{}", path.display());
+    }
+}
