@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
-use super::coalesce::{Coalesce, WINDOW};
+use super::coalesce::Coalesce;
 use super::{publish, DynState, Update};
 use crate::filewatch::Subscription;
 use crate::policy::values::Keyword;
@@ -49,7 +49,7 @@ pub async fn follow<S: FileSource>(
 ) {
     let mut last = first.state.unwrap_or_default();
     let mut again_at = first.again_at;
-    let mut coalesce = Coalesce::new(WINDOW);
+    let mut coalesce = Coalesce::default();
     loop {
         // The next expiry, on the monotonic clock.
         let expiry = again_at.map(|t| Instant::now() + t.duration_since(SystemTime::now()).unwrap_or_default());

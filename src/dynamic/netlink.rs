@@ -17,7 +17,7 @@ use rtnetlink::{Handle, MulticastGroup, RouteMessageBuilder};
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
-use super::coalesce::{Coalesce, Event, WINDOW};
+use super::coalesce::{Coalesce, Event};
 use super::{DynState, Entry, Update};
 use crate::policy::values::{AddrRange, Keyword};
 
@@ -69,7 +69,7 @@ pub async fn read(handle: &Handle) -> Result<DynState, NetlinkError> {
 /// Sends the new state after events that changed it: read at the first event
 /// of a burst, and once per window for the rest (`coalesce`).
 pub async fn watch(handle: Handle, mut events: Events, mut last: DynState, updates: mpsc::Sender<Update>) {
-    let mut coalesce = Coalesce::new(WINDOW);
+    let mut coalesce = Coalesce::default();
     loop {
         let due = coalesce.due();
         tokio::select! {
