@@ -23,7 +23,7 @@ mod gate;
 pub mod isolation;
 
 pub use disjoint::make_disjoint;
-pub use gate::Gate;
+pub use gate::{Gate, GroupPeers};
 
 use std::collections::BTreeMap;
 
@@ -159,6 +159,15 @@ impl Compiled {
             .collect()
     }
 
+    /// The groups' peer sets whose elements differ under `peers`, rebuilt,
+    /// with their indexes in the table.
+    pub fn peer_updates(&self, peers: &GroupPeers) -> Vec<(usize, Set)> {
+        gate::peer_sets(self.reqids.keys(), peers)
+            .into_iter()
+            .filter_map(|set| self.table.sets.iter().position(|s| s.name == set.name && *s != set).map(|i| (i, set)))
+            .collect()
+    }
+
     /// Indexes of the group sets a packet meets, in the order the chain looks them up.
     pub fn lookups(&self, direction: Direction, profile: ProfileKind) -> impl Iterator<Item = usize> + '_ {
         (0..self.groups.len()).filter(move |&i| self.groups[i].applies(direction, profile))
@@ -240,15 +249,13 @@ pub fn compile(policy: &Policy, dynamic: &DynState) -> Result<Compiled, Diagnost
     used.sort();
     used.dedup();
     sets.extend(used.iter().map(|&(k, v4)| dynamic::set(dynamic, k, v4)));
+    let reqids = gate::reqids(&policy.group_connections);
     if policy.isolation.enabled() {
         sets.extend(isolation::sets(&policy.isolation));
+        sets.extend(gate::peer_sets(reqids.keys(), &GroupPeers::default()));
     }
-    let mut compiled = Compiled {
-        table: Table { name: TABLE.into(), sets, chains: Vec::new() },
-        groups,
-        dynamic: used,
-        reqids: gate::reqids(&policy.group_connections),
-    };
+    let mut compiled =
+        Compiled { table: Table { name: TABLE.into(), sets, chains: Vec::new() }, groups, dynamic: used, reqids };
     compiled.table.chains = chains(policy, &compiled);
     Ok(compiled)
 }
@@ -563,19 +570,22 @@ fn base_chain(policy: &Policy, direction: Direction, reachable: &[ProfileKind]) 
 fn profile_chain(policy: &Policy, compiled: &Compiled, direction: Direction, profile: ProfileKind) -> Chain {
     let mut rules: Vec<nft::Rule> = compiled
         .lookups(direction, profile)
-        .map(|i| {
+        .flat_map(|i| {
             let group = &compiled.groups[i];
             let key = Expr::Concat(group.fields.iter().map(|f| f.expr(direction)).collect());
-            let gate = group.gate.iter().map(|g| g.stmt(&compiled.reqids));
             let dynamic =
                 group.dynamic.iter().map(|d| Stmt::InSet(d.expr(direction), dynamic::set_name(d.keyword, d.v4)));
-            let lookup = gate.chain(dynamic).chain([Stmt::InSet(key, compiled.table.sets[i].name.clone())]);
-            let then = if group.log {
+            let lookup: Vec<Stmt> = dynamic.chain([Stmt::InSet(key, compiled.table.sets[i].name.clone())]).collect();
+            let then = Stmt::Verdict(if group.log {
                 nft::Verdict::Goto(log_chain_name(direction, group.action, group.gate.as_ref()))
             } else {
                 verdict(group.action.verdict())
-            };
-            nft::Rule { stmts: lookup.chain([Stmt::Verdict(then)]).collect(), comment: None }
+            });
+            let ways = group.gate.as_ref().map_or_else(|| vec![Vec::new()], |g| g.ways(&compiled.reqids));
+            ways.into_iter().map(move |way| nft::Rule {
+                stmts: way.into_iter().chain(lookup.iter().cloned()).chain([then.clone()]).collect(),
+                comment: None,
+            })
         })
         .collect();
     let default = policy.profile(profile).default_for(direction);

@@ -12,9 +12,9 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::backend::{Backend, BackendError};
-use crate::compile::{self, Compiled};
+use crate::compile::{self, Compiled, GroupPeers};
 use crate::dynamic::DynState;
-use crate::nft::SetDiff;
+use crate::nft::{Set, SetDiff};
 use crate::policy::{self, Diagnostics, Policy};
 
 /// How soon a failed rollback is tried again.
@@ -76,6 +76,8 @@ pub struct Engine<B: Backend> {
     rolled_back: Option<Policy>,
     /// The current values of the address keywords.
     pub dynamic: DynState,
+    /// The group members among the peers whose SAs this host started.
+    pub peers: GroupPeers,
     /// How many times a ruleset was applied.
     pub generation: u64,
     pub last_apply: Duration,
@@ -92,6 +94,7 @@ impl<B: Backend> Engine<B> {
             pending: None,
             rolled_back: None,
             dynamic: DynState::default(),
+            peers: GroupPeers::default(),
             generation: 0,
             last_apply: Duration::ZERO,
             last_error: None,
@@ -137,8 +140,22 @@ impl<B: Backend> Engine<B> {
     /// Returns how many sets changed.
     pub fn update_dynamic(&mut self, state: DynState) -> Result<usize, EngineError> {
         self.dynamic = state;
+        let Some(applied) = &self.applied else { return Ok(0) };
+        self.write_sets(applied.compiled.dynamic_updates(&self.dynamic))
+    }
+
+    /// Takes the peers of each group whose SAs this host started, as
+    /// `update_dynamic` takes the keywords' values.
+    pub fn update_peers(&mut self, peers: GroupPeers) -> Result<usize, EngineError> {
+        self.peers = peers;
+        let Some(applied) = &self.applied else { return Ok(0) };
+        self.write_sets(applied.compiled.peer_updates(&self.peers))
+    }
+
+    /// Replaces the elements of the applied table's sets at the indexes of
+    /// `updates` with theirs, in one transaction.
+    fn write_sets(&mut self, updates: Vec<(usize, Set)>) -> Result<usize, EngineError> {
         let Some(applied) = &mut self.applied else { return Ok(0) };
-        let updates = applied.compiled.dynamic_updates(&self.dynamic);
         if updates.is_empty() {
             return Ok(0);
         }
@@ -177,7 +194,10 @@ impl<B: Backend> Engine<B> {
     /// the table in force is not sent again, so its counters keep counting; the
     /// kernel is still asked, since someone may have flushed the ruleset.
     fn apply_policy(&mut self, policy: Policy, force: bool) -> Result<Outcome, EngineError> {
-        let compiled = compile::compile(&policy, &self.dynamic).map_err(EngineError::Policy)?;
+        let mut compiled = compile::compile(&policy, &self.dynamic).map_err(EngineError::Policy)?;
+        for (i, set) in compiled.peer_updates(&self.peers) {
+            compiled.table.sets[i] = set;
+        }
         if let Some(current) = &mut self.applied {
             if !force && current.compiled.table == compiled.table && self.backend.verify(&compiled.table).is_ok() {
                 // The policy's places may still have moved.

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 
 use super::first_contact::{FirstContact, Reason, Settings, SoftSa};
+use crate::compile::GroupPeers;
 use crate::dynamic::DynState;
 use crate::ike::{self, conn, Desired, Status};
 use crate::policy::Policy;
@@ -63,6 +64,8 @@ impl Sysctl {
 pub struct Isolation {
     desired: watch::Sender<Desired>,
     status: watch::Receiver<Status>,
+    /// The group members among the peers whose SAs this host started.
+    pub peers: watch::Receiver<GroupPeers>,
     /// The netlink socket for xfrm policies, in the daemon's network
     /// namespace, opened when first needed (see [`Isolation::xfrm`]).
     xfrm: Option<Xfrm>,
@@ -86,10 +89,12 @@ impl Isolation {
     pub fn start(failed: mpsc::Sender<(IpAddr, Reason)>) -> Self {
         let (desired, desired_rx) = watch::channel(Desired::default());
         let (status_tx, status) = watch::channel(Status::default());
-        tokio::spawn(ike::follow(desired_rx, status_tx, failed));
+        let (peers_tx, peers) = watch::channel(GroupPeers::new());
+        tokio::spawn(ike::follow(desired_rx, ike::Reports { status: status_tx, failed, peers: peers_tx }));
         Isolation {
             desired,
             status,
+            peers,
             xfrm: None,
             applied: None,
             xfrm_error: None,

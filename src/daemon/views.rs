@@ -221,12 +221,14 @@ pub fn sets<B: Backend>(engine: &Engine<B>) -> Value {
     Value::Array(sets)
 }
 
-/// charon's SAs, each with the groups of its connection (`groups`: the group
-/// connections' names and groups), and the soft SAs; `socket` is `None` when
-/// isolation is off.
+/// charon's SAs, each with the groups of its peer: those of its group
+/// connection (`groups`: the group connections' names and groups), or for an
+/// SA this host started, of the peer sets its address is in (`peers`); and
+/// the soft SAs. `socket` is `None` when isolation is off.
 pub async fn sas(
     socket: Option<std::path::PathBuf>,
     groups: BTreeMap<String, Vec<String>>,
+    peers: crate::compile::GroupPeers,
     soft: Vec<super::first_contact::SoftSa>,
 ) -> crate::protocol::Response {
     use crate::protocol::Response;
@@ -236,7 +238,14 @@ pub async fn sas(
     match crate::ike::list_sas(&socket).await {
         Ok(mut sas) => {
             for sa in &mut sas {
-                sa.groups = groups.get(&sa.name).cloned().unwrap_or_default();
+                let addr = sa.remote_host.as_deref().and_then(|h| h.parse::<std::net::IpAddr>().ok());
+                let started = sa.name == crate::ike::conn::CONN;
+                sa.groups = match (started, addr) {
+                    (true, Some(addr)) => {
+                        peers.iter().filter(|(_, a)| a.contains(&addr)).map(|(g, _)| g.clone()).collect()
+                    }
+                    _ => groups.get(&sa.name).cloned().unwrap_or_default(),
+                };
             }
             Response::Ok(json!({ "isolation": "on", "ike-sas": sas, "soft-sas": soft }))
         }

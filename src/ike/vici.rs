@@ -215,14 +215,15 @@ impl Vici {
         self.register(EVENT_REGISTER, event).await
     }
 
-    /// The message of the next event subscribed to, however long it takes;
-    /// `None` once charon closed the connection (it stopped or restarted).
-    pub async fn event(&mut self) -> Option<Vec<u8>> {
+    /// The name and message of the next event subscribed to, however long it
+    /// takes; `None` once charon closed the connection (it stopped or restarted).
+    pub async fn event(&mut self) -> Option<(String, Vec<u8>)> {
         loop {
             match self.read_packet("an event").await {
                 Ok((EVENT, body)) => {
                     let name_len = usize::from(*body.first()?);
-                    return Some(body.get(1 + name_len..)?.to_vec());
+                    let name = String::from_utf8_lossy(body.get(1..1 + name_len)?).into_owned();
+                    return Some((name, body.get(1 + name_len..)?.to_vec()));
                 }
                 Ok(_) => continue,
                 Err(_) => return None,
