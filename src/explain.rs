@@ -7,13 +7,13 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
+use crate::compile::keyword_sets;
 use crate::compile::{isolation, Compiled, DynMatch, Field, Gate};
-use crate::dynamic;
+use crate::net::{has_ports, IPPROTO_ICMP, IPPROTO_ICMPV6};
 use crate::nft;
 use crate::policy::groups::DnPattern;
 use crate::policy::raw::IsolationMode;
 use crate::policy::values::Keyword;
-use crate::policy::values::{has_ports, IPPROTO_ICMP, IPPROTO_ICMPV6};
 use crate::policy::{Direction, Place, Policy, ProfileKind, Verdict};
 
 /// A new connection's first packet, as seen from this host. A field left out
@@ -235,7 +235,7 @@ fn dynamic_match(compiled: &Compiled, packet: &Packet, d: DynMatch) -> bool {
         Keyword::DefaultGateway | Keyword::Dns | Keyword::Dhcp | Keyword::Wins => packet.field(field).map(|a| vec![a]),
         Keyword::LocalSubnet => packet.field(Field::Interface).zip(packet.field(field)).map(|(i, a)| vec![i, a]),
     };
-    let name = dynamic::set_name(d.keyword, d.v4);
+    let name = keyword_sets::name(d.keyword, d.v4);
     let set = compiled.table.sets.iter().find(|s| s.name == name);
     matches!((key, set), (Some(key), Some(set)) if find(set, &key).is_some())
 }

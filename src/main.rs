@@ -12,6 +12,7 @@ mod explain;
 mod ike;
 mod metrics;
 mod monitor;
+mod net;
 mod nft;
 mod pki;
 mod policy;
@@ -204,7 +205,7 @@ fn explain(socket: &std::path::Path, a: ExplainArgs) -> anyhow::Result<ExitCode>
         .context("--protocol any cannot be a packet's protocol")?;
     let icmp_type = match &a.icmp_type {
         None => None,
-        Some(_) if protocol != values::IPPROTO_ICMP && protocol != values::IPPROTO_ICMPV6 => {
+        Some(_) if protocol != crate::net::IPPROTO_ICMP && protocol != crate::net::IPPROTO_ICMPV6 => {
             bail!("--icmp-type needs --protocol icmp or icmpv6")
         }
         Some(t) => Some(values::parse_icmp_type(protocol, t).map_err(anyhow::Error::msg)?),
@@ -216,7 +217,7 @@ fn explain(socket: &std::path::Path, a: ExplainArgs) -> anyhow::Result<ExitCode>
             Err(_) => Some(nix::unistd::User::from_name(u)?.with_context(|| format!("no user {u:?}"))?.uid.as_raw()),
         },
     };
-    if (a.local_port.is_some() || a.remote_port.is_some()) && !values::has_ports(protocol) {
+    if (a.local_port.is_some() || a.remote_port.is_some()) && !crate::net::has_ports(protocol) {
         bail!("--local-port and --remote-port need a protocol with ports (tcp, udp, ...)");
     }
     if (a.secure || !a.groups.is_empty()) && direction == Direction::Out {

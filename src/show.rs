@@ -323,7 +323,7 @@ pub fn services_view(c: &crate::policy::services::Catalogue) -> Value {
             .ports
             .iter()
             .flat_map(|p| {
-                let proto = crate::policy::values::protocol_name(Some(p.protocol));
+                let proto = crate::net::protocol_name(Some(p.protocol));
                 let ranges: Vec<String> = p
                     .ports
                     .iter()

@@ -40,10 +40,11 @@
 
 use serde_json::json;
 
+use crate::net::AddrRange;
 use crate::nft::{self, Chain, Elem, Expr, Set, Stmt};
 use crate::policy::isolation::Isolation;
 use crate::policy::raw::IsolationMode;
-use crate::policy::values::{AddrRange, Address, Keyword};
+use crate::policy::values::{Address, Keyword};
 
 /// IKE and NAT-T.
 pub const IKE_PORTS: [u16; 2] = [500, 4500];
@@ -247,7 +248,7 @@ pub fn chains(iso: &Isolation) -> Vec<Chain> {
             for k in exempt_keywords(iso) {
                 inbound.push(nft::Rule {
                     stmts: vec![
-                        Stmt::InSet(saddr.clone(), crate::dynamic::set_name(k, v4)),
+                        Stmt::InSet(saddr.clone(), super::keyword_sets::name(k, v4)),
                         Stmt::Verdict(nft::Verdict::Return),
                     ],
                     comment: Some(format!("exempt: {}", k.as_str())),

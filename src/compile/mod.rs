@@ -21,8 +21,9 @@ mod dims;
 mod disjoint;
 mod gate;
 pub mod isolation;
+pub mod keyword_sets;
 
-pub use disjoint::make_disjoint;
+use disjoint::make_disjoint;
 pub use gate::{Gate, GroupPeers};
 
 use std::collections::BTreeMap;
@@ -30,9 +31,10 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::dynamic::{self, DynState};
+use crate::dynamic::DynState;
+use crate::net::{AddrRange, PortRange, IPPROTO_ICMP, IPPROTO_ICMPV6};
 use crate::nft::{self, BaseChain, Chain, Elem, Expr, Hook, Set, Stmt, Table};
-use crate::policy::values::{AddrRange, Address, Keyword, PortRange, IPPROTO_ICMP, IPPROTO_ICMPV6};
+use crate::policy::values::{Address, Keyword};
 use crate::policy::{Action, Diagnostic, Diagnostics, Direction, Policy, ProfileKind, Rule, Verdict};
 pub use dims::Field;
 
@@ -108,7 +110,7 @@ impl DynMatch {
 
     fn short(self) -> String {
         let side = if self.remote { "r" } else { "l" };
-        format!("{side}{}", dynamic::set_name(self.keyword, self.v4).trim_start_matches("dyn_"))
+        format!("{side}{}", keyword_sets::name(self.keyword, self.v4).trim_start_matches("dyn_"))
     }
 }
 
@@ -154,7 +156,7 @@ impl Compiled {
     /// their indexes in the table.
     pub fn dynamic_updates(&self, state: &DynState) -> Vec<(usize, Set)> {
         self.dynamic_sets()
-            .map(|(i, k, v4)| (i, dynamic::set(state, k, v4)))
+            .map(|(i, k, v4)| (i, keyword_sets::set(state, k, v4)))
             .filter(|(i, set)| self.table.sets[*i] != *set)
             .collect()
     }
@@ -248,7 +250,7 @@ pub fn compile(policy: &Policy, dynamic: &DynState) -> Result<Compiled, Diagnost
         .collect();
     used.sort();
     used.dedup();
-    sets.extend(used.iter().map(|&(k, v4)| dynamic::set(dynamic, k, v4)));
+    sets.extend(used.iter().map(|&(k, v4)| keyword_sets::set(dynamic, k, v4)));
     let reqids = gate::reqids(&policy.group_connections);
     if policy.isolation.enabled() {
         sets.extend(isolation::sets(&policy.isolation));
@@ -574,7 +576,7 @@ fn profile_chain(policy: &Policy, compiled: &Compiled, direction: Direction, pro
             let group = &compiled.groups[i];
             let key = Expr::Concat(group.fields.iter().map(|f| f.expr(direction)).collect());
             let dynamic =
-                group.dynamic.iter().map(|d| Stmt::InSet(d.expr(direction), dynamic::set_name(d.keyword, d.v4)));
+                group.dynamic.iter().map(|d| Stmt::InSet(d.expr(direction), keyword_sets::name(d.keyword, d.v4)));
             let lookup: Vec<Stmt> = dynamic.chain([Stmt::InSet(key, compiled.table.sets[i].name.clone())]).collect();
             let then = Stmt::Verdict(if group.log {
                 nft::Verdict::Goto(log_chain_name(direction, group.action, group.gate.as_ref()))

@@ -7,9 +7,10 @@ use serde_json::{json, Value};
 
 use super::engine::Engine;
 use crate::backend::Backend;
+use crate::compile::keyword_sets;
 use crate::compile::{default_rule_comment, TABLE};
-use crate::dynamic;
-use crate::policy::values::{format_addr_range, format_address, icmp_type_name, protocol_name, Keyword};
+use crate::net::{format_addr_range, icmp_type_name, protocol_name};
+use crate::policy::values::{format_address, Keyword};
 use crate::policy::{Direction, Policy, ProfileKind, Rule, Sourced};
 
 /// Packets and bytes.
@@ -54,7 +55,7 @@ fn sourced<T: serde::Serialize>(s: &Sourced<T>) -> Value {
 }
 
 pub fn rule_view(rule: &Rule) -> Value {
-    let ports = |l: &[crate::policy::values::PortRange]| -> Vec<String> {
+    let ports = |l: &[crate::net::PortRange]| -> Vec<String> {
         l.iter().map(|p| if p.0 == p.1 { p.0.to_string() } else { format!("{}-{}", p.0, p.1) }).collect()
     };
     let proto = rule.protocol.unwrap_or(0);
@@ -202,7 +203,7 @@ pub fn sets<B: Backend>(engine: &Engine<B>) -> Value {
         .iter()
         .flat_map(|&k| [true, false].map(|v4| (k, v4)))
         .map(|(keyword, v4)| {
-            let name = dynamic::set_name(keyword, v4);
+            let name = keyword_sets::name(keyword, v4);
             let entries: Vec<Value> = engine
                 .dynamic
                 .entries(keyword, v4)

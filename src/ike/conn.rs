@@ -8,10 +8,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
+use crate::net::format_addr_range;
 use crate::policy::groups::{DnPattern, GroupConn};
 use crate::policy::isolation::Isolation;
 use crate::policy::raw::IsolationMode;
-use crate::policy::values::format_addr_range;
 use crate::xfrm::{GROUP_PRIORITY, REQID};
 
 /// The name of the isolation connection (and of its child) in charon; group

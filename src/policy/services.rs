@@ -18,7 +18,8 @@ use serde_saphyr::Spanned as S;
 use super::diag::{Diagnostic, Diagnostics, Place};
 use super::load::{discover_files, parse, read, Entry};
 use super::raw::List;
-use super::values::{self, PortRange};
+use super::values;
+use crate::net::PortRange;
 
 /// Read in this order, as the policy directories.
 pub const DEFAULT_DIRS: [&str; 2] = ["/usr/lib/ringfence/services.d", "/etc/ringfence/services.d"];
@@ -171,7 +172,7 @@ fn parse_entry(s: &str) -> Result<(u8, Option<PortRange>), String> {
     let protocol = values::parse_protocol(proto)?
         .ok_or_else(|| format!("{s:?} is not a protocol and ports (`any` is every protocol, not a service)"))?;
     let Some(ports) = ports else { return Ok((protocol, None)) };
-    if !values::has_ports(protocol) {
+    if !crate::net::has_ports(protocol) {
         return Err(format!("{s:?}: ports need tcp, udp, sctp, dccp or udplite"));
     }
     Ok((protocol, Some(values::parse_port_range(ports)?)))

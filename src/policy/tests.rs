@@ -198,13 +198,13 @@ fn services_expand_and_exclude_ports_of_their_own() {
         load_one("rules:\n  - { name: web, direction: in, action: allow, services: [https, http, dns] }\n").unwrap();
     let web = &p.rules[0];
     assert_eq!(web.services, ["https", "http", "dns"]);
-    let ports: Vec<(u8, Vec<values::PortRange>)> =
+    let ports: Vec<(u8, Vec<crate::net::PortRange>)> =
         web.service_ports.iter().map(|s| (s.protocol, s.ports.clone())).collect();
     assert_eq!(
         ports,
         [
-            (6, vec![values::PortRange(443, 443), values::PortRange(80, 80), values::PortRange(53, 53)]),
-            (17, vec![values::PortRange(53, 53)])
+            (6, vec![crate::net::PortRange(443, 443), crate::net::PortRange(80, 80), crate::net::PortRange(53, 53)]),
+            (17, vec![crate::net::PortRange(53, 53)])
         ]
     );
     assert_eq!(

@@ -13,8 +13,9 @@ use super::groups::{self, Pending};
 use super::raw::{Direction, ProfileKind, RawFile, RawProfile, RawRule, Scalar};
 use super::services::{Catalogue, ServicePorts};
 use super::text::{self, Quoted};
-use super::values::{self, Address, PortRange};
+use super::values::{self, Address};
 use super::{DefaultLayer, Policy, Profile, Rule, Settings, Sourced};
+use crate::net::PortRange;
 
 const MAX_NAME_CHARS: usize = 100;
 
@@ -265,11 +266,11 @@ fn validate_rule<'r>(
             Scalar::Str(s) => values::parse_port_range(s),
         });
         if let Some(first) = list.first() {
-            if !protocol.is_some_and(values::has_ports) {
+            if !protocol.is_some_and(crate::net::has_ports) {
                 let m = format!(
                     "{}: ports need protocol tcp, udp, sctp, dccp or udplite (protocol is {})",
                     at(key),
-                    values::protocol_name(protocol)
+                    crate::net::protocol_name(protocol)
                 );
                 cx.error(first, m);
             }
@@ -288,10 +289,10 @@ fn validate_rule<'r>(
     }
     let profiles = cx.list(&at("profiles"), &r.profiles, |p| Ok::<_, String>(*p));
     let icmp_types = match protocol {
-        Some(p @ (values::IPPROTO_ICMP | values::IPPROTO_ICMPV6)) => {
+        Some(p @ (crate::net::IPPROTO_ICMP | crate::net::IPPROTO_ICMPV6)) => {
             cx.list(&at("icmp-types"), &r.icmp_types, |s| match s {
                 Scalar::Int(n) => {
-                    u8::try_from(*n).map_err(|_| format!("{n} is not an {} type (0-255)", values::icmp_family(p)))
+                    u8::try_from(*n).map_err(|_| format!("{n} is not an {} type (0-255)", crate::net::icmp_family(p)))
                 }
                 Scalar::Str(s) => values::parse_icmp_type(p, s),
             })
@@ -303,7 +304,7 @@ fn validate_rule<'r>(
                     format!(
                         "{}: icmp-types need protocol icmp or icmpv6 (protocol is {})",
                         at("icmp-types"),
-                        values::protocol_name(protocol)
+                        crate::net::protocol_name(protocol)
                     ),
                 );
             }
@@ -425,8 +426,8 @@ fn check_families(
         (list.is_empty() || has(true), list.is_empty() || has(false), key)
     };
     let of_protocol = match protocol {
-        Some(values::IPPROTO_ICMP) => (true, false, "protocol icmp"),
-        Some(values::IPPROTO_ICMPV6) => (false, true, "protocol icmpv6"),
+        Some(crate::net::IPPROTO_ICMP) => (true, false, "protocol icmp"),
+        Some(crate::net::IPPROTO_ICMPV6) => (false, true, "protocol icmpv6"),
         _ => (true, true, "protocol"),
     };
     let limits = [of_list("remote-addresses", remote), of_list("local-addresses", local), of_protocol];

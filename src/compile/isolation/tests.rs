@@ -18,7 +18,7 @@ fn ranges(iso: &Isolation, v4: bool) -> Vec<String> {
         .into_iter()
         .map(|(lo, hi)| {
             let r = if v4 { AddrRange::V4(lo as u32, hi as u32) } else { AddrRange::V6(lo, hi) };
-            crate::policy::values::format_addr_range(&r)
+            crate::net::format_addr_range(&r)
         })
         .collect()
 }
