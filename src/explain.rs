@@ -7,8 +7,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::compile::keyword_sets;
-use crate::compile::{isolation, Compiled, DynMatch, Field, Gate};
+use crate::compile::{isolation, keyword_sets, Compiled, DynMatch, Field, Gate, Lookup};
 use crate::net::{has_ports, IPPROTO_ICMP, IPPROTO_ICMPV6};
 use crate::nft;
 use crate::policy::groups::DnPattern;
@@ -172,8 +171,7 @@ pub fn explain(
     if direction == Direction::In && ipsec.is_none() && isolation_drops(policy, compiled, packet) {
         return decided(Verdict::Block, Decider::Isolation { mode: policy.isolation.mode.value });
     }
-    for i in compiled.lookups(direction, profile) {
-        let group = &compiled.groups[i];
+    for Lookup { group, set } in compiled.lookups(direction, profile) {
         if !Sa::passes(ipsec.as_ref(), group.gate.as_ref(), compiled)
             || !group.dynamic.iter().all(|d| dynamic_match(compiled, packet, *d))
         {
@@ -182,7 +180,7 @@ pub fn explain(
         let Some(key) = group.fields.iter().map(|&f| packet.field(f)).collect::<Option<Vec<u128>>>() else {
             continue;
         };
-        let set = &compiled.table.sets[i];
+        let set = compiled.set(set);
         if let Some(elem) = find(set, &key) {
             let rule = &policy.rules[elem.tag as usize];
             let (name, place, set) = (rule.name.clone(), rule.place.clone(), set.name.clone());

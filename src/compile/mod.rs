@@ -132,47 +132,60 @@ impl Group {
     }
 }
 
-/// The compiled policy: the table to apply and, parallel to its first sets, what
-/// each set means (used by `explain` and `show`, so they read exactly what the
-/// kernel has). The sets after those of the groups are the dynamic sets.
+/// One set lookup of the profile chains: what its rules have in common, and
+/// the name of the set that holds their values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lookup {
+    pub group: Group,
+    pub set: String,
+}
+
+/// The compiled policy: the table to apply and what its sets mean (used by
+/// `explain` and `show`, so they read exactly what the kernel has).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Compiled {
     pub table: Table,
-    pub groups: Vec<Group>,
-    /// The dynamic sets, in table order after the groups' sets: those the
-    /// groups look up and those isolation's exemptions name.
+    /// In the order the chains look them up.
+    pub lookups: Vec<Lookup>,
+    /// The keywords' sets in the table: those the lookups name and those
+    /// isolation's exemptions name.
     pub dynamic: Vec<(Keyword, bool)>,
     /// The reqids of each policy group's SAs, which gated lookups match.
     pub reqids: BTreeMap<String, Vec<u32>>,
 }
 
 impl Compiled {
-    /// The dynamic sets in the table, with their keyword and IP version.
-    pub fn dynamic_sets(&self) -> impl Iterator<Item = (usize, Keyword, bool)> + '_ {
-        self.dynamic.iter().enumerate().map(|(i, &(k, v4))| (self.groups.len() + i, k, v4))
+    /// The set of the table named `name`; compile makes every set it names.
+    pub fn set(&self, name: &str) -> &Set {
+        self.table.sets.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("the table has no set {name}"))
     }
 
-    /// The dynamic sets whose elements differ under `state`, rebuilt, with
-    /// their indexes in the table.
-    pub fn dynamic_updates(&self, state: &DynState) -> Vec<(usize, Set)> {
-        self.dynamic_sets()
-            .map(|(i, k, v4)| (i, keyword_sets::set(state, k, v4)))
-            .filter(|(i, set)| self.table.sets[*i] != *set)
-            .collect()
+    /// The keywords' sets whose elements differ under `state`, rebuilt.
+    pub fn dynamic_updates(&self, state: &DynState) -> Vec<Set> {
+        self.changed(self.dynamic.iter().map(|&(k, v4)| keyword_sets::set(state, k, v4)))
     }
 
-    /// The groups' peer sets whose elements differ under `peers`, rebuilt,
-    /// with their indexes in the table.
-    pub fn peer_updates(&self, peers: &GroupPeers) -> Vec<(usize, Set)> {
-        gate::peer_sets(self.reqids.keys(), peers)
-            .into_iter()
-            .filter_map(|set| self.table.sets.iter().position(|s| s.name == set.name && *s != set).map(|i| (i, set)))
-            .collect()
+    /// The groups' peer sets whose elements differ under `peers`, rebuilt.
+    pub fn peer_updates(&self, peers: &GroupPeers) -> Vec<Set> {
+        self.changed(gate::peer_sets(self.reqids.keys(), peers).into_iter())
     }
 
-    /// Indexes of the group sets a packet meets, in the order the chain looks them up.
-    pub fn lookups(&self, direction: Direction, profile: ProfileKind) -> impl Iterator<Item = usize> + '_ {
-        (0..self.groups.len()).filter(move |&i| self.groups[i].applies(direction, profile))
+    fn changed(&self, sets: impl Iterator<Item = Set>) -> Vec<Set> {
+        sets.filter(|new| self.table.sets.iter().any(|s| s.name == new.name && s != new)).collect()
+    }
+
+    /// Puts `sets` in place of the table's sets of the same names.
+    pub fn replace_sets(&mut self, sets: Vec<Set>) {
+        for new in sets {
+            if let Some(old) = self.table.sets.iter_mut().find(|s| s.name == new.name) {
+                *old = new;
+            }
+        }
+    }
+
+    /// The lookups a packet meets, in the order the chain looks them up.
+    pub fn lookups(&self, direction: Direction, profile: ProfileKind) -> impl Iterator<Item = &Lookup> + '_ {
+        self.lookups.iter().filter(move |l| l.group.applies(direction, profile))
     }
 }
 
@@ -218,7 +231,7 @@ pub fn compile(policy: &Policy, dynamic: &DynState) -> Result<Compiled, Diagnost
             }
         }
     }
-    let mut groups = Vec::new();
+    let mut lookups = Vec::new();
     let mut sets = Vec::new();
     for (group, elems) in by_group {
         let first_is_ifname = group.fields.first() == Some(&Field::Interface);
@@ -234,18 +247,18 @@ pub fn compile(policy: &Policy, dynamic: &DynState) -> Result<Compiled, Diagnost
             }
             let name = if interval { format!("{}_ranges", group.set_name()) } else { group.set_name() };
             sets.push(Set {
-                name,
+                name: name.clone(),
                 key: group.fields.iter().map(|f| f.key_type()).collect(),
                 interval,
                 elems,
                 timeout: None,
             });
-            groups.push(group.clone());
+            lookups.push(Lookup { group: group.clone(), set: name });
         }
     }
-    let mut used: Vec<(Keyword, bool)> = groups
+    let mut used: Vec<(Keyword, bool)> = lookups
         .iter()
-        .flat_map(|g| g.dynamic.iter().map(|d| (d.keyword, d.v4)))
+        .flat_map(|l| l.group.dynamic.iter().map(|d| (d.keyword, d.v4)))
         .chain(isolation::exempt_keywords(&policy.isolation).flat_map(|k| [(k, true), (k, false)]))
         .collect();
     used.sort();
@@ -257,7 +270,7 @@ pub fn compile(policy: &Policy, dynamic: &DynState) -> Result<Compiled, Diagnost
         sets.extend(gate::peer_sets(reqids.keys(), &GroupPeers::default()));
     }
     let mut compiled =
-        Compiled { table: Table { name: TABLE.into(), sets, chains: Vec::new() }, groups, dynamic: used, reqids };
+        Compiled { table: Table { name: TABLE.into(), sets, chains: Vec::new() }, lookups, dynamic: used, reqids };
     compiled.table.chains = chains(policy, &compiled);
     Ok(compiled)
 }
@@ -485,8 +498,9 @@ fn chains(policy: &Policy, compiled: &Compiled) -> Vec<Chain> {
             chains.push(profile_chain(policy, compiled, direction, profile));
         }
         let mut logged: Vec<(Action, Option<&Gate>)> = compiled
-            .groups
+            .lookups
             .iter()
+            .map(|l| &l.group)
             .filter(|g| g.direction == direction && g.log)
             .map(|g| (g.action, g.gate.as_ref()))
             .collect();
@@ -572,12 +586,11 @@ fn base_chain(policy: &Policy, direction: Direction, reachable: &[ProfileKind]) 
 fn profile_chain(policy: &Policy, compiled: &Compiled, direction: Direction, profile: ProfileKind) -> Chain {
     let mut rules: Vec<nft::Rule> = compiled
         .lookups(direction, profile)
-        .flat_map(|i| {
-            let group = &compiled.groups[i];
+        .flat_map(|Lookup { group, set }| {
             let key = Expr::Concat(group.fields.iter().map(|f| f.expr(direction)).collect());
             let dynamic =
                 group.dynamic.iter().map(|d| Stmt::InSet(d.expr(direction), keyword_sets::name(d.keyword, d.v4)));
-            let lookup: Vec<Stmt> = dynamic.chain([Stmt::InSet(key, compiled.table.sets[i].name.clone())]).collect();
+            let lookup: Vec<Stmt> = dynamic.chain([Stmt::InSet(key, set.clone())]).collect();
             let then = Stmt::Verdict(if group.log {
                 nft::Verdict::Goto(log_chain_name(direction, group.action, group.gate.as_ref()))
             } else {

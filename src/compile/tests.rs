@@ -296,12 +296,10 @@ fn keywords_are_looked_up_in_dynamic_sets_that_follow_the_host() {
         (Keyword::LocalSubnet, Some("eth0"), "10.0.0.0/24"),
     ]);
     let updates = c.dynamic_updates(&moved);
-    assert_eq!(updates.iter().map(|(_, s)| s.name.as_str()).collect::<Vec<_>>(), ["dyn_default_gateway4"]);
+    assert_eq!(updates.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["dyn_default_gateway4"]);
     let recompiled = compile(&p, &moved).unwrap();
     let mut updated = c.clone();
-    for (i, set) in updates {
-        updated.table.sets[i] = set;
-    }
+    updated.replace_sets(updates);
     assert_eq!(updated, recompiled, "updating elements gives what compiling anew would");
     assert_eq!(verdict(&updated, udp53("10.0.0.254")), Verdict::Allow);
     assert_eq!(verdict(&updated, udp53("10.0.0.1")), Verdict::Block);

@@ -152,20 +152,18 @@ impl<B: Backend> Engine<B> {
         self.write_sets(applied.compiled.peer_updates(&self.peers))
     }
 
-    /// Replaces the elements of the applied table's sets at the indexes of
-    /// `updates` with theirs, in one transaction.
-    fn write_sets(&mut self, updates: Vec<(usize, Set)>) -> Result<usize, EngineError> {
+    /// Replaces the elements of the applied table's sets named as `updates`
+    /// with theirs, in one transaction.
+    fn write_sets(&mut self, updates: Vec<Set>) -> Result<usize, EngineError> {
         let Some(applied) = &mut self.applied else { return Ok(0) };
         if updates.is_empty() {
             return Ok(0);
         }
-        let diffs: Vec<SetDiff> =
-            updates.iter().map(|(i, new)| SetDiff::between(&applied.compiled.table.sets[*i], new)).collect();
-        self.backend.update_sets(&applied.compiled.table.name, &diffs).map_err(EngineError::Apply)?;
+        let compiled = &mut applied.compiled;
+        let diffs: Vec<SetDiff> = updates.iter().map(|new| SetDiff::between(compiled.set(&new.name), new)).collect();
+        self.backend.update_sets(&compiled.table.name, &diffs).map_err(EngineError::Apply)?;
         let changed = updates.len();
-        for (i, set) in updates {
-            applied.compiled.table.sets[i] = set;
-        }
+        compiled.replace_sets(updates);
         Ok(changed)
     }
 
@@ -195,9 +193,7 @@ impl<B: Backend> Engine<B> {
     /// kernel is still asked, since someone may have flushed the ruleset.
     fn apply_policy(&mut self, policy: Policy, force: bool) -> Result<Outcome, EngineError> {
         let mut compiled = compile::compile(&policy, &self.dynamic).map_err(EngineError::Policy)?;
-        for (i, set) in compiled.peer_updates(&self.peers) {
-            compiled.table.sets[i] = set;
-        }
+        compiled.replace_sets(compiled.peer_updates(&self.peers));
         if let Some(current) = &mut self.applied {
             if !force && current.compiled.table == compiled.table && self.backend.verify(&compiled.table).is_ok() {
                 // The policy's places may still have moved.

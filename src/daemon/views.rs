@@ -196,9 +196,10 @@ pub fn profiles<B: Backend>(engine: &Engine<B>) -> Result<Value, String> {
 
 /// Every keyword's current values, where each came from, and its set.
 pub fn sets<B: Backend>(engine: &Engine<B>) -> Value {
-    let in_table: Vec<String> = engine.applied.as_ref().map_or_else(Vec::new, |a| {
-        a.compiled.dynamic_sets().map(|(i, _, _)| a.compiled.table.sets[i].name.clone()).collect()
-    });
+    let in_table: Vec<String> = engine
+        .applied
+        .as_ref()
+        .map_or_else(Vec::new, |a| a.compiled.dynamic.iter().map(|&(k, v4)| keyword_sets::name(k, v4)).collect());
     let sets: Vec<Value> = Keyword::ALL
         .iter()
         .flat_map(|&k| [true, false].map(|v4| (k, v4)))

@@ -171,12 +171,10 @@ fn the_peer_sets_take_the_peers_of_their_group_only() {
         ("gone".to_string(), ["10.0.0.8".parse().unwrap()].into()),
     ]);
     let updates = c.peer_updates(&peers);
-    let got: Vec<(&str, usize)> = updates.iter().map(|(_, s)| (s.name.as_str(), s.elems.len())).collect();
+    let got: Vec<(&str, usize)> = updates.iter().map(|s| (s.name.as_str(), s.elems.len())).collect();
     assert_eq!(got, [("grp_scanners_peers4", 1), ("grp_scanners_peers6", 1)], "no set for a group the table lacks");
-    assert_eq!(updates[0].1.elems[0].ranges[..], [(0x0a00_0007, 0x0a00_0007)]);
-    for (i, set) in updates {
-        c.table.sets[i] = set;
-    }
+    assert_eq!(updates[0].elems[0].ranges[..], [(0x0a00_0007, 0x0a00_0007)]);
+    c.replace_sets(updates);
     assert!(c.peer_updates(&peers).is_empty(), "what the table holds is not sent again");
     assert_eq!(c.peer_updates(&GroupPeers::new()).len(), 2, "and emptied when the peers are gone");
 }
