@@ -33,7 +33,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::nft::{Elem, Expr, KeyType, Set, Stmt, NO_OWNER};
+use crate::nft::{Elem, Expr, Fill, KeyType, Set, Stmt, NO_OWNER};
 use crate::policy::groups::GroupConn;
 use crate::policy::Rule;
 use crate::xfrm::REQID;
@@ -80,8 +80,9 @@ impl Gate {
 
     /// The ways through the gate, one rule each: `meta ipsec exists`, or for
     /// a group `ipsec in reqid { ... }` and an SA of [`REQID`] from one of the
-    /// group's peers (IPv4, IPv6).
-    pub fn ways(&self, reqids: &BTreeMap<String, Vec<u32>>) -> Vec<Vec<Stmt>> {
+    /// group's peers, of the IP version of the rule's packets (`ip_version`,
+    /// if it has one: nft refuses `ip6 saddr` beside `ip saddr`).
+    pub fn ways(&self, reqids: &BTreeMap<String, Vec<u32>>, ip_version: Option<bool>) -> Vec<Vec<Stmt>> {
         let Gate::Group(name) = self else { return vec![vec![Stmt::Equals(Expr::Meta("ipsec"), json!(true))]] };
         let right = match reqids.get(name).map(Vec::as_slice) {
             Some([one]) => json!(one),
@@ -91,7 +92,8 @@ impl Gate {
             let saddr = Expr::Payload(if v4 { "ip" } else { "ip6" }, "saddr");
             vec![Stmt::Equals(Expr::IpsecIn("reqid"), json!(REQID)), Stmt::InSet(saddr, peer_set_name(name, v4))]
         };
-        vec![vec![Stmt::Equals(Expr::IpsecIn("reqid"), right)], by_peer(true), by_peer(false)]
+        let versions = [true, false].into_iter().filter(|&v4| ip_version.is_none_or(|v| v == v4));
+        [vec![Stmt::Equals(Expr::IpsecIn("reqid"), right)]].into_iter().chain(versions.map(by_peer)).collect()
     }
 }
 
@@ -122,7 +124,7 @@ fn peer_set(group: &str, v4: bool, peers: &GroupPeers) -> Set {
         key: vec![if v4 { KeyType::Ipv4Addr } else { KeyType::Ipv6Addr }],
         interval: false,
         elems,
-        timeout: None,
+        fill: Fill::Daemon,
     }
 }
 

@@ -5,7 +5,7 @@
 use super::make_disjoint;
 use crate::dynamic::DynState;
 use crate::net::AddrRange;
-use crate::nft::{ifname_key, Elem, KeyType, Set, NO_OWNER};
+use crate::nft::{ifname_key, Elem, Fill, KeyType, Set, NO_OWNER};
 use crate::policy::values::Keyword;
 
 /// The name of a keyword's set for one IP version, e.g. `dyn_local_subnet4`.
@@ -49,6 +49,6 @@ pub fn set(state: &DynState, keyword: Keyword, v4: bool) -> Set {
         key: key(keyword, v4),
         interval: true,
         elems: make_disjoint(elems, first_is_ifname),
-        timeout: None,
+        fill: Fill::Daemon,
     }
 }

@@ -126,6 +126,13 @@ impl Group {
         format!("{core}{}_{}{log}_{scope}_{}", self.direction.as_str(), self.action.as_str(), words.join("_"))
     }
 
+    /// The IP version of the packets this set can match, if its key or
+    /// dynamic sets fix one (`Some(true)` for IPv4).
+    fn ip_version(&self) -> Option<bool> {
+        let fields = self.fields.iter().filter_map(|f| f.ip_version());
+        fields.chain(self.dynamic.iter().map(|d| d.v4)).next()
+    }
+
     /// Whether a packet in `profile` going `direction` meets this set.
     pub fn applies(&self, direction: Direction, profile: ProfileKind) -> bool {
         self.direction == direction && self.scope.is_none_or(|s| s == profile)
@@ -251,7 +258,7 @@ pub fn compile(policy: &Policy, dynamic: &DynState) -> Result<Compiled, Diagnost
                 key: group.fields.iter().map(|f| f.key_type()).collect(),
                 interval,
                 elems,
-                timeout: None,
+                fill: nft::Fill::Daemon,
             });
             lookups.push(Lookup { group: group.clone(), set: name });
         }
@@ -596,7 +603,7 @@ fn profile_chain(policy: &Policy, compiled: &Compiled, direction: Direction, pro
             } else {
                 verdict(group.action.verdict())
             });
-            let ways = group.gate.as_ref().map_or_else(|| vec![Vec::new()], |g| g.ways(&compiled.reqids));
+            let ways = group.gate.as_ref().map_or_else(|| vec![Vec::new()], |g| g.ways(&compiled.reqids, group.ip_version()));
             ways.into_iter().map(move |way| nft::Rule {
                 stmts: way.into_iter().chain(lookup.iter().cloned()).chain([then.clone()]).collect(),
                 comment: None,

@@ -178,3 +178,23 @@ fn the_peer_sets_take_the_peers_of_their_group_only() {
     assert!(c.peer_updates(&peers).is_empty(), "what the table holds is not sent again");
     assert_eq!(c.peer_updates(&GroupPeers::new()).len(), 2, "and emptied when the peers are gone");
 }
+
+#[test]
+fn a_rule_of_one_ip_version_passes_by_that_version_s_peer_set_only() {
+    let (_, c) = setup(
+        "groups:\n  sql-clients: { subject: \"C=XX, O=Example, OU=Finance, CN=*\" }\n\
+         rules:\n  - { name: sql, direction: in, action: allow, protocol: tcp, local-ports: [5432], remote-addresses: [10.1.0.0/16], remote-groups: [sql-clients] }\n",
+    );
+    let chain = c.table.chains.iter().find(|ch| ch.name == "in_public").unwrap();
+    let peer_sets: Vec<&str> = chain
+        .rules
+        .iter()
+        .flat_map(|r| &r.stmts)
+        .filter_map(|s| match s {
+            Stmt::InSet(_, set) if set.contains("_peers") => Some(set.as_str()),
+            _ => None,
+        })
+        .collect();
+    // (nft refuses `ip6 saddr` in a rule that matches `ip saddr`.)
+    assert_eq!(peer_sets, ["grp_sql-clients_peers4"]);
+}
