@@ -603,7 +603,8 @@ fn profile_chain(policy: &Policy, compiled: &Compiled, direction: Direction, pro
             } else {
                 verdict(group.action.verdict())
             });
-            let ways = group.gate.as_ref().map_or_else(|| vec![Vec::new()], |g| g.ways(&compiled.reqids, group.ip_version()));
+            let ways =
+                group.gate.as_ref().map_or_else(|| vec![Vec::new()], |g| g.ways(&compiled.reqids, group.ip_version()));
             ways.into_iter().map(move |way| nft::Rule {
                 stmts: way.into_iter().chain(lookup.iter().cloned()).chain([then.clone()]).collect(),
                 comment: None,

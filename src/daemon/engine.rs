@@ -11,6 +11,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+use super::readiness::{self, Clear, Readiness};
 use crate::backend::{Backend, BackendError};
 use crate::compile::{self, Compiled, GroupPeers};
 use crate::dynamic::DynState;
@@ -78,6 +79,8 @@ pub struct Engine<B: Backend> {
     pub dynamic: DynState,
     /// The group members among the peers whose SAs this host started.
     pub peers: GroupPeers,
+    /// The clear connections counted by the tables replaced so far.
+    readiness: Readiness,
     /// How many times a ruleset was applied.
     pub generation: u64,
     pub last_apply: Duration,
@@ -95,6 +98,7 @@ impl<B: Backend> Engine<B> {
             rolled_back: None,
             dynamic: DynState::default(),
             peers: GroupPeers::default(),
+            readiness: Readiness::default(),
             generation: 0,
             last_apply: Duration::ZERO,
             last_error: None,
@@ -167,6 +171,40 @@ impl<B: Backend> Engine<B> {
         Ok(changed)
     }
 
+    /// The readiness counts of the table in force, which its replacement
+    /// starts anew.
+    fn keep_readiness(&mut self) {
+        let listed = self.clear_sets();
+        self.readiness.keep(&listed);
+    }
+
+    /// Every readiness count so far, most first, while the table in force
+    /// counts (isolation in `request` or `boundary`); `None` otherwise.
+    pub fn readiness(&self) -> Option<Vec<(Clear, u64)>> {
+        let listed = self.clear_sets();
+        let counting = self.applied.as_ref().is_some_and(|a| {
+            let names = readiness::set_names();
+            a.compiled.table.sets.iter().any(|s| names.contains(&s.name))
+        });
+        counting.then(|| self.readiness.report(&listed))
+    }
+
+    /// The counting sets of the table in force, as `nft` lists them.
+    fn clear_sets(&self) -> Vec<serde_json::Value> {
+        let Some(applied) = &self.applied else { return Vec::new() };
+        let table = &applied.compiled.table;
+        let present = readiness::set_names().into_iter().filter(|n| table.sets.iter().any(|s| s.name == *n));
+        present
+            .filter_map(|name| match self.backend.read_set(&table.name, &name) {
+                Ok(set) => set,
+                Err(e) => {
+                    tracing::warn!("cannot read {name}, which counts clear connections: {e}");
+                    None
+                }
+            })
+            .collect()
+    }
+
     pub fn confirm(&mut self) -> Result<(), EngineError> {
         self.pending.take().map(|_| ()).ok_or(EngineError::NothingToConfirm)
     }
@@ -202,6 +240,7 @@ impl<B: Backend> Engine<B> {
                 return Ok(Outcome::Unchanged);
             }
         }
+        self.keep_readiness();
         let start = Instant::now();
         self.backend.replace(&compiled.table).map_err(EngineError::Apply)?;
         self.last_apply = start.elapsed();

@@ -6,6 +6,7 @@ mod engine;
 pub mod first_contact;
 mod isolation;
 mod lock;
+mod readiness;
 mod stats;
 mod teardown;
 mod views;
@@ -115,7 +116,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                         p.group_connections.iter().map(|g| (crate::ike::conn::group_conn_name(g), g.groups.iter().cloned().collect())).collect()
                     });
                     let (peers, soft) = (engine.peers.clone(), isolation.soft_sas());
-                    tokio::spawn(async move { let _ = reply.send(views::sas(socket, groups, peers, soft).await); });
+                    let clear = engine.readiness().as_deref().map(readiness::per_source);
+                    tokio::spawn(async move { let _ = reply.send(views::sas(socket, groups, peers, soft, clear).await); });
                 }
                 request => {
                     let _ = reply.send(handle(&mut engine, &mut isolation, &hub, request));

@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 
 use super::engine::Engine;
 use super::isolation::Isolation;
+use super::readiness;
 use super::views::counters;
 use crate::backend::Backend;
 use crate::compile::default_rule_comment;
@@ -70,7 +71,7 @@ pub fn stats<B: Backend>(engine: &Engine<B>, hub: &Hub, isolation: &mut Isolatio
         "rules": rules,
         "defaults": defaults,
         "dynamic-sets": sets,
-        "isolation": isolation.stats(applied.map(|a| &a.policy)),
+        "isolation": isolation.stats(applied.map(|a| &a.policy), engine.readiness().as_deref().map(readiness::per_port)),
         "monitor": hub.view(),
     }))
 }

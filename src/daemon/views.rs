@@ -226,12 +226,14 @@ pub fn sets<B: Backend>(engine: &Engine<B>) -> Value {
 /// charon's SAs, each with the groups of its peer: those of its group
 /// connection (`groups`: the group connections' names and groups), or for an
 /// SA this host started, of the peer sets its address is in (`peers`); and
-/// the soft SAs. `socket` is `None` when isolation is off.
+/// the soft SAs; and in `request` and `boundary`, the readiness counts by
+/// source (`clear_inbound`). `socket` is `None` when isolation is off.
 pub async fn sas(
     socket: Option<std::path::PathBuf>,
     groups: BTreeMap<String, Vec<String>>,
     peers: crate::compile::GroupPeers,
     soft: Vec<super::first_contact::SoftSa>,
+    clear_inbound: Option<Vec<Value>>,
 ) -> crate::protocol::Response {
     use crate::protocol::Response;
     let Some(socket) = socket else {
@@ -249,7 +251,7 @@ pub async fn sas(
                     _ => groups.get(&sa.name).cloned().unwrap_or_default(),
                 };
             }
-            Response::Ok(json!({ "isolation": "on", "ike-sas": sas, "soft-sas": soft }))
+            Response::Ok(json!({ "isolation": "on", "ike-sas": sas, "soft-sas": soft, "clear-inbound": clear_inbound }))
         }
         Err(e) => Response::Error(e),
     }
