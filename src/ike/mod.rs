@@ -276,7 +276,7 @@ pub async fn follow(
         let mut failures = Failures::default();
         let closed = async {
             while let Some(message) = client.event().await {
-                let Ok(log) = serde_vici::from_slice::<Log>(&message) else { continue };
+                let Ok(log) = vici::decode::<Log>("log", &message) else { continue };
                 if let Some(failure) = failures.read(&log) {
                     // (A full queue: the daemon is behind; that peer's fallback says timeout.)
                     let _ = failed.try_send(failure);
