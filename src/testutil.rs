@@ -1,5 +1,7 @@
 //! Helpers shared by unit tests.
 
+pub mod fuzz;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -298,6 +298,9 @@ fn nesting(message: &[u8]) -> usize {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::testutil::TempDir;
