@@ -84,5 +84,5 @@ fn one_dropin(bytes: &[u8]) -> Result<(), TestCaseError> {
 #[test]
 fn fuzz_one_dropin() {
     let samples = corpus(&["policies", "integration/bad-policies", "fuzz/corpus/policy"]);
-    fuzz("policy", 1500, samples, TOKENS, one_dropin);
+    fuzz("policy", 1000, samples, TOKENS, one_dropin);
 }

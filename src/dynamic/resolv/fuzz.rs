@@ -43,5 +43,5 @@ fn resolv_conf(bytes: &[u8]) -> Result<(), TestCaseError> {
 
 #[test]
 fn fuzz_resolv_conf() {
-    fuzz("resolv.conf", 10000, corpus(&["fuzz/corpus/resolv"]), TOKENS, resolv_conf);
+    fuzz("resolv.conf", 5000, corpus(&["fuzz/corpus/resolv"]), TOKENS, resolv_conf);
 }

@@ -46,14 +46,14 @@ fn list_sa(bytes: &[u8]) -> Result<(), TestCaseError> {
 
 #[test]
 fn fuzz_list_sa_events() {
-    fuzz("vici list-sa", 10000, corpus(&["fuzz/corpus/vici"]), TOKENS, list_sa);
+    fuzz("vici list-sa", 5000, corpus(&["fuzz/corpus/vici"]), TOKENS, list_sa);
 }
 
 #[test]
 fn fuzz_log_events() {
     let mut failures = Failures::default();
     let failures = std::cell::RefCell::new(&mut failures);
-    fuzz("vici log", 5000, corpus(&["fuzz/corpus/vici"]), TOKENS, |bytes| {
+    fuzz("vici log", 3000, corpus(&["fuzz/corpus/vici"]), TOKENS, |bytes| {
         if let Ok(log) = decode::<Log>("log", bytes) {
             failures.borrow_mut().read(&log);
         }
@@ -105,7 +105,7 @@ fn fuzz_vici_packets() {
     };
     let answer = list_sas_answer(&sas);
     assert_eq!(converse(&answer).unwrap(), sas.len());
-    fuzz("vici packets", 3000, seeds, TOKENS, |bytes| {
+    fuzz("vici packets", 2000, seeds, TOKENS, |bytes| {
         let _ = converse(bytes);
         Ok(())
     });

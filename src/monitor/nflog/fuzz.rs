@@ -33,7 +33,7 @@ const TOKENS: &[&[u8]] = &[
 
 #[test]
 fn fuzz_nflog_batches() {
-    fuzz("nflog", 10000, corpus(&["fuzz/corpus/nflog"]), TOKENS, |bytes| {
+    fuzz("nflog", 5000, corpus(&["fuzz/corpus/nflog"]), TOKENS, |bytes| {
         parse_batch(bytes);
         Ok(())
     });
@@ -47,7 +47,7 @@ fn fuzz_nflog_batch_framing() {
         .filter(|(n, _)| n.starts_with("packet-"))
         .map(|(_, b)| b)
         .collect();
-    run("nflog framing", 1000, vec(select(packets), 0..12), |messages| {
+    run("nflog framing", 500, vec(select(packets), 0..12), |messages| {
         let mut batch = Vec::new();
         for m in &messages {
             batch.extend_from_slice(m);
@@ -116,7 +116,7 @@ fn packet(h: &Header, hop_by_hop: bool, filler: [u8; 4]) -> Vec<u8> {
 
 #[test]
 fn fuzz_ip_headers_read_back() {
-    run("ip headers", 5000, (header(), any::<bool>(), any::<[u8; 4]>()), |(h, hop_by_hop, filler)| {
+    run("ip headers", 3000, (header(), any::<bool>(), any::<[u8; 4]>()), |(h, hop_by_hop, filler)| {
         let p = packet(&h, hop_by_hop, filler);
         prop_assert_eq!(parse_ip(&p), Some(h.clone()));
         // Cut anywhere, it is read as far as it goes, without a panic.

@@ -106,12 +106,12 @@ fn fuzz_lease_files() {
     }
     let names = names(files.iter().map(|(n, _)| n.clone()).collect());
     let contents = inputs(files.into_iter().map(|(_, b)| b).collect(), TOKENS);
-    run("leases", 10000, (names, contents), lease_file);
+    run("leases", 5000, (names, contents), lease_file);
 }
 
 #[test]
 fn fuzz_smb_conf() {
-    fuzz("smb.conf", 5000, corpus(&["fuzz/corpus/smb"]), TOKENS, |bytes| {
+    fuzz("smb.conf", 3000, corpus(&["fuzz/corpus/smb"]), TOKENS, |bytes| {
         match smb_wins(&String::from_utf8_lossy(bytes)) {
             Ok(_) => Ok(()),
             Err(e) => bounded(&e),
