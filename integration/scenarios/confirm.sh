@@ -67,9 +67,11 @@ check "rolled back: the daemon has handled the SIGHUP (logged)" wait_logged "$fw
 check "rolled back: SIGHUP does not re-apply the unconfirmed files" test "$(table_shape "$fw")" = "$shape0"
 check "... and show state says why" grep -q 'rolled back for lack of confirmation' <(rf "$fw" show state --json)
 # Back to the files of the start (the watcher sees the removal); nothing changes.
+# (The .src first: the watcher sees only the removal, and its reload must
+# find both files as at the start.)
 n=$(logged "$fw" "policy files changed")
-rm "$P/25-during.yaml"
 echo 'version: 1' >"$P/20-change.src"
+rm "$P/25-during.yaml"
 check "files back as at the start: the watcher's reload is logged" wait_logged "$fw" "policy files changed" "$n"
 check "files back as at the start: the table is still as before" test "$(table_shape "$fw")" = "$shape0"
 printf 'version: 1\nrules:\n  - { name: no-8081, direction: in, action: block, protocol: tcp, local-ports: [8081] }\n' >"$P/20-change.src"
