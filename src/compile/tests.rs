@@ -34,17 +34,7 @@ fn golden(policy_file: &Path, golden_file: &Path) {
     let p = load_text(&[(name, text)]).unwrap_or_else(|d| panic!("{d}"));
     let c = compile(&p, &DynState::default()).unwrap_or_else(|d| panic!("{d}"));
     let got = serde_json::to_string_pretty(&c.table.replace()).unwrap() + "\n";
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(golden_file, &got).unwrap();
-    }
-    let want = std::fs::read_to_string(golden_file)
-        .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1 to create it)", golden_file.display()));
-    assert!(
-        got == want,
-        "{} differs from its golden file {}; run UPDATE_GOLDEN=1 cargo test and review the diff",
-        policy_file.display(),
-        golden_file.display()
-    );
+    crate::testutil::assert_golden(golden_file, &got);
 }
 
 #[test]

@@ -296,7 +296,7 @@ pub async fn follow(mut desired: watch::Receiver<Desired>, reports: Reports) {
                     changed_sas.notify_one();
                     continue;
                 }
-                let Ok(log) = serde_vici::from_slice::<Log>(&message) else { continue };
+                let Ok(log) = vici::decode::<Log>("log", &message) else { continue };
                 if let Some(failure) = failures.read(&log) {
                     // (A full queue: the daemon is behind; that peer's fallback says timeout.)
                     let _ = failed.try_send(failure);

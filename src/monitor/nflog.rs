@@ -219,6 +219,9 @@ fn skip_ipv6_extensions(mut next: u8, mut rest: Option<&[u8]>) -> (u8, Option<&[
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -3,6 +3,8 @@
 //! nftables or netlink.
 
 pub mod diag;
+#[cfg(test)]
+mod fuzz;
 pub mod groups;
 pub mod isolation;
 mod load;

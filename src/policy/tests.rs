@@ -216,6 +216,21 @@ fn services_expand_and_exclude_ports_of_their_own() {
     );
 }
 
+/// Found by fuzzing (`fuzz.rs`): an unknown service's name was quoted whole,
+/// and compared with every known name by edit distance whatever its length.
+#[test]
+fn a_huge_unknown_service_is_quoted_at_most_80_characters() {
+    let huge = "x".repeat(1 << 20);
+    let errs = errors(&format!("rules:\n  - {{ name: a, direction: in, action: allow, services: [{huge}] }}\n"));
+    assert_eq!(
+        errs,
+        [format!(
+            "p.yaml:2:57: rules[0].services[0]: \"{}…\" (1048576 characters) is not a known service; `ringfence show services` lists them",
+            "x".repeat(80)
+        )]
+    );
+}
+
 #[test]
 fn no_files_at_all_means_the_embedded_default() {
     let t = TempDir::new("empty");

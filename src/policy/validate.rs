@@ -369,10 +369,9 @@ fn rule_services(cx: &mut Ctx, key: &str, r: &RawRule, catalogue: &Catalogue) ->
     }
     let names = cx.list(key, &r.services, |name| {
         catalogue.get(name.trim()).map(|s| s.name.clone()).ok_or_else(|| {
-            let near: Vec<&str> =
-                catalogue.0.keys().filter(|k| edit_distance(k, name) <= 1).map(String::as_str).collect();
+            let near: Vec<&str> = catalogue.0.keys().filter(|k| near(k, name)).map(String::as_str).collect();
             let hint = if near.is_empty() { String::new() } else { format!(" (did you mean {}?)", near.join(", ")) };
-            format!("{name:?} is not a known service{hint}; `ringfence show services` lists them")
+            format!("{} is not a known service{hint}; `ringfence show services` lists them", Quoted(name))
         })
     });
     let mut ports: Vec<ServicePorts> = Vec::new();
@@ -392,6 +391,12 @@ fn rule_services(cx: &mut Ctx, key: &str, r: &RawRule, catalogue: &Catalogue) ->
 }
 
 /// Levenshtein distance, for "did you mean" (names are short).
+/// Whether `a` is one edit from `b`. The lengths are compared first: the
+/// distance costs the product of the lengths, and a name may be 1 MB long.
+fn near(a: &str, b: &str) -> bool {
+    a.chars().count().abs_diff(b.chars().count()) <= 1 && edit_distance(a, b) <= 1
+}
+
 fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut row: Vec<usize> = (0..=b.len()).collect();
