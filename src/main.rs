@@ -9,6 +9,7 @@ mod daemon;
 mod docgen;
 mod dynamic;
 mod explain;
+mod fleet;
 mod ike;
 mod metrics;
 mod monitor;
@@ -31,7 +32,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::Parser;
 
-use cli::{Cli, Command, ExplainArgs, PolicyDirs, ShowWhat};
+use cli::{Cli, Command, ExplainArgs, FleetCommand, PolicyDirs, ShowWhat};
 use policy::{values, Direction};
 use protocol::Request;
 
@@ -140,7 +141,34 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Fleet { command } => fleet_command(command),
     }
+}
+
+fn fleet_command(command: FleetCommand) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    match command {
+        FleetCommand::Publish { scope, sign_key, sign_cert, etcd, dir } => {
+            let publisher = fleet::sign::Publisher::load(&sign_key, &sign_cert)?;
+            let bundle = rt.block_on(fleet::commands::publish(&etcd, &publisher, &scope, &dir))?;
+            println!(
+                "published scope {scope} revision {} ({} files, {})",
+                bundle.revision,
+                bundle.files.len(),
+                bundle.hash()
+            );
+        }
+        FleetCommand::Agent { config } => rt.block_on(fleet::agent::run(fleet::config::Agent::load(&config)?))?,
+        FleetCommand::Status { json, etcd } => {
+            let fleet = rt.block_on(fleet::commands::status(&etcd))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&fleet)?);
+            } else {
+                print!("{}", fleet.render());
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Asks the daemon to apply, with a confirmation window if `confirm`, and
