@@ -13,6 +13,9 @@ PACKAGES+=(strongswan-charon strongswan-swanctl strongswan-pki libstrongswan-sta
 # systemd-container (systemd-nspawn) and dpkg-dev (dpkg-shlibdeps for
 # cargo-deb's $auto dependencies).
 PACKAGES+=(python3-jsonschema python3-yaml mmdebstrap rpm systemd-container dpkg-dev)
+# The build: protoc for etcd-client's generated gRPC code. The fleet scenario:
+# a 3-member etcd cluster (etcd-server) and etcdctl (etcd-client).
+PACKAGES+=(protobuf-compiler etcd-server etcd-client)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -321,6 +321,16 @@ wait_for() {
 wait_gen() { wait_for 5 _gen_at_least "$1" "$2"; }
 _gen_at_least() { [ "$(state "$1" generation)" -ge "$2" ]; }
 
+# logged NS TEXT: how many lines of NS's daemon log hold TEXT (a fixed string).
+logged() { grep -cF -- "$2" "$WORK/$1.log" || true; }
+
+# wait_logged NS TEXT N: waits (at most 10 s) until more than N lines of NS's
+# daemon log hold TEXT. The barrier before checking that something did not
+# happen: count, act, then wait for the line that proves the daemon has
+# handled the action (a reload, a file read) instead of sleeping.
+wait_logged() { wait_for 10 _logged_more "$@"; }
+_logged_more() { [ "$(logged "$1" "$2")" -gt "$3" ]; }
+
 # wait_exit PID: waits (at most 5 s) until the process PID is gone.
 wait_exit() { wait_for 5 _gone "$1"; }
 _gone() { ! kill -0 "$1" 2>/dev/null || [ "$(ps -o stat= -p "$1" 2>/dev/null | cut -c1)" = Z ]; }

@@ -15,6 +15,9 @@ pub trait Backend {
     /// The owned table as the kernel has it now, with counters (without set
     /// elements if `terse`); `None` if absent.
     fn read(&self, table: &str, terse: bool) -> Result<Option<Value>, BackendError>;
+    /// One set of the owned table, with its elements and their counters;
+    /// `None` if absent.
+    fn read_set(&self, table: &str, set: &str) -> Result<Option<Value>, BackendError>;
     /// Deletes the owned table if present.
     fn delete(&mut self, table: &str) -> Result<(), BackendError>;
 }
@@ -44,6 +47,10 @@ impl Backend for NftBackend {
 
     fn read(&self, table: &str, terse: bool) -> Result<Option<Value>, BackendError> {
         Ok(nft::list_table(table, terse)?)
+    }
+
+    fn read_set(&self, table: &str, set: &str) -> Result<Option<Value>, BackendError> {
+        Ok(nft::list_set(table, set)?)
     }
 
     fn delete(&mut self, table: &str) -> Result<(), BackendError> {
@@ -101,6 +108,10 @@ impl Backend for NoopBackend {
     }
 
     fn read(&self, _table: &str, _terse: bool) -> Result<Option<Value>, BackendError> {
+        Ok(None)
+    }
+
+    fn read_set(&self, _table: &str, _set: &str) -> Result<Option<Value>, BackendError> {
         Ok(None)
     }
 

@@ -20,6 +20,7 @@ pub struct Cli {
 #[derive(Args, Clone)]
 pub struct PolicyDirs {
     /// Read policy files from DIR instead of /usr/lib/ringfence/policy.d,
+    /// /var/lib/ringfence/fleet/policy.d (the fleet layer),
     /// /etc/ringfence/policy.d and /run/ringfence/policy.d (repeatable; later
     /// directories override files of the same name in earlier ones). The
     /// embedded default is the layer 00-default.yaml under them all.
@@ -140,6 +141,54 @@ pub enum Command {
     },
     /// Write the man pages (ringfence.8, ringfence-SUBCOMMAND.8) into DIR, as the packages do.
     Manpages { dir: PathBuf },
+    /// Fleet policy on etcd: publish signed policy bundles per scope, run the
+    /// host's agent that applies them, see what every host applied (docs/fleet.md).
+    Fleet {
+        #[command(subcommand)]
+        command: FleetCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum FleetCommand {
+    /// Check DIR's policy files (as `check --policy-dir DIR`), sign them as
+    /// the scope's next revision (one more than the highest of the scope's
+    /// bundle in etcd and the revisions hosts report applied) and write them
+    /// to /ringfence/v1/policy/SCOPE.
+    Publish {
+        /// `all`, or LABEL=VALUE[,LABEL=VALUE...]: the hosts whose labels
+        /// have every one of these values.
+        #[arg(long)]
+        scope: String,
+        /// The publisher's private key: PKCS#8 PEM, ECDSA P-256 (as `openssl
+        /// genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256` writes it).
+        #[arg(long, value_name = "PEM")]
+        sign_key: PathBuf,
+        /// The publisher's certificate (PEM), issued by the fleet CA.
+        #[arg(long, value_name = "PEM")]
+        sign_cert: PathBuf,
+        #[command(flatten)]
+        etcd: crate::fleet::config::Etcd,
+        /// The directory of the scope's policy files (*.yaml).
+        dir: PathBuf,
+    },
+    /// Follow this host's scopes in etcd: verify each bundle, write it into the
+    /// fleet layer (/var/lib/ringfence/fleet/policy.d), ask the daemon to
+    /// apply, report under /ringfence/v1/status/HOST and /ringfence/v1/report/HOST.
+    /// The daemon's socket is the configuration's `socket`, not --socket.
+    Agent {
+        /// The agent's configuration (YAML; docs/fleet.md).
+        #[arg(long, value_name = "FILE", default_value = "/etc/ringfence/fleet.yaml")]
+        config: PathBuf,
+    },
+    /// Every host that reported: per scope the hosts at each revision, the
+    /// failing ones with their reasons, the offline ones (no live status key).
+    Status {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        etcd: crate::fleet::config::Etcd,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]

@@ -7,13 +7,12 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::compile::{isolation, Compiled, DynMatch, Field, Gate};
-use crate::dynamic;
+use crate::compile::{isolation, keyword_sets, Compiled, DynMatch, Field, Gate, Lookup};
+use crate::net::{has_ports, IPPROTO_ICMP, IPPROTO_ICMPV6};
 use crate::nft;
 use crate::policy::groups::DnPattern;
 use crate::policy::raw::IsolationMode;
 use crate::policy::values::Keyword;
-use crate::policy::values::{has_ports, IPPROTO_ICMP, IPPROTO_ICMPV6};
 use crate::policy::{Direction, Place, Policy, ProfileKind, Verdict};
 
 /// A new connection's first packet, as seen from this host. A field left out
@@ -172,8 +171,7 @@ pub fn explain(
     if direction == Direction::In && ipsec.is_none() && isolation_drops(policy, compiled, packet) {
         return decided(Verdict::Block, Decider::Isolation { mode: policy.isolation.mode.value });
     }
-    for i in compiled.lookups(direction, profile) {
-        let group = &compiled.groups[i];
+    for Lookup { group, set } in compiled.lookups(direction, profile) {
         if !Sa::passes(ipsec.as_ref(), group.gate.as_ref(), compiled)
             || !group.dynamic.iter().all(|d| dynamic_match(compiled, packet, *d))
         {
@@ -182,7 +180,7 @@ pub fn explain(
         let Some(key) = group.fields.iter().map(|&f| packet.field(f)).collect::<Option<Vec<u128>>>() else {
             continue;
         };
-        let set = &compiled.table.sets[i];
+        let set = compiled.set(set);
         if let Some(elem) = find(set, &key) {
             let rule = &policy.rules[elem.tag as usize];
             let (name, place, set) = (rule.name.clone(), rule.place.clone(), set.name.clone());
@@ -235,7 +233,7 @@ fn dynamic_match(compiled: &Compiled, packet: &Packet, d: DynMatch) -> bool {
         Keyword::DefaultGateway | Keyword::Dns | Keyword::Dhcp | Keyword::Wins => packet.field(field).map(|a| vec![a]),
         Keyword::LocalSubnet => packet.field(Field::Interface).zip(packet.field(field)).map(|(i, a)| vec![i, a]),
     };
-    let name = dynamic::set_name(d.keyword, d.v4);
+    let name = keyword_sets::name(d.keyword, d.v4);
     let set = compiled.table.sets.iter().find(|s| s.name == name);
     matches!((key, set), (Some(key), Some(set)) if find(set, &key).is_some())
 }

@@ -10,9 +10,11 @@ mod docgen;
 mod dynamic;
 mod explain;
 mod filewatch;
+mod fleet;
 mod ike;
 mod metrics;
 mod monitor;
+mod net;
 mod nft;
 mod pki;
 mod policy;
@@ -31,7 +33,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::Parser;
 
-use cli::{Cli, Command, ExplainArgs, PolicyDirs, ShowWhat};
+use cli::{Cli, Command, ExplainArgs, FleetCommand, PolicyDirs, ShowWhat};
 use policy::{values, Direction};
 use protocol::Request;
 
@@ -140,7 +142,34 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Fleet { command } => fleet_command(command),
     }
+}
+
+fn fleet_command(command: FleetCommand) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    match command {
+        FleetCommand::Publish { scope, sign_key, sign_cert, etcd, dir } => {
+            let publisher = fleet::sign::Publisher::load(&sign_key, &sign_cert)?;
+            let bundle = rt.block_on(fleet::commands::publish(&etcd, &publisher, &scope, &dir))?;
+            println!(
+                "published scope {scope} revision {} ({} files, {})",
+                bundle.revision,
+                bundle.files.len(),
+                bundle.hash()
+            );
+        }
+        FleetCommand::Agent { config } => rt.block_on(fleet::agent::run(fleet::config::Agent::load(&config)?))?,
+        FleetCommand::Status { json, etcd } => {
+            let fleet = rt.block_on(fleet::commands::status(&etcd))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&fleet)?);
+            } else {
+                print!("{}", fleet.render());
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Asks the daemon to apply, with a confirmation window if `confirm`, and
@@ -205,7 +234,7 @@ fn explain(socket: &std::path::Path, a: ExplainArgs) -> anyhow::Result<ExitCode>
         .context("--protocol any cannot be a packet's protocol")?;
     let icmp_type = match &a.icmp_type {
         None => None,
-        Some(_) if protocol != values::IPPROTO_ICMP && protocol != values::IPPROTO_ICMPV6 => {
+        Some(_) if protocol != crate::net::IPPROTO_ICMP && protocol != crate::net::IPPROTO_ICMPV6 => {
             bail!("--icmp-type needs --protocol icmp or icmpv6")
         }
         Some(t) => Some(values::parse_icmp_type(protocol, t).map_err(anyhow::Error::msg)?),
@@ -217,7 +246,7 @@ fn explain(socket: &std::path::Path, a: ExplainArgs) -> anyhow::Result<ExitCode>
             Err(_) => Some(nix::unistd::User::from_name(u)?.with_context(|| format!("no user {u:?}"))?.uid.as_raw()),
         },
     };
-    if (a.local_port.is_some() || a.remote_port.is_some()) && !values::has_ports(protocol) {
+    if (a.local_port.is_some() || a.remote_port.is_some()) && !crate::net::has_ports(protocol) {
         bail!("--local-port and --remote-port need a protocol with ports (tcp, udp, ...)");
     }
     if (a.secure || !a.groups.is_empty()) && direction == Direction::Out {

@@ -227,6 +227,14 @@ const FAMILIES: &[Family] = &[
         labels: &["reason"],
         value: "count",
     },
+    Family {
+        name: "ringfence_isolation_clear_inbound_total",
+        help: "New connections in clear from secure subnets, which secure-request would refuse (request and boundary modes), by protocol and port.",
+        kind: "counter",
+        array: &["isolation", "clear-inbound"],
+        labels: &["protocol", "port"],
+        value: "connections",
+    },
 ];
 
 /// Single figures: name, help, type, path in the stats.
@@ -314,7 +322,10 @@ mod tests {
         let stats = json!({
             "applies": 3, "last-apply-ms": 12.5,
             "rules": [{ "name": "a \"b\"", "direction": "in", "action": "block", "source": "x.yaml:3:5", "packets": 7, "bytes": 420, "logged": 2 }],
-            "isolation": { "sas-up": 0, "soft-sas": 1, "fallbacks": [{ "reason": "auth-failed", "count": 2 }] },
+            "isolation": {
+                "sas-up": 0, "soft-sas": 1, "fallbacks": [{ "reason": "auth-failed", "count": 2 }],
+                "clear-inbound": [{ "protocol": "tcp", "port": 22, "connections": 5 }]
+            },
             "monitor": { "totals": { "logged": 2 }, "subscribers": 1 },
         });
         let text = render(&stats);
@@ -326,5 +337,6 @@ mod tests {
         assert!(text.contains("# TYPE ringfence_monitor_subscribers gauge\nringfence_monitor_subscribers 1\n"));
         assert!(text.contains("ringfence_isolation_soft_sas 1\n"));
         assert!(text.contains("ringfence_isolation_fallbacks_total{reason=\"auth-failed\"} 2\n"));
+        assert!(text.contains("ringfence_isolation_clear_inbound_total{protocol=\"tcp\",port=\"22\"} 5\n"));
     }
 }

@@ -92,6 +92,14 @@ pub fn state(v: &Value) -> String {
     o
 }
 
+/// `tcp/22`, or `icmp` for a protocol without ports (port 0).
+fn port_text(c: &Value) -> String {
+    match c["port"].as_u64() {
+        Some(0) | None => s(&c["protocol"]),
+        Some(port) => format!("{}/{port}", s(&c["protocol"])),
+    }
+}
+
 /// IKE SAs with their CHILD SAs, as Windows lists main and quick mode SAs.
 pub fn sas(v: &Value) -> String {
     let mut o = String::new();
@@ -101,6 +109,17 @@ pub fn sas(v: &Value) -> String {
         let _ = writeln!(o, "isolation is off");
     } else if sas.is_empty() && soft.is_empty() {
         let _ = writeln!(o, "no SA");
+    }
+    if let Some(clear) = v["clear-inbound"].as_array() {
+        let total: u64 = clear.iter().filter_map(|c| c["connections"].as_u64()).sum();
+        let _ = writeln!(
+            o,
+            "readiness: {total} new connections in clear from secure subnets (secure-request would refuse them){}",
+            if clear.is_empty() { "" } else { ":" }
+        );
+        for c in clear {
+            let _ = writeln!(o, "  {} {}: {}", s(&c["source"]), port_text(c), c["connections"]);
+        }
     }
     for sa in soft {
         let _ = writeln!(
@@ -338,7 +357,7 @@ pub fn services_view(c: &crate::policy::services::Catalogue) -> Value {
             .ports
             .iter()
             .flat_map(|p| {
-                let proto = crate::policy::values::protocol_name(Some(p.protocol));
+                let proto = crate::net::protocol_name(Some(p.protocol));
                 let ranges: Vec<String> = p
                     .ports
                     .iter()
@@ -491,6 +510,12 @@ pub fn stats(v: &Value) -> String {
         .collect();
     if !fallbacks.is_empty() {
         let _ = writeln!(o, "fallbacks:    {} (first contacts that went on in clear)", fallbacks.join(", "));
+    }
+    if let Some(clear) = iso["clear-inbound"].as_array() {
+        let total: u64 = clear.iter().filter_map(|c| c["connections"].as_u64()).sum();
+        let ports: Vec<String> = clear.iter().map(|c| format!("{} {}", port_text(c), c["connections"])).collect();
+        let ports = if ports.is_empty() { String::new() } else { format!(" ({})", ports.join(", ")) };
+        let _ = writeln!(o, "readiness:    {total} new connections in clear from secure subnets{ports}");
     }
     let m = &v["monitor"];
     let t = &m["totals"];

@@ -61,14 +61,18 @@ refute "rolled back: tcp/8082 from the file edited in the window blocked again" 
 check "rolled back: table inet ringfence is as before, apart from counters" test "$(table_shape "$fw")" = "$shape0"
 check "rolled back: the daemon logged the rollback" grep -q 'rolled back' "$WORK/$fw.log"
 # The files still hold the change: reloads must not bring it back by themselves.
+n=$(logged "$fw" SIGHUP)
 kill -HUP "$DAEMON_PID"
-sleep 1
+check "rolled back: the daemon has handled the SIGHUP (logged)" wait_logged "$fw" SIGHUP "$n"
 check "rolled back: SIGHUP does not re-apply the unconfirmed files" test "$(table_shape "$fw")" = "$shape0"
 check "... and show state says why" grep -q 'rolled back for lack of confirmation' <(rf "$fw" show state --json)
 # Back to the files of the start (the watcher sees the removal); nothing changes.
-rm "$P/25-during.yaml"
+# (The .src first: the watcher sees only the removal, and its reload must
+# find both files as at the start.)
+n=$(logged "$fw" "policy files changed")
 echo 'version: 1' >"$P/20-change.src"
-sleep 1
+rm "$P/25-during.yaml"
+check "files back as at the start: the watcher's reload is logged" wait_logged "$fw" "policy files changed" "$n"
 check "files back as at the start: the table is still as before" test "$(table_shape "$fw")" = "$shape0"
 printf 'version: 1\nrules:\n  - { name: no-8081, direction: in, action: block, protocol: tcp, local-ports: [8081] }\n' >"$P/20-change.src"
 
@@ -76,7 +80,14 @@ printf 'version: 1\nrules:\n  - { name: no-8081, direction: in, action: block, p
 check "apply --confirm 3s again" rf "$fw" apply --confirm 3s
 check "confirm succeeds" rf "$fw" confirm
 check "confirmed: nothing is pending any more" not_pending
-sleep 3.5
+# The deadline is a time, not an event: wait until it has passed by the
+# daemon's own clock (its log), then for a SIGHUP handled after it, so that a
+# rollback due at the deadline would have run before the checks.
+past_deadline() { python3 -c 'import sys, time; sys.exit(time.time() < float(sys.argv[1]) + 3)' "$(logged_at "apply, waiting for confirmation")"; }
+check "confirmed: the confirmation deadline has passed" wait_for 10 past_deadline
+n=$(logged "$fw" SIGHUP)
+kill -HUP "$DAEMON_PID"
+check "confirmed: a SIGHUP after the deadline is handled (logged)" wait_logged "$fw" SIGHUP "$n"
 check "confirmed: past the deadline tcp/8081 is still blocked (v4+v6)" down 8081
 check "confirmed: tcp/8080 still allowed" tcp "$peer" 10.207.0.1 8080
 check "confirmed: the table is the new one" test "$(table_shape "$fw")" != "$shape0"

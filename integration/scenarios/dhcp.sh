@@ -193,8 +193,12 @@ check  "cut in half: tcp to srv2:8067 still passes" to 3 8067
 cut_warnings() { grep -cF "$L/dhclient.eth0.leases: keeping its last good leases" "$WORK/$fw.log"; }
 n=$(cut_warnings)
 touch "$L/dhclient.eth0.leases"
-sleep 0.5
+# The barrier: a file that cannot be read, written after the touch, is
+# warned about once the daemon has read the directory again.
+echo garbage >"$L/marker.leases"
+settle "cut in half, touched again: the daemon has read the directory again" warned "$L/marker.leases: keeping its last good leases"
 check  "cut in half, touched again: no new warning for the same state" test "$(cut_warnings)" = "$n"
+rm "$L/marker.leases"
 mv "$L" "$WORK/leases.gone"
 settle "lease directory removed: a warning names it" warned "$L: keeping the leases last read there"
 check  "lease directory removed: the sets keep srv2" sets dhcp=10.67.0.3

@@ -80,7 +80,11 @@ check  "the group connections have reqids of Ringfence's (0x5247-0x5345)" \
     test "$scanners" -ge $((0x5247)) -a "$scanners" -le $((0x5345)) -a "$finance" -ge $((0x5247)) -a "$finance" -le $((0x5345))
 check  "in_public: first the bypass, gated on the scanners' reqid" \
     grep -qE "^ipsec in reqid $scanners meta l4proto @in_bypass_all_grp_scanners_proto_ranges accept\$" <(head -1 "$WORK/lookups")
-check  "in_public: then the block rule's lookup" grep -q '@in_block_all_proto_lport drop' <(sed -n 2p "$WORK/lookups")
+check  "in_public: then the bypass for the scanners whose SAs this host started (IPv4)" \
+    grep -qE "^ipsec in reqid $((0x5246)) ip saddr @grp_scanners_peers4 meta l4proto @in_bypass_all_grp_scanners_proto_ranges accept\$" <(sed -n 2p "$WORK/lookups")
+check  "in_public: ... (IPv6)" \
+    grep -qE "^ipsec in reqid $((0x5246)) ip6 saddr @grp_scanners_peers6 meta l4proto @in_bypass_all_grp_scanners_proto_ranges accept\$" <(sed -n 3p "$WORK/lookups")
+check  "in_public: then the block rule's lookup" grep -q '@in_block_all_proto_lport drop' <(sed -n 4p "$WORK/lookups")
 check  "in_public: 5432 gated on sql-clients' reqid" \
     grep -qE "^ipsec in reqid $finance meta l4proto . th dport @in_allow_all_grp_sql-clients_proto_lport accept\$" "$WORK/lookups"
 check  "in_public: 443 gated on any SA" \

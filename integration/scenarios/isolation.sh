@@ -14,7 +14,9 @@
 #   ACQUIRE reached the trapped child) and, with no answer, goes on in clear
 #   (a soft SA, listed by show sas).
 # - require: even the replies to fw's clear connection are dropped.
-# - request: the member gets through.
+# - request: the member gets through, and readiness counts its clear
+#   connections (by source, protocol and port; not the exempt host's nor those
+#   from outside the secure subnets), across a table replacement.
 # - charon: the connection and the credentials are loaded (certificate, CA
 #   constraint, transport child); charon killed and restarted: loaded again
 #   without restarting the daemon; isolation off: unloaded, chains gone.
@@ -193,6 +195,26 @@ rf "$fw" apply >/dev/null
 check  "request: applied" mode_is request
 check  "request: xfrm_larval_drop is 0 again (held)" test "$(ip netns exec "$fw" cat /proc/sys/net/core/xfrm_larval_drop)" = 0
 check  "request: the member gets through in clear" from 10.71.0.2
+# clear SRC PROTO PORT: the readiness count of SRC's clear connections to PORT.
+clear() {
+    rf "$fw" show sas --json | jget "sum(c['connections'] for c in v['clear-inbound'] if (c['source'], c['protocol'], c['port']) == ('$1', '$2', $3))"
+}
+before=$(clear 10.71.0.2 tcp 8080)
+check  "request: readiness counted the member's clear connection" test "$before" -ge 1
+for i in 1 2 3; do from 10.71.0.2; done
+from 10.71.0.10; from 10.72.0.2
+check  "request: 3 more clear connections from the member, 3 more counted (not the exempt host's, not far's)" \
+    test "$(clear 10.71.0.2 tcp 8080)" = $((before + 3))
+check  "... the exempt host (10.71.0.10) is not counted" test "$(clear 10.71.0.10 tcp 8080)" = 0
+check  "... nor the host outside the secure subnets" test "$(clear 10.72.0.2 tcp 8080)" = 0
+check  "request: a ping from the member" ip netns exec "$lan" ping -c1 -W2 -I 10.71.0.2 10.71.0.1
+check  "... is counted as icmp (no port)" test "$(clear 10.71.0.2 icmp 0)" = 1
+rf "$fw" apply >/dev/null
+check  "request: a forced apply (a new table) keeps the counts" test "$(clear 10.71.0.2 tcp 8080)" = $((before + 3))
+check  "show stats --json: the count by port" test "$(rf "$fw" show stats --json |
+    jget "[c['connections'] for c in v['isolation']['clear-inbound'] if (c['protocol'], c['port']) == ('tcp', 8080)][0]")" = $((before + 3))
+stats_say() { rf "$fw" show stats | grep -qE "$1"; }
+check  "show stats: the readiness line" stats_say "^readiness: +$((before + 4)) new connections in clear from secure subnets \\(tcp/8080 $((before + 3)), icmp 1\\)"
 
 # --- off --------------------------------------------------------------------------------
 policy off
@@ -201,6 +223,7 @@ check  "off: applied" mode_is off
 wait_for 5 unloaded || true
 check  "off: charon no longer has the connection" unloaded
 check  "off: no xfrm policy is left" test "$(xfrm_count)" = 0
+check  "off: show sas has no readiness counts" test "$(rf "$fw" show sas --json | jget 'v.get("clear-inbound")')" = null
 refute "off: the isolation chains are gone" ip netns exec "$fw" nft list chain inet ringfence isolation_in
 
 finish

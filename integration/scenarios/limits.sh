@@ -116,7 +116,19 @@ check "... though the client still holds its sockets" kill -0 "${_PIDS[-1]}"
 ip netns exec "$fw" setpriv --reuid nobody --regid nogroup --clear-groups \
     timeout 14 "$RINGFENCE" --socket "$(sock "$fw")" monitor --json >"$WORK/monitor.out" 2>&1 &
 monitor=$!
-check "a quiet monitor stream is still open after 12 s" sh -c "sleep 12; kill -0 $monitor"
+# The barrier: a connection opened after the monitor, sending nothing, is
+# closed by the idle timeout; the monitor, quiet for longer, must still be open.
+idle_until_closed() {
+    ip netns exec "$fw" setpriv --reuid nobody --regid nogroup --clear-groups timeout 20 /usr/bin/python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[1])
+s.settimeout(19)
+while s.recv(4096):
+    pass' "$(sock "$fw")"
+}
+check "an idle connection opened after the monitor is closed by the daemon" idle_until_closed
+check "... while the quiet monitor stream, older, is still open" kill -0 "$monitor"
 rc=0; wait "$monitor" || rc=$?
 check "... and ends only when its client stops it (timeout's 124, not an error: $rc)" test "$rc" -eq 124
 

@@ -94,6 +94,7 @@ DOCS=$(cd "$ROOT" && for f in README.md docs/*.md; do echo "/usr/share/doc/ringf
 sort >"$WORK/deb.expected" <<EOF
 /usr/bin/ringfence
 /lib/systemd/system/ringfence.service
+/lib/systemd/system/ringfence-fleet.service
 /usr/lib/ringfence/policy.d/00-default.yaml
 /usr/lib/ringfence/services.d/00-services.yaml
 /etc/ringfence/policy.d/README
@@ -107,6 +108,7 @@ EOF
 sort >"$WORK/rpm.expected" <<EOF
 /usr/bin/ringfence
 /usr/lib/systemd/system/ringfence.service
+/lib/systemd/system/ringfence-fleet.service
 /usr/lib/ringfence/policy.d/00-default.yaml
 /usr/lib/ringfence/services.d/00-services.yaml
 /etc/ringfence/policy.d/README
@@ -230,6 +232,8 @@ check "the unit is enabled" incont systemctl is-enabled ringfence
 check "postinst started the service (active: READY=1 came)" incont systemctl is-active ringfence
 check "systemd-analyze verify of the installed unit is clean (status 0, no output)" \
     silent incont systemd-analyze verify /lib/systemd/system/ringfence.service
+check "systemd-analyze verify of the fleet agent's unit is clean" \
+    silent incont systemd-analyze verify /lib/systemd/system/ringfence-fleet.service
 check "ringfence --version" incont ringfence --version
 said "--version is the package's ($VERSION)" "^ringfence $VERSION$"
 check "man ringfence renders" incont env MANPAGER=cat MANWIDTH=80 man ringfence

@@ -27,6 +27,15 @@ pub enum Field {
 }
 
 impl Field {
+    /// The IP version a packet with this field has: `Some(true)` for IPv4.
+    pub fn ip_version(self) -> Option<bool> {
+        match self {
+            Field::RemoteAddr4 | Field::LocalAddr4 | Field::IcmpType => Some(true),
+            Field::RemoteAddr6 | Field::LocalAddr6 | Field::Icmpv6Type => Some(false),
+            Field::Interface | Field::User | Field::Protocol | Field::RemotePort | Field::LocalPort => None,
+        }
+    }
+
     pub fn key_type(self) -> KeyType {
         match self {
             Field::Interface => KeyType::Ifname,

@@ -40,10 +40,11 @@
 
 use serde_json::json;
 
+use crate::net::AddrRange;
 use crate::nft::{self, Chain, Elem, Expr, Set, Stmt};
 use crate::policy::isolation::Isolation;
 use crate::policy::raw::IsolationMode;
-use crate::policy::values::{AddrRange, Address, Keyword};
+use crate::policy::values::{Address, Keyword};
 
 /// IKE and NAT-T.
 pub const IKE_PORTS: [u16; 2] = [500, 4500];
@@ -56,6 +57,11 @@ pub fn secure_set_name(v4: bool) -> String {
 
 fn held_set_name(v4: bool) -> String {
     format!("iso_held{}", if v4 { 4 } else { 6 })
+}
+
+/// `iso_clear4/6`: readiness counts (request and boundary modes).
+pub fn clear_set_name(v4: bool) -> String {
+    format!("iso_clear{}", if v4 { 4 } else { 6 })
 }
 
 fn waited_set_name(v4: bool) -> String {
@@ -180,7 +186,8 @@ fn addr_key(v4: bool) -> nft::KeyType {
     }
 }
 
-/// `iso_secure4/6`, and the packet path's `iso_held4/6` and `iso_waited4/6`.
+/// `iso_secure4/6`, and the packet path's `iso_held4/6`, `iso_clear4/6` and
+/// `iso_waited4/6`.
 pub fn sets(iso: &Isolation) -> Vec<Set> {
     [true, false]
         .map(|v4| Set {
@@ -191,7 +198,7 @@ pub fn sets(iso: &Isolation) -> Vec<Set> {
                 .into_iter()
                 .map(|r| Elem { ranges: Box::new([r]), tag: nft::NO_OWNER })
                 .collect(),
-            timeout: None,
+            fill: nft::Fill::Daemon,
         })
         .into_iter()
         .chain([true, false].map(|v4| Set {
@@ -199,14 +206,21 @@ pub fn sets(iso: &Isolation) -> Vec<Set> {
             key: vec![addr_key(v4), nft::KeyType::InetProto, nft::KeyType::InetService, nft::KeyType::InetService],
             interval: false,
             elems: Vec::new(),
-            timeout: Some(HELD_TIMEOUT),
+            fill: nft::Fill::Expiring(HELD_TIMEOUT),
+        }))
+        .chain([true, false].map(|v4| Set {
+            name: clear_set_name(v4),
+            key: vec![addr_key(v4), nft::KeyType::InetProto, nft::KeyType::InetService],
+            interval: false,
+            elems: Vec::new(),
+            fill: nft::Fill::Counting,
         }))
         .chain([true, false].map(|v4| Set {
             name: waited_set_name(v4),
             key: vec![addr_key(v4)],
             interval: false,
             elems: Vec::new(),
-            timeout: Some(WAITED_TIMEOUT),
+            fill: nft::Fill::Expiring(WAITED_TIMEOUT),
         }))
         .collect()
 }
@@ -229,6 +243,33 @@ fn accept_ipsec_and_ike() -> Vec<nft::Rule> {
     ]
 }
 
+fn drop() -> [Stmt; 2] {
+    [Stmt::Counter, Stmt::Verdict(nft::Verdict::Drop)]
+}
+
+/// Protocols with ports (`net::has_ports`), by name as nft writes them.
+const PORT_PROTOCOLS: [&str; 5] = ["tcp", "udp", "dccp", "sctp", "udplite"];
+
+/// Readiness, in the modes that let clear connections in: every new one from
+/// a secure subnet (`clear`), which `secure-request` would refuse, counted in
+/// `iso_clear4/6` by source, protocol and port (0 for a protocol without
+/// ports).
+fn readiness(v4: bool, clear: &[Stmt; 2], comment: Option<String>) -> [nft::Rule; 2] {
+    let key = |port: Expr| Expr::Concat(vec![Expr::Payload(ip(v4), "saddr"), Expr::Meta("l4proto"), port]);
+    let count = |ports: Stmt, port: Expr| nft::Rule {
+        stmts: [Stmt::CtState(vec!["new"])]
+            .into_iter()
+            .chain(clear.iter().cloned())
+            .chain([ports, Stmt::Update(key(port), clear_set_name(v4))])
+            .collect(),
+        comment: comment.clone(),
+    };
+    [
+        count(Stmt::Equals(Expr::Meta("l4proto"), json!({ "set": PORT_PROTOCOLS })), Expr::Payload("th", "dport")),
+        count(Stmt::NotEquals(Expr::Meta("l4proto"), json!({ "set": PORT_PROTOCOLS })), Expr::Number(0)),
+    ]
+}
+
 /// The two chains, empty when isolation is off.
 pub fn chains(iso: &Isolation) -> Vec<Chain> {
     let mode = iso.mode.value;
@@ -236,51 +277,45 @@ pub fn chains(iso: &Isolation) -> Vec<Chain> {
         return Vec::new();
     }
     let mut inbound = accept_ipsec_and_ike();
-    let new_only = match mode {
-        IsolationMode::SecureRequest => Some(true),
-        IsolationMode::Require | IsolationMode::RequireEncryption => Some(false),
-        IsolationMode::Off | IsolationMode::Request | IsolationMode::Boundary => None,
-    };
-    if let Some(new_only) = new_only {
-        for v4 in [true, false] {
-            let saddr = Expr::Payload(ip(v4), "saddr");
-            for k in exempt_keywords(iso) {
-                inbound.push(nft::Rule {
-                    stmts: vec![
-                        Stmt::InSet(saddr.clone(), crate::dynamic::set_name(k, v4)),
-                        Stmt::Verdict(nft::Verdict::Return),
-                    ],
-                    comment: Some(format!("exempt: {}", k.as_str())),
-                });
-            }
-            if !v4 {
-                // Neighbour discovery (untracked, so never `ct state new`) must
-                // work before any SA can: IKE needs it.
-                inbound.push(nft::Rule {
-                    stmts: vec![
-                        Stmt::Equals(
-                            Expr::Payload("icmpv6", "type"),
-                            json!({ "set": crate::xfrm::ND_TYPES.collect::<Vec<u8>>() }),
-                        ),
-                        Stmt::Verdict(nft::Verdict::Return),
-                    ],
-                    comment: Some("neighbour discovery".into()),
-                });
-            }
-            let mut stmts = Vec::new();
-            if new_only {
-                stmts.push(Stmt::CtState(vec!["new"]));
-            }
-            stmts.extend([
-                Stmt::Equals(Expr::Meta("ipsec"), json!(false)),
-                Stmt::InSet(saddr, secure_set_name(v4)),
-                Stmt::Counter,
-                Stmt::Verdict(nft::Verdict::Drop),
-            ]);
+    for v4 in [true, false] {
+        let saddr = Expr::Payload(ip(v4), "saddr");
+        for k in exempt_keywords(iso) {
             inbound.push(nft::Rule {
-                stmts,
-                comment: Some(format!("isolation {}: clear from a secure subnet", mode.as_str())),
+                stmts: vec![
+                    Stmt::InSet(saddr.clone(), super::keyword_sets::name(k, v4)),
+                    Stmt::Verdict(nft::Verdict::Return),
+                ],
+                comment: Some(format!("exempt: {}", k.as_str())),
             });
+        }
+        if !v4 {
+            // Neighbour discovery (untracked, so never `ct state new`) must
+            // work before any SA can: IKE needs it.
+            inbound.push(nft::Rule {
+                stmts: vec![
+                    Stmt::Equals(
+                        Expr::Payload("icmpv6", "type"),
+                        json!({ "set": crate::xfrm::ND_TYPES.collect::<Vec<u8>>() }),
+                    ),
+                    Stmt::Verdict(nft::Verdict::Return),
+                ],
+                comment: Some("neighbour discovery".into()),
+            });
+        }
+        let clear = [Stmt::Equals(Expr::Meta("ipsec"), json!(false)), Stmt::InSet(saddr, secure_set_name(v4))];
+        let comment = Some(format!("isolation {}: clear from a secure subnet", mode.as_str()));
+        match mode {
+            IsolationMode::Request | IsolationMode::Boundary | IsolationMode::Off => {
+                inbound.extend(readiness(v4, &clear, comment));
+                continue;
+            }
+            IsolationMode::SecureRequest => inbound.push(nft::Rule {
+                stmts: [Stmt::CtState(vec!["new"])].into_iter().chain(clear).chain(drop()).collect(),
+                comment,
+            }),
+            IsolationMode::Require | IsolationMode::RequireEncryption => {
+                inbound.push(nft::Rule { stmts: clear.into_iter().chain(drop()).collect(), comment })
+            }
         }
     }
     let mut outbound = accept_ipsec_and_ike();

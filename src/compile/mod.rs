@@ -21,18 +21,20 @@ mod dims;
 mod disjoint;
 mod gate;
 pub mod isolation;
+pub mod keyword_sets;
 
-pub use disjoint::make_disjoint;
-pub use gate::Gate;
+use disjoint::make_disjoint;
+pub use gate::{Gate, GroupPeers};
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 use serde_json::json;
 
-use crate::dynamic::{self, DynState};
+use crate::dynamic::DynState;
+use crate::net::{AddrRange, PortRange, IPPROTO_ICMP, IPPROTO_ICMPV6};
 use crate::nft::{self, BaseChain, Chain, Elem, Expr, Hook, Set, Stmt, Table};
-use crate::policy::values::{AddrRange, Address, Keyword, PortRange, IPPROTO_ICMP, IPPROTO_ICMPV6};
+use crate::policy::values::{Address, Keyword};
 use crate::policy::{Action, Diagnostic, Diagnostics, Direction, Policy, ProfileKind, Rule, Verdict};
 pub use dims::Field;
 
@@ -108,7 +110,7 @@ impl DynMatch {
 
     fn short(self) -> String {
         let side = if self.remote { "r" } else { "l" };
-        format!("{side}{}", dynamic::set_name(self.keyword, self.v4).trim_start_matches("dyn_"))
+        format!("{side}{}", keyword_sets::name(self.keyword, self.v4).trim_start_matches("dyn_"))
     }
 }
 
@@ -124,44 +126,73 @@ impl Group {
         format!("{core}{}_{}{log}_{scope}_{}", self.direction.as_str(), self.action.as_str(), words.join("_"))
     }
 
+    /// The IP version of the packets this set can match, if its key or
+    /// dynamic sets fix one (`Some(true)` for IPv4).
+    fn ip_version(&self) -> Option<bool> {
+        let fields = self.fields.iter().filter_map(|f| f.ip_version());
+        fields.chain(self.dynamic.iter().map(|d| d.v4)).next()
+    }
+
     /// Whether a packet in `profile` going `direction` meets this set.
     pub fn applies(&self, direction: Direction, profile: ProfileKind) -> bool {
         self.direction == direction && self.scope.is_none_or(|s| s == profile)
     }
 }
 
-/// The compiled policy: the table to apply and, parallel to its first sets, what
-/// each set means (used by `explain` and `show`, so they read exactly what the
-/// kernel has). The sets after those of the groups are the dynamic sets.
+/// One set lookup of the profile chains: what its rules have in common, and
+/// the name of the set that holds their values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lookup {
+    pub group: Group,
+    pub set: String,
+}
+
+/// The compiled policy: the table to apply and what its sets mean (used by
+/// `explain` and `show`, so they read exactly what the kernel has).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Compiled {
     pub table: Table,
-    pub groups: Vec<Group>,
-    /// The dynamic sets, in table order after the groups' sets: those the
-    /// groups look up and those isolation's exemptions name.
+    /// In the order the chains look them up.
+    pub lookups: Vec<Lookup>,
+    /// The keywords' sets in the table: those the lookups name and those
+    /// isolation's exemptions name.
     pub dynamic: Vec<(Keyword, bool)>,
     /// The reqids of each policy group's SAs, which gated lookups match.
     pub reqids: BTreeMap<String, Vec<u32>>,
 }
 
 impl Compiled {
-    /// The dynamic sets in the table, with their keyword and IP version.
-    pub fn dynamic_sets(&self) -> impl Iterator<Item = (usize, Keyword, bool)> + '_ {
-        self.dynamic.iter().enumerate().map(|(i, &(k, v4))| (self.groups.len() + i, k, v4))
+    /// The set of the table named `name`; compile makes every set it names.
+    pub fn set(&self, name: &str) -> &Set {
+        self.table.sets.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("the table has no set {name}"))
     }
 
-    /// The dynamic sets whose elements differ under `state`, rebuilt, with
-    /// their indexes in the table.
-    pub fn dynamic_updates(&self, state: &DynState) -> Vec<(usize, Set)> {
-        self.dynamic_sets()
-            .map(|(i, k, v4)| (i, dynamic::set(state, k, v4)))
-            .filter(|(i, set)| self.table.sets[*i] != *set)
-            .collect()
+    /// The keywords' sets whose elements differ under `state`, rebuilt.
+    pub fn dynamic_updates(&self, state: &DynState) -> Vec<Set> {
+        self.changed(self.dynamic.iter().map(|&(k, v4)| keyword_sets::set(state, k, v4)))
     }
 
-    /// Indexes of the group sets a packet meets, in the order the chain looks them up.
-    pub fn lookups(&self, direction: Direction, profile: ProfileKind) -> impl Iterator<Item = usize> + '_ {
-        (0..self.groups.len()).filter(move |&i| self.groups[i].applies(direction, profile))
+    /// The groups' peer sets whose elements differ under `peers`, rebuilt.
+    pub fn peer_updates(&self, peers: &GroupPeers) -> Vec<Set> {
+        self.changed(gate::peer_sets(self.reqids.keys(), peers).into_iter())
+    }
+
+    fn changed(&self, sets: impl Iterator<Item = Set>) -> Vec<Set> {
+        sets.filter(|new| self.table.sets.iter().any(|s| s.name == new.name && s != new)).collect()
+    }
+
+    /// Puts `sets` in place of the table's sets of the same names.
+    pub fn replace_sets(&mut self, sets: Vec<Set>) {
+        for new in sets {
+            if let Some(old) = self.table.sets.iter_mut().find(|s| s.name == new.name) {
+                *old = new;
+            }
+        }
+    }
+
+    /// The lookups a packet meets, in the order the chain looks them up.
+    pub fn lookups(&self, direction: Direction, profile: ProfileKind) -> impl Iterator<Item = &Lookup> + '_ {
+        self.lookups.iter().filter(move |l| l.group.applies(direction, profile))
     }
 }
 
@@ -207,7 +238,7 @@ pub fn compile(policy: &Policy, dynamic: &DynState) -> Result<Compiled, Diagnost
             }
         }
     }
-    let mut groups = Vec::new();
+    let mut lookups = Vec::new();
     let mut sets = Vec::new();
     for (group, elems) in by_group {
         let first_is_ifname = group.fields.first() == Some(&Field::Interface);
@@ -223,32 +254,30 @@ pub fn compile(policy: &Policy, dynamic: &DynState) -> Result<Compiled, Diagnost
             }
             let name = if interval { format!("{}_ranges", group.set_name()) } else { group.set_name() };
             sets.push(Set {
-                name,
+                name: name.clone(),
                 key: group.fields.iter().map(|f| f.key_type()).collect(),
                 interval,
                 elems,
-                timeout: None,
+                fill: nft::Fill::Daemon,
             });
-            groups.push(group.clone());
+            lookups.push(Lookup { group: group.clone(), set: name });
         }
     }
-    let mut used: Vec<(Keyword, bool)> = groups
+    let mut used: Vec<(Keyword, bool)> = lookups
         .iter()
-        .flat_map(|g| g.dynamic.iter().map(|d| (d.keyword, d.v4)))
+        .flat_map(|l| l.group.dynamic.iter().map(|d| (d.keyword, d.v4)))
         .chain(isolation::exempt_keywords(&policy.isolation).flat_map(|k| [(k, true), (k, false)]))
         .collect();
     used.sort();
     used.dedup();
-    sets.extend(used.iter().map(|&(k, v4)| dynamic::set(dynamic, k, v4)));
+    sets.extend(used.iter().map(|&(k, v4)| keyword_sets::set(dynamic, k, v4)));
+    let reqids = gate::reqids(&policy.group_connections);
     if policy.isolation.enabled() {
         sets.extend(isolation::sets(&policy.isolation));
+        sets.extend(gate::peer_sets(reqids.keys(), &GroupPeers::default()));
     }
-    let mut compiled = Compiled {
-        table: Table { name: TABLE.into(), sets, chains: Vec::new() },
-        groups,
-        dynamic: used,
-        reqids: gate::reqids(&policy.group_connections),
-    };
+    let mut compiled =
+        Compiled { table: Table { name: TABLE.into(), sets, chains: Vec::new() }, lookups, dynamic: used, reqids };
     compiled.table.chains = chains(policy, &compiled);
     Ok(compiled)
 }
@@ -476,8 +505,9 @@ fn chains(policy: &Policy, compiled: &Compiled) -> Vec<Chain> {
             chains.push(profile_chain(policy, compiled, direction, profile));
         }
         let mut logged: Vec<(Action, Option<&Gate>)> = compiled
-            .groups
+            .lookups
             .iter()
+            .map(|l| &l.group)
             .filter(|g| g.direction == direction && g.log)
             .map(|g| (g.action, g.gate.as_ref()))
             .collect();
@@ -563,19 +593,22 @@ fn base_chain(policy: &Policy, direction: Direction, reachable: &[ProfileKind]) 
 fn profile_chain(policy: &Policy, compiled: &Compiled, direction: Direction, profile: ProfileKind) -> Chain {
     let mut rules: Vec<nft::Rule> = compiled
         .lookups(direction, profile)
-        .map(|i| {
-            let group = &compiled.groups[i];
+        .flat_map(|Lookup { group, set }| {
             let key = Expr::Concat(group.fields.iter().map(|f| f.expr(direction)).collect());
-            let gate = group.gate.iter().map(|g| g.stmt(&compiled.reqids));
             let dynamic =
-                group.dynamic.iter().map(|d| Stmt::InSet(d.expr(direction), dynamic::set_name(d.keyword, d.v4)));
-            let lookup = gate.chain(dynamic).chain([Stmt::InSet(key, compiled.table.sets[i].name.clone())]);
-            let then = if group.log {
+                group.dynamic.iter().map(|d| Stmt::InSet(d.expr(direction), keyword_sets::name(d.keyword, d.v4)));
+            let lookup: Vec<Stmt> = dynamic.chain([Stmt::InSet(key, set.clone())]).collect();
+            let then = Stmt::Verdict(if group.log {
                 nft::Verdict::Goto(log_chain_name(direction, group.action, group.gate.as_ref()))
             } else {
                 verdict(group.action.verdict())
-            };
-            nft::Rule { stmts: lookup.chain([Stmt::Verdict(then)]).collect(), comment: None }
+            });
+            let ways =
+                group.gate.as_ref().map_or_else(|| vec![Vec::new()], |g| g.ways(&compiled.reqids, group.ip_version()));
+            ways.into_iter().map(move |way| nft::Rule {
+                stmts: way.into_iter().chain(lookup.iter().cloned()).chain([then.clone()]).collect(),
+                comment: None,
+            })
         })
         .collect();
     let default = policy.profile(profile).default_for(direction);

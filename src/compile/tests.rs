@@ -34,17 +34,7 @@ fn golden(policy_file: &Path, golden_file: &Path) {
     let p = load_text(&[(name, text)]).unwrap_or_else(|d| panic!("{d}"));
     let c = compile(&p, &DynState::default()).unwrap_or_else(|d| panic!("{d}"));
     let got = serde_json::to_string_pretty(&c.table.replace()).unwrap() + "\n";
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(golden_file, &got).unwrap();
-    }
-    let want = std::fs::read_to_string(golden_file)
-        .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1 to create it)", golden_file.display()));
-    assert!(
-        got == want,
-        "{} differs from its golden file {}; run UPDATE_GOLDEN=1 cargo test and review the diff",
-        policy_file.display(),
-        golden_file.display()
-    );
+    crate::testutil::assert_golden(golden_file, &got);
 }
 
 #[test]
@@ -296,12 +286,10 @@ fn keywords_are_looked_up_in_dynamic_sets_that_follow_the_host() {
         (Keyword::LocalSubnet, Some("eth0"), "10.0.0.0/24"),
     ]);
     let updates = c.dynamic_updates(&moved);
-    assert_eq!(updates.iter().map(|(_, s)| s.name.as_str()).collect::<Vec<_>>(), ["dyn_default_gateway4"]);
+    assert_eq!(updates.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["dyn_default_gateway4"]);
     let recompiled = compile(&p, &moved).unwrap();
     let mut updated = c.clone();
-    for (i, set) in updates {
-        updated.table.sets[i] = set;
-    }
+    updated.replace_sets(updates);
     assert_eq!(updated, recompiled, "updating elements gives what compiling anew would");
     assert_eq!(verdict(&updated, udp53("10.0.0.254")), Verdict::Allow);
     assert_eq!(verdict(&updated, udp53("10.0.0.1")), Verdict::Block);

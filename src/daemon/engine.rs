@@ -11,10 +11,11 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+use super::readiness::{self, Clear, Readiness};
 use crate::backend::{Backend, BackendError};
-use crate::compile::{self, Compiled};
+use crate::compile::{self, Compiled, GroupPeers};
 use crate::dynamic::DynState;
-use crate::nft::SetDiff;
+use crate::nft::{Set, SetDiff};
 use crate::policy::{self, Diagnostics, Policy};
 
 /// How soon a failed rollback is tried again.
@@ -76,6 +77,10 @@ pub struct Engine<B: Backend> {
     rolled_back: Option<Policy>,
     /// The current values of the address keywords.
     pub dynamic: DynState,
+    /// The group members among the peers whose SAs this host started.
+    pub peers: GroupPeers,
+    /// The clear connections counted by the tables replaced so far.
+    readiness: Readiness,
     /// How many times a ruleset was applied.
     pub generation: u64,
     pub last_apply: Duration,
@@ -92,6 +97,8 @@ impl<B: Backend> Engine<B> {
             pending: None,
             rolled_back: None,
             dynamic: DynState::default(),
+            peers: GroupPeers::default(),
+            readiness: Readiness::default(),
             generation: 0,
             last_apply: Duration::ZERO,
             last_error: None,
@@ -137,19 +144,65 @@ impl<B: Backend> Engine<B> {
     /// Returns how many sets changed.
     pub fn update_dynamic(&mut self, state: DynState) -> Result<usize, EngineError> {
         self.dynamic = state;
+        let Some(applied) = &self.applied else { return Ok(0) };
+        self.write_sets(applied.compiled.dynamic_updates(&self.dynamic))
+    }
+
+    /// Takes the peers of each group whose SAs this host started, as
+    /// `update_dynamic` takes the keywords' values.
+    pub fn update_peers(&mut self, peers: GroupPeers) -> Result<usize, EngineError> {
+        self.peers = peers;
+        let Some(applied) = &self.applied else { return Ok(0) };
+        self.write_sets(applied.compiled.peer_updates(&self.peers))
+    }
+
+    /// Replaces the elements of the applied table's sets named as `updates`
+    /// with theirs, in one transaction.
+    fn write_sets(&mut self, updates: Vec<Set>) -> Result<usize, EngineError> {
         let Some(applied) = &mut self.applied else { return Ok(0) };
-        let updates = applied.compiled.dynamic_updates(&self.dynamic);
         if updates.is_empty() {
             return Ok(0);
         }
-        let diffs: Vec<SetDiff> =
-            updates.iter().map(|(i, new)| SetDiff::between(&applied.compiled.table.sets[*i], new)).collect();
-        self.backend.update_sets(&applied.compiled.table.name, &diffs).map_err(EngineError::Apply)?;
+        let compiled = &mut applied.compiled;
+        let diffs: Vec<SetDiff> = updates.iter().map(|new| SetDiff::between(compiled.set(&new.name), new)).collect();
+        self.backend.update_sets(&compiled.table.name, &diffs).map_err(EngineError::Apply)?;
         let changed = updates.len();
-        for (i, set) in updates {
-            applied.compiled.table.sets[i] = set;
-        }
+        compiled.replace_sets(updates);
         Ok(changed)
+    }
+
+    /// The readiness counts of the table in force, which its replacement
+    /// starts anew.
+    fn keep_readiness(&mut self) {
+        let listed = self.clear_sets();
+        self.readiness.keep(&listed);
+    }
+
+    /// Every readiness count so far, most first, while the table in force
+    /// counts (isolation in `request` or `boundary`); `None` otherwise.
+    pub fn readiness(&self) -> Option<Vec<(Clear, u64)>> {
+        let listed = self.clear_sets();
+        let counting = self.applied.as_ref().is_some_and(|a| {
+            let names = readiness::set_names();
+            a.compiled.table.sets.iter().any(|s| names.contains(&s.name))
+        });
+        counting.then(|| self.readiness.report(&listed))
+    }
+
+    /// The counting sets of the table in force, as `nft` lists them.
+    fn clear_sets(&self) -> Vec<serde_json::Value> {
+        let Some(applied) = &self.applied else { return Vec::new() };
+        let table = &applied.compiled.table;
+        let present = readiness::set_names().into_iter().filter(|n| table.sets.iter().any(|s| s.name == *n));
+        present
+            .filter_map(|name| match self.backend.read_set(&table.name, &name) {
+                Ok(set) => set,
+                Err(e) => {
+                    tracing::warn!("cannot read {name}, which counts clear connections: {e}");
+                    None
+                }
+            })
+            .collect()
     }
 
     pub fn confirm(&mut self) -> Result<(), EngineError> {
@@ -177,7 +230,8 @@ impl<B: Backend> Engine<B> {
     /// the table in force is not sent again, so its counters keep counting; the
     /// kernel is still asked, since someone may have flushed the ruleset.
     fn apply_policy(&mut self, policy: Policy, force: bool) -> Result<Outcome, EngineError> {
-        let compiled = compile::compile(&policy, &self.dynamic).map_err(EngineError::Policy)?;
+        let mut compiled = compile::compile(&policy, &self.dynamic).map_err(EngineError::Policy)?;
+        compiled.replace_sets(compiled.peer_updates(&self.peers));
         if let Some(current) = &mut self.applied {
             if !force && current.compiled.table == compiled.table && self.backend.verify(&compiled.table).is_ok() {
                 // The policy's places may still have moved.
@@ -186,6 +240,7 @@ impl<B: Backend> Engine<B> {
                 return Ok(Outcome::Unchanged);
             }
         }
+        self.keep_readiness();
         let start = Instant::now();
         self.backend.replace(&compiled.table).map_err(EngineError::Apply)?;
         self.last_apply = start.elapsed();

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 
 use super::first_contact::{FirstContact, Reason, Settings, SoftSa};
+use crate::compile::GroupPeers;
 use crate::dynamic::DynState;
 use crate::ike::{self, conn, Desired, Status};
 use crate::policy::Policy;
@@ -63,6 +64,8 @@ impl Sysctl {
 pub struct Isolation {
     desired: watch::Sender<Desired>,
     status: watch::Receiver<Status>,
+    /// The group members among the peers whose SAs this host started.
+    pub peers: watch::Receiver<GroupPeers>,
     /// The netlink socket for xfrm policies, in the daemon's network
     /// namespace, opened when first needed (see [`Isolation::xfrm`]).
     xfrm: Option<Xfrm>,
@@ -86,10 +89,12 @@ impl Isolation {
     pub fn start(failed: mpsc::Sender<(IpAddr, Reason)>) -> Self {
         let (desired, desired_rx) = watch::channel(Desired::default());
         let (status_tx, status) = watch::channel(Status::default());
-        tokio::spawn(ike::follow(desired_rx, status_tx, failed));
+        let (peers_tx, peers) = watch::channel(GroupPeers::new());
+        tokio::spawn(ike::follow(desired_rx, ike::Reports { status: status_tx, failed, peers: peers_tx }));
         Isolation {
             desired,
             status,
+            peers,
             xfrm: None,
             applied: None,
             xfrm_error: None,
@@ -297,8 +302,9 @@ impl Isolation {
     }
 
     /// For `show stats`: the kernel's ESP SAs of Ringfence's connections (one
-    /// each way per CHILD_SA), counted now.
-    pub fn stats(&mut self, policy: Option<&Policy>) -> Value {
+    /// each way per CHILD_SA), counted now, and `clear_inbound`, the
+    /// readiness counts by port (`null` in the modes that do not count).
+    pub fn stats(&mut self, policy: Option<&Policy>, clear_inbound: Option<Vec<Value>>) -> Value {
         let sas = self.with_kernel(|x| x.esp_sas(xfrm::REQIDS).map(|s| s.len())).map_err(|e| e.to_string());
         let fallbacks: Vec<Value> =
             self.first.fallbacks().map(|(reason, count)| json!({ "reason": reason, "count": count })).collect();
@@ -309,6 +315,7 @@ impl Isolation {
             "fallbacks": fallbacks,
             "error": sas.err(),
             "charon-loaded": self.status.borrow().loaded,
+            "clear-inbound": clear_inbound,
         })
     }
 

@@ -6,6 +6,7 @@ mod engine;
 pub mod first_contact;
 mod isolation;
 mod lock;
+mod readiness;
 mod stats;
 mod teardown;
 mod views;
@@ -117,8 +118,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                     let groups = policy.map_or_else(Default::default, |p| {
                         p.group_connections.iter().map(|g| (crate::ike::conn::group_conn_name(g), g.groups.iter().cloned().collect())).collect()
                     });
-                    let soft = isolation.soft_sas();
-                    tokio::spawn(async move { let _ = reply.send(views::sas(socket, groups, soft).await); });
+                    let (peers, soft) = (engine.peers.clone(), isolation.soft_sas());
+                    let clear = engine.readiness().as_deref().map(readiness::per_source);
+                    tokio::spawn(async move { let _ = reply.send(views::sas(socket, groups, peers, soft, clear).await); });
                 }
                 request => {
                     let _ = reply.send(handle(&mut engine, &mut isolation, &hub, &files, request));
@@ -137,6 +139,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 isolation.timer(&a.policy, &engine.dynamic);
             },
             Some((keywords, part)) = dynamic.recv() => update_dynamic(&mut engine, &mut isolation, keywords, part),
+            Ok(()) = isolation.peers.changed() => {
+                let peers = isolation.peers.borrow_and_update().clone();
+                match engine.update_peers(peers) {
+                    Ok(0) => {}
+                    Ok(sets) => tracing::info!(sets, "group peer sets updated"),
+                    Err(e) => tracing::error!("updating the group peer sets failed; they keep their previous elements: {e:#}"),
+                }
+            }
             Some(change) = policy_changes.next() => if change.path.is_none_or(|p| p.extension().is_some_and(|x| x == "yaml")) {
                 reload_at = Some(Instant::now() + DEBOUNCE);
             },

@@ -6,10 +6,11 @@ use serde_json::{json, Value};
 
 use super::engine::Engine;
 use super::isolation::Isolation;
+use super::readiness;
 use super::views::counters;
 use crate::backend::Backend;
 use crate::compile::default_rule_comment;
-use crate::dynamic;
+use crate::compile::keyword_sets;
 use crate::monitor::Hub;
 use crate::policy::values::Keyword;
 use crate::policy::{Direction, ProfileKind};
@@ -57,7 +58,7 @@ pub fn stats<B: Backend>(engine: &Engine<B>, hub: &Hub, isolation: &mut Isolatio
         .flat_map(|&k| [true, false].map(|v4| (k, v4)))
         .map(|(keyword, v4)| {
             json!({
-                "set": dynamic::set_name(keyword, v4),
+                "set": keyword_sets::name(keyword, v4),
                 "keyword": keyword,
                 "family": if v4 { "ipv4" } else { "ipv6" },
                 "elements": engine.dynamic.entries(keyword, v4).len(),
@@ -70,7 +71,7 @@ pub fn stats<B: Backend>(engine: &Engine<B>, hub: &Hub, isolation: &mut Isolatio
         "rules": rules,
         "defaults": defaults,
         "dynamic-sets": sets,
-        "isolation": isolation.stats(applied.map(|a| &a.policy)),
+        "isolation": isolation.stats(applied.map(|a| &a.policy), engine.readiness().as_deref().map(readiness::per_port)),
         "monitor": hub.view(),
     }))
 }

@@ -7,9 +7,10 @@ use serde_json::{json, Value};
 
 use super::engine::Engine;
 use crate::backend::Backend;
+use crate::compile::keyword_sets;
 use crate::compile::{default_rule_comment, TABLE};
-use crate::dynamic;
-use crate::policy::values::{format_addr_range, format_address, icmp_type_name, protocol_name, Keyword};
+use crate::net::{format_addr_range, icmp_type_name, protocol_name};
+use crate::policy::values::{format_address, Keyword};
 use crate::policy::{Direction, Policy, ProfileKind, Rule, Sourced};
 
 /// Packets and bytes.
@@ -54,7 +55,7 @@ fn sourced<T: serde::Serialize>(s: &Sourced<T>) -> Value {
 }
 
 pub fn rule_view(rule: &Rule) -> Value {
-    let ports = |l: &[crate::policy::values::PortRange]| -> Vec<String> {
+    let ports = |l: &[crate::net::PortRange]| -> Vec<String> {
         l.iter().map(|p| if p.0 == p.1 { p.0.to_string() } else { format!("{}-{}", p.0, p.1) }).collect()
     };
     let proto = rule.protocol.unwrap_or(0);
@@ -195,14 +196,15 @@ pub fn profiles<B: Backend>(engine: &Engine<B>) -> Result<Value, String> {
 
 /// Every keyword's current values, where each came from, and its set.
 pub fn sets<B: Backend>(engine: &Engine<B>) -> Value {
-    let in_table: Vec<String> = engine.applied.as_ref().map_or_else(Vec::new, |a| {
-        a.compiled.dynamic_sets().map(|(i, _, _)| a.compiled.table.sets[i].name.clone()).collect()
-    });
+    let in_table: Vec<String> = engine
+        .applied
+        .as_ref()
+        .map_or_else(Vec::new, |a| a.compiled.dynamic.iter().map(|&(k, v4)| keyword_sets::name(k, v4)).collect());
     let sets: Vec<Value> = Keyword::ALL
         .iter()
         .flat_map(|&k| [true, false].map(|v4| (k, v4)))
         .map(|(keyword, v4)| {
-            let name = dynamic::set_name(keyword, v4);
+            let name = keyword_sets::name(keyword, v4);
             let entries: Vec<Value> = engine
                 .dynamic
                 .entries(keyword, v4)
@@ -221,13 +223,17 @@ pub fn sets<B: Backend>(engine: &Engine<B>) -> Value {
     Value::Array(sets)
 }
 
-/// charon's SAs, each with the groups of its connection (`groups`: the group
-/// connections' names and groups), and the soft SAs; `socket` is `None` when
-/// isolation is off.
+/// charon's SAs, each with the groups of its peer: those of its group
+/// connection (`groups`: the group connections' names and groups), or for an
+/// SA this host started, of the peer sets its address is in (`peers`); and
+/// the soft SAs; and in `request` and `boundary`, the readiness counts by
+/// source (`clear_inbound`). `socket` is `None` when isolation is off.
 pub async fn sas(
     socket: Option<std::path::PathBuf>,
     groups: BTreeMap<String, Vec<String>>,
+    peers: crate::compile::GroupPeers,
     soft: Vec<super::first_contact::SoftSa>,
+    clear_inbound: Option<Vec<Value>>,
 ) -> crate::protocol::Response {
     use crate::protocol::Response;
     let Some(socket) = socket else {
@@ -236,9 +242,16 @@ pub async fn sas(
     match crate::ike::list_sas(&socket).await {
         Ok(mut sas) => {
             for sa in &mut sas {
-                sa.groups = groups.get(&sa.name).cloned().unwrap_or_default();
+                let addr = sa.remote_host.as_deref().and_then(|h| h.parse::<std::net::IpAddr>().ok());
+                let started = sa.name == crate::ike::conn::CONN;
+                sa.groups = match (started, addr) {
+                    (true, Some(addr)) => {
+                        peers.iter().filter(|(_, a)| a.contains(&addr)).map(|(g, _)| g.clone()).collect()
+                    }
+                    _ => groups.get(&sa.name).cloned().unwrap_or_default(),
+                };
             }
-            Response::Ok(json!({ "isolation": "on", "ike-sas": sas, "soft-sas": soft }))
+            Response::Ok(json!({ "isolation": "on", "ike-sas": sas, "soft-sas": soft, "clear-inbound": clear_inbound }))
         }
         Err(e) => Response::Error(e),
     }

@@ -1,7 +1,7 @@
 //! Dynamic exceptions: addresses that follow the host's live configuration
 //! (`default-gateway`, `local-subnet`, `dns`, `dhcp`, `wins`). This module holds
-//! their current values with the source of each, and turns them into the
-//! elements of the named sets that rules match against; `netlink` observes the
+//! their current values with the source of each (which `compile::keyword_sets`
+//! turns into the elements of the named sets that rules match); `netlink` observes the
 //! kernel's routes and addresses, `resolv` the resolver configuration, `leases`
 //! the DHCP clients' lease files and smb.conf, to keep them current.
 //! The daemon changes only these sets' elements when the host changes, never
@@ -18,8 +18,9 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::nft::{self, Elem, KeyType, Set};
-use crate::policy::values::{AddrRange, Keyword};
+use crate::net::AddrRange;
+
+use crate::policy::values::Keyword;
 
 /// One address (range) a keyword stands for now.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -84,49 +85,4 @@ async fn publish(
 /// "dhcp, wins", for messages.
 pub fn keyword_names(keywords: &[Keyword]) -> String {
     keywords.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
-}
-
-/// The name of a keyword's set for one IP version, e.g. `dyn_local_subnet4`.
-pub fn set_name(keyword: Keyword, v4: bool) -> String {
-    format!("dyn_{}{}", keyword.as_str().replace('-', "_"), if v4 { 4 } else { 6 })
-}
-
-/// The key of a keyword's set: `local-subnet` pairs a subnet with its interface,
-/// so that a rule matches a remote host on the subnet of the interface the
-/// packet uses, not on any of the host's subnets.
-pub fn set_key(keyword: Keyword, v4: bool) -> Vec<KeyType> {
-    let addr = if v4 { KeyType::Ipv4Addr } else { KeyType::Ipv6Addr };
-    match keyword {
-        Keyword::DefaultGateway | Keyword::Dns | Keyword::Dhcp | Keyword::Wins => vec![addr],
-        Keyword::LocalSubnet => vec![KeyType::Ifname, addr],
-    }
-}
-
-/// The set of a keyword with its current elements (disjoint, as the kernel needs).
-pub fn set(state: &DynState, keyword: Keyword, v4: bool) -> Set {
-    let elems = state
-        .entries(keyword, v4)
-        .iter()
-        .map(|e| {
-            let (lo, hi) = match e.addresses {
-                AddrRange::V4(lo, hi) => (lo as u128, hi as u128),
-                AddrRange::V6(lo, hi) => (lo, hi),
-            };
-            let mut ranges = Vec::with_capacity(2);
-            if let Some(i) = &e.interface {
-                let k = nft::ifname_key(i);
-                ranges.push((k, k));
-            }
-            ranges.push((lo, hi));
-            Elem { ranges: ranges.into(), tag: nft::NO_OWNER }
-        })
-        .collect();
-    let first_is_ifname = keyword == Keyword::LocalSubnet;
-    Set {
-        name: set_name(keyword, v4),
-        key: set_key(keyword, v4),
-        interval: true,
-        elems: crate::compile::make_disjoint(elems, first_is_ifname),
-        timeout: None,
-    }
 }

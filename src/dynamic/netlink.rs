@@ -19,7 +19,8 @@ use tokio::time::{sleep_until, Instant};
 
 use super::coalesce::{Coalesce, Event};
 use super::{DynState, Entry, Update};
-use crate::policy::values::{AddrRange, Keyword};
+use crate::net::AddrRange;
+use crate::policy::values::Keyword;
 
 /// The keywords this source gives values to.
 pub const KEYWORDS: &[Keyword] = &[Keyword::DefaultGateway, Keyword::LocalSubnet];

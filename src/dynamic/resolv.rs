@@ -113,4 +113,6 @@ pub fn read(path: &Path, upstream: &Path) -> Result<DynState, String> {
 }
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;

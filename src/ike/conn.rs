@@ -4,14 +4,14 @@
 //! (`policy::groups`). Pure: built from the policy and the credential files'
 //! contents (docs/isolation.md).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
+use crate::net::format_addr_range;
 use crate::policy::groups::{DnPattern, GroupConn};
 use crate::policy::isolation::Isolation;
 use crate::policy::raw::IsolationMode;
-use crate::policy::values::format_addr_range;
 use crate::xfrm::{GROUP_PRIORITY, REQID};
 
 /// The name of the isolation connection (and of its child) in charon; group
@@ -121,8 +121,8 @@ pub struct Load {
     pub certs: Vec<LoadCert>,
     pub key: LoadKey,
     pub conns: BTreeMap<String, Conn>,
-    /// The group connections' names and patterns.
-    pub groups: Vec<(String, DnPattern)>,
+    /// The group connections, by name.
+    pub groups: Vec<(String, GroupConn)>,
 }
 
 impl Load {
@@ -131,9 +131,20 @@ impl Load {
     /// it, the one with the fewest wildcards (the closure of the patterns makes
     /// it the one within every other), else the isolation connection.
     pub fn conn_for(&self, subject: &str) -> &str {
-        let Ok(subject) = DnPattern::parse(subject) else { return CONN };
-        let matching: Vec<&(String, DnPattern)> = self.groups.iter().filter(|(_, p)| subject.within(p)).collect();
-        matching.iter().find(|(_, p)| matching.iter().all(|(_, q)| p.within(q))).map_or(CONN, |(name, _)| name.as_str())
+        self.group_conn_for(subject).map_or(CONN, |(name, _)| name.as_str())
+    }
+
+    /// The groups of the peer whose certificate subject is `subject`: those
+    /// of its connection.
+    pub fn groups_of(&self, subject: &str) -> Option<&BTreeSet<String>> {
+        self.group_conn_for(subject).map(|(_, g)| &g.groups)
+    }
+
+    fn group_conn_for(&self, subject: &str) -> Option<&(String, GroupConn)> {
+        let subject = DnPattern::parse(subject).ok()?;
+        let matching: Vec<&(String, GroupConn)> =
+            self.groups.iter().filter(|(_, g)| subject.within(&g.pattern)).collect();
+        matching.iter().find(|(_, g)| matching.iter().all(|(_, h)| g.pattern.within(&h.pattern))).copied()
     }
 }
 
@@ -185,7 +196,7 @@ pub fn load(iso: &Isolation, groups: &[GroupConn], creds: Credentials) -> Load {
         .collect(),
         key: LoadKey { kind: "any", data: creds.private_key },
         conns,
-        groups: names.into_iter().zip(groups).map(|(name, g)| (name, g.pattern.clone())).collect(),
+        groups: names.into_iter().zip(groups.iter().cloned()).collect(),
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod conn;
 pub mod failures;
+pub mod peers;
 pub mod sas;
 mod vici;
 
@@ -14,10 +15,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
+use crate::compile::GroupPeers;
 use crate::policy::isolation::{private_key_file, Isolation};
 use crate::xfrm::Xfrm;
 use conn::{Credentials, Load};
 use failures::{Failures, Log, Reason};
+use peers::group_peers;
 use vici::Vici;
 
 /// How often to try again while charon's socket cannot be reached.
@@ -210,14 +213,20 @@ async fn sync(socket: &Path, load: Option<&Load>, before: Option<&Load>) -> Resu
     Ok(client)
 }
 
+/// Where [`follow`] tells the daemon what it learns from charon.
+pub struct Reports {
+    /// How loading went.
+    pub status: watch::Sender<Status>,
+    /// The negotiations with peers that failed (from charon's log).
+    pub failed: mpsc::Sender<(std::net::IpAddr, Reason)>,
+    /// The group members among the peers whose SAs this host started.
+    pub peers: watch::Sender<GroupPeers>,
+}
+
 /// Keeps charon holding what `desired` says: loads it when it changes and
-/// every time charon (re)appears at the socket; publishes how it went, and
-/// the negotiations with peers that failed (`failed`, from charon's log).
-pub async fn follow(
-    mut desired: watch::Receiver<Desired>,
-    status: watch::Sender<Status>,
-    failed: mpsc::Sender<(std::net::IpAddr, Reason)>,
-) {
+/// every time charon (re)appears at the socket, and reports to the daemon.
+pub async fn follow(mut desired: watch::Receiver<Desired>, reports: Reports) {
+    let Reports { status, failed, peers } = reports;
     // The socket where Ringfence's connection was last loaded, to unload it
     // there when isolation is turned off.
     let mut loaded_at: Option<PathBuf> = None;
@@ -263,20 +272,31 @@ pub async fn follow(
             s.last_error = None;
             s.loads += u64::from(want.load.is_some());
         });
-        if want.load.is_none() {
+        let Some(load) = want.load else {
             // Unloaded: nothing to keep up until the policy asks again.
+            peers.send_replace(GroupPeers::new());
             if desired.changed().await.is_err() {
                 return;
             }
             continue;
-        }
-        if let Err(e) = client.subscribe("log").await {
-            tracing::warn!("cannot read charon's log ({e}): fallbacks will all say timeout");
+        };
+        for event in ["log", "ike-updown", "ike-rekey"] {
+            if let Err(e) = client.subscribe(event).await {
+                tracing::warn!(
+                    "cannot follow charon's {event} events ({e}): fallbacks say timeout, groups lag a second"
+                );
+            }
         }
         let mut failures = Failures::default();
+        // An IKE_SA came up, went down or was rekeyed: look at the SAs now.
+        let changed_sas = tokio::sync::Notify::new();
         let closed = async {
-            while let Some(message) = client.event().await {
-                let Ok(log) = serde_vici::from_slice::<Log>(&message) else { continue };
+            while let Some((event, message)) = client.event().await {
+                if event != "log" {
+                    changed_sas.notify_one();
+                    continue;
+                }
+                let Ok(log) = vici::decode::<Log>("log", &message) else { continue };
                 if let Some(failure) = failures.read(&log) {
                     // (A full queue: the daemon is behind; that peer's fallback says timeout.)
                     let _ = failed.try_send(failure);
@@ -292,16 +312,37 @@ pub async fn follow(
                     loaded = None;
                     tracing::warn!(socket = %socket.display(), "charon closed its VICI socket; loading again when it is back");
                     status.send_modify(|s| s.loaded = false);
+                    peers.send_replace(GroupPeers::new());
                     break;
                 }
                 changed = desired.changed() => if changed.is_err() { return } else { break },
-                _ = check.tick() => {
-                    if let Err(e) = stale.abort(&socket).await {
-                        tracing::debug!("cannot look for stale negotiations: {e}");
-                    }
-                }
+                () = changed_sas.notified() => survey(&socket, &load, &mut stale, &peers).await,
+                _ = check.tick() => survey(&socket, &load, &mut stale, &peers).await,
             }
         }
+    }
+}
+
+/// Looks at charon's SAs: aborts the negotiations that hang, and publishes
+/// the groups' peers among those this host started.
+async fn survey(socket: &Path, load: &Load, stale: &mut Stale, peers: &watch::Sender<GroupPeers>) {
+    let listed = async {
+        let mut client = Vici::connect(socket).await?;
+        let sas = sas::list(&mut client).await?;
+        stale.abort(&mut client, &sas).await?;
+        Ok::<_, String>(sas)
+    };
+    match listed.await {
+        Ok(sas) => {
+            let now = group_peers(load, &sas);
+            peers.send_if_modified(|p| {
+                *p != now && {
+                    *p = now;
+                    true
+                }
+            });
+        }
+        Err(e) => tracing::debug!("cannot look at charon's SAs: {e}"),
     }
 }
 
@@ -329,25 +370,24 @@ impl Stale {
     /// shortens) and charon starts afresh, at once, with a peer that may be
     /// back. Without it, charon would ignore those ACQUIREs ("connection
     /// attempt pending") until its own schedule gave up.
-    async fn abort(&mut self, socket: &Path) -> Result<(), String> {
-        let mut client = Vici::connect(socket).await?;
+    async fn abort(&mut self, client: &mut Vici, sas: &[sas::IkeSa]) -> Result<(), String> {
         let now = tokio::time::Instant::now();
         let mut seen = std::collections::BTreeMap::new();
-        for sa in sas::list(&mut client).await? {
+        for sa in sas {
             let ours = sa.name.starts_with(conn::CONN) && sa.initiator.as_deref() == Some("yes");
             let unanswered = sa.responder_spi.as_deref().is_none_or(|spi| spi.chars().all(|c| c == '0'));
-            let (Some(id), true, Some("CONNECTING")) = (sa.uniqueid, ours && unanswered, sa.state.as_deref()) else {
+            let (Some(id), true, Some("CONNECTING")) = (&sa.uniqueid, ours && unanswered, sa.state.as_deref()) else {
                 continue;
             };
-            let since = self.connecting.get(&id).copied().unwrap_or(now);
+            let since = self.connecting.get(id).copied().unwrap_or(now);
             if now.duration_since(since) >= STALE_AFTER {
-                terminate(&mut client, &Terminate { ike: None, ike_id: Some(&id), timeout: -1 }).await?;
+                terminate(client, &Terminate { ike: None, ike_id: Some(id), timeout: -1 }).await?;
                 tracing::info!(
                     peer = sa.remote_host.as_deref().unwrap_or("?"),
                     "IKE negotiation with no answer aborted: the next packet starts afresh"
                 );
             } else {
-                seen.insert(id, since);
+                seen.insert(id.clone(), since);
             }
         }
         self.connecting = seen;

@@ -33,8 +33,23 @@ const EVENT_CONFIRM: u8 = 5;
 const EVENT_UNKNOWN: u8 = 6;
 const EVENT: u8 = 7;
 
+/// The elements of a message: section start and end, a key and its value,
+/// list start, item and end.
+const SECTION_START: u8 = 1;
+const SECTION_END: u8 = 2;
+const KEY_VALUE: u8 = 3;
+const LIST_START: u8 = 4;
+const LIST_ITEM: u8 = 5;
+const LIST_END: u8 = 6;
+
 /// charon's own limit on a packet.
 const MAX_PACKET: usize = 512 * 1024;
+
+/// charon nests sections a few levels deep (`list-sa`: the IKE SA, its
+/// `child-sas`, each CHILD SA). `serde_vici` recurses once per level, also
+/// through sections it skips, so a packet of 512 KiB of section starts would
+/// overflow the stack before any type could refuse it.
+const MAX_DEPTH: usize = 16;
 
 /// How long charon may take to accept a connection, take a packet or send the
 /// next one. Its answers are local and quick (`terminate` is sent without
@@ -83,6 +98,8 @@ pub enum ViciError {
     UnknownCommand(String),
     #[error("charon does not know the event {0}")]
     UnknownEvent(String),
+    #[error("{what}: charon's message nests sections more than {MAX_DEPTH} deep")]
+    TooDeep { what: String },
     #[error("{what}: unexpected packet type {kind} from charon")]
     Unexpected { what: String, kind: u8 },
 }
@@ -215,14 +232,15 @@ impl Vici {
         self.register(EVENT_REGISTER, event).await
     }
 
-    /// The message of the next event subscribed to, however long it takes;
-    /// `None` once charon closed the connection (it stopped or restarted).
-    pub async fn event(&mut self) -> Option<Vec<u8>> {
+    /// The name and message of the next event subscribed to, however long it
+    /// takes; `None` once charon closed the connection (it stopped or restarted).
+    pub async fn event(&mut self) -> Option<(String, Vec<u8>)> {
         loop {
             match self.read_packet("an event").await {
                 Ok((EVENT, body)) => {
                     let name_len = usize::from(*body.first()?);
-                    return Some(body.get(1 + name_len..)?.to_vec());
+                    let name = String::from_utf8_lossy(body.get(1..1 + name_len)?).into_owned();
+                    return Some((name, body.get(1 + name_len..)?.to_vec()));
                 }
                 Ok(_) => continue,
                 Err(_) => return None,
@@ -235,9 +253,53 @@ fn encode<T: Serialize>(cmd: &str, message: &T) -> Result<Vec<u8>, ViciError> {
     serde_vici::to_vec(message).map_err(|source| ViciError::Encode { what: cmd.to_string(), source })
 }
 
-fn decode<U: DeserializeOwned>(what: &str, body: &[u8]) -> Result<U, ViciError> {
+/// Decodes a message of charon's (`what` names it in errors).
+pub fn decode<U: DeserializeOwned>(what: &str, body: &[u8]) -> Result<U, ViciError> {
+    if nesting(body) > MAX_DEPTH {
+        return Err(ViciError::TooDeep { what: what.to_string() });
+    }
     serde_vici::from_slice(body).map_err(|source| ViciError::Decode { what: what.to_string(), source })
 }
+
+/// How deep the sections of a message nest, as far as it is well formed (the
+/// decoder reports what is not). Each element is its type, then a name of a
+/// one-byte length (all but items and ends), then a value of a two-byte length
+/// (key-values and items).
+fn nesting(message: &[u8]) -> usize {
+    let (mut depth, mut deepest, mut rest) = (0, 0, message);
+    while let Some((&kind, tail)) = rest.split_first() {
+        let (named, valued) = match kind {
+            SECTION_START => {
+                depth += 1;
+                deepest = deepest.max(depth);
+                (true, false)
+            }
+            SECTION_END => {
+                depth -= usize::from(depth > 0);
+                (false, false)
+            }
+            KEY_VALUE => (true, true),
+            LIST_START => (true, false),
+            LIST_ITEM => (false, true),
+            LIST_END => (false, false),
+            _ => break,
+        };
+        rest = tail;
+        if named {
+            let Some(tail) = rest.first().and_then(|&len| rest.get(1 + usize::from(len)..)) else { break };
+            rest = tail;
+        }
+        if valued {
+            let len = rest.get(..2).map(|l| usize::from(u16::from_be_bytes([l[0], l[1]])));
+            let Some(tail) = len.and_then(|len| rest.get(2 + len..)) else { break };
+            rest = tail;
+        }
+    }
+    deepest
+}
+
+#[cfg(test)]
+mod fuzz;
 
 #[cfg(test)]
 mod tests {
@@ -271,6 +333,23 @@ mod tests {
         let text = String::from(e);
         assert!(text.starts_with("cannot connect to charon at "), "{text}");
         assert!(text.ends_with(": No such file or directory (os error 2)"), "{text}");
+    }
+
+    /// Found by fuzzing (`fuzz.rs`): this overflowed the stack.
+    #[test]
+    fn sections_nested_too_deep_are_refused_before_decoding() {
+        let section = |depth: usize| {
+            let mut m = b"\x01\x04conn".repeat(depth);
+            m.extend(b"\x03\x03msg\x00\x02hi");
+            m.extend(std::iter::repeat_n(SECTION_END, depth));
+            m
+        };
+        let e = decode::<serde::de::IgnoredAny>("list-sa", &section(170_000)).unwrap_err();
+        assert!(matches!(e, ViciError::TooDeep { .. }), "{e:?}");
+        assert_eq!(e.to_string(), "list-sa: charon's message nests sections more than 16 deep");
+        assert!(decode::<serde::de::IgnoredAny>("list-sa", &section(MAX_DEPTH)).is_ok());
+        let deep_log = [b"\x03\x03msg\x00\x02hi".as_slice(), &section(100_000)].concat();
+        assert!(decode::<crate::ike::failures::Log>("log", &deep_log).is_err());
     }
 
     #[tokio::test]

@@ -25,7 +25,7 @@ use tokio::sync::{broadcast, mpsc};
 use crate::admission;
 use crate::compile::{Compiled, Gate, LogOrigin, LOG_GROUP, LOG_PREFIX};
 use crate::explain::{explain, Decider, Packet};
-use crate::policy::values::{icmp_type_name, protocol_name};
+use crate::net::{icmp_type_name, protocol_name};
 use crate::policy::{Action, Direction, Policy, ProfileKind, Verdict};
 use nflog::{Logged, Nflog};
 

@@ -17,7 +17,7 @@ use netlink_packet_netfilter::{NetfilterMessage, NetfilterMessageInner, Netfilte
 use netlink_sys::constants::NETLINK_NETFILTER;
 use netlink_sys::{AsyncSocket, AsyncSocketExt, TokioSocket};
 
-use crate::policy::values::{has_ports, IPPROTO_ICMP, IPPROTO_ICMPV6};
+use crate::net::{has_ports, IPPROTO_ICMP, IPPROTO_ICMPV6};
 
 /// Bytes of each packet the kernel copies: an IPv6 header, a few extension
 /// headers and the transport ports, never the data.
@@ -217,6 +217,9 @@ fn skip_ipv6_extensions(mut next: u8, mut rest: Option<&[u8]>) -> (u8, Option<&[
     }
     (next, rest)
 }
+
+#[cfg(test)]
+mod fuzz;
 
 #[cfg(test)]
 mod tests {

@@ -54,15 +54,7 @@ pub fn apply(batch: &impl Serialize) -> Result<(), NftError> {
 /// ruleset and keeps this table's objects.
 pub fn list_table(name: &str, terse: bool) -> Result<Option<Value>, NftError> {
     let args: &[&str] = if terse { &["-j", "-t", "list", "ruleset"] } else { &["-j", "list", "table", FAMILY, name] };
-    let out = Command::new("nft").args(args).output().map_err(NftError::Spawn)?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        if stderr.contains("No such file or directory") {
-            return Ok(None);
-        }
-        return Err(NftError::Rejected(stderr.trim().to_string()));
-    }
-    let listing: Value = serde_json::from_slice(&out.stdout).map_err(NftError::Output)?;
+    let Some(listing) = list(args)? else { return Ok(None) };
     let ours = |o: &&Value| {
         let (kind, body) = match o.as_object().and_then(|m| m.iter().next()) {
             Some(entry) => entry,
@@ -76,4 +68,23 @@ pub fn list_table(name: &str, terse: bool) -> Result<Option<Value>, NftError> {
         return Ok(None);
     }
     Ok(Some(serde_json::json!({ "nftables": objects })))
+}
+
+/// `nft -j list set` of one set of the table `table`, with its elements;
+/// `None` if the table or set is absent.
+pub fn list_set(table: &str, set: &str) -> Result<Option<Value>, NftError> {
+    list(&["-j", "list", "set", FAMILY, table, set])
+}
+
+/// `nft ARGS`' JSON output; `None` if what it lists is absent.
+fn list(args: &[&str]) -> Result<Option<Value>, NftError> {
+    let out = Command::new("nft").args(args).output().map_err(NftError::Spawn)?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if stderr.contains("No such file or directory") {
+            return Ok(None);
+        }
+        return Err(NftError::Rejected(stderr.trim().to_string()));
+    }
+    serde_json::from_slice(&out.stdout).map(Some).map_err(NftError::Output)
 }

@@ -10,5 +10,5 @@
 mod exec;
 mod model;
 
-pub use exec::{apply, list_table, NftError};
+pub use exec::{apply, list_set, list_table, NftError};
 pub use model::*;

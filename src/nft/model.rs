@@ -103,18 +103,29 @@ pub struct Elem {
     pub tag: u32,
 }
 
-/// A named set with a counter on every element. With `interval`, every field may
-/// be a range, prefix or wildcard; without it, elements are exact values and the
-/// kernel picks a hash. With `timeout`, the set is the packet path's (filled by
-/// [`Stmt::Update`], each element gone that many seconds after it was last
-/// updated), has no counters, and starts empty.
+/// A named set. With `interval`, every field may be a range, prefix or
+/// wildcard; without it, elements are exact values and the kernel picks a hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Set {
     pub name: String,
     pub key: Vec<KeyType>,
     pub interval: bool,
     pub elems: Vec<Elem>,
-    pub timeout: Option<u32>,
+    pub fill: Fill,
+}
+
+/// Who fills a set, and what it keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fill {
+    /// The daemon, in the table and by set updates; a counter on every element.
+    Daemon,
+    /// The packet path ([`Stmt::Update`]): it starts empty, and each element
+    /// is gone this many seconds after it was last updated; no counters.
+    Expiring(u32),
+    /// The packet path: it starts empty and keeps its elements (up to
+    /// [`DYNAMIC_SET_SIZE`]), with a counter on each, of the packets that
+    /// updated it.
+    Counting,
 }
 
 /// How many elements a set filled by the packet path may hold: the kernel
@@ -161,6 +172,9 @@ pub enum Expr {
     /// `rt KEY` (ipsec: whether the packet's route is an xfrm bundle, i.e. it
     /// leaves through an SA).
     Rt(&'static str),
+    /// A number, in a key that is the same for every packet in that place
+    /// (the port of a protocol that has none).
+    Number(u16),
     Concat(Vec<Expr>),
 }
 
@@ -171,6 +185,7 @@ impl Expr {
             Expr::Payload(protocol, field) => json!({ "payload": { "protocol": protocol, "field": field } }),
             Expr::IpsecIn(key) => json!({ "ipsec": { "key": key, "dir": "in" } }),
             Expr::Rt(key) => json!({ "rt": { "key": key } }),
+            Expr::Number(n) => json!(n),
             Expr::Concat(parts) if parts.len() == 1 => parts[0].json(),
             Expr::Concat(parts) => json!({ "concat": parts.iter().map(Expr::json).collect::<Vec<_>>() }),
         }
@@ -457,11 +472,16 @@ impl Serialize for SetFields<'_> {
             [one] => m.serialize_entry("type", one.nft_name())?,
             many => m.serialize_entry("type", &many.iter().map(|k| k.nft_name()).collect::<Vec<_>>())?,
         }
-        if let Some(timeout) = set.timeout {
-            m.serialize_entry("flags", &["timeout"])?;
-            m.serialize_entry("timeout", &timeout)?;
-            m.serialize_entry("size", &DYNAMIC_SET_SIZE)?;
-            return m.end();
+        match set.fill {
+            Fill::Expiring(timeout) => {
+                m.serialize_entry("flags", &["timeout"])?;
+                m.serialize_entry("timeout", &timeout)?;
+                m.serialize_entry("size", &DYNAMIC_SET_SIZE)?;
+                return m.end();
+            }
+            // (nft's JSON takes no `dynamic` flag; an update statement sets it.)
+            Fill::Counting => m.serialize_entry("size", &DYNAMIC_SET_SIZE)?,
+            Fill::Daemon => {}
         }
         if set.interval {
             m.serialize_entry("flags", &["interval"])?;

@@ -33,7 +33,7 @@ pub const DEFAULT_IKE_SOCKET: &str = "unix:///var/run/charon.vici";
 pub struct Isolation {
     pub mode: Sourced<IsolationMode>,
     /// Where isolation applies; every item is one CIDR prefix (an xfrm selector).
-    pub secure_subnets: Sourced<Vec<values::AddrRange>>,
+    pub secure_subnets: Sourced<Vec<crate::net::AddrRange>>,
     /// Never protected: prefixes, or keywords whose addresses follow the host.
     pub exempt: Sourced<Vec<Address>>,
     pub ca: Sourced<Option<PathBuf>>,
@@ -153,7 +153,7 @@ pub(super) fn merge(cx: &mut Ctx, iso: &mut Isolation, raw: &RawIsolation) {
 }
 
 /// A prefix, as xfrm selectors need: a range that is not one is refused.
-fn prefix(s: &str) -> Result<values::AddrRange, String> {
+fn prefix(s: &str) -> Result<crate::net::AddrRange, String> {
     let r = values::parse_addr_range(s)?;
     match r.prefix() {
         Some(_) => Ok(r),

@@ -17,9 +17,15 @@ use super::text::clip_quoted;
 use super::{validate, Policy};
 
 /// Read in this order; a file in a later directory replaces the file of the same
-/// name in an earlier one (systemd drop-in style).
-pub const DEFAULT_DIRS: [&str; 3] =
-    ["/usr/lib/ringfence/policy.d", "/etc/ringfence/policy.d", "/run/ringfence/policy.d"];
+/// name in an earlier one (systemd drop-in style). The fleet layer, written by
+/// `ringfence fleet agent` (docs/fleet.md), comes after the package's files and
+/// before the administrator's: local /etc and /run files still override it.
+pub const DEFAULT_DIRS: [&str; 4] = [
+    "/usr/lib/ringfence/policy.d",
+    "/var/lib/ringfence/fleet/policy.d",
+    "/etc/ringfence/policy.d",
+    "/run/ringfence/policy.d",
+];
 
 /// The default policy, the bottom layer of every policy: it stands for the
 /// packaged `/usr/lib/ringfence/policy.d/00-default.yaml` (the same file), so

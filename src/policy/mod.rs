@@ -3,6 +3,8 @@
 //! nftables or netlink.
 
 pub mod diag;
+#[cfg(test)]
+mod fuzz;
 pub mod groups;
 pub mod isolation;
 mod load;
@@ -18,12 +20,13 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use crate::net::PortRange;
 pub use diag::{Diagnostic, Diagnostics, Place};
 #[cfg(test)]
 pub use load::load_text;
 pub use load::{load, load_replacing, DefaultLayer, Dirs, EMBEDDED_DEFAULT};
 pub use raw::{Action, Direction, ProfileKind, Verdict};
-use values::{Address, IfPattern, PortRange};
+use values::{Address, IfPattern};
 
 /// A value with the place that set it; `from: None` is the built-in default.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -18,7 +18,9 @@ use serde_saphyr::Spanned as S;
 use super::diag::{Diagnostic, Diagnostics, Place};
 use super::load::{discover_files, parse, read, Entry};
 use super::raw::List;
-use super::values::{self, PortRange};
+use super::text::Quoted;
+use super::values;
+use crate::net::PortRange;
 
 /// Read in this order, as the policy directories.
 pub const DEFAULT_DIRS: [&str; 2] = ["/usr/lib/ringfence/services.d", "/etc/ringfence/services.d"];
@@ -113,13 +115,14 @@ impl Catalogue {
             let name = name_at.value.trim().to_string();
             if !valid_name(&name) {
                 let m = format!(
-                    "services[{i}].name: {name:?} is not a service name (lower-case letters, digits and '-', starting with a letter)"
+                    "services[{i}].name: {} is not a service name (lower-case letters, digits and '-', starting with a letter)",
+                    Quoted(&name)
                 );
                 diags.push(Diagnostic::new(place(name_at), m));
                 continue;
             }
             if let Some(first) = seen.get(&name) {
-                let m = format!("services[{i}].name: {name:?} is already defined in this file at {first}");
+                let m = format!("services[{i}].name: {} is already defined in this file at {first}", Quoted(&name));
                 diags.push(Diagnostic::new(place(name_at), m));
                 continue;
             }
@@ -144,7 +147,7 @@ impl Catalogue {
                 }
             }
             if r.ports.is_empty() {
-                diags.push(Diagnostic::new(at(file, item), format!("services[{i}]: {name:?} has no ports")));
+                diags.push(Diagnostic::new(at(file, item), format!("services[{i}]: {} has no ports", Quoted(&name))));
             }
             let description = r.description.as_ref().map_or_else(String::new, |d| d.value.clone());
             self.0.insert(name.clone(), Service { name, description, ports, place: place(name_at) });
@@ -169,10 +172,10 @@ fn parse_entry(s: &str) -> Result<(u8, Option<PortRange>), String> {
         None => (s, None),
     };
     let protocol = values::parse_protocol(proto)?
-        .ok_or_else(|| format!("{s:?} is not a protocol and ports (`any` is every protocol, not a service)"))?;
+        .ok_or_else(|| format!("{} is not a protocol and ports (`any` is every protocol, not a service)", Quoted(s)))?;
     let Some(ports) = ports else { return Ok((protocol, None)) };
-    if !values::has_ports(protocol) {
-        return Err(format!("{s:?}: ports need tcp, udp, sctp, dccp or udplite"));
+    if !crate::net::has_ports(protocol) {
+        return Err(format!("{}: ports need tcp, udp, sctp, dccp or udplite", Quoted(s)));
     }
     Ok((protocol, Some(values::parse_port_range(ports)?)))
 }

@@ -198,13 +198,13 @@ fn services_expand_and_exclude_ports_of_their_own() {
         load_one("rules:\n  - { name: web, direction: in, action: allow, services: [https, http, dns] }\n").unwrap();
     let web = &p.rules[0];
     assert_eq!(web.services, ["https", "http", "dns"]);
-    let ports: Vec<(u8, Vec<values::PortRange>)> =
+    let ports: Vec<(u8, Vec<crate::net::PortRange>)> =
         web.service_ports.iter().map(|s| (s.protocol, s.ports.clone())).collect();
     assert_eq!(
         ports,
         [
-            (6, vec![values::PortRange(443, 443), values::PortRange(80, 80), values::PortRange(53, 53)]),
-            (17, vec![values::PortRange(53, 53)])
+            (6, vec![crate::net::PortRange(443, 443), crate::net::PortRange(80, 80), crate::net::PortRange(53, 53)]),
+            (17, vec![crate::net::PortRange(53, 53)])
         ]
     );
     assert_eq!(
@@ -213,6 +213,21 @@ fn services_expand_and_exclude_ports_of_their_own() {
             "p.yaml:2:72: rules[0].services: a rule with services takes its protocols and ports from them; remove protocol or make a second rule",
             "p.yaml:2:72: rules[0].services[0]: \"htp\" is not a known service (did you mean ftp, http, ntp?); `ringfence show services` lists them",
         ]
+    );
+}
+
+/// Found by fuzzing (`fuzz.rs`): an unknown service's name was quoted whole,
+/// and compared with every known name by edit distance whatever its length.
+#[test]
+fn a_huge_unknown_service_is_quoted_at_most_80_characters() {
+    let huge = "x".repeat(1 << 20);
+    let errs = errors(&format!("rules:\n  - {{ name: a, direction: in, action: allow, services: [{huge}] }}\n"));
+    assert_eq!(
+        errs,
+        [format!(
+            "p.yaml:2:57: rules[0].services[0]: \"{}…\" (1048576 characters) is not a known service; `ringfence show services` lists them",
+            "x".repeat(80)
+        )]
     );
 }
 

@@ -40,12 +40,26 @@ impl fmt::Display for Quoted<'_> {
     }
 }
 
+/// The most characters of a library's message [`clip_quoted`] keeps.
+const LIBRARY_MESSAGE_CHARS: usize = 400;
+
 /// Shortens every quoted run longer than [`QUOTE_CHARS`] characters in a
 /// message written by a library (the YAML parser's `invalid type: string
 /// "..."` and serde's ``unknown variant `...` ``), whose format strings this
 /// crate does not own. Double quotes are taken as `{:?}` writes them (`\"`
-/// inside does not end the run); backquotes as serde writes them, unescaped.
+/// inside does not end the run); backquotes as serde writes them, unescaped,
+/// so a value that holds backquotes ends its run early and its rest reads as
+/// unquoted text: the whole message is then cut after
+/// [`LIBRARY_MESSAGE_CHARS`] characters.
 pub fn clip_quoted(message: &str) -> String {
+    let clipped = clip_runs(message);
+    match clipped.char_indices().nth(LIBRARY_MESSAGE_CHARS) {
+        Some((cut, _)) => format!("{}…", &clipped[..cut]),
+        None => clipped,
+    }
+}
+
+fn clip_runs(message: &str) -> String {
     let mut out = String::with_capacity(message.len().min(1024));
     let mut rest = message;
     while let Some(open) = rest.find(['"', '`']) {
@@ -146,6 +160,16 @@ mod tests {
             clip_quoted(&m),
             format!("unknown variant `{}…`, expected `in` or \"a\\\\\" `out`", "v".repeat(QUOTE_CHARS))
         );
+    }
+
+    /// Found by fuzzing (`policy/fuzz.rs`): backquotes inside a value that
+    /// serde quotes in backquotes.
+    #[test]
+    fn library_messages_are_cut_when_a_value_holds_the_quotes() {
+        let m = format!("unknown variant `({}`, expected `in` or `out`", "`".repeat(2000));
+        let clipped = clip_quoted(&m);
+        assert_eq!(clipped.chars().count(), LIBRARY_MESSAGE_CHARS + 1);
+        assert!(clipped.starts_with("unknown variant `(``") && clipped.ends_with('…'), "{clipped}");
     }
 
     #[test]

@@ -13,8 +13,9 @@ use super::groups::{self, Pending};
 use super::raw::{Direction, ProfileKind, RawFile, RawProfile, RawRule, Scalar};
 use super::services::{Catalogue, ServicePorts};
 use super::text::{self, Quoted};
-use super::values::{self, Address, PortRange};
+use super::values::{self, Address};
 use super::{DefaultLayer, Policy, Profile, Rule, Settings, Sourced};
+use crate::net::PortRange;
 
 const MAX_NAME_CHARS: usize = 100;
 
@@ -265,11 +266,11 @@ fn validate_rule<'r>(
             Scalar::Str(s) => values::parse_port_range(s),
         });
         if let Some(first) = list.first() {
-            if !protocol.is_some_and(values::has_ports) {
+            if !protocol.is_some_and(crate::net::has_ports) {
                 let m = format!(
                     "{}: ports need protocol tcp, udp, sctp, dccp or udplite (protocol is {})",
                     at(key),
-                    values::protocol_name(protocol)
+                    crate::net::protocol_name(protocol)
                 );
                 cx.error(first, m);
             }
@@ -288,10 +289,10 @@ fn validate_rule<'r>(
     }
     let profiles = cx.list(&at("profiles"), &r.profiles, |p| Ok::<_, String>(*p));
     let icmp_types = match protocol {
-        Some(p @ (values::IPPROTO_ICMP | values::IPPROTO_ICMPV6)) => {
+        Some(p @ (crate::net::IPPROTO_ICMP | crate::net::IPPROTO_ICMPV6)) => {
             cx.list(&at("icmp-types"), &r.icmp_types, |s| match s {
                 Scalar::Int(n) => {
-                    u8::try_from(*n).map_err(|_| format!("{n} is not an {} type (0-255)", values::icmp_family(p)))
+                    u8::try_from(*n).map_err(|_| format!("{n} is not an {} type (0-255)", crate::net::icmp_family(p)))
                 }
                 Scalar::Str(s) => values::parse_icmp_type(p, s),
             })
@@ -303,7 +304,7 @@ fn validate_rule<'r>(
                     format!(
                         "{}: icmp-types need protocol icmp or icmpv6 (protocol is {})",
                         at("icmp-types"),
-                        values::protocol_name(protocol)
+                        crate::net::protocol_name(protocol)
                     ),
                 );
             }
@@ -368,10 +369,9 @@ fn rule_services(cx: &mut Ctx, key: &str, r: &RawRule, catalogue: &Catalogue) ->
     }
     let names = cx.list(key, &r.services, |name| {
         catalogue.get(name.trim()).map(|s| s.name.clone()).ok_or_else(|| {
-            let near: Vec<&str> =
-                catalogue.0.keys().filter(|k| edit_distance(k, name) <= 1).map(String::as_str).collect();
+            let near: Vec<&str> = catalogue.0.keys().filter(|k| near(k, name)).map(String::as_str).collect();
             let hint = if near.is_empty() { String::new() } else { format!(" (did you mean {}?)", near.join(", ")) };
-            format!("{name:?} is not a known service{hint}; `ringfence show services` lists them")
+            format!("{} is not a known service{hint}; `ringfence show services` lists them", Quoted(name))
         })
     });
     let mut ports: Vec<ServicePorts> = Vec::new();
@@ -391,6 +391,12 @@ fn rule_services(cx: &mut Ctx, key: &str, r: &RawRule, catalogue: &Catalogue) ->
 }
 
 /// Levenshtein distance, for "did you mean" (names are short).
+/// Whether `a` is one edit from `b`. The lengths are compared first: the
+/// distance costs the product of the lengths, and a name may be 1 MB long.
+fn near(a: &str, b: &str) -> bool {
+    a.chars().count().abs_diff(b.chars().count()) <= 1 && edit_distance(a, b) <= 1
+}
+
 fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut row: Vec<usize> = (0..=b.len()).collect();
@@ -425,8 +431,8 @@ fn check_families(
         (list.is_empty() || has(true), list.is_empty() || has(false), key)
     };
     let of_protocol = match protocol {
-        Some(values::IPPROTO_ICMP) => (true, false, "protocol icmp"),
-        Some(values::IPPROTO_ICMPV6) => (false, true, "protocol icmpv6"),
+        Some(crate::net::IPPROTO_ICMP) => (true, false, "protocol icmp"),
+        Some(crate::net::IPPROTO_ICMPV6) => (false, true, "protocol icmpv6"),
         _ => (true, true, "protocol"),
     };
     let limits = [of_list("remote-addresses", remote), of_list("local-addresses", local), of_protocol];

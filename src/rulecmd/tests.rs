@@ -39,10 +39,7 @@ fn add_disable_enable_delete_round_trip() {
     let p = load(&dir);
     let web = rule(&p, "web");
     assert_eq!(web.place.file.as_ref(), dir.join(MANAGED_FILE));
-    assert_eq!(
-        web.local_ports,
-        [crate::policy::values::PortRange(443, 443), crate::policy::values::PortRange(8000, 8080)]
-    );
+    assert_eq!(web.local_ports, [crate::net::PortRange(443, 443), crate::net::PortRange(8000, 8080)]);
     assert!(web.enabled);
     assert_eq!(edit(&dir, "add mail --direction in --action allow --services smtp,submission").unwrap(), "added");
     assert_eq!(edit(&dir, "disable web").unwrap(), "disabled");

@@ -21,7 +21,7 @@ use netlink_packet_xfrm::{
 use netlink_sys::{protocols::NETLINK_XFRM, Socket, SocketAddr};
 
 use super::{Action, Dir, Level, Policy, Prefix, Selector, BAND};
-use crate::policy::values::{IPPROTO_ICMP, IPPROTO_ICMPV6};
+use crate::net::{IPPROTO_ICMP, IPPROTO_ICMPV6};
 
 /// A policy of Ringfence's in the kernel, with the index the kernel gave it
 /// (kept when XFRM_MSG_UPDPOLICY replaces the policy).

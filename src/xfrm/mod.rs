@@ -28,7 +28,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::RangeInclusive;
 
-use crate::policy::values::{IPPROTO_ICMP, IPPROTO_ICMPV6};
+use crate::net::{IPPROTO_ICMP, IPPROTO_ICMPV6};
 
 use serde::Serialize;
 

@@ -7,10 +7,11 @@ use std::net::IpAddr;
 
 use super::{Action, Dir, Level, Policy, Prefix, Rank, Selector, INBOUND_REQID, ND_TYPES, REQID};
 use crate::dynamic::DynState;
+use crate::net::AddrRange;
+use crate::net::IPPROTO_ICMPV6;
 use crate::policy::isolation::Isolation;
 use crate::policy::raw::IsolationMode;
-use crate::policy::values::IPPROTO_ICMPV6;
-use crate::policy::values::{AddrRange, Address};
+use crate::policy::values::Address;
 
 /// Every policy isolation needs now, sorted, one per (direction, selector).
 /// None when the mode is `off`. `soft`: the peers that go on in clear for

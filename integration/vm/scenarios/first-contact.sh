@@ -28,6 +28,8 @@ pki_host m1 ca; pki_host m2 ca; pki_host st other
 # packet through the queue's timer, 100 ms or more each (integration/vm/README.md).
 unqueued() { [ "$(figure "$1" 'sum(r < 80 for r in c["rtt_ms"][1:])')" -ge 2 ]; }
 soft_reason() { rf "$1" show sas --json | jget "[s['reason'] for s in v['soft-sas'] if s['peer'] == '$2'][0]"; }
+# clear_from NS SRC: NS's readiness count of clear connections from SRC.
+clear_from() { rf "$1" show sas --json | jget "sum(c['connections'] for c in v['clear-inbound'] if c['source'] == '$2')"; }
 fallbacks() { rf "$1" show stats --json | jget "{f['reason']: f['count'] for f in v['isolation']['fallbacks']}['$2']"; }
 
 for pair in "$m1 m1" "$m2 m2"; do
@@ -55,6 +57,9 @@ for mode in secure-request request boundary; do
     check "$mode: no clear TCP or UDP packet between the members" test "$(wire "first-$mode" clear-traffic)" -eq 0
     check "$mode: ... ESP only" test "$(wire "first-$mode" esp)" -ge 10
     check "$mode: no soft SA between members" no_soft "$m1" 10.90.0.2
+    [ "$mode" = secure-request ] ||
+        check "$mode: m2's readiness counts nothing from m1 (its connection came over ESP)" \
+            test "$(clear_from "$m2" 10.90.0.1)" = 0
 done
 
 phase "IPv6 members, first contact"

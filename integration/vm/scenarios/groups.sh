@@ -12,7 +12,10 @@
 #   nm (.5)  a non-member: no IPsec
 #   old (.6) a scanner whose certificate has expired (charon configured by hand)
 #   rv (.7)  a scanner whose certificate the CA revoked (t has the CRL)
-# sc, m, f and rv are Ringfence members in secure-request.
+# sc, m, f and rv are Ringfence members in secure-request (fallback 5 s, above
+# the emulated guest's IKE time, so that members never fall back to clear).
+# Last, t contacts the scanner first: its SA is then of t's isolation
+# connection, and the bypass follows the scanner's certificate all the same.
 # Run: bash integration/vm/run.sh integration/vm/scenarios/groups.sh
 source "$(dirname "$0")/../guest-lib.sh"
 phase() { echo "-- [${SECONDS}s] $*"; }
@@ -22,6 +25,7 @@ t=$(host t); sc=$(host sc); m=$(host m); f=$(host f); nm=$(host nm); old=$(host 
 port "$sw" "$t" 10.91.0.1; port "$sw" "$sc" 10.91.0.2; port "$sw" "$m" 10.91.0.3; port "$sw" "$f" 10.91.0.4
 port "$sw" "$nm" 10.91.0.5; port "$sw" "$old" 10.91.0.6; port "$sw" "$rv" 10.91.0.7
 for p in 22 443 5432 7000 8443; do serve_tcp "$t" "$p"; done
+serve_tcp "$sc" 22
 
 pki_ca ca "C=XX, O=Example, CN=Example Root CA"
 pki_host t ca; pki_host m ca
@@ -42,6 +46,7 @@ isolation:
   secure-subnets: ["10.91.0.0/24"]
   identity: { ca: $PKI/ca.crt, certificate: $PKI/$name.crt, private-key: $PKI/$name.key, crl: $PKI/ca.crl }
   ike: { socket: "$(vici "$ns")" }
+  fallback: 5s
 ${3:-}
 YAML
 }
@@ -135,10 +140,37 @@ check  "the finance member's SA (another group's) is untouched" test "$(spi_in 1
 check  "the scanner, still in admins, reaches t:8443" reach "$sc" 8443
 refute "... but not tcp/22" tcp "$sc" 10.91.0.1 22
 
-phase "A clear packet from the scanner's address"
-# The scanner leaves the wire; the non-member takes its address and speaks in clear.
+phase "The target contacts the scanner first"
 target_policy "C=XX, O=Example, OU=Scanners, CN=*"
 check  "the scanner is in the group again (t closed its admins-only SA): t:22 works" reach "$sc" 22
+scanner_spi=$(spi_in 10.91.0.2)
+sw "$sc" --terminate --ike ringfence >/dev/null
+check  "the scanner closed its SAs with t" wait_for 10 gone_spi "$scanner_spi"
+# in_peers GROUP ADDR: t's peer set of GROUP holds ADDR.
+in_peers() { ip netns exec "$t" nft -j list set inet ringfence "grp_$1_peers4" | grep -q "\"$2\""; }
+refute "... and t's peer sets have no scanner" in_peers scanners 10.91.0.2
+check  "t -> scanner:22 (t negotiates, one socket): works" \
+    sh -c "ip netns exec $t timeout 12 socat -T2 - TCP:10.91.0.2:22,connect-timeout=10 </dev/null | grep -qx ok"
+check  "t's SA with the scanner has the members' reqid 21062 (t's isolation connection)" \
+    test "$(reqid_from 10.91.0.2)" = 21062
+scanner_in_groups() { in_peers scanners 10.91.0.2 && in_peers admins 10.91.0.2; }
+check  "t put the scanner in its groups' peer sets (scanners, admins)" wait_for 5 scanner_in_groups
+check  "scanner -> t:22 (blocked, scanner bypass over t's SA; one socket): works" tcp "$sc" 10.91.0.1 22
+check  "scanner -> t:8443 (admins only): works" tcp "$sc" 10.91.0.1 8443
+refute "member -> t:22 (its SA is of the same reqid; not a scanner): refused" tcp "$m" 10.91.0.1 22
+check  "t: show sas --json" rf "$t" show sas --json
+cp "$WORK/last.out" "$WORK/sas.json"
+check  "show sas: t's own SA with the scanner is in the groups admins and scanners" python3 -c '
+import json, sys
+v = json.load(open(sys.argv[1]))
+sas = [s for s in v["ike-sas"] if s["remote-host"] == "10.91.0.2"]
+assert sas and all(s["initiator"] == "yes" and s["groups"] == ["admins", "scanners"] for s in sas), sas' "$WORK/sas.json"
+check  "t: a forced apply replaces its table" rf "$t" apply
+check  "... the new table holds the scanner from its first packet" in_peers scanners 10.91.0.2
+check  "scanner -> t:22 after the reload: works" tcp "$sc" 10.91.0.1 22
+
+phase "A clear packet from the scanner's address"
+# The scanner leaves the wire; the non-member takes its address and speaks in clear.
 ip -n "$sc" link set eth0 down
 ip -n "$nm" addr add 10.91.0.2/24 dev eth0
 refute "a clear connection from the scanner's address to t:22: refused" \

@@ -62,10 +62,26 @@ fn bypass_is_looked_up_first_and_only_over_the_groups_sas() {
     let scanners = reqid(&p, "C=XX, O=Example, OU=Scanners, CN=*");
     assert_eq!(c.reqids.get("scanners"), Some(&vec![scanners]));
     let chain = c.table.chains.iter().find(|ch| ch.name == "in_public").unwrap();
-    let first = &chain.rules[0].stmts;
-    assert_eq!(first[0], Stmt::Equals(Expr::IpsecIn("reqid"), json!(scanners)));
-    assert!(matches!(&first[1], Stmt::InSet(_, set) if set.starts_with("in_bypass_all_grp_scanners")), "{first:?}");
-    assert!(matches!(&chain.rules[1].stmts[0], Stmt::InSet(_, set) if set.starts_with("in_block")), "then blocks");
+    // Over the group connection's SA, or over an SA the host started with a
+    // peer it found in the group (IPv4, IPv6).
+    let gates: Vec<&[Stmt]> = chain.rules[..3].iter().map(|r| &r.stmts[..r.stmts.len() - 2]).collect();
+    let isolation_sa = Stmt::Equals(Expr::IpsecIn("reqid"), json!(crate::xfrm::REQID));
+    let by_peer = |family, set: &str| Stmt::InSet(Expr::Payload(family, "saddr"), set.into());
+    assert_eq!(
+        gates,
+        [
+            &[Stmt::Equals(Expr::IpsecIn("reqid"), json!(scanners))][..],
+            &[isolation_sa.clone(), by_peer("ip", "grp_scanners_peers4")],
+            &[isolation_sa, by_peer("ip6", "grp_scanners_peers6")],
+        ]
+    );
+    for rule in &chain.rules[..3] {
+        let lookup = &rule.stmts[rule.stmts.len() - 2];
+        assert!(matches!(lookup, Stmt::InSet(_, set) if set.starts_with("in_bypass_all_grp_scanners")), "{rule:?}");
+    }
+    assert!(matches!(&chain.rules[3].stmts[0], Stmt::InSet(_, set) if set.starts_with("in_block")), "then blocks");
+    let sets: Vec<&str> = c.table.sets.iter().map(|s| s.name.as_str()).filter(|n| n.ends_with("_peers4")).collect();
+    assert_eq!(sets, ["grp_scanners_peers4", "grp_sql-clients_peers4"], "empty until the daemon fills them");
     let web =
         chain.rules.iter().find(|r| r.stmts.iter().any(|s| matches!(s, Stmt::InSet(_, n) if n.contains("secure"))));
     assert_eq!(web.unwrap().stmts[0], Stmt::Equals(Expr::Meta("ipsec"), json!(true)));
@@ -145,4 +161,40 @@ fn a_rule_with_two_groups_is_in_a_set_per_group_and_logs_by_gate() {
     let udp = |groups: &[&str]| Packet { protocol: 17, ..tcp(53, false, groups) };
     assert_eq!(decided(&p, &c, &udp(&["b"])).1, "ab");
     assert_eq!(decided(&p, &c, &udp(&["a"])).1, "ab");
+}
+
+#[test]
+fn the_peer_sets_take_the_peers_of_their_group_only() {
+    let (_, mut c) = setup(SCANNERS);
+    let peers = GroupPeers::from([
+        ("scanners".to_string(), ["10.0.0.7".parse().unwrap(), "fd00::7".parse().unwrap()].into()),
+        ("gone".to_string(), ["10.0.0.8".parse().unwrap()].into()),
+    ]);
+    let updates = c.peer_updates(&peers);
+    let got: Vec<(&str, usize)> = updates.iter().map(|s| (s.name.as_str(), s.elems.len())).collect();
+    assert_eq!(got, [("grp_scanners_peers4", 1), ("grp_scanners_peers6", 1)], "no set for a group the table lacks");
+    assert_eq!(updates[0].elems[0].ranges[..], [(0x0a00_0007, 0x0a00_0007)]);
+    c.replace_sets(updates);
+    assert!(c.peer_updates(&peers).is_empty(), "what the table holds is not sent again");
+    assert_eq!(c.peer_updates(&GroupPeers::new()).len(), 2, "and emptied when the peers are gone");
+}
+
+#[test]
+fn a_rule_of_one_ip_version_passes_by_that_version_s_peer_set_only() {
+    let (_, c) = setup(
+        "groups:\n  sql-clients: { subject: \"C=XX, O=Example, OU=Finance, CN=*\" }\n\
+         rules:\n  - { name: sql, direction: in, action: allow, protocol: tcp, local-ports: [5432], remote-addresses: [10.1.0.0/16], remote-groups: [sql-clients] }\n",
+    );
+    let chain = c.table.chains.iter().find(|ch| ch.name == "in_public").unwrap();
+    let peer_sets: Vec<&str> = chain
+        .rules
+        .iter()
+        .flat_map(|r| &r.stmts)
+        .filter_map(|s| match s {
+            Stmt::InSet(_, set) if set.contains("_peers") => Some(set.as_str()),
+            _ => None,
+        })
+        .collect();
+    // (nft refuses `ip6 saddr` in a rule that matches `ip saddr`.)
+    assert_eq!(peer_sets, ["grp_sql-clients_peers4"]);
 }

@@ -18,7 +18,7 @@ fn ranges(iso: &Isolation, v4: bool) -> Vec<String> {
         .into_iter()
         .map(|(lo, hi)| {
             let r = if v4 { AddrRange::V4(lo as u32, hi as u32) } else { AddrRange::V6(lo, hi) };
-            crate::policy::values::format_addr_range(&r)
+            crate::net::format_addr_range(&r)
         })
         .collect()
 }
@@ -50,7 +50,15 @@ fn modes_and_their_inbound_rules() {
             .unwrap_or_default()
     };
     for mode in ["request", "boundary"] {
-        assert_eq!(chain_text(mode).len(), 2, "{mode}: only ESP and IKE, no drop");
+        let rules = chain_text(mode);
+        assert!(!rules.iter().any(|r| r.contains("Drop")), "{mode}: no drop: {rules:#?}");
+        // New clear connections from a secure subnet are counted, after the
+        // exemptions: with ports, and without (port 0).
+        let counted: Vec<usize> = (0..rules.len()).filter(|&i| rules[i].contains("iso_clear4")).collect();
+        assert_eq!(counted.len(), 2, "{rules:#?}");
+        assert!(rules[counted[0]].contains("CtState([\"new\"])") && rules[counted[0]].contains("iso_secure4"));
+        assert!(rules[counted[0]].contains("Payload(\"th\", \"dport\")") && rules[counted[1]].contains("Number(0)"));
+        assert!(rules.iter().position(|r| r.contains("dyn_dns4")).unwrap() < counted[0]);
     }
     let sr = chain_text("secure-request");
     assert!(sr.iter().any(|r| r.contains("CtState([\"new\"])") && r.contains("iso_secure4") && r.contains("Drop")));

@@ -172,7 +172,8 @@ fn dhclient_lease(block: &[Statement]) -> Result<Lease, String> {
             // `expire W YYYY/MM/DD HH:MM:SS`: weekday, date and time in UTC.
             ["expire", _weekday, date, time] => {
                 let stamp = format!("{}T{time}Z", date.replace('/', "-"));
-                expires = Some(humantime::parse_rfc3339(&stamp).map_err(|e| format!("expire {date} {time}: {e}"))?);
+                let bad = |e| format!("cannot read the expiry {}: {e}", Quoted(&format!("{date} {time}")));
+                expires = Some(humantime::parse_rfc3339(&stamp).map_err(bad)?);
             }
             ["expire", ..] => return Err(format!("cannot read the expiry {}", Quoted(&w.join(" ")))),
             _ => {}
@@ -191,8 +192,10 @@ fn ipv4(s: &str) -> Result<Ipv4Addr, String> {
 }
 
 fn epoch(s: &str) -> Result<SystemTime, String> {
-    let secs: u64 = s.parse().map_err(|_| format!("{} is not a time in seconds", Quoted(s)))?;
-    Ok(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+    let not_a_time = || format!("{} is not a time in seconds", Quoted(s));
+    let secs: u64 = s.parse().map_err(|_| not_a_time())?;
+    // SystemTime holds signed seconds: u64::MAX would overflow it (a panic with `+`).
+    SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs)).ok_or_else(not_a_time)
 }
 
 // ---------------------------------------------------------------- systemd
@@ -319,5 +322,7 @@ pub fn smb_wins(text: &str) -> Result<Vec<Ipv4Addr>, String> {
     Ok(servers)
 }
 
+#[cfg(test)]
+mod fuzz;
 #[cfg(test)]
 mod tests;

@@ -16,7 +16,7 @@ fn dhclient_lease(interface: &str, server: &str, expire: &str) -> String {
 fn render(s: &DynState, k: Keyword) -> Vec<String> {
     s.entries(k, true)
         .iter()
-        .map(|e| format!("{} <- {}", crate::policy::values::format_addr_range(&e.addresses), e.source))
+        .map(|e| format!("{} <- {}", crate::net::format_addr_range(&e.addresses), e.source))
         .collect()
 }
 
@@ -94,5 +94,5 @@ fn one_server_of_two_leases_is_one_element() {
     std::fs::write(t.0.join("b.leases"), dhclient_lease("eth1", "10.9.0.1", "never")).unwrap();
     let s = Leases::new(vec![t.0.clone()], t.0.join("smb.conf")).read(at(0)).state.unwrap();
     assert_eq!(s.entries(Keyword::Dhcp, true).len(), 2);
-    assert_eq!(crate::dynamic::set(&s, Keyword::Dhcp, true).elems.len(), 1);
+    assert_eq!(crate::compile::keyword_sets::set(&s, Keyword::Dhcp, true).elems.len(), 1);
 }

@@ -49,7 +49,7 @@ fn render(state: &DynState, keyword: Keyword, v4: bool) -> Vec<String> {
             format!(
                 "{}{} ({})",
                 e.interface.as_ref().map(|i| format!("{i} ")).unwrap_or_default(),
-                crate::policy::values::format_addr_range(&e.addresses),
+                crate::net::format_addr_range(&e.addresses),
                 e.source
             )
         })
@@ -77,7 +77,7 @@ fn local_subnets_are_per_interface_and_skip_loopback() {
     );
     assert_eq!(render(&s, Keyword::LocalSubnet, false), ["eth0 fd00::/64 (address fd00::5/64 on eth0)"]);
     // Two addresses in one subnet are one element of the set.
-    assert_eq!(super::super::set(&s, Keyword::LocalSubnet, true).elems.len(), 2);
+    assert_eq!(crate::compile::keyword_sets::set(&s, Keyword::LocalSubnet, true).elems.len(), 2);
 }
 
 #[test]

@@ -117,9 +117,11 @@ impl DnPattern {
                 "" => return bad(format!("{attr} has no value (write {attr}=* for any value)")),
                 "*" => None,
                 v if v.contains('*') => {
+                    let rdn = format!("{attr}={v}");
                     return Err(format!(
-                        "{q} can never match as intended: charon compares {attr}={v} literally; * stands for a whole value only ({attr}=*)"
-                    ))
+                        "{q} can never match as intended: charon compares {} literally; * stands for a whole value only ({attr}=*)",
+                        Quoted(&rdn)
+                    ));
                 }
                 v => Some(v.to_string()),
             };
@@ -202,7 +204,17 @@ mod tests {
         assert_eq!(err("O=, CN=*"), "\"O=, CN=*\" is not a subject pattern: O has no value (write O=* for any value)");
         assert_eq!(
             err("O=Example, CN=scan*"),
-            "\"O=Example, CN=scan*\" can never match as intended: charon compares CN=scan* literally; * stands for a whole value only (CN=*)"
+            "\"O=Example, CN=scan*\" can never match as intended: charon compares \"CN=scan*\" literally; * stands for a whole value only (CN=*)"
+        );
+        // Found by fuzzing (`policy/fuzz.rs`): the value was quoted whole.
+        let huge = format!("DC=x, DC={}*", "]".repeat(2000));
+        assert_eq!(
+            err(&huge),
+            format!(
+                "\"DC=x, DC={}…\" (2010 characters) can never match as intended: charon compares \"DC={}…\" (2004 characters) literally; * stands for a whole value only (DC=*)",
+                "]".repeat(71),
+                "]".repeat(77)
+            )
         );
         assert!(err("/C=XX/CN=*").contains("separated by commas"));
         assert!(err("CN=\"Doe, J\"").contains("no quotes or escapes"));

@@ -135,7 +135,7 @@ fn every_group_and_rule_problem_is_reported_with_its_place() {
          - {{ name: f, direction: in, action: allow, remote-groups: [scanners, nosubject] }}\n"
     );
     let want = [
-        "p.yaml:6:24: groups.scanners.subject: \"C=XX, O=Example, OU=Scanners, CN=scan*\" can never match as intended: charon compares CN=scan* literally; * stands for a whole value only (CN=*)",
+        "p.yaml:6:24: groups.scanners.subject: \"C=XX, O=Example, OU=Scanners, CN=scan*\" can never match as intended: charon compares \"CN=scan*\" literally; * stands for a whole value only (CN=*)",
         "p.yaml:7:3: groups: \"Bad_Name\" is not a group name (lowercase letters, digits and -, starting with a letter, at most 32)",
         "p.yaml:8:14: groups.nosubject: missing subject (the certificate subject pattern of its members)",
         "p.yaml:12:37: rules[0].action: bypass needs remote-groups, the peers whose authentication lets them past block rules",

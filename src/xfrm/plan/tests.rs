@@ -60,13 +60,7 @@ fn shipped_example_matches_its_golden_policies() {
     let mut dynamic = dynamic();
     dynamic.push_host(Keyword::Dhcp, "10.0.0.2".parse().unwrap(), "lease".into());
     let got = text(&policies(&p.isolation, &dynamic, &BTreeSet::new())).join("\n") + "\n";
-    let golden = root.join("src/xfrm/golden/domain-isolation.txt");
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&golden, &got).unwrap();
-    }
-    let want = std::fs::read_to_string(&golden)
-        .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1 to create it)", golden.display()));
-    assert!(got == want, "{} differs; run UPDATE_GOLDEN=1 cargo test and review the diff", golden.display());
+    crate::testutil::assert_golden(&root.join("src/xfrm/golden/domain-isolation.txt"), &got);
 }
 
 #[test]

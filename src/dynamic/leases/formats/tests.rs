@@ -192,3 +192,21 @@ fn smb_conf_wins_server() {
         "line 2: wins server: \"wins.example.org\" is not an IPv4 address"
     );
 }
+
+/// Found by fuzzing (`fuzz.rs`): a date of any length was quoted whole, and
+/// an epoch past what `SystemTime` holds panicked.
+#[test]
+fn expiries_that_cannot_be_read() {
+    let lease =
+        |expire: &str| format!("lease {{ interface \"e\"; option dhcp-server-identifier 10.0.0.1; expire {expire}; }}");
+    let e = parse("x.leases", lease(&format!("0 {} 10:00:00", "9".repeat(1 << 20))).as_bytes(), epoch(0)).unwrap_err();
+    assert!(
+        e.starts_with(&format!("cannot read the expiry \"{}…\" (1048585 characters): ", "9".repeat(80))),
+        "{}",
+        &e[..200]
+    );
+    let e = parse("x.leases", lease("epoch 18446744073709551615").as_bytes(), epoch(0)).unwrap_err();
+    assert_eq!(e, "\"18446744073709551615\" is not a time in seconds");
+    let latest = parse("x.leases", lease("epoch 9223372036854775807").as_bytes(), epoch(0)).unwrap();
+    assert_eq!(latest[0].expires, Some(epoch(i64::MAX as u64)));
+}

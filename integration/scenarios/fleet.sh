@@ -1,0 +1,273 @@
+#!/usr/bin/env bash
+# Fleet policy on etcd (docs/fleet.md): a 3-member etcd cluster with mutual
+# TLS and 10 hosts, each a daemon and a fleet agent in its own namespace (h1-h4
+# labelled role=web, the others role=db). A publish to `all` reaches every
+# host; a `role=web` one only the web hosts; a bundle that the hosts' own
+# files make invalid, a tampered one, one from a publisher outside the fleet
+# CA and a replayed old one are refused by every host, which write and apply
+# nothing and report why; with one etcd member down publishing goes on; with
+# all down the hosts keep their policy, a restarted daemon and agent apply the
+# last good one, and the status returns with etcd; a killed agent's status
+# key expires after its (shortened) TTL.
+source "$(dirname "$0")/../lib.sh"
+for _tool in etcd etcdctl openssl; do
+    command -v "$_tool" >/dev/null || { echo "$SCENARIO: $_tool is missing (run integration/install-deps.sh)"; exit 1; }
+done
+
+PKI="$WORK/pki"
+mkdir "$PKI"
+# ca NAME SUBJECT; leaf NAME CA SUBJECT [SAN]: ECDSA P-256 keys (PKCS#8) and certificates.
+key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$PKI/$1.key" 2>/dev/null; }
+ca() { key "$1"; openssl req -new -x509 -key "$PKI/$1.key" -out "$PKI/$1.pem" -days 2 -subj "$2" 2>/dev/null; }
+leaf() {
+    key "$1"
+    openssl req -new -key "$PKI/$1.key" -subj "$3" -out "$PKI/$1.csr" 2>/dev/null
+    echo "subjectAltName=${4:-DNS:$1}" >"$PKI/$1.ext"
+    openssl x509 -req -in "$PKI/$1.csr" -CA "$PKI/$2.pem" -CAkey "$PKI/$2.key" -CAcreateserial -days 2 \
+        -extfile "$PKI/$1.ext" -out "$PKI/$1.pem" 2>/dev/null
+}
+ca etcd-ca "/CN=etcd CA"
+ca fleet-ca "/CN=Fleet CA"
+ca other-ca "/CN=Other CA"
+leaf publisher fleet-ca "/OU=Fleet Publishers/CN=publisher"
+leaf foreign other-ca "/OU=Fleet Publishers/CN=foreign"
+leaf admin etcd-ca "/CN=admin"
+
+sw=$(switch sw)
+admin=$(host admin)
+port "$sw" "$admin" 10.9.0.100
+ENDPOINTS=https://10.9.0.1:2379,https://10.9.0.2:2379,https://10.9.0.3:2379
+CLUSTER=e1=http://10.9.0.1:2380,e2=http://10.9.0.2:2380,e3=http://10.9.0.3:2380
+declare -A ETCD_PID
+# etcd_start N: member eN at 10.9.0.N (its data survives a restart).
+etcd_start() {
+    local ns="$PREFIX-e$1" ip=10.9.0.$1
+    ip netns exec "$ns" etcd --name "e$1" --data-dir "$WORK/e$1" \
+        --listen-client-urls "https://$ip:2379" --advertise-client-urls "https://$ip:2379" \
+        --listen-peer-urls "http://$ip:2380" --initial-advertise-peer-urls "http://$ip:2380" \
+        --initial-cluster "$CLUSTER" --initial-cluster-state new --initial-cluster-token ringfence-test \
+        --cert-file "$PKI/e$1.pem" --key-file "$PKI/e$1.key" --client-cert-auth --trusted-ca-file "$PKI/etcd-ca.pem" \
+        >>"$WORK/e$1.log" 2>&1 &
+    ETCD_PID[$1]=$!
+    _PIDS+=($!)
+    disown
+}
+for i in 1 2 3; do
+    port "$sw" "$(host "e$i")" "10.9.0.$i"
+    leaf "e$i" etcd-ca "/CN=e$i" "IP:10.9.0.$i"
+    etcd_start "$i"
+done
+
+# ctl ARGS...: etcdctl as the admin (to the members $CTL_ENDPOINTS, by default all).
+ctl() {
+    ip netns exec "$admin" timeout 20 env ETCDCTL_API=3 etcdctl --endpoints "${CTL_ENDPOINTS:-$ENDPOINTS}" \
+        --cacert "$PKI/etcd-ca.pem" --cert "$PKI/admin.pem" --key "$PKI/admin.key" "$@"
+}
+export RINGFENCE_ETCD_ENDPOINTS=$ENDPOINTS RINGFENCE_ETCD_CA=$PKI/etcd-ca.pem \
+    RINGFENCE_ETCD_CERT=$PKI/admin.pem RINGFENCE_ETCD_KEY=$PKI/admin.key
+# fleet ARGS...: the fleet commands as the admin.
+fleet() { ip netns exec "$admin" timeout 20 "$RINGFENCE" fleet "$@"; }
+# publish SCOPE DIR [SIGNER]: publishes as the fleet's publisher (or SIGNER).
+publish() {
+    fleet publish --scope "$1" --sign-key "$PKI/${3:-publisher}.key" --sign-cert "$PKI/${3:-publisher}.pem" "$2"
+}
+wait_for 20 ctl endpoint health || { echo "etcd did not start"; cat "$WORK"/e*.log | tail -20; exit 1; }
+
+N=10
+HOSTS=()
+declare -A AGENT_PID
+# agent_start I: host hI's agent.
+agent_start() {
+    local ns="$PREFIX-h$1"
+    ip netns exec "$ns" "$RINGFENCE" fleet agent --config "$WORK/h$1/agent.yaml" >>"$WORK/h$1-agent.log" 2>&1 &
+    AGENT_PID[$1]=$!
+    _PIDS+=($!)
+    disown
+}
+declare -A DAEMON
+for i in $(seq $N); do
+    ns=$(host "h$i")
+    HOSTS+=("$ns")
+    port "$sw" "$ns" "10.9.0.$((10 + i))"
+    leaf "h$i" etcd-ca "/CN=h$i"
+    H="$WORK/h$i"
+    mkdir -p "$H/fleet/policy.d" "$H/etc"
+    # A local rule: the fleet bundle naming a rule `local-ssh` too is invalid on every host.
+    printf 'rules:\n  - { name: local-ssh, direction: in, action: allow, protocol: tcp, local-ports: [2222] }\n' \
+        >"$H/etc/50-local.yaml"
+    role=db
+    [ "$i" -gt 4 ] || role=web
+    cat >"$H/agent.yaml" <<YAML
+etcd:
+  endpoints: [${ENDPOINTS//,/, }]
+  ca: $PKI/etcd-ca.pem
+  cert: $PKI/h$i.pem
+  key: $PKI/h$i.key
+host: h$i
+labels: { role: $role }
+fleet-ca: $PKI/fleet-ca.pem
+publisher-ou: Fleet Publishers
+state-dir: $H/fleet
+socket: $(sock "$ns")
+policy-dirs: [$H/fleet/policy.d, $H/etc]
+status-ttl: 6
+status-refresh: 2
+YAML
+    daemon_start "$ns" "$H/fleet/policy.d" --policy-dir "$H/etc"
+    DAEMON[$i]=$DAEMON_PID
+    agent_start "$i"
+done
+
+# bundle DIR NAME PORT: DIR holding one policy file, 50-NAME.yaml, with the rule NAME.
+bundle() {
+    mkdir -p "$1"
+    printf 'rules:\n  - { name: %s, direction: in, action: allow, protocol: tcp, local-ports: [%s] }\n' "$2" "$3" \
+        >"$1/50-$2.yaml"
+}
+# at SCOPE REVISION HOST...: every HOST reports SCOPE applied at REVISION, with no error.
+at() {
+    local scope=$1 rev=$2; shift 2
+    fleet status --json | python3 -c '
+import json, sys
+f = json.load(sys.stdin)
+scope, rev, hosts = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+by = {h["report"]["host"]: h for h in f["hosts"]}
+sys.exit(not all(h in by and by[h]["live"] and by[h]["report"]["applied"].get(scope, {}).get("revision") == rev
+                 and not by[h]["report"]["errors"] for h in hosts))' "$scope" "$rev" "$@"
+}
+# refused SCOPE REVISION REGEX HOST...: every HOST reports SCOPE's REVISION refused for REGEX.
+refused() {
+    local scope=$1 rev=$2 why=$3; shift 3
+    fleet status --json | python3 -c '
+import json, re, sys
+f = json.load(sys.stdin)
+scope, rev, why, hosts = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
+by = {h["report"]["host"]: h["report"] for h in f["hosts"]}
+sys.exit(not all(h in by and by[h]["errors"].get(scope, {}).get("revision") == rev
+                 and re.search(why, by[h]["errors"][scope]["reason"]) for h in hosts))' "$scope" "$rev" "$why" "$@"
+}
+# reported_since EPOCH HOST...: every HOST's report was written at EPOCH or later.
+reported_since() {
+    local since=$1; shift
+    fleet status --json | python3 -c '
+import json, sys
+by = {h["report"]["host"]: h["report"] for h in json.load(sys.stdin)["hosts"]}
+sys.exit(not all(h in by and by[h]["time"] >= int(sys.argv[1]) for h in sys.argv[2:]))' "$since" "$@"
+}
+names() { local i; for i in "$@"; do printf 'h%s ' "$i"; done; }
+ALL=$(names $(seq $N))
+WEB=$(names 1 2 3 4)
+# rules_have NS NAME: NS's daemon has applied a rule NAME.
+rules_have() { rf "$1" show rules | grep -qw -- "$2"; }
+# everywhere NAME: every host's daemon has applied a rule NAME.
+everywhere() {
+    local ns
+    for ns in "${HOSTS[@]}"; do rules_have "$ns" "$1" || { echo "$ns has no rule $1"; return 1; }; done
+}
+# nowhere NAME: no host wrote a rule NAME into its fleet layer nor applied one.
+nowhere() {
+    local i
+    for i in $(seq $N); do
+        ! rules_have "$PREFIX-h$i" "$1" || { echo "h$i applied $1"; return 1; }
+        ! grep -rqw -- "$1" "$WORK/h$i/fleet/policy.d" || { echo "h$i wrote $1"; return 1; }
+    done
+}
+
+T0=$SECONDS
+bundle "$WORK/b1" fleet-one 8001
+check "publish to all" publish all "$WORK/b1"
+said "it is revision 1" "revision 1 "
+check "every host applies and reports revision 1" wait_for 30 at all 1 $ALL
+check "every daemon has the fleet rule" everywhere fleet-one
+ctl get /ringfence/v1/policy/all --print-value-only >"$WORK/revision1.json"
+
+bundle "$WORK/web" fleet-web 8002
+check "publish to role=web" publish role=web "$WORK/web"
+bundle "$WORK/b2" fleet-two 8003
+check "publish to all again" publish all "$WORK/b2"
+check "every host applies all's revision 2; web hosts role=web's revision 1" \
+    wait_for 30 eval 'at all 2 $ALL && at role=web 1 $WEB'
+web_only() {
+    local i
+    for i in 1 2 3 4; do rules_have "$PREFIX-h$i" fleet-web || { echo "h$i has no rule fleet-web"; return 1; }; done
+    for i in 5 6 7 8 9 10; do
+        ! rules_have "$PREFIX-h$i" fleet-web || { echo "h$i applied fleet-web"; return 1; }
+        ! at role=web 1 "h$i" || { echo "h$i reports role=web"; return 1; }
+    done
+}
+check "web hosts have the scoped rule, db hosts never took it" web_only
+check "a file of all's older revision is gone" nowhere fleet-one
+
+# A bundle that passes `check` alone but not over the hosts' own files.
+bundle "$WORK/clash" local-ssh 8004
+printf 'rules:\n  - { name: fleet-clash, direction: in, action: allow, protocol: tcp, local-ports: [8005] }\n' \
+    >"$WORK/clash/60-more.yaml"
+check "a bundle valid alone is published" publish all "$WORK/clash"
+check "every host refuses revision 3: the policy check fails" wait_for 30 refused all 3 'policy check failed.*local-ssh' $ALL
+check "nothing of it is written or applied" nowhere fleet-clash
+
+ctl get /ringfence/v1/policy/all --print-value-only | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+s["bundle"]["revision"] = 4
+s["bundle"]["files"]["70-tampered.yaml"] = "rules:\n  - { name: fleet-tampered, direction: in, action: allow, protocol: tcp, local-ports: [8006] }\n"
+print(json.dumps(s))' >"$WORK/tampered.json"
+check "a tampered bundle is written to etcd" eval 'ctl put /ringfence/v1/policy/all <"$WORK/tampered.json"'
+check "every host refuses revision 4: bad signature" wait_for 30 refused all 4 'signature' $ALL
+check "nothing of it is written or applied" nowhere fleet-tampered
+
+bundle "$WORK/foreign" fleet-foreign 8007
+check "a publisher of another CA publishes" publish all "$WORK/foreign" foreign
+check "every host refuses revision 5: the publisher is not the fleet CA's" \
+    wait_for 30 refused all 5 'not vouched for.*not signed by the CA' $ALL
+check "nothing of it is written or applied" nowhere fleet-foreign
+
+check "revision 1 is replayed" eval 'ctl put /ringfence/v1/policy/all <"$WORK/revision1.json"'
+check "every host refuses it: not newer than revision 2" wait_for 30 refused all 1 'not newer than the applied revision 2' $ALL
+check "revision 2's rule is still applied, revision 1's is not" eval 'everywhere fleet-two && nowhere fleet-one'
+
+# The next publish is newer than what the hosts applied (2), whatever etcd holds.
+bundle "$WORK/b3" fleet-three 8008
+check "publish after the replay" publish all "$WORK/b3"
+said "it is revision 3" "revision 3 "
+check "every host applies revision 3, its errors cleared" wait_for 30 at all 3 $ALL
+check "every daemon has its rule" everywhere fleet-three
+T_POLICY=$SECONDS
+
+# One member down: the cluster keeps its quorum; publishing and propagation go on.
+kill -9 "${ETCD_PID[1]}"
+check "member e1 stops" wait_exit "${ETCD_PID[1]}"
+# Killing the leader holds writes until the others elect one.
+quorum() { CTL_ENDPOINTS=https://10.9.0.2:2379,https://10.9.0.3:2379 ctl endpoint health; }
+check "e2 and e3 serve a quorum" wait_for 20 quorum
+bundle "$WORK/b4" fleet-four 8009
+check "publish with member e1 down" publish all "$WORK/b4"
+check "every host applies revision 4" wait_for 30 at all 4 $ALL
+
+# All of etcd down: the hosts keep their policy; h1's daemon and agent
+# restart and the daemon applies the fleet layer without etcd.
+kill -9 "${ETCD_PID[2]}" "${ETCD_PID[3]}"
+check "members e2 and e3 stop" eval 'wait_exit "${ETCD_PID[2]}" && wait_exit "${ETCD_PID[3]}"'
+check "with etcd down, every host keeps revision 4" everywhere fleet-four
+kill "${AGENT_PID[1]}" "${DAEMON[1]}"
+check "h1's agent and daemon stop" eval 'wait_exit "${AGENT_PID[1]}" && wait_exit "${DAEMON[1]}"'
+check "a restarted daemon starts" daemon_start "$PREFIX-h1" "$WORK/h1/fleet/policy.d" --policy-dir "$WORK/h1/etc"
+check "it applies the last good fleet policy without etcd" rules_have "$PREFIX-h1" fleet-four
+agent_start 1
+check "the restarted agent cannot reach etcd, and says so" \
+    wait_for 10 grep -q "connecting again in" "$WORK/h1-agent.log"
+check "the daemon still has the fleet policy" rules_have "$PREFIX-h1" fleet-four
+RETURN=$(date +%s)
+for i in 1 2 3; do etcd_start "$i"; done
+check "etcd returns" wait_for 20 ctl endpoint health
+# Written since etcd returned: every agent, h1's new one too, reconnected.
+check "every host reports again, live, at revision 4" wait_for 40 eval 'at all 4 $ALL && reported_since $RETURN $ALL'
+T_ETCD=$SECONDS
+
+# A killed agent's status key expires after its TTL (6 s here).
+kill "${AGENT_PID[10]}"
+check "h10's status key expires" wait_for 20 eval '[ -z "$(ctl get /ringfence/v1/status/h10 --keys-only)" ]'
+check "fleet status says h10 is offline, the others live" eval 'fleet status | grep -qx "offline (no live status key): h10"'
+check "its durable report stays" eval 'ctl get /ringfence/v1/report/h10 --print-value-only | grep -q "\"revision\":4"'
+echo "$SCENARIO: policy checks $((T_POLICY - T0)) s, etcd failures $((T_ETCD - T_POLICY)) s, total $SECONDS s"
+finish

@@ -1,0 +1,98 @@
+//! The agent's configuration file and the etcd connection shared with the
+//! admin commands.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Deserialize;
+
+use super::scope::Labels;
+
+/// How to reach etcd: mutual TLS with a client certificate.
+#[derive(Debug, Clone, Deserialize, clap::Args)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Etcd {
+    /// etcd's client URLs (https://ADDRESS:2379), comma-separated.
+    #[arg(long, value_delimiter = ',', required = true, env = "RINGFENCE_ETCD_ENDPOINTS", value_name = "URLS")]
+    pub endpoints: Vec<String>,
+    /// The CA that issued etcd's server certificates (PEM).
+    #[arg(long = "etcd-ca", env = "RINGFENCE_ETCD_CA", value_name = "PEM")]
+    pub ca: PathBuf,
+    /// This client's certificate (PEM).
+    #[arg(long = "etcd-cert", env = "RINGFENCE_ETCD_CERT", value_name = "PEM")]
+    pub cert: PathBuf,
+    /// This client's private key (PEM).
+    #[arg(long = "etcd-key", env = "RINGFENCE_ETCD_KEY", value_name = "PEM")]
+    pub key: PathBuf,
+}
+
+/// `ringfence fleet agent --config FILE` (YAML; docs/fleet.md).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Agent {
+    pub etcd: Etcd,
+    /// This host's name in status keys (letters, digits, `.`, `_`, `-`).
+    pub host: String,
+    #[serde(default)]
+    pub labels: Labels,
+    /// The CA that publishers' certificates must chain to.
+    pub fleet_ca: PathBuf,
+    /// An OU that publishers' certificates must have.
+    #[serde(default)]
+    pub publisher_ou: Option<String>,
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// The daemon's control socket.
+    #[serde(default = "default_socket")]
+    pub socket: PathBuf,
+    /// The daemon's policy directories when it runs with --policy-dir (the
+    /// layer, STATE_DIR/policy.d, among them); by default the daemon's default ones.
+    #[serde(default)]
+    pub policy_dirs: Vec<PathBuf>,
+    /// Seconds the status key outlives the agent's last refresh.
+    #[serde(default = "default_ttl")]
+    pub status_ttl: u64,
+    /// Seconds between refreshes of the status key's lease.
+    #[serde(default = "default_refresh")]
+    pub status_refresh: u64,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from(super::DEFAULT_STATE_DIR)
+}
+
+fn default_socket() -> PathBuf {
+    PathBuf::from(crate::protocol::DEFAULT_SOCKET)
+}
+
+fn default_ttl() -> u64 {
+    90
+}
+
+fn default_refresh() -> u64 {
+    30
+}
+
+impl Agent {
+    pub fn load(path: &Path) -> anyhow::Result<Agent> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let config: Agent = serde_saphyr::from_str(&text).with_context(|| format!("{}", path.display()))?;
+        anyhow::ensure!(
+            !config.host.is_empty() && config.host.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)),
+            "{}: host {:?} is not letters, digits, '.', '_', '-'",
+            path.display(),
+            config.host
+        );
+        anyhow::ensure!(
+            config.status_refresh >= 1 && config.status_refresh < config.status_ttl,
+            "{}: status-refresh must be at least 1 s and shorter than status-ttl",
+            path.display()
+        );
+        Ok(config)
+    }
+
+    pub fn refresh(&self) -> Duration {
+        Duration::from_secs(self.status_refresh)
+    }
+}
