@@ -12,9 +12,6 @@ pub trait Backend {
     fn verify(&self, table: &Table) -> Result<(), BackendError>;
     /// Changes the elements of some sets of the table, in one transaction.
     fn update_sets(&mut self, table: &str, diffs: &[SetDiff]) -> Result<(), BackendError>;
-    /// The owned table as the kernel has it now, with counters (without set
-    /// elements if `terse`); `None` if absent.
-    fn read(&self, table: &str, terse: bool) -> Result<Option<Value>, BackendError>;
     /// One set of the owned table, with its elements and their counters;
     /// `None` if absent.
     fn read_set(&self, table: &str, set: &str) -> Result<Option<Value>, BackendError>;
@@ -43,10 +40,6 @@ impl Backend for NftBackend {
 
     fn update_sets(&mut self, table: &str, diffs: &[SetDiff]) -> Result<(), BackendError> {
         Ok(nft::apply(&nft::UpdateSets { table, diffs })?)
-    }
-
-    fn read(&self, table: &str, terse: bool) -> Result<Option<Value>, BackendError> {
-        Ok(nft::list_table(table, terse)?)
     }
 
     fn read_set(&self, table: &str, set: &str) -> Result<Option<Value>, BackendError> {
@@ -105,10 +98,6 @@ impl Backend for NoopBackend {
             return Err(BackendError::Verify("injected failure".into()));
         }
         Ok(())
-    }
-
-    fn read(&self, _table: &str, _terse: bool) -> Result<Option<Value>, BackendError> {
-        Ok(None)
     }
 
     fn read_set(&self, _table: &str, _set: &str) -> Result<Option<Value>, BackendError> {

@@ -116,9 +116,13 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, _permit: Permi
         match calls.send((Request::Stats, tx)).await {
             Err(_) => ("503 Service Unavailable", String::from("the daemon is stopping\n")),
             Ok(()) => match rx.await {
-                Ok(Response::Ok(stats)) => ("200 OK", render(&stats)),
-                Ok(Response::Error(e)) => ("500 Internal Server Error", format!("{e}\n")),
                 Err(_) => ("503 Service Unavailable", String::from("the daemon is stopping\n")),
+                // Rendered on a blocking thread, as the socket's reads are.
+                Ok(answer) => match tokio::task::spawn_blocking(move || answer.into_response()).await {
+                    Ok(Response::Ok(stats)) => ("200 OK", render(&stats)),
+                    Ok(Response::Error(e)) => ("500 Internal Server Error", format!("{e}\n")),
+                    Err(e) => ("500 Internal Server Error", format!("{e}\n")),
+                },
             },
         }
     };

@@ -341,7 +341,7 @@ fn list((dirs, path): (Dirs, PathBuf), names: bool, json: bool) -> anyhow::Resul
         return Ok(ExitCode::SUCCESS);
     }
     let policy = policy::load(&dirs)?;
-    let rules = serde_json::Value::Array(policy.rules.iter().map(crate::daemon::rule_view).collect());
+    let rules = serde_json::json!(policy.rules.iter().map(crate::daemon::rule_view).collect::<Vec<_>>());
     crate::print(json, &rules, crate::show::rules)
 }
 

@@ -68,6 +68,9 @@ pub fn state(v: &Value) -> String {
         }
         None => {}
     }
+    if let Some(n) = v["changes-in-progress"].as_u64().filter(|&n| n > 0) {
+        let _ = writeln!(o, "changing:    {n} change(s) in progress; this is the state before them");
+    }
     if let Some(secs) = v["confirm-pending-secs"].as_u64() {
         let _ = writeln!(o, "pending:     rolls back in {secs} s unless `ringfence confirm`");
     }

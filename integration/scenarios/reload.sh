@@ -22,8 +22,10 @@ daemon_start "$fw" "$P"
 for p in 8080 8081 8082 8083; do serve_tcp "$fw" $p; done
 
 gen() { state "$fw" generation; }
-state_has() { rf "$fw" show state --json | grep -qF -- "$1"; }
-human_state_has() { rf "$fw" show state | grep -qF -- "$1"; }
+# The answer is read whole before grep: `grep -q` would close the pipe at the
+# first match, and the CLI's last write would fail (EPIPE).
+state_has() { rf "$fw" show state --json >"$WORK/state.out" && grep -qF -- "$1" "$WORK/state.out"; }
+human_state_has() { rf "$fw" show state >"$WORK/state.out" && grep -qF -- "$1" "$WORK/state.out"; }
 check_reports() { ! "$RINGFENCE" check --policy-dir "$P" >"$WORK/check.out" 2>&1 && grep -Eq -- "$1" "$WORK/check.out"; }
 up() { local a; for a in 10.203.0.1 fd00:203::1; do tcp "$peer" $a "$1" || return 1; done; }
 down() { local a; for a in 10.203.0.1 fd00:203::1; do ! tcp "$peer" $a "$1" || return 1; done; }

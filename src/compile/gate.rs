@@ -110,7 +110,7 @@ pub fn peer_sets<'a>(groups: impl Iterator<Item = &'a String>, peers: &GroupPeer
 /// One group's peer set for one IP version.
 fn peer_set(group: &str, v4: bool, peers: &GroupPeers) -> Set {
     let addrs = peers.get(group).into_iter().flatten().filter(|a| a.is_ipv4() == v4);
-    let elems = addrs
+    let elems: Vec<Elem> = addrs
         .map(|a| {
             let n = match a {
                 IpAddr::V4(a) => u32::from(*a).into(),
@@ -123,7 +123,7 @@ fn peer_set(group: &str, v4: bool, peers: &GroupPeers) -> Set {
         name: peer_set_name(group, v4),
         key: vec![if v4 { KeyType::Ipv4Addr } else { KeyType::Ipv6Addr }],
         interval: false,
-        elems,
+        elems: elems.into(),
         fill: Fill::Daemon,
     }
 }

@@ -197,7 +197,8 @@ pub fn sets(iso: &Isolation) -> Vec<Set> {
             elems: secure_ranges(iso, v4)
                 .into_iter()
                 .map(|r| Elem { ranges: Box::new([r]), tag: nft::NO_OWNER })
-                .collect(),
+                .collect::<Vec<_>>()
+                .into(),
             fill: nft::Fill::Daemon,
         })
         .into_iter()
@@ -205,21 +206,21 @@ pub fn sets(iso: &Isolation) -> Vec<Set> {
             name: held_set_name(v4),
             key: vec![addr_key(v4), nft::KeyType::InetProto, nft::KeyType::InetService, nft::KeyType::InetService],
             interval: false,
-            elems: Vec::new(),
+            elems: Default::default(),
             fill: nft::Fill::Expiring(HELD_TIMEOUT),
         }))
         .chain([true, false].map(|v4| Set {
             name: clear_set_name(v4),
             key: vec![addr_key(v4), nft::KeyType::InetProto, nft::KeyType::InetService],
             interval: false,
-            elems: Vec::new(),
+            elems: Default::default(),
             fill: nft::Fill::Counting,
         }))
         .chain([true, false].map(|v4| Set {
             name: waited_set_name(v4),
             key: vec![addr_key(v4)],
             interval: false,
-            elems: Vec::new(),
+            elems: Default::default(),
             fill: nft::Fill::Expiring(WAITED_TIMEOUT),
         }))
         .collect()

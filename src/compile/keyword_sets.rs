@@ -48,7 +48,7 @@ pub fn set(state: &DynState, keyword: Keyword, v4: bool) -> Set {
         name: name(keyword, v4),
         key: key(keyword, v4),
         interval: true,
-        elems: make_disjoint(elems, first_is_ifname),
+        elems: make_disjoint(elems, first_is_ifname).into(),
         fill: Fill::Daemon,
     }
 }

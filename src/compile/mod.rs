@@ -257,7 +257,7 @@ pub fn compile(policy: &Policy, dynamic: &DynState) -> Result<Compiled, Diagnost
                 name: name.clone(),
                 key: group.fields.iter().map(|f| f.key_type()).collect(),
                 interval,
-                elems,
+                elems: elems.into(),
                 fill: nft::Fill::Daemon,
             });
             lookups.push(Lookup { group: group.clone(), set: name });

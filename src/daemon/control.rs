@@ -1,14 +1,17 @@
 //! The control socket: a Unix stream socket, one JSON request and one JSON
 //! response per connection. Its own task accepts connections within the limits
 //! of [`crate::admission`]; each connection's task parses the request and checks
-//! the peer (SO_PEERCRED); the daemon's loop answers, one request at a time.
+//! the peer (SO_PEERCRED); the daemon's loop answers, one request at a time,
+//! at once: a read with a snapshot of the engine's state, which the
+//! connection's task renders and writes on a blocking thread as it goes.
 
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout;
@@ -16,11 +19,60 @@ use tokio::time::timeout;
 use crate::admission::{self, Accepting, Peer, Permit};
 use crate::monitor::{line, Hub};
 use crate::protocol::{Request, Response};
+use serde::Serialize;
 
 /// Requests are small; a longer line is not a request.
 const MAX_REQUEST_BYTES: u64 = 64 * 1024;
 
-pub type Call = (Request, oneshot::Sender<Response>);
+pub type Call = (Request, oneshot::Sender<Answer>);
+
+/// Writes a whole answer line to the client as it is produced.
+pub type Writer = Box<dyn FnOnce(&mut dyn Write) -> io::Result<()> + Send>;
+
+/// The daemon's answer to a request: a small one whole, or a writer (a read
+/// of a snapshot) that a thread of the connection's runs, so that a
+/// 100,000-rule answer is neither held whole nor made on the loop.
+pub enum Answer {
+    Whole(Response),
+    Stream(Writer),
+    /// A read that lists every rule, written as `Stream` is, at a lower
+    /// priority: on a loaded machine it yields the CPU to the event loop and
+    /// to small reads, which then do not wait for it.
+    Bulk(Writer),
+}
+
+/// The nice value of a thread writing a [`Answer::Bulk`].
+const BULK_NICE: i32 = 10;
+
+/// Writes `{"ok": BODY}`, the body serialized as it is written, or
+/// `{"error": ...}`.
+pub fn write_answer<T: Serialize>(w: &mut dyn Write, body: Result<T, String>) -> io::Result<()> {
+    match body {
+        Ok(body) => {
+            w.write_all(b"{\"ok\":")?;
+            serde_json::to_writer(&mut *w, &body)?;
+            w.write_all(b"}\n")
+        }
+        Err(e) => w.write_all(&line(&Response::Error(e))),
+    }
+}
+
+impl Answer {
+    /// The whole answer as one value, for the metrics endpoint (which renders
+    /// it at once). Blocks while a stream is written.
+    pub fn into_response(self) -> Response {
+        match self {
+            Answer::Whole(r) => r,
+            Answer::Stream(write) | Answer::Bulk(write) => {
+                let mut buf = Vec::new();
+                let read = write(&mut buf).map_err(|e| e.to_string()).and_then(|()| {
+                    serde_json::from_slice(&buf).map_err(|e| format!("the daemon's answer cannot be read: {e}"))
+                });
+                read.unwrap_or_else(Response::Error)
+            }
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -101,24 +153,62 @@ async fn serve(stream: UnixStream, peer: Peer, _permit: Permit, calls: mpsc::Sen
         // the reader holds no buffered bytes.
         return hub.stream(reader.into_inner().into_inner(), write, backlog).await;
     }
-    let response = match got {
-        Err(e) => Response::Error(format!("cannot read the request: {e}")),
+    let stopping = || Answer::Whole(Response::Error("the daemon is stopping".into()));
+    let answer = match got {
+        Err(e) => Answer::Whole(Response::Error(format!("cannot read the request: {e}"))),
         Ok(_) => match serde_json::from_str::<Request>(&request) {
-            Err(e) => Response::Error(format!("not a request: {e}")),
+            Err(e) => Answer::Whole(Response::Error(format!("not a request: {e}"))),
             Ok(req) if req.mutates() && peer != Peer::Root => {
-                Response::Error("permission denied: only root may change the firewall".into())
+                Answer::Whole(Response::Error("permission denied: only root may change the firewall".into()))
             }
             Ok(req) => {
                 let (tx, rx) = oneshot::channel();
                 match calls.send((req, tx)).await {
-                    Ok(()) => rx.await.unwrap_or_else(|_| Response::Error("the daemon is stopping".into())),
-                    Err(_) => Response::Error("the daemon is stopping".into()),
+                    Ok(()) => rx.await.unwrap_or_else(|_| stopping()),
+                    Err(_) => stopping(),
                 }
             }
         },
     };
     // The client may have gone, or not read in time; nothing to do about it.
-    let _ = timeout(admission::WRITE_TIMEOUT, write.write_all(&line(&response))).await;
+    let (writer, bulk) = match answer {
+        Answer::Whole(response) => {
+            let _ = timeout(admission::WRITE_TIMEOUT, write.write_all(&line(&response))).await;
+            return;
+        }
+        Answer::Stream(writer) => (writer, false),
+        Answer::Bulk(writer) => (writer, true),
+    };
+    _ = write_stream(reader.into_inner().into_inner(), write, writer, bulk).await;
+}
+
+/// Runs `writer` on a thread of its own, straight into the socket (made
+/// blocking, each write bounded by the write timeout); at nice [`BULK_NICE`]
+/// if `bulk`. The thread is not tokio's blocking pool's, which would keep the
+/// lowered priority for the next blocking task.
+async fn write_stream(read: OwnedReadHalf, write: OwnedWriteHalf, writer: Writer, bulk: bool) -> io::Result<()> {
+    let socket = read.reunite(write).map_err(io::Error::other)?.into_std()?;
+    socket.set_nonblocking(false)?;
+    socket.set_write_timeout(Some(admission::WRITE_TIMEOUT))?;
+    let (done, written) = oneshot::channel();
+    std::thread::Builder::new().name("answer".into()).spawn(move || {
+        if bulk {
+            lower_priority();
+        }
+        let mut out = std::io::BufWriter::with_capacity(1 << 16, socket);
+        let _ = done.send(writer(&mut out).and_then(|()| out.flush()));
+    })?;
+    written.await.map_err(io::Error::other)?
+}
+
+/// Lowers the calling thread's priority to nice [`BULK_NICE`]. On Linux a
+/// nice value belongs to a thread, not to the process: setpriority(2) with
+/// PRIO_PROCESS and a thread id changes that thread alone (see its NOTES).
+/// A failure leaves the thread at its priority, which only costs latency.
+fn lower_priority() {
+    let tid = nix::unistd::gettid().as_raw() as nix::libc::id_t;
+    // SAFETY: setpriority takes integers only and touches no memory of ours.
+    let _ = unsafe { nix::libc::setpriority(nix::libc::PRIO_PROCESS, tid, BULK_NICE) };
 }
 
 #[cfg(test)]
@@ -136,7 +226,7 @@ mod tests {
         let (calls, mut queue) = mpsc::channel::<Call>(1);
         tokio::spawn(async move {
             while let Some((_, reply)) = queue.recv().await {
-                let _ = reply.send(Response::Ok(serde_json::json!("state")));
+                let _ = reply.send(Answer::Whole(Response::Ok(serde_json::json!("state"))));
             }
         });
         let t0 = tokio::time::Instant::now();

@@ -8,7 +8,12 @@
 //! unless `confirm` comes first. After a rollback the files still hold the change,
 //! so automatic reloads refuse that exact policy until the files are edited again
 //! or an explicit `apply` forces it.
+//!
+//! The engine runs on a thread of its own (`worker`): after every change it
+//! publishes a [`Snapshot`], from which the daemon answers reads while the next
+//! change is being applied.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::readiness::{self, Clear, Readiness};
@@ -55,32 +60,60 @@ pub enum Outcome {
     Unchanged,
 }
 
-/// What is in the kernel now, and where it came from.
+/// What is in the kernel now, and where it came from. Shared with the
+/// snapshots; a copy shares the policy and the sets' elements.
+#[derive(Clone)]
 pub struct Applied {
-    pub policy: Policy,
+    pub policy: Arc<Policy>,
     pub compiled: Compiled,
     pub at: SystemTime,
 }
 
 /// An open confirmation window.
 pub struct Pending {
-    baseline: Policy,
+    baseline: Arc<Policy>,
     pub deadline: Instant,
+}
+
+/// The engine's state as readers see it: published after every change.
+pub struct Snapshot {
+    pub applied: Option<Arc<Applied>>,
+    pub dynamic: DynState,
+    pub generation: u64,
+    pub last_apply: Duration,
+    pub last_error: Option<String>,
+    /// When the open confirmation window closes.
+    pub confirm_deadline: Option<Instant>,
+    pub dirs: policy::Dirs,
+    pub peers: GroupPeers,
+    readiness: Arc<Readiness>,
+}
+
+impl Snapshot {
+    /// Every readiness count so far, most first, while the table in force
+    /// counts (isolation in `request` or `boundary`); `None` otherwise. Lists
+    /// the kernel's counting sets with `nft`: call it off the event loop. Read
+    /// during an apply, it may count the replaced table's connections twice
+    /// or not at all, until the next snapshot.
+    pub fn readiness(&self) -> Option<Vec<(Clear, u64)>> {
+        let table = &self.applied.as_ref()?.compiled.table;
+        readiness::counts_in(table).then(|| self.readiness.report(&readiness::list(table, crate::nft::list_set)))
+    }
 }
 
 pub struct Engine<B: Backend> {
     pub dirs: policy::Dirs,
     pub backend: B,
-    pub applied: Option<Applied>,
+    pub applied: Option<Arc<Applied>>,
     pub pending: Option<Pending>,
     /// The policy the last rollback removed.
-    rolled_back: Option<Policy>,
+    rolled_back: Option<Arc<Policy>>,
     /// The current values of the address keywords.
     pub dynamic: DynState,
     /// The group members among the peers whose SAs this host started.
     pub peers: GroupPeers,
     /// The clear connections counted by the tables replaced so far.
-    readiness: Readiness,
+    readiness: Arc<Readiness>,
     /// How many times a ruleset was applied.
     pub generation: u64,
     pub last_apply: Duration,
@@ -98,10 +131,24 @@ impl<B: Backend> Engine<B> {
             rolled_back: None,
             dynamic: DynState::default(),
             peers: GroupPeers::default(),
-            readiness: Readiness::default(),
+            readiness: Arc::default(),
             generation: 0,
             last_apply: Duration::ZERO,
             last_error: None,
+        }
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            applied: self.applied.clone(),
+            dynamic: self.dynamic.clone(),
+            generation: self.generation,
+            last_apply: self.last_apply,
+            last_error: self.last_error.clone(),
+            confirm_deadline: self.pending.as_ref().map(|p| p.deadline),
+            dirs: self.dirs.clone(),
+            peers: self.peers.clone(),
+            readiness: Arc::clone(&self.readiness),
         }
     }
 
@@ -116,7 +163,7 @@ impl<B: Backend> Engine<B> {
     }
 
     fn reload_inner(&mut self, trigger: Trigger) -> Result<Outcome, EngineError> {
-        let policy = policy::load(&self.dirs).map_err(EngineError::Policy)?;
+        let policy = Arc::new(policy::load(&self.dirs).map_err(EngineError::Policy)?);
         let confirm = match trigger {
             Trigger::Files if self.rolled_back.as_ref() == Some(&policy) => return Err(EngineError::RolledBack),
             Trigger::Files => return self.apply_policy(policy, false),
@@ -128,7 +175,7 @@ impl<B: Backend> Engine<B> {
         let Some(wait) = confirm else { return self.apply_policy(policy, true) };
         let baseline = match self.pending.take() {
             Some(open) => open.baseline,
-            None => self.applied.as_ref().map_or_else(|| policy.clone(), |a| a.policy.clone()),
+            None => Arc::clone(self.applied.as_ref().map_or(&policy, |a| &a.policy)),
         };
         let outcome = self.apply_policy(policy, true);
         // Even if this apply failed, earlier changes in the window still wait
@@ -159,50 +206,28 @@ impl<B: Backend> Engine<B> {
     /// Replaces the elements of the applied table's sets named as `updates`
     /// with theirs, in one transaction.
     fn write_sets(&mut self, updates: Vec<Set>) -> Result<usize, EngineError> {
-        let Some(applied) = &mut self.applied else { return Ok(0) };
+        let Some(applied) = &self.applied else { return Ok(0) };
         if updates.is_empty() {
             return Ok(0);
         }
-        let compiled = &mut applied.compiled;
+        let compiled = &applied.compiled;
         let diffs: Vec<SetDiff> = updates.iter().map(|new| SetDiff::between(compiled.set(&new.name), new)).collect();
         self.backend.update_sets(&compiled.table.name, &diffs).map_err(EngineError::Apply)?;
         let changed = updates.len();
-        compiled.replace_sets(updates);
+        // Snapshots may still hold the old sets: the new state is a copy
+        // (which shares the elements of the sets that did not change).
+        let mut next = Applied::clone(applied);
+        next.compiled.replace_sets(updates);
+        self.applied = Some(Arc::new(next));
         Ok(changed)
     }
 
     /// The readiness counts of the table in force, which its replacement
     /// starts anew.
     fn keep_readiness(&mut self) {
-        let listed = self.clear_sets();
-        self.readiness.keep(&listed);
-    }
-
-    /// Every readiness count so far, most first, while the table in force
-    /// counts (isolation in `request` or `boundary`); `None` otherwise.
-    pub fn readiness(&self) -> Option<Vec<(Clear, u64)>> {
-        let listed = self.clear_sets();
-        let counting = self.applied.as_ref().is_some_and(|a| {
-            let names = readiness::set_names();
-            a.compiled.table.sets.iter().any(|s| names.contains(&s.name))
-        });
-        counting.then(|| self.readiness.report(&listed))
-    }
-
-    /// The counting sets of the table in force, as `nft` lists them.
-    fn clear_sets(&self) -> Vec<serde_json::Value> {
-        let Some(applied) = &self.applied else { return Vec::new() };
-        let table = &applied.compiled.table;
-        let present = readiness::set_names().into_iter().filter(|n| table.sets.iter().any(|s| s.name == *n));
-        present
-            .filter_map(|name| match self.backend.read_set(&table.name, &name) {
-                Ok(set) => set,
-                Err(e) => {
-                    tracing::warn!("cannot read {name}, which counts clear connections: {e}");
-                    None
-                }
-            })
-            .collect()
+        let Some(applied) = &self.applied else { return };
+        let listed = readiness::list(&applied.compiled.table, |t, s| self.backend.read_set(t, s));
+        Arc::make_mut(&mut self.readiness).keep(&listed);
     }
 
     pub fn confirm(&mut self) -> Result<(), EngineError> {
@@ -214,7 +239,7 @@ impl<B: Backend> Engine<B> {
     pub fn rollback(&mut self) -> Result<Outcome, EngineError> {
         let pending = self.pending.take().ok_or(EngineError::NothingToConfirm)?;
         let removed = self.applied.as_ref().map(|a| a.policy.clone());
-        match self.apply_policy(pending.baseline.clone(), true) {
+        match self.apply_policy(Arc::clone(&pending.baseline), true) {
             Ok(outcome) => {
                 self.rolled_back = removed;
                 Ok(outcome)
@@ -229,14 +254,13 @@ impl<B: Backend> Engine<B> {
     /// Compiles and applies `policy`. Unless `force`, a policy that compiles to
     /// the table in force is not sent again, so its counters keep counting; the
     /// kernel is still asked, since someone may have flushed the ruleset.
-    fn apply_policy(&mut self, policy: Policy, force: bool) -> Result<Outcome, EngineError> {
+    fn apply_policy(&mut self, policy: Arc<Policy>, force: bool) -> Result<Outcome, EngineError> {
         let mut compiled = compile::compile(&policy, &self.dynamic).map_err(EngineError::Policy)?;
         compiled.replace_sets(compiled.peer_updates(&self.peers));
-        if let Some(current) = &mut self.applied {
+        if let Some(current) = &self.applied {
             if !force && current.compiled.table == compiled.table && self.backend.verify(&compiled.table).is_ok() {
                 // The policy's places may still have moved.
-                current.policy = policy;
-                current.compiled = compiled;
+                self.applied = Some(Arc::new(Applied { policy, compiled, at: current.at }));
                 return Ok(Outcome::Unchanged);
             }
         }
@@ -246,7 +270,7 @@ impl<B: Backend> Engine<B> {
         self.last_apply = start.elapsed();
         self.generation += 1;
         // From here the kernel has the new table, whatever the read-back says.
-        let applied = self.applied.insert(Applied { policy, compiled, at: SystemTime::now() });
+        let applied = self.applied.insert(Arc::new(Applied { policy, compiled, at: SystemTime::now() }));
         self.backend.verify(&applied.compiled.table).map_err(EngineError::Verify)?;
         Ok(Outcome::Applied)
     }

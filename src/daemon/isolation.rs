@@ -302,9 +302,9 @@ impl Isolation {
     }
 
     /// For `show stats`: the kernel's ESP SAs of Ringfence's connections (one
-    /// each way per CHILD_SA), counted now, and `clear_inbound`, the
-    /// readiness counts by port (`null` in the modes that do not count).
-    pub fn stats(&mut self, policy: Option<&Policy>, clear_inbound: Option<Vec<Value>>) -> Value {
+    /// each way per CHILD_SA), counted now. The readiness counts
+    /// (`clear-inbound`) are the snapshot's reader's to add.
+    pub fn stats(&mut self, policy: Option<&Policy>) -> Value {
         let sas = self.with_kernel(|x| x.esp_sas(xfrm::REQIDS).map(|s| s.len())).map_err(|e| e.to_string());
         let fallbacks: Vec<Value> =
             self.first.fallbacks().map(|(reason, count)| json!({ "reason": reason, "count": count })).collect();
@@ -315,7 +315,6 @@ impl Isolation {
             "fallbacks": fallbacks,
             "error": sas.err(),
             "charon-loaded": self.status.borrow().loaded,
-            "clear-inbound": clear_inbound,
         })
     }
 

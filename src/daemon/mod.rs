@@ -1,5 +1,10 @@
 //! `ringfence daemon`: apply the policy, then serve the control socket and
 //! reload on SIGHUP and on changes to the policy files.
+//!
+//! The event loop never compiles nor runs `nft`: the engine's thread
+//! (`worker`) does, and hands back a snapshot after each change; the loop
+//! answers reads from the latest snapshot at once, and keeps charon and the
+//! kernel's xfrm policies in step with it.
 
 mod control;
 mod engine;
@@ -10,6 +15,7 @@ mod readiness;
 mod stats;
 mod teardown;
 mod views;
+mod worker;
 
 pub use views::rule_view;
 
@@ -20,7 +26,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::json;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep_until, Instant};
 
 use crate::backend::{Backend, NftBackend};
@@ -28,16 +34,17 @@ use crate::compile::TABLE;
 use crate::dynamic::follow::{follow, FileSource};
 use crate::dynamic::leases::Leases;
 use crate::dynamic::resolv::Resolv;
-use crate::dynamic::{keyword_names, netlink, resolv, DynState, Update};
+use crate::dynamic::{keyword_names, netlink, resolv, Update};
 use crate::filewatch::FileWatch;
 use crate::metrics;
 use crate::monitor::{self, Hub};
-use crate::policy::values::Keyword;
 use crate::protocol::{Request, Response};
-pub use control::Call;
-use engine::{Engine, Outcome, Trigger};
+use control::write_answer;
+pub use control::{Answer, Call};
+use engine::{Engine, Outcome, Snapshot, Trigger};
 use teardown::{StepError, Teardown};
 use views::policy_view;
+use worker::{log_applied, Change, Done, Job, Worker};
 
 /// Quiet time after the last file event before reloading, so that an editor's
 /// write-rename-chmod or a `cp -r` of many files is one reload.
@@ -90,7 +97,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(&opts.socket);
         return Err(e).context("cannot start");
     }
-    applied(&engine, &mut isolation, Outcome::Applied, "started");
+    log_applied(&engine, Outcome::Applied, "started");
+    let mut now = Arc::new(engine.snapshot());
+    sync(&mut isolation, &now, Change::Applied);
+    let (worker, mut done) = Worker::start(engine);
 
     let (calls_tx, mut calls) = mpsc::channel::<control::Call>(64);
     tokio::spawn(control::accept(listener, calls_tx.clone(), Arc::clone(&hub)));
@@ -107,59 +117,46 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
 
     let mut reload_at: Option<Instant> = None;
     loop {
-        let rollback_at = engine.pending.as_ref().map(|p| Instant::from_std(p.deadline));
         let isolation_at = isolation.next_timer().map(Instant::from_std);
+        let policy = now.applied.as_ref().map(|a| &*a.policy);
         tokio::select! {
-            Some((request, reply)) = calls.recv() => match request {
-                // charon answers on its own socket, in its own time.
-                Request::Sas => {
-                    let policy = engine.applied.as_ref().map(|a| &a.policy).filter(|p| p.isolation.enabled());
-                    let socket = policy.map(|p| crate::ike::socket_path(&p.isolation));
-                    let groups = policy.map_or_else(Default::default, |p| {
-                        p.group_connections.iter().map(|g| (crate::ike::conn::group_conn_name(g), g.groups.iter().cloned().collect())).collect()
-                    });
-                    let (peers, soft) = (engine.peers.clone(), isolation.soft_sas());
-                    let clear = engine.readiness().as_deref().map(readiness::per_source);
-                    tokio::spawn(async move { let _ = reply.send(views::sas(socket, groups, peers, soft, clear).await); });
-                }
-                request => {
-                    let _ = reply.send(handle(&mut engine, &mut isolation, &hub, &files, request));
-                }
+            Some((request, reply)) = calls.recv() => handle(&worker, &mut isolation, &hub, &files, &now, request, reply),
+            Some(packet) = logged.recv() => match (policy, packet.prefix.trim_end() == crate::compile::isolation::HELD_LOG_PREFIX.trim_end()) {
+                (Some(p), true) => isolation.held(packet.header.map(|h| h.dst), p),
+                _ => hub.record(now.applied.as_ref().map(|a| (&*a.policy, &a.compiled)), packet),
             },
-            Some(packet) = logged.recv() => match (&engine.applied, packet.prefix.trim_end() == crate::compile::isolation::HELD_LOG_PREFIX.trim_end()) {
-                (Some(a), true) => isolation.held(packet.header.map(|h| h.dst), &a.policy),
-                _ => hub.record(engine.applied.as_ref().map(|a| (&a.policy, &a.compiled)), packet),
-            },
-            _ = hup.recv() => reload(&mut engine, &mut isolation, "SIGHUP"),
-            Some(event) = xfrm_events.recv() => if let Some(a) = &engine.applied {
-                isolation.event(event, &a.policy, &engine.dynamic);
+            _ = hup.recv() => worker.send(Job::Reload { trigger: Trigger::Files, why: "SIGHUP", reply: None }),
+            Some(event) = xfrm_events.recv() => if let Some(p) = policy {
+                isolation.event(event, p, &now.dynamic);
             },
             Some((peer, why)) = failed.recv() => isolation.failed(peer, why),
-            _ = sleep_until(isolation_at.unwrap_or_else(Instant::now)), if isolation_at.is_some() => if let Some(a) = &engine.applied {
-                isolation.timer(&a.policy, &engine.dynamic);
+            _ = sleep_until(isolation_at.unwrap_or_else(Instant::now)), if isolation_at.is_some() => if let Some(p) = policy {
+                isolation.timer(p, &now.dynamic);
             },
-            Some((keywords, part)) = dynamic.recv() => update_dynamic(&mut engine, &mut isolation, keywords, part),
-            Ok(()) = isolation.peers.changed() => {
-                let peers = isolation.peers.borrow_and_update().clone();
-                match engine.update_peers(peers) {
-                    Ok(0) => {}
-                    Ok(sets) => tracing::info!(sets, "group peer sets updated"),
-                    Err(e) => tracing::error!("updating the group peer sets failed; they keep their previous elements: {e:#}"),
-                }
-            }
+            Some(update) = dynamic.recv() => worker.send(Job::Dynamic(update)),
+            Ok(()) = isolation.peers.changed() => worker.send(Job::Peers(isolation.peers.borrow_and_update().clone())),
             Some(change) = policy_changes.next() => if change.path.is_none_or(|p| p.extension().is_some_and(|x| x == "yaml")) {
                 reload_at = Some(Instant::now() + DEBOUNCE);
             },
             _ = sleep_until(reload_at.unwrap_or_else(Instant::now)), if reload_at.is_some() => {
                 reload_at = None;
-                reload(&mut engine, &mut isolation, "policy files changed");
+                worker.send(Job::Reload { trigger: Trigger::Files, why: "policy files changed", reply: None });
             }
-            _ = sleep_until(rollback_at.unwrap_or_else(Instant::now)), if rollback_at.is_some() => {
-                match engine.rollback() {
-                    Ok(outcome) => applied(&engine, &mut isolation, outcome, "rolled back: not confirmed in time"),
-                    Err(e) => tracing::error!("rollback failed: {e:#}"),
+            next = done.recv() => match next {
+                Some(Done { snapshot, change, reply }) => {
+                    // The last holder of a snapshot frees its policy and
+                    // table: at 100,000 rules, millions of allocations, which
+                    // a blocking thread frees instead of the loop.
+                    let old = std::mem::replace(&mut now, snapshot);
+                    tokio::task::spawn_blocking(move || drop(old));
+                    sync(&mut isolation, &now, change);
+                    if let Some((client, response)) = reply {
+                        let _ = client.send(Answer::Whole(response));
+                    }
                 }
-            }
+                // The engine's thread ended: `stop` below says why.
+                None => break,
+            },
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
@@ -172,11 +169,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         }
         _ => Ok(()),
     });
+    // The changes already asked for are made first.
+    let mut engine = worker.stop().await;
     // No confirmation can come any more: an unconfirmed change does not outlive
     // the daemon that was to roll it back.
     if engine.pending.is_some() {
         if let Some(outcome) = teardown.step(engine.rollback().map_err(StepError::Rollback)) {
-            applied(&engine, &mut isolation, outcome, "rolled back: stopping before confirmation");
+            log_applied(&engine, outcome, "rolled back: stopping before confirmation");
+            sync(&mut isolation, &engine.snapshot(), Change::Applied);
         }
     }
     if opts.flush_on_exit {
@@ -225,30 +225,14 @@ fn xfrm_events() -> mpsc::Receiver<crate::xfrm::events::Event> {
     rx
 }
 
-/// After a successful apply or reload: logs it, and brings charon in step.
-fn applied<B: Backend>(engine: &Engine<B>, isolation: &mut isolation::Isolation, outcome: Outcome, why: &str) {
-    let Some(a) = &engine.applied else { return };
-    isolation.sync(&a.policy, &engine.dynamic);
-    let (files, rules, sets, elements) =
-        (a.policy.files.len(), a.policy.rules.len(), a.compiled.table.sets.len(), a.compiled.table.element_count());
-    match outcome {
-        Outcome::Applied => tracing::info!(
-            trigger = why,
-            generation = engine.generation,
-            files,
-            rules,
-            sets,
-            elements,
-            apply_ms = engine.last_apply.as_millis() as u64,
-            "policy applied"
-        ),
-        Outcome::Unchanged => tracing::info!(
-            trigger = why,
-            generation = engine.generation,
-            files,
-            rules,
-            "policy reloaded; the table is unchanged"
-        ),
+/// Brings charon and the xfrm policies in step with what the engine changed.
+fn sync(isolation: &mut isolation::Isolation, now: &Snapshot, change: Change) {
+    let Some(a) = &now.applied else { return };
+    match change {
+        Change::Applied => isolation.sync(&a.policy, &now.dynamic),
+        // Exempt keywords are xfrm policies too.
+        Change::Dynamic => isolation.sync_xfrm(&a.policy, &now.dynamic),
+        Change::Nothing => {}
     }
 }
 
@@ -269,85 +253,70 @@ fn start_file_source<B: Backend, S: FileSource>(
     tokio::spawn(follow(source, first, changes, updates.clone()));
 }
 
-/// Takes one source's new values of its keywords.
-fn update_dynamic<B: Backend>(
-    engine: &mut Engine<B>,
+/// Answers a request: a change goes to the engine's thread (which answers
+/// through `done`), a read is answered from the snapshot `now`.
+fn handle(
+    worker: &Worker<NftBackend>,
     isolation: &mut isolation::Isolation,
-    keywords: &[Keyword],
-    part: DynState,
-) {
-    let mut state = engine.dynamic.clone();
-    state.replace(keywords, part);
-    match engine.update_dynamic(state) {
-        Ok(0) => {}
-        Ok(sets) => tracing::info!(sets, "dynamic sets updated"),
-        Err(e) => tracing::error!("updating the dynamic sets failed; they keep their previous elements: {e:#}"),
-    }
-    // Exempt keywords are xfrm policies too.
-    if let Some(a) = &engine.applied {
-        isolation.sync_xfrm(&a.policy, &engine.dynamic);
-    }
-}
-
-fn reload<B: Backend>(engine: &mut Engine<B>, isolation: &mut isolation::Isolation, why: &str) {
-    match engine.reload(Trigger::Files) {
-        Ok(outcome) => applied(engine, isolation, outcome, why),
-        Err(e) => tracing::error!("reload ({why}) failed: {e:#}"),
-    }
-}
-
-fn handle<B: Backend>(
-    engine: &mut Engine<B>,
-    isolation: &mut isolation::Isolation,
-    hub: &Hub,
+    hub: &Arc<Hub>,
     files: &FileWatch,
+    now: &Arc<Snapshot>,
     request: Request,
-) -> Response {
+    reply: oneshot::Sender<Answer>,
+) {
+    let policy = now.applied.as_ref().map(|a| &*a.policy);
+    let snapshot = Arc::clone(now);
     let answer = match request {
-        Request::State => views::state(engine).map(|mut v| {
-            v["isolation"] = isolation.view(engine.applied.as_ref().map(|a| &a.policy));
-            v["file-watch"] = json!(files.mode());
-            v
-        }),
-        // The event loop answers it without waiting (see `run`).
-        Request::Sas => Err("show sas is answered by the event loop".into()),
-        Request::Rules => views::rules(engine),
-        Request::Profiles => views::profiles(engine),
-        Request::Policy => Ok(engine.applied.as_ref().map_or(json!(null), |a| policy_view(&a.policy))),
-        Request::Sets => Ok(views::sets(engine)),
-        Request::Stats => stats::stats(engine, hub, isolation),
-        // Served by the connection's task (`control::serve`), never queued.
-        Request::Monitor { .. } => Err("monitor is a stream".into()),
-        Request::Explain { direction, packet } => match &engine.applied {
-            Some(a) => crate::explain::explain(&a.policy, &a.compiled, direction, &packet).map(|x| json!(x)),
-            None => Ok(json!(null)),
-        },
         Request::Apply { confirm_secs } => {
             let confirm = confirm_secs.map(Duration::from_secs);
             let why = if confirm.is_some() { "apply, waiting for confirmation" } else { "apply" };
-            match engine.reload(Trigger::Request { confirm }) {
-                Ok(outcome) => {
-                    applied(engine, isolation, outcome, why);
-                    Ok(json!({ "generation": engine.generation, "confirm-secs": confirm_secs }))
-                }
-                Err(e) => {
-                    tracing::error!("{why} failed: {e:#}");
-                    Err(format!("{e:#}"))
-                }
-            }
+            return worker.send(Job::Reload { trigger: Trigger::Request { confirm }, why, reply: Some(reply) });
         }
-        Request::Confirm => engine
-            .confirm()
-            .map(|()| {
-                tracing::info!("apply confirmed");
-                json!({ "confirmed": true })
+        Request::Confirm => return worker.send(Job::Confirm(reply)),
+        // charon answers on its own socket, in its own time.
+        Request::Sas => {
+            let soft = isolation.soft_sas();
+            tokio::spawn(async move {
+                let _ = reply.send(Answer::Whole(views::sas(snapshot, soft).await));
+            });
+            return;
+        }
+        Request::State => {
+            let (part, changing, watch) = (isolation.view(policy), worker.queued(), json!(files.mode()));
+            read(move |w| {
+                let state = views::state(&snapshot, part, changing).map(|mut v| {
+                    v["file-watch"] = watch;
+                    v
+                });
+                write_answer(w, state)
             })
-            .map_err(|e| e.to_string()),
+        }
+        Request::Stats => {
+            let (part, hub) = (isolation.stats(policy), Arc::clone(hub));
+            Answer::Bulk(Box::new(move |w| write_answer(w, stats::stats(&snapshot, &hub, part))))
+        }
+        Request::Rules => Answer::Bulk(Box::new(move |w| write_answer(w, views::rules(&snapshot)))),
+        Request::Profiles => read(move |w| write_answer(w, views::profiles(&snapshot))),
+        Request::Policy => Answer::Bulk(Box::new(move |w| {
+            write_answer(w, Ok(snapshot.applied.as_ref().map(|a| policy_view(&a.policy))))
+        })),
+        Request::Sets => read(move |w| write_answer(w, Ok(views::sets(&snapshot)))),
+        Request::Explain { direction, packet } => read(move |w| {
+            let explained = snapshot
+                .applied
+                .as_ref()
+                .map(|a| crate::explain::explain(&a.policy, &a.compiled, direction, &packet))
+                .transpose();
+            write_answer(w, explained)
+        }),
+        // Served by the connection's task (`control::serve`), never queued.
+        Request::Monitor { .. } => Answer::Whole(Response::Error("monitor is a stream".into())),
     };
-    match answer {
-        Ok(v) => Response::Ok(v),
-        Err(e) => Response::Error(e),
-    }
+    let _ = reply.send(answer);
+}
+
+fn read(write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()> + Send + 'static) -> Answer {
+    Answer::Stream(Box::new(write))
 }
 
 /// sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET.

@@ -6,12 +6,14 @@
 //! from the daemon's start.
 
 use std::collections::BTreeMap;
+use std::fmt::Display;
 use std::net::IpAddr;
 
 use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::compile::isolation::clear_set_name;
+use crate::nft::Table;
 
 /// Where clear connections came from and went to. The port is 0 for a
 /// protocol without ports.
@@ -27,7 +29,7 @@ pub struct Clear {
 /// as the kernel keeps at most as many in one set.
 const MAX_KEPT: usize = crate::nft::DYNAMIC_SET_SIZE as usize;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Readiness {
     /// Counted by the tables replaced so far.
     before: BTreeMap<Clear, u64>,
@@ -84,9 +86,26 @@ pub fn per_source(counts: &[(Clear, u64)]) -> Vec<Value> {
         .collect()
 }
 
-/// The names of the sets that count, IPv4 first.
-pub fn set_names() -> [String; 2] {
-    [clear_set_name(true), clear_set_name(false)]
+/// Whether `table` counts clear connections (isolation in `request` or
+/// `boundary`).
+pub fn counts_in(table: &Table) -> bool {
+    table.sets.iter().any(|s| s.name == clear_set_name(true) || s.name == clear_set_name(false))
+}
+
+/// The counting sets of `table`, as `read` lists them (`nft -j list set`);
+/// one that cannot be read is left out, with a warning.
+pub fn list<E: Display>(table: &Table, read: impl Fn(&str, &str) -> Result<Option<Value>, E>) -> Vec<Value> {
+    let names = [clear_set_name(true), clear_set_name(false)];
+    let present = names.into_iter().filter(|n| table.sets.iter().any(|s| s.name == *n));
+    present
+        .filter_map(|name| match read(&table.name, &name) {
+            Ok(set) => set,
+            Err(e) => {
+                tracing::warn!("cannot read {name}, which counts clear connections: {e}");
+                None
+            }
+        })
+        .collect()
 }
 
 /// The counted elements of one listed set: `{"elem": {"val": {"concat":

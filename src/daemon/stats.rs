@@ -1,48 +1,45 @@
 //! `show stats` and the Prometheus endpoint's figures: per-rule and per-default
 //! counters (the kernel's, and how many of their packets were logged), applies,
-//! dynamic set sizes, isolation and the monitor.
+//! dynamic set sizes, isolation and the monitor. Answered from the engine's
+//! snapshot; the rules are written one at a time.
 
+use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::engine::Engine;
-use super::isolation::Isolation;
+use super::engine::Snapshot;
 use super::readiness;
-use super::views::counters;
-use crate::backend::Backend;
-use crate::compile::default_rule_comment;
+use super::views::{counters, Counters, Lazy, WithRules};
 use crate::compile::keyword_sets;
 use crate::monitor::Hub;
 use crate::policy::values::Keyword;
-use crate::policy::{Direction, ProfileKind};
+use crate::policy::{Action, Direction, ProfileKind};
 
-pub fn stats<B: Backend>(engine: &Engine<B>, hub: &Hub, isolation: &mut Isolation) -> Result<Value, String> {
-    let counters = counters(engine)?;
-    let applied = engine.applied.as_ref();
-    let rules: Vec<Value> = applied
-        .into_iter()
-        .flat_map(|a| a.policy.rules.iter().enumerate())
-        .map(|(i, r)| {
-            let (packets, bytes) = counters.rules.get(&i).copied().unwrap_or_default();
-            json!({
-                "name": r.name,
-                "source": r.place.to_string(),
-                "direction": r.direction,
-                "action": r.action,
-                "enabled": r.enabled,
-                "log": r.log,
-                "packets": packets,
-                "bytes": bytes,
-                "logged": hub.logged_by_rule(&r.name),
-            })
-        })
-        .collect();
+/// One rule's line of `show stats`.
+#[derive(Serialize)]
+struct RuleStats<'a> {
+    name: &'a str,
+    source: String,
+    direction: Direction,
+    action: Action,
+    enabled: bool,
+    log: bool,
+    packets: u64,
+    bytes: u64,
+    logged: u64,
+}
+
+/// `isolation` is the event loop's part; the readiness counts are added to it
+/// here (they are listed with `nft`).
+pub fn stats<'a>(snapshot: &'a Snapshot, hub: &'a Hub, mut isolation: Value) -> Result<impl Serialize + 'a, String> {
+    isolation["clear-inbound"] = json!(snapshot.readiness().as_deref().map(readiness::per_port));
+    let applied = snapshot.applied.as_deref();
+    let counters: Counters = applied.map(|a| counters(&a.compiled)).transpose()?.unwrap_or_default();
     let defaults: Vec<Value> = applied
         .into_iter()
         .flat_map(|a| ProfileKind::ALL.map(|k| (a, k)))
         .flat_map(|(a, k)| [Direction::In, Direction::Out].map(|d| (a, k, d)))
         .map(|(a, profile, direction)| {
-            let (packets, bytes) =
-                counters.defaults.get(&default_rule_comment(direction, profile)).copied().unwrap_or_default();
+            let (packets, bytes) = counters.profile_default(direction, profile);
             json!({
                 "profile": profile,
                 "direction": direction,
@@ -61,17 +58,31 @@ pub fn stats<B: Backend>(engine: &Engine<B>, hub: &Hub, isolation: &mut Isolatio
                 "set": keyword_sets::name(keyword, v4),
                 "keyword": keyword,
                 "family": if v4 { "ipv4" } else { "ipv6" },
-                "elements": engine.dynamic.entries(keyword, v4).len(),
+                "elements": snapshot.dynamic.entries(keyword, v4).len(),
             })
         })
         .collect();
-    Ok(json!({
-        "applies": engine.generation,
-        "last-apply-ms": engine.last_apply.as_secs_f64() * 1000.0,
-        "rules": rules,
+    let head = json!({
+        "applies": snapshot.generation,
+        "last-apply-ms": snapshot.last_apply.as_secs_f64() * 1000.0,
         "defaults": defaults,
         "dynamic-sets": sets,
-        "isolation": isolation.stats(applied.map(|a| &a.policy), engine.readiness().as_deref().map(readiness::per_port)),
+        "isolation": isolation,
         "monitor": hub.view(),
-    }))
+    });
+    let rules = applied.into_iter().flat_map(|a| a.policy.rules.iter().enumerate()).map(move |(i, r)| {
+        let (packets, bytes) = counters.rule(i);
+        RuleStats {
+            name: &r.name,
+            source: r.place.to_string(),
+            direction: r.direction,
+            action: r.action,
+            enabled: r.enabled,
+            log: r.log,
+            packets,
+            bytes,
+            logged: hub.logged_by_rule(&r.name),
+        }
+    });
+    Ok(WithRules { head, rules: Lazy::new(rules) })
 }

@@ -1,40 +1,87 @@
-//! Answers to the read-only requests, as JSON values the CLI renders.
+//! Answers to the read-only requests, as JSON the CLI renders. They are
+//! answered from the engine's published [`Snapshot`], on a blocking thread
+//! of their own, and the large ones are written as they are produced
+//! ([`Lazy`]): a 100,000-rule answer is never held whole.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use serde::{Serialize, Serializer};
 use serde_json::{json, Value};
 
-use super::engine::Engine;
-use crate::backend::Backend;
+use super::engine::Snapshot;
+use super::readiness;
 use crate::compile::keyword_sets;
-use crate::compile::{default_rule_comment, TABLE};
+use crate::compile::{default_rule_comment, Compiled, TABLE};
 use crate::net::{format_addr_range, icmp_type_name, protocol_name};
+use crate::nft::{self, Counter, NO_OWNER};
 use crate::policy::values::{format_address, Keyword};
-use crate::policy::{Direction, Policy, ProfileKind, Rule, Sourced};
+use crate::policy::{Action, Direction, Policy, ProfileKind, Rule, Sourced};
 
-/// Packets and bytes.
-pub(super) type Counter = (u64, u64);
+/// A sequence serialized as its iterator yields it, one element at a time
+/// (and only once: the iterator is used up).
+pub(super) struct Lazy<I>(RefCell<Option<I>>);
+
+impl<I> Lazy<I> {
+    pub fn new(items: I) -> Self {
+        Lazy(RefCell::new(Some(items)))
+    }
+}
+
+impl<I: Iterator<Item = T>, T: Serialize> Serialize for Lazy<I> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.borrow_mut().take().into_iter().flatten())
+    }
+}
+
+/// An answer's small part, then its rules (a [`Lazy`]) under `rules`.
+#[derive(Serialize)]
+pub(super) struct WithRules<R> {
+    #[serde(flatten)]
+    pub head: Value,
+    pub rules: R,
+}
 
 /// Per-rule counters (summed over the rule's set elements, found by their comment)
 /// and per-profile-default counters (found by the default rule's comment).
+#[derive(Default)]
 pub(super) struct Counters {
-    pub rules: HashMap<usize, Counter>,
+    pub rules: HashMap<u32, Counter>,
     pub defaults: HashMap<String, Counter>,
 }
 
-fn read_counters(listing: &Value) -> Counters {
-    let mut c = Counters { rules: HashMap::new(), defaults: HashMap::new() };
+impl Counters {
+    pub fn rule(&self, index: usize) -> Counter {
+        u32::try_from(index).ok().and_then(|i| self.rules.get(&i)).copied().unwrap_or_default()
+    }
+
+    pub fn profile_default(&self, direction: Direction, profile: ProfileKind) -> Counter {
+        self.defaults.get(&default_rule_comment(direction, profile)).copied().unwrap_or_default()
+    }
+}
+
+/// The kernel's counters of the applied table: the rules' from a netlink dump
+/// of each set whose elements belong to rules, the defaults' from a listing
+/// without set elements.
+pub(super) fn counters(compiled: &Compiled) -> Result<Counters, String> {
+    let mut c = Counters::default();
+    read_defaults(&mut c)?;
+    let table = &compiled.table;
+    for set in table.sets.iter().filter(|s| s.elems.iter().any(|e| e.tag != NO_OWNER)) {
+        nft::add_set_counters(&table.name, &set.name, &mut c.rules)
+            .map_err(|e| format!("cannot read the counters of set {}: {e}", set.name))?;
+    }
+    Ok(c)
+}
+
+/// The counters of the rules with a comment (the profiles' defaults), from a
+/// listing of the table without set elements.
+fn read_defaults(c: &mut Counters) -> Result<(), String> {
+    let listing = nft::list_table(TABLE, true).map_err(|e| format!("cannot read the table: {e}"))?;
     let counter = |v: &Value| (v["packets"].as_u64().unwrap_or(0), v["bytes"].as_u64().unwrap_or(0));
-    for obj in listing["nftables"].as_array().into_iter().flatten() {
-        for elem in obj["set"]["elem"].as_array().into_iter().flatten() {
-            let e = &elem["elem"];
-            if let Some(tag) = e["comment"].as_str().and_then(|t| t.parse::<usize>().ok()) {
-                let (p, b) = counter(&e["counter"]);
-                let total = c.rules.entry(tag).or_default();
-                *total = (total.0 + p, total.1 + b);
-            }
-        }
+    for obj in listing.iter().flat_map(|l| l["nftables"].as_array()).flatten() {
         if let Some(comment) = obj["rule"]["comment"].as_str() {
             let stmt = obj["rule"]["expr"].as_array().into_iter().flatten().find(|s| s.get("counter").is_some());
             if let Some(s) = stmt {
@@ -42,47 +89,77 @@ fn read_counters(listing: &Value) -> Counters {
             }
         }
     }
-    c
-}
-
-pub(super) fn counters<B: Backend>(engine: &Engine<B>) -> Result<Counters, String> {
-    let listing = engine.backend.read(TABLE, false).map_err(|e| format!("cannot read the table: {e}"))?;
-    Ok(listing.as_ref().map_or(Counters { rules: HashMap::new(), defaults: HashMap::new() }, read_counters))
+    Ok(())
 }
 
 fn sourced<T: serde::Serialize>(s: &Sourced<T>) -> Value {
     json!({ "value": s.value, "from": s.from.as_ref().map(ToString::to_string) })
 }
 
-pub fn rule_view(rule: &Rule) -> Value {
+/// A rule as `show rules` and `show policy` print it.
+#[derive(Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct RuleView<'a> {
+    name: &'a str,
+    source: String,
+    direction: Direction,
+    action: Action,
+    enabled: bool,
+    protocol: String,
+    local_ports: Vec<String>,
+    remote_ports: Vec<String>,
+    remote_addresses: Vec<String>,
+    local_addresses: Vec<String>,
+    interfaces: Vec<&'a str>,
+    profiles: &'a [ProfileKind],
+    icmp_types: Vec<String>,
+    services: &'a [String],
+    group: Option<&'static str>,
+    users: &'a [u32],
+    remote_groups: &'a [String],
+    require_secure: bool,
+    log: bool,
+}
+
+/// A rule with its counters.
+#[derive(Serialize)]
+struct Counted<'a> {
+    #[serde(flatten)]
+    rule: RuleView<'a>,
+    packets: u64,
+    bytes: u64,
+}
+
+pub fn rule_view(rule: &Rule) -> RuleView<'_> {
     let ports = |l: &[crate::net::PortRange]| -> Vec<String> {
         l.iter().map(|p| if p.0 == p.1 { p.0.to_string() } else { format!("{}-{}", p.0, p.1) }).collect()
     };
     let proto = rule.protocol.unwrap_or(0);
-    json!({
-        "name": rule.name,
-        "source": rule.place.to_string(),
-        "direction": rule.direction,
-        "action": rule.action,
-        "enabled": rule.enabled,
-        "protocol": protocol_name(rule.protocol),
-        "local-ports": ports(&rule.local_ports),
-        "remote-ports": ports(&rule.remote_ports),
-        "remote-addresses": rule.remote_addresses.iter().map(format_address).collect::<Vec<_>>(),
-        "local-addresses": rule.local_addresses.iter().map(format_address).collect::<Vec<_>>(),
-        "interfaces": rule.interfaces.iter().map(|p| p.0.clone()).collect::<Vec<_>>(),
-        "profiles": rule.profiles,
-        "icmp-types": rule.icmp_types.iter().map(|&t| icmp_type_name(proto, t)).collect::<Vec<_>>(),
-        "services": rule.services,
-        "group": rule.core.then_some("core-networking"),
-        "users": rule.users,
-        "remote-groups": rule.remote_groups,
-        "require-secure": rule.require_secure,
-        "log": rule.log,
-    })
+    RuleView {
+        name: &rule.name,
+        source: rule.place.to_string(),
+        direction: rule.direction,
+        action: rule.action,
+        enabled: rule.enabled,
+        protocol: protocol_name(rule.protocol),
+        local_ports: ports(&rule.local_ports),
+        remote_ports: ports(&rule.remote_ports),
+        remote_addresses: rule.remote_addresses.iter().map(format_address).collect(),
+        local_addresses: rule.local_addresses.iter().map(format_address).collect(),
+        interfaces: rule.interfaces.iter().map(|p| p.0.as_str()).collect(),
+        profiles: &rule.profiles,
+        icmp_types: rule.icmp_types.iter().map(|&t| icmp_type_name(proto, t)).collect(),
+        services: &rule.services,
+        group: rule.core.then_some("core-networking"),
+        users: &rule.users,
+        remote_groups: &rule.remote_groups,
+        require_secure: rule.require_secure,
+        log: rule.log,
+    }
 }
 
-pub fn policy_view(policy: &Policy) -> Value {
+/// `show policy`: the merged policy, its rules written one at a time.
+pub fn policy_view(policy: &Policy) -> impl Serialize + '_ {
     let profiles: Vec<Value> = policy
         .profiles
         .iter()
@@ -99,7 +176,7 @@ pub fn policy_view(policy: &Policy) -> Value {
             })
         })
         .collect();
-    json!({
+    let head = json!({
         "files": policy.files,
         "default": policy.default,
         "profiles": profiles,
@@ -109,8 +186,8 @@ pub fn policy_view(policy: &Policy) -> Value {
         },
         "groups": policy.groups,
         "group-connections": policy.group_connections,
-        "rules": policy.rules.iter().map(rule_view).collect::<Vec<_>>(),
-    })
+    });
+    WithRules { head, rules: Lazy::new(policy.rules.iter().map(rule_view)) }
 }
 
 /// `t` in RFC 3339 at the offset of `zone` (the host's local time for the
@@ -120,19 +197,21 @@ fn rfc3339(t: SystemTime, zone: &jiff::tz::TimeZone) -> Option<String> {
     Some(at.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string())
 }
 
-pub fn state<B: Backend>(engine: &Engine<B>) -> Result<Value, String> {
+/// `show state`; `isolation` is the event loop's part, `changing` how many
+/// changes wait for the engine or are being made.
+pub fn state(snapshot: &Snapshot, isolation: Value, changing: usize) -> Result<Value, String> {
     // Terse: a 100,000-element table need not be listed to know it is there.
-    let present = engine.backend.read(TABLE, true).map_err(|e| format!("cannot read the table: {e}"))?.is_some();
-    let applied = engine.applied.as_ref();
+    let present = nft::table_exists(TABLE).map_err(|e| format!("cannot read the table: {e}"))?;
+    let applied = snapshot.applied.as_ref();
     let table = applied.map(|a| &a.compiled.table);
     Ok(json!({
         "table": format!("inet {TABLE}"),
         "present": present,
-        "generation": engine.generation,
+        "generation": snapshot.generation,
         "applied-at": applied.and_then(|a| rfc3339(a.at, &jiff::tz::TimeZone::system())),
-        "last-apply-ms": engine.last_apply.as_secs_f64() * 1000.0,
-        "policy-dirs": engine.dirs.policy,
-        "services-dirs": engine.dirs.services,
+        "last-apply-ms": snapshot.last_apply.as_secs_f64() * 1000.0,
+        "policy-dirs": snapshot.dirs.policy,
+        "services-dirs": snapshot.dirs.services,
         "files": applied.map(|a| a.policy.files.clone()).unwrap_or_default(),
         "rules": applied.map_or(0, |a| a.policy.rules.len()),
         "enabled-rules": applied.map_or(0, |a| a.policy.rules.iter().filter(|r| r.enabled).count()),
@@ -140,22 +219,21 @@ pub fn state<B: Backend>(engine: &Engine<B>) -> Result<Value, String> {
         "elements": table.map_or(0, |t| t.element_count()),
         "chains": table.map_or(0, |t| t.chains.len()),
         "nft-rules": table.map_or(0, |t| t.rule_count()),
-        "confirm-pending-secs": engine.pending.as_ref().map(|p| p.deadline.saturating_duration_since(Instant::now()).as_secs()),
-        "last-error": engine.last_error,
+        "confirm-pending-secs": snapshot.confirm_deadline.map(|at| at.saturating_duration_since(Instant::now()).as_secs()),
+        "last-error": snapshot.last_error,
+        "isolation": isolation,
+        "changes-in-progress": changing,
     }))
 }
 
-pub fn rules<B: Backend>(engine: &Engine<B>) -> Result<Value, String> {
-    let Some(applied) = &engine.applied else { return Ok(json!([])) };
-    let counters = counters(engine)?;
-    let rules = applied.policy.rules.iter().enumerate().map(|(i, r)| {
-        let (packets, bytes) = counters.rules.get(&i).copied().unwrap_or_default();
-        let mut v = rule_view(r);
-        v["packets"] = json!(packets);
-        v["bytes"] = json!(bytes);
-        v
-    });
-    Ok(Value::Array(rules.collect()))
+/// `show rules`: every rule with its counters, written one at a time.
+pub fn rules(snapshot: &Snapshot) -> Result<impl Serialize + '_, String> {
+    let applied = snapshot.applied.as_deref();
+    let counters = applied.map(|a| counters(&a.compiled)).transpose()?.unwrap_or_default();
+    Ok(Lazy::new(applied.into_iter().flat_map(|a| a.policy.rules.iter().enumerate()).map(move |(i, r)| {
+        let (packets, bytes) = counters.rule(i);
+        Counted { rule: rule_view(r), packets, bytes }
+    })))
 }
 
 /// The host's interfaces (in the daemon's network namespace) and their profile.
@@ -171,16 +249,18 @@ fn host_interfaces(policy: &Policy) -> Vec<Value> {
     names.into_iter().map(|n| json!({ "interface": n, "profile": policy.profile_of(&n) })).collect()
 }
 
-pub fn profiles<B: Backend>(engine: &Engine<B>) -> Result<Value, String> {
-    let Some(applied) = &engine.applied else { return Ok(json!({})) };
-    let counters = counters(engine)?;
+/// `show profiles`: the defaults' counters need no set listed.
+pub fn profiles(snapshot: &Snapshot) -> Result<Value, String> {
+    let Some(applied) = &snapshot.applied else { return Ok(json!({})) };
+    let mut counters = Counters::default();
+    read_defaults(&mut counters)?;
     let policy = &applied.policy;
     let profiles: Vec<Value> = ProfileKind::ALL
         .iter()
         .map(|&k| {
             let p = policy.profile(k);
             let default = |d: Direction| {
-                let (packets, bytes) = counters.defaults.get(&default_rule_comment(d, k)).copied().unwrap_or_default();
+                let (packets, bytes) = counters.profile_default(d, k);
                 json!({ "verdict": p.default_for(d), "packets": packets, "bytes": bytes })
             };
             json!({
@@ -195,8 +275,8 @@ pub fn profiles<B: Backend>(engine: &Engine<B>) -> Result<Value, String> {
 }
 
 /// Every keyword's current values, where each came from, and its set.
-pub fn sets<B: Backend>(engine: &Engine<B>) -> Value {
-    let in_table: Vec<String> = engine
+pub fn sets(snapshot: &Snapshot) -> Value {
+    let in_table: Vec<String> = snapshot
         .applied
         .as_ref()
         .map_or_else(Vec::new, |a| a.compiled.dynamic.iter().map(|&(k, v4)| keyword_sets::name(k, v4)).collect());
@@ -205,7 +285,7 @@ pub fn sets<B: Backend>(engine: &Engine<B>) -> Value {
         .flat_map(|&k| [true, false].map(|v4| (k, v4)))
         .map(|(keyword, v4)| {
             let name = keyword_sets::name(keyword, v4);
-            let entries: Vec<Value> = engine
+            let entries: Vec<Value> = snapshot
                 .dynamic
                 .entries(keyword, v4)
                 .iter()
@@ -224,37 +304,35 @@ pub fn sets<B: Backend>(engine: &Engine<B>) -> Value {
 }
 
 /// charon's SAs, each with the groups of its peer: those of its group
-/// connection (`groups`: the group connections' names and groups), or for an
-/// SA this host started, of the peer sets its address is in (`peers`); and
-/// the soft SAs; and in `request` and `boundary`, the readiness counts by
-/// source (`clear_inbound`). `socket` is `None` when isolation is off.
-pub async fn sas(
-    socket: Option<std::path::PathBuf>,
-    groups: BTreeMap<String, Vec<String>>,
-    peers: crate::compile::GroupPeers,
-    soft: Vec<super::first_contact::SoftSa>,
-    clear_inbound: Option<Vec<Value>>,
-) -> crate::protocol::Response {
+/// connection, or for an SA this host started, of the peer sets its address
+/// is in; and the soft SAs (`soft`); and in `request` and `boundary`, the
+/// readiness counts by source.
+pub async fn sas(snapshot: Arc<Snapshot>, soft: Vec<super::first_contact::SoftSa>) -> crate::protocol::Response {
     use crate::protocol::Response;
-    let Some(socket) = socket else {
+    let Some(policy) = snapshot.applied.as_ref().map(|a| &a.policy).filter(|p| p.isolation.enabled()) else {
         return Response::Ok(json!({ "isolation": "off", "ike-sas": [], "soft-sas": [] }));
     };
-    match crate::ike::list_sas(&socket).await {
-        Ok(mut sas) => {
-            for sa in &mut sas {
-                let addr = sa.remote_host.as_deref().and_then(|h| h.parse::<std::net::IpAddr>().ok());
-                let started = sa.name == crate::ike::conn::CONN;
-                sa.groups = match (started, addr) {
-                    (true, Some(addr)) => {
-                        peers.iter().filter(|(_, a)| a.contains(&addr)).map(|(g, _)| g.clone()).collect()
-                    }
-                    _ => groups.get(&sa.name).cloned().unwrap_or_default(),
-                };
+    let groups: BTreeMap<String, &std::collections::BTreeSet<String>> =
+        policy.group_connections.iter().map(|g| (crate::ike::conn::group_conn_name(g), &g.groups)).collect();
+    // `nft` lists the counting sets, on a blocking thread.
+    let reader = Arc::clone(&snapshot);
+    let clear_inbound = tokio::task::spawn_blocking(move || reader.readiness());
+    let mut sas = match crate::ike::list_sas(&crate::ike::socket_path(&policy.isolation)).await {
+        Ok(sas) => sas,
+        Err(e) => return Response::Error(e),
+    };
+    for sa in &mut sas {
+        let addr = sa.remote_host.as_deref().and_then(|h| h.parse::<std::net::IpAddr>().ok());
+        let started = sa.name == crate::ike::conn::CONN;
+        sa.groups = match (started, addr) {
+            (true, Some(addr)) => {
+                snapshot.peers.iter().filter(|(_, a)| a.contains(&addr)).map(|(g, _)| g.clone()).collect()
             }
-            Response::Ok(json!({ "isolation": "on", "ike-sas": sas, "soft-sas": soft, "clear-inbound": clear_inbound }))
-        }
-        Err(e) => Response::Error(e),
+            _ => groups.get(&sa.name).map(|g| g.iter().cloned().collect()).unwrap_or_default(),
+        };
     }
+    let clear_inbound = clear_inbound.await.ok().flatten().as_deref().map(readiness::per_source);
+    Response::Ok(json!({ "isolation": "on", "ike-sas": sas, "soft-sas": soft, "clear-inbound": clear_inbound }))
 }
 
 #[cfg(test)]
@@ -263,7 +341,13 @@ mod tests {
 
     use jiff::tz::{Offset, TimeZone};
 
-    use super::rfc3339;
+    use super::{rfc3339, Lazy, WithRules};
+
+    #[test]
+    fn a_lazy_answer_is_the_json_of_its_whole_value() {
+        let answer = WithRules { head: serde_json::json!({ "files": ["a"] }), rules: Lazy::new([1, 2].into_iter()) };
+        assert_eq!(serde_json::to_string(&answer).unwrap(), r#"{"files":["a"],"rules":[1,2]}"#);
+    }
 
     #[test]
     fn applied_at_is_rfc3339_at_the_zone_offset() {

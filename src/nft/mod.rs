@@ -9,6 +9,8 @@
 
 mod exec;
 mod model;
+mod netlink;
 
 pub use exec::{apply, list_set, list_table, NftError};
 pub use model::*;
+pub use netlink::{add_set_counters, table_exists, Counter};

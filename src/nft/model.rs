@@ -1,5 +1,6 @@
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use serde::ser::{SerializeMap, SerializeSeq, Serializer};
 use serde::Serialize;
@@ -105,12 +106,14 @@ pub struct Elem {
 
 /// A named set. With `interval`, every field may be a range, prefix or
 /// wildcard; without it, elements are exact values and the kernel picks a hash.
+/// The elements are shared, so that a copy of a table (the daemon's published
+/// snapshot) costs no copy of them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Set {
     pub name: String,
     pub key: Vec<KeyType>,
     pub interval: bool,
-    pub elems: Vec<Elem>,
+    pub elems: Arc<Vec<Elem>>,
     pub fill: Fill,
 }
 
@@ -327,7 +330,7 @@ impl SetDiff {
         let (was, is): (HashSet<&Elem>, HashSet<&Elem>) = (old.elems.iter().collect(), new.elems.iter().collect());
         let delete: Vec<Elem> = old.elems.iter().filter(|e| !is.contains(e)).cloned().collect();
         let (flush, delete, add) = if delete.len() > MAX_DELETES {
-            (true, Vec::new(), new.elems.clone())
+            (true, Vec::new(), new.elems.to_vec())
         } else {
             (false, delete, new.elems.iter().filter(|e| !was.contains(e)).cloned().collect())
         };

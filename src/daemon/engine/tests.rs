@@ -179,7 +179,11 @@ fn host_changes_send_only_the_changed_elements() {
     );
     let mut e = engine(&d);
     assert_eq!(e.update_dynamic(gateways(&["10.0.0.1", "10.0.0.2"])).unwrap(), 1);
+    let before = e.snapshot();
     assert_eq!(e.update_dynamic(gateways(&["10.0.0.2", "10.0.0.3"])).unwrap(), 1);
+    let gateway_set = |a: &Applied| a.compiled.set("dyn_default_gateway4").elems.clone();
+    let (was, is) = (gateway_set(before.applied.as_ref().unwrap()), gateway_set(e.applied.as_ref().unwrap()));
+    assert!(was != is, "a published snapshot keeps the sets it was taken with");
     let last = &e.backend.set_updates[1][0];
     assert_eq!(
         (last.name.as_str(), last.flush, last.delete.len(), last.add.len()),
