@@ -46,6 +46,7 @@ pub fn state(v: &Value) -> String {
     for f in v["files"].as_array().into_iter().flatten() {
         let _ = writeln!(o, "             {}", s(f));
     }
+    ignored_dirs(&mut o, &v["ignored-dirs"]);
     let _ = writeln!(
         o,
         "applied:     generation {}, at {}, in {:.1} ms",
@@ -319,10 +320,11 @@ pub fn policy(v: &Value) -> String {
         }
     }
     let _ = writeln!(o, "settings:");
-    for key in ["log-dropped", "core-networking"] {
+    for key in ["log-dropped", "core-networking", "local-policy"] {
         let setting = &v["settings"][key];
         let _ = writeln!(o, "  {key} {} {}", s(&setting["value"]), from(setting));
     }
+    ignored_dirs(&mut o, &v["settings"]["ignored-dirs"]);
     let groups = v["groups"].as_array().map_or(&[][..], Vec::as_slice);
     if !groups.is_empty() {
         let _ = writeln!(o, "groups:");
@@ -549,4 +551,11 @@ pub fn stats(v: &Value) -> String {
 /// The given keys of each object of an array, as table cells.
 fn columns<const N: usize>(rows: &Value, keys: [&str; N]) -> Vec<[String; N]> {
     rows.as_array().into_iter().flatten().map(|r| keys.map(|k| s(&r[k]))).collect()
+}
+
+/// The policy directories that `settings.local-policy: ignore` left unread.
+fn ignored_dirs(o: &mut String, dirs: &Value) {
+    for d in dirs.as_array().into_iter().flatten() {
+        let _ = writeln!(o, "             NOT READ (local-policy: ignore): {}", s(d));
+    }
 }

@@ -232,6 +232,26 @@ check "publish after the replay" publish all "$WORK/b3"
 said "it is revision 3" "revision 3 "
 check "every host applies revision 3, its errors cleared" wait_for 30 at all 3 $ALL
 check "every daemon has its rule" everywhere fleet-three
+
+# settings.local-policy: ignore in a fleet file: the hosts' own directory after
+# the fleet layer is not read (their rule local-ssh goes), until it is dropped.
+bundle "$WORK/web2" fleet-web2 8009
+printf 'settings:\n  local-policy: ignore\n' >"$WORK/web2/10-settings.yaml"
+check "publish local-policy: ignore to role=web" publish role=web "$WORK/web2"
+check "web hosts apply role=web's revision 2" wait_for 30 at role=web 2 $WEB
+# local_rule I: host I's daemon has its own rule local-ssh.
+local_rule() { rules_have "$PREFIX-h$1" local-ssh; }
+check "web hosts no longer have their own rule, db hosts do" \
+    eval '! local_rule 1 && ! local_rule 4 && local_rule 5 && local_rule 10'
+check "show policy says so, naming the fleet file and the unread directory" \
+    eval 'rf "$PREFIX-h1" show policy | grep -q "local-policy ignore (set at $WORK/h1/fleet/policy.d/10-settings.yaml:2:17)" &&
+          rf "$PREFIX-h1" show policy | grep -qx " *NOT READ (local-policy: ignore): $WORK/h1/etc"'
+check "show state --json lists the unread directory" \
+    eval '[ "$(rf "$PREFIX-h1" show state --json | jget "v[\"ignored-dirs\"]")" = "[\"$WORK/h1/etc\"]" ]'
+rm "$WORK/web2/10-settings.yaml"
+check "publish role=web without the setting" publish role=web "$WORK/web2"
+check "web hosts apply role=web's revision 3 and have their own rule again" \
+    wait_for 30 eval 'at role=web 3 $WEB && local_rule 1 && local_rule 4'
 T_POLICY=$SECONDS
 
 # One member down: the cluster keeps its quorum; publishing and propagation go on.

@@ -183,6 +183,8 @@ pub fn policy_view(policy: &Policy) -> impl Serialize + '_ {
         "settings": {
             "log-dropped": sourced(&policy.settings.log_dropped),
             "core-networking": sourced(&policy.settings.core_networking),
+            "local-policy": sourced(&policy.settings.local_policy),
+            "ignored-dirs": policy.settings.ignored_dirs,
         },
         "groups": policy.groups,
         "group-connections": policy.group_connections,
@@ -213,6 +215,7 @@ pub fn state(snapshot: &Snapshot, isolation: Value, changing: usize) -> Result<V
         "policy-dirs": snapshot.dirs.policy,
         "services-dirs": snapshot.dirs.services,
         "files": applied.map(|a| a.policy.files.clone()).unwrap_or_default(),
+        "ignored-dirs": applied.map(|a| a.policy.settings.ignored_dirs.clone()).unwrap_or_default(),
         "rules": applied.map_or(0, |a| a.policy.rules.len()),
         "enabled-rules": applied.map_or(0, |a| a.policy.rules.iter().filter(|r| r.enabled).count()),
         "sets": table.map_or(0, |t| t.sets.len()),

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::diag::{embedded_path, Diagnostic, Diagnostics, Place};
-use super::raw::RawFile;
+use super::raw::{LocalPolicy, RawFile};
 use super::text::clip_quoted;
 use super::{validate, Policy};
 
@@ -116,7 +116,10 @@ pub fn load_replacing(dirs: &Dirs, path: &Path, text: &str) -> Result<Policy, Di
 fn load_layers(dirs: &Dirs, replacing: Option<(&Path, &str)>) -> Result<Policy, Diagnostics> {
     let catalogue = super::services::load(&dirs.services, dirs.services_required)?;
     let mut diags = Vec::new();
-    let (layers, default) = discover(&dirs.policy, dirs.policy_required, replacing.map(|r| r.0), &mut diags);
+    let (read_dirs, ignored_dirs) = local_policy_cut(&dirs.policy, replacing);
+    // A change in a directory that is not read changes nothing.
+    let replacing = replacing.filter(|(path, _)| path.parent().is_some_and(|d| read_dirs.iter().any(|r| r == d)));
+    let (layers, default) = discover(read_dirs, dirs.policy_required, replacing.map(|r| r.0), &mut diags);
     let mut sources = Vec::new();
     for layer in layers {
         match layer {
@@ -137,6 +140,7 @@ fn load_layers(dirs: &Dirs, replacing: Option<(&Path, &str)>) -> Result<Policy, 
             if let DefaultLayer::Masked(_) = default {
                 policy.default = default;
             }
+            policy.settings.ignored_dirs = ignored_dirs.to_vec();
             super::isolation::check_identity(&policy.isolation, &mut diags);
             if diags.is_empty() {
                 Ok(policy)
@@ -187,6 +191,37 @@ fn load_text_with(
     } else {
         Err(Diagnostics(diags))
     }
+}
+
+/// The directories to read, and those not read: the ones after the first
+/// directory with a file that says `settings.local-policy: ignore` (with
+/// `replacing`'s text standing for its file). Only files that name the
+/// setting are parsed here, so a policy is parsed once; a file that cannot be
+/// read or parsed does not cut (its error comes from the load, if it is read).
+fn local_policy_cut<'a>(dirs: &'a [PathBuf], replacing: Option<(&Path, &str)>) -> (&'a [PathBuf], &'a [PathBuf]) {
+    let ignores = |path: &Path| {
+        let text = match replacing {
+            Some((replaced, text)) if replaced == path => text.to_string(),
+            _ => match read(path) {
+                Ok(text) => text,
+                Err(_) => return false,
+            },
+        };
+        text.contains("local-policy")
+            && parse::<RawFile>(&Arc::from(path), &text).is_ok_and(|raw| {
+                raw.settings.and_then(|s| s.local_policy).is_some_and(|l| l.value == LocalPolicy::Ignore)
+            })
+    };
+    let cut = dirs.iter().position(|dir| {
+        let listed = fs::read_dir(dir).into_iter().flatten().flatten().map(|e| e.path());
+        let replaced = replacing.map(|(p, _)| p.to_path_buf()).filter(|p| p.parent() == Some(dir.as_path()));
+        let mut paths = listed.chain(replaced);
+        paths.any(|p| {
+            let name = p.file_name().map_or(&[][..], |n| n.as_encoded_bytes());
+            name.first() != Some(&b'.') && name.ends_with(b".yaml") && ignores(&p)
+        })
+    });
+    dirs.split_at(cut.map_or(dirs.len(), |i| i + 1))
 }
 
 /// The layers of `dirs` in merge order (masks included, to be skipped), with

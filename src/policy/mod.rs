@@ -25,7 +25,7 @@ pub use diag::{Diagnostic, Diagnostics, Place};
 #[cfg(test)]
 pub use load::load_text;
 pub use load::{load, load_replacing, DefaultLayer, Dirs, EMBEDDED_DEFAULT};
-pub use raw::{Action, Direction, ProfileKind, Verdict};
+pub use raw::{Action, Direction, LocalPolicy, ProfileKind, Verdict};
 use values::{Address, IfPattern};
 
 /// A value with the place that set it; `from: None` is the built-in default.
@@ -72,6 +72,10 @@ pub struct Settings {
     pub log_dropped: Sourced<bool>,
     /// Whether the core networking rules are in the policy (`Rule::core`).
     pub core_networking: Sourced<bool>,
+    /// `Ignore` from the first file that said so (no later file undoes it).
+    pub local_policy: Sourced<LocalPolicy>,
+    /// The policy directories not read because of `local_policy`.
+    pub ignored_dirs: Vec<PathBuf>,
 }
 
 /// One validated rule. Empty lists mean "any".

@@ -170,6 +170,20 @@ pub struct RawSettings {
     /// advertisements, ICMP errors of tracked flows, DHCP client); on by default.
     #[schemars(with = "Option<Flag>")]
     pub core_networking: Option<S<Flag>>,
+    /// `ignore`: the policy directories after this file's are not read (a
+    /// fleet layer's "apply local firewall rules: no").
+    #[schemars(with = "Option<LocalPolicy>")]
+    pub local_policy: Option<S<LocalPolicy>>,
+}
+
+/// Whether the policy directories after a file's own are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum LocalPolicy {
+    /// They are (the default): later files replace and add to earlier ones.
+    Apply,
+    /// They are not: the policy ends with the directory of the file that says so.
+    Ignore,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -163,6 +163,42 @@ fn later_directories_replace_files_of_the_same_name_and_dev_null_masks() {
 }
 
 #[test]
+fn local_policy_ignore_ends_the_directories_at_its_own() {
+    let t = TempDir::new("local");
+    let (usr, fleet, etc) = (t.sub("usr"), t.sub("fleet"), t.sub("etc"));
+    write(&usr, "00-default.yaml", "version: 1\n");
+    write(&usr, "20-base.yaml", "rules:\n  - { name: base, direction: in, action: allow }\n");
+    write(&fleet, "20-base.yaml", "rules:\n  - { name: fleet-base, direction: in, action: allow }\n");
+    write(&fleet, "30-fleet.yaml", "rules:\n  - { name: fleet, direction: in, action: allow }\n");
+    write(&etc, "20-base.yaml", "rules:\n  - { name: etc-base, direction: in, action: allow }\n");
+    // A local file that would not even load: unread, it is no error.
+    write(&etc, "40-local.yaml", "rules:\n  - { name: local, direction: sideways }\n");
+    let dirs = [usr.clone(), fleet.clone(), etc.clone()];
+    assert!(load(&dirs, true).is_err());
+
+    write(&fleet, "10-settings.yaml", "settings:\n  local-policy: ignore\n");
+    let p = load(&dirs, true).unwrap();
+    assert_eq!(own(&p), ["fleet-base", "fleet"]);
+    assert_eq!(p.settings.local_policy.value, LocalPolicy::Ignore);
+    assert_eq!(
+        p.settings.local_policy.from.unwrap().to_string(),
+        format!("{}:2:17", fleet.join("10-settings.yaml").display())
+    );
+    assert_eq!(p.settings.ignored_dirs, std::slice::from_ref(&etc));
+
+    // No later file undoes it; a change checked in an unread directory changes nothing.
+    write(&fleet, "90-apply.yaml", "settings:\n  local-policy: apply\n");
+    let replaced = super::load_replacing(
+        &Dirs { policy: dirs.to_vec(), ..Dirs::new(Vec::new(), Vec::new()) },
+        &etc.join("50-x.yaml"),
+        "bad: [",
+    )
+    .unwrap();
+    assert_eq!(replaced.settings.local_policy.value, LocalPolicy::Ignore);
+    assert_eq!(own(&replaced), ["fleet-base", "fleet"]);
+}
+
+#[test]
 fn the_embedded_default_is_a_layer_that_stays_when_files_are_added() {
     let t = TempDir::new("layer");
     let dir = t.sub("policy");

@@ -10,7 +10,7 @@ use serde_saphyr::Spanned as S;
 
 use super::diag::{Diagnostic, Place};
 use super::groups::{self, Pending};
-use super::raw::{Direction, ProfileKind, RawFile, RawProfile, RawRule, Scalar};
+use super::raw::{Direction, LocalPolicy, ProfileKind, RawFile, RawProfile, RawRule, Scalar};
 use super::services::{Catalogue, ServicePorts};
 use super::text::{self, Quoted};
 use super::values::{self, Address};
@@ -74,7 +74,12 @@ impl<'c> Merger<'c> {
                 default: DefaultLayer::Absent,
                 profiles: ProfileKind::ALL.map(Profile::builtin),
                 rules: Vec::new(),
-                settings: Settings { log_dropped: Sourced::default(false), core_networking: Sourced::default(true) },
+                settings: Settings {
+                    log_dropped: Sourced::default(false),
+                    core_networking: Sourced::default(true),
+                    local_policy: Sourced::default(LocalPolicy::Apply),
+                    ignored_dirs: Vec::new(),
+                },
                 isolation: Default::default(),
                 groups: Vec::new(),
                 group_connections: Vec::new(),
@@ -107,6 +112,10 @@ impl<'c> Merger<'c> {
         }
         if let Some(core) = raw.settings.as_ref().and_then(|s| s.core_networking.as_ref()) {
             policy.settings.core_networking = Sourced { value: core.value.0, from: Some(cx.place(core)) };
+        }
+        let local = raw.settings.as_ref().and_then(|s| s.local_policy.as_ref());
+        if let Some(local) = local.filter(|_| policy.settings.local_policy.value == LocalPolicy::Apply) {
+            policy.settings.local_policy = Sourced { value: local.value, from: Some(cx.place(local)) };
         }
         if let Some(iso) = &raw.isolation {
             super::isolation::merge(&mut cx, &mut policy.isolation, iso);
