@@ -205,6 +205,10 @@ refute "nor publish" --says "permission denied" etcd_as h1 put /ringfence/v1/pol
 refute "nor delete the policy" --says "permission denied" etcd_as h1 del /ringfence/v1/policy/all
 refute "the publisher's cannot write a host's status" --says "permission denied" \
     etcd_as publisher-etcd put /ringfence/v1/status/h1 x
+sed 's/^host: h1$/host: h2/' "$WORK/h1/agent.yaml" >"$WORK/h1/wrong-host.yaml"
+refute "an agent whose host is not its certificate's CN does not start" --status 1 \
+    --says 'host "h2" is not the CN "h1" of the etcd certificate' \
+    ip netns exec "$PREFIX-h1" timeout 20 "$RINGFENCE" fleet agent --config "$WORK/h1/wrong-host.yaml"
 check "every host still reports revision 1" at all 1 $ALL
 check "every daemon has the fleet rule" everywhere fleet-one
 ctl get /ringfence/v1/policy/all --print-value-only >"$WORK/revision1.json"
