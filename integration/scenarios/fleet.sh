@@ -8,7 +8,9 @@
 # nothing and report why; with one etcd member down publishing goes on; with
 # all down the hosts keep their policy, a restarted daemon and agent apply the
 # last good one, and the status returns with etcd; a killed agent's status
-# key expires after its (shortened) TTL.
+# key expires after its (shortened) TTL. Access control is on (set up by
+# packaging/fleet-etcd-rbac.sh): a host's credentials cannot write another
+# host's status nor publish.
 source "$(dirname "$0")/../lib.sh"
 for _tool in etcd etcdctl openssl; do
     command -v "$_tool" >/dev/null || { echo "$SCENARIO: $_tool is missing (run integration/install-deps.sh)"; exit 1; }
@@ -31,7 +33,10 @@ ca fleet-ca "/CN=Fleet CA"
 ca other-ca "/CN=Other CA"
 leaf publisher fleet-ca "/OU=Fleet Publishers/CN=publisher"
 leaf foreign other-ca "/OU=Fleet Publishers/CN=foreign"
-leaf admin etcd-ca "/CN=admin"
+# etcd takes the user from the client certificate's CN: the administrator is
+# root, the publisher's etcd credential is the user publisher.
+leaf admin etcd-ca "/CN=root"
+leaf publisher-etcd etcd-ca "/CN=publisher"
 
 sw=$(switch sw)
 admin=$(host admin)
@@ -58,14 +63,16 @@ for i in 1 2 3; do
     etcd_start "$i"
 done
 
-# ctl ARGS...: etcdctl as the admin (to the members $CTL_ENDPOINTS, by default all).
-ctl() {
+# etcd_as CERT ARGS...: etcdctl with the client certificate CERT (to the members
+# $CTL_ENDPOINTS, by default all); ctl ARGS...: as the admin.
+etcd_as() {
     ip netns exec "$admin" timeout 20 env ETCDCTL_API=3 etcdctl --endpoints "${CTL_ENDPOINTS:-$ENDPOINTS}" \
-        --cacert "$PKI/etcd-ca.pem" --cert "$PKI/admin.pem" --key "$PKI/admin.key" "$@"
+        --cacert "$PKI/etcd-ca.pem" --cert "$PKI/$1.pem" --key "$PKI/$1.key" "${@:2}"
 }
+ctl() { etcd_as admin "$@"; }
 export RINGFENCE_ETCD_ENDPOINTS=$ENDPOINTS RINGFENCE_ETCD_CA=$PKI/etcd-ca.pem \
-    RINGFENCE_ETCD_CERT=$PKI/admin.pem RINGFENCE_ETCD_KEY=$PKI/admin.key
-# fleet ARGS...: the fleet commands as the admin.
+    RINGFENCE_ETCD_CERT=$PKI/publisher-etcd.pem RINGFENCE_ETCD_KEY=$PKI/publisher-etcd.key
+# fleet ARGS...: the fleet commands as the publisher.
 fleet() { ip netns exec "$admin" timeout 20 "$RINGFENCE" fleet "$@"; }
 # publish SCOPE DIR [SIGNER]: publishes as the fleet's publisher (or SIGNER).
 publish() {
@@ -74,6 +81,16 @@ publish() {
 wait_for 20 ctl endpoint health || { echo "etcd did not start"; cat "$WORK"/e*.log | tail -20; exit 1; }
 
 N=10
+# rbac ARGS...: packaging/fleet-etcd-rbac.sh as the admin.
+rbac() {
+    ip netns exec "$admin" timeout 60 bash "$ROOT/packaging/fleet-etcd-rbac.sh" --endpoints "$ENDPOINTS" \
+        --cacert "$PKI/etcd-ca.pem" --cert "$PKI/admin.pem" --key "$PKI/admin.key" "$@"
+}
+check "the roles are set up and auth enabled" rbac setup publisher
+check "a host role and user for each host" rbac add-host $(seq -f 'h%g' $N)
+refute "auth is on: a client whose CN is no user is refused" --says "user name not found|permission denied" \
+    etcd_as e1 get /ringfence/v1/policy/all
+check "setting up again, now as root under auth, goes through" eval 'rbac setup publisher && rbac add-host h1' 
 HOSTS=()
 declare -A AGENT_PID
 # agent_start I: host hI's agent.
@@ -178,6 +195,21 @@ bundle "$WORK/b1" fleet-one 8001
 check "publish to all" publish all "$WORK/b1"
 said "it is revision 1" "revision 1 "
 check "every host applies and reports revision 1" wait_for 30 at all 1 $ALL
+
+check "h1's credentials read the policy" eval 'etcd_as h1 get /ringfence/v1/policy/all --print-value-only | grep -q fleet-one'
+check "h1's credentials write its own report key" etcd_as h1 put /ringfence/v1/report/h1 "$(ctl get /ringfence/v1/report/h1 --print-value-only)"
+refute "h1's credentials cannot write h2's status" --says "permission denied" etcd_as h1 put /ringfence/v1/status/h2 x
+refute "nor h10's (a prefix h1 would cover it)" --says "permission denied" etcd_as h1 put /ringfence/v1/status/h10 x
+refute "nor h2's durable report" --says "permission denied" etcd_as h1 put /ringfence/v1/report/h2 x
+refute "nor publish" --says "permission denied" etcd_as h1 put /ringfence/v1/policy/all x
+refute "nor delete the policy" --says "permission denied" etcd_as h1 del /ringfence/v1/policy/all
+refute "the publisher's cannot write a host's status" --says "permission denied" \
+    etcd_as publisher-etcd put /ringfence/v1/status/h1 x
+sed 's/^host: h1$/host: h2/' "$WORK/h1/agent.yaml" >"$WORK/h1/wrong-host.yaml"
+refute "an agent whose host is not its certificate's CN does not start" --status 1 \
+    --says 'host "h2" is not the CN "h1" of the etcd certificate' \
+    ip netns exec "$PREFIX-h1" timeout 20 "$RINGFENCE" fleet agent --config "$WORK/h1/wrong-host.yaml"
+check "every host still reports revision 1" at all 1 $ALL
 check "every daemon has the fleet rule" everywhere fleet-one
 ctl get /ringfence/v1/policy/all --print-value-only >"$WORK/revision1.json"
 

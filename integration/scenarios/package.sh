@@ -95,6 +95,7 @@ sort >"$WORK/deb.expected" <<EOF
 /usr/bin/ringfence
 /lib/systemd/system/ringfence.service
 /lib/systemd/system/ringfence-fleet.service
+/usr/share/ringfence/fleet-etcd-rbac.sh
 /usr/lib/ringfence/policy.d/00-default.yaml
 /usr/lib/ringfence/services.d/00-services.yaml
 /etc/ringfence/policy.d/README
@@ -108,7 +109,8 @@ EOF
 sort >"$WORK/rpm.expected" <<EOF
 /usr/bin/ringfence
 /usr/lib/systemd/system/ringfence.service
-/lib/systemd/system/ringfence-fleet.service
+/usr/lib/systemd/system/ringfence-fleet.service
+/usr/share/ringfence/fleet-etcd-rbac.sh
 /usr/lib/ringfence/policy.d/00-default.yaml
 /usr/lib/ringfence/services.d/00-services.yaml
 /etc/ringfence/policy.d/README
@@ -125,6 +127,9 @@ sort -o "$WORK/deb.expected" "$WORK/deb.expected"
 deb_files() { dpkg-deb --fsys-tarfile "$DEB" | tar -t | grep -v '/$' | sed 's|^\./|/|' | sort; }
 check "the .deb holds exactly the expected files" diff -u "$WORK/deb.expected" <(deb_files)
 check "the .rpm holds exactly the expected files" diff -u "$WORK/rpm.expected" <(rpm -qlp "$RPM" | sort)
+check "the fleet's etcd access-control script is executable in both" sh -c \
+    "dpkg-deb -c '$DEB' | grep -qE '^-rwxr-xr-x .* ./usr/share/ringfence/fleet-etcd-rbac.sh$' &&
+     rpm -qlvp '$RPM' | grep -qE '^-rwxr-xr-x .* /usr/share/ringfence/fleet-etcd-rbac.sh$'"
 check "the .deb depends on nftables and procps (/bin/kill)" \
     sh -c "dpkg-deb -f '$DEB' Depends | grep -E '(^|, )nftables(,|$)' | grep -qE '(^|, )procps(,|$)'"
 check "the .rpm requires nftables" sh -c "rpm -qpR '$RPM' | grep -qx nftables"

@@ -89,10 +89,53 @@ impl Agent {
             "{}: status-refresh must be at least 1 s and shorter than status-ttl",
             path.display()
         );
+        let cn = certificate_cn(&config.etcd.cert)?;
+        anyhow::ensure!(
+            cn == config.host,
+            "{}: host {:?} is not the CN {cn:?} of the etcd certificate {}: etcd takes the user from the CN and \
+             lets a host write only its own status key (docs/fleet.md, Access control)",
+            path.display(),
+            config.host,
+            config.etcd.cert.display()
+        );
         Ok(config)
     }
 
     pub fn refresh(&self) -> Duration {
         Duration::from_secs(self.status_refresh)
+    }
+}
+
+/// The subject CN of the certificate in `path`: the user etcd takes it for.
+fn certificate_cn(path: &Path) -> anyhow::Result<String> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let der = crate::pki::read_certificate(path).map_err(anyhow::Error::msg)?;
+    let (_, cert) = X509Certificate::from_der(&der).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let cn = cert.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok());
+    cn.map(str::to_string).with_context(|| format!("{}: the certificate's subject has no CN", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_with_host(host: &str) -> anyhow::Result<Agent> {
+        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/fleet/testdata");
+        let dir = crate::testutil::TempDir::new(&format!("fleet-config-{host}"));
+        let path = dir.0.join("fleet.yaml");
+        let yaml = format!(
+            "etcd: {{ endpoints: [https://127.0.0.1:2379], ca: {d}/fleet-ca.pem, cert: {d}/publisher.pem, \
+             key: {d}/publisher.key }}\nhost: {host}\nfleet-ca: {d}/fleet-ca.pem\n",
+            d = data.display()
+        );
+        std::fs::write(&path, yaml).unwrap();
+        Agent::load(&path)
+    }
+
+    #[test]
+    fn the_host_must_be_the_cn_of_its_etcd_certificate() {
+        assert_eq!(load_with_host("publisher").unwrap().host, "publisher");
+        let error = format!("{:#}", load_with_host("web1").unwrap_err());
+        assert!(error.contains(r#"host "web1" is not the CN "publisher" of the etcd certificate"#), "{error}");
     }
 }
