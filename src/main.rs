@@ -39,6 +39,15 @@ use protocol::Request;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Rust ignores SIGPIPE, so a command whose reader went away (`ringfence
+    // show rules | head`) would panic at its next print. Commands end as Unix
+    // filters do, killed by the signal; the daemon and the agent keep ignoring
+    // it, as their clients may go away at any time.
+    if !matches!(cli.command, Command::Daemon { .. } | Command::Fleet { command: FleetCommand::Agent { .. } }) {
+        use nix::sys::signal::{signal, SigHandler, Signal};
+        // SAFETY: no other thread exists yet, and SIG_DFL runs no handler.
+        let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("RINGFENCE_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
