@@ -88,7 +88,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 metrics,
             };
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            rt.block_on(daemon::run(opts))?;
+            rt.block_on(daemon::host(opts))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { policy, dump } => check(&policy, dump),

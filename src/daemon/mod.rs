@@ -34,7 +34,7 @@ use crate::compile::TABLE;
 use crate::dynamic::follow::{follow, FileSource};
 use crate::dynamic::leases::Leases;
 use crate::dynamic::resolv::Resolv;
-use crate::dynamic::{keyword_names, netlink, resolv, Update};
+use crate::dynamic::{keyword_names, netlink, resolv, DynState, Update};
 use crate::filewatch::FileWatch;
 use crate::metrics;
 use crate::monitor::{self, Hub};
@@ -65,25 +65,63 @@ pub struct Options {
     pub metrics: Option<metrics::Listen>,
 }
 
-pub async fn run(opts: Options) -> anyhow::Result<()> {
+/// The keywords that follow the kernel's links, addresses and routes
+/// (`default-gateway`, `local-subnet`): their values now, then their changes.
+pub struct Addresses {
+    pub now: DynState,
+    pub changes: mpsc::Receiver<Update>,
+}
+
+impl Addresses {
+    /// The kernel's, over rtnetlink: dumped now, then followed by its events.
+    pub async fn kernel() -> Result<Addresses, netlink::NetlinkError> {
+        let (netlink, events) = netlink::connect()?;
+        let now = netlink::read(&netlink).await?;
+        let (tx, changes) = mpsc::channel(4);
+        tokio::spawn(netlink::watch(netlink, events, now.clone(), tx));
+        Ok(Addresses { now, changes })
+    }
+}
+
+/// `ringfence daemon`: the host's firewall in the calling thread's network
+/// namespace, until SIGTERM or SIGINT.
+pub async fn host(opts: Options) -> anyhow::Result<()> {
     // Checks that stop a second daemon come before anything touches the kernel.
     let _lock = lock::lock_netns()?;
+    // Taken now, so that a stop asked for during the start is not lost.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let stop = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    };
+    run(opts, NftBackend, Addresses::kernel().await?, stop).await
+}
+
+/// The daemon on `backend`, with the kernel's `addresses`, until `stop`
+/// completes. Its tests give it the no-op backend, addresses of their own
+/// and a stop of their own.
+pub async fn run<B: Backend + Send + 'static>(
+    opts: Options,
+    backend: B,
+    mut addresses: Addresses,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     let listener = control::bind(&opts.socket, opts.socket_group.as_deref())?;
     let metrics_server = match &opts.metrics {
         Some(listen) => Some(metrics::bind(listen).await.context("cannot serve metrics")?),
         None => None,
     };
-    let mut engine = Engine::new(opts.dirs.clone(), NftBackend);
+    let mut engine = Engine::new(opts.dirs.clone(), backend);
     let (failed_tx, mut failed) = mpsc::channel(64);
     let mut isolation = isolation::Isolation::start(failed_tx);
     let mut xfrm_events = xfrm_events();
     // The keywords' values go into the first table, so that it never has empty
     // dynamic sets that the host's configuration would have filled.
     let (updates, mut dynamic) = mpsc::channel::<Update>(4);
-    let (netlink, events) = netlink::connect()?;
-    let from_kernel = netlink::read(&netlink).await?;
-    engine.dynamic.replace(netlink::KEYWORDS, from_kernel.clone());
-    tokio::spawn(netlink::watch(netlink, events, from_kernel, updates.clone()));
+    engine.dynamic.replace(netlink::KEYWORDS, std::mem::take(&mut addresses.now));
     // One inotify instance for every file watched (or polling without one).
     let mut files = FileWatch::start();
     let resolver = Resolv { path: opts.resolv_conf.clone(), upstream: PathBuf::from(resolv::RESOLVED_UPSTREAM) };
@@ -111,8 +149,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     // watched while inotify is in use.
     let mut policy_changes = files.subscribe(opts.dirs.policy.iter().chain(&opts.dirs.services).cloned().collect());
     let mut hup = signal(SignalKind::hangup())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
+    tokio::pin!(stop);
     notify_systemd("READY=1");
 
     let mut reload_at: Option<Instant> = None;
@@ -134,6 +171,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 isolation.timer(p, &now.dynamic);
             },
             Some(update) = dynamic.recv() => worker.send(Job::Dynamic(update)),
+            Some(update) = addresses.changes.recv() => worker.send(Job::Dynamic(update)),
             Ok(()) = isolation.peers.changed() => worker.send(Job::Peers(isolation.peers.borrow_and_update().clone())),
             Some(change) = policy_changes.next() => if change.path.is_none_or(|p| p.extension().is_some_and(|x| x == "yaml")) {
                 reload_at = Some(Instant::now() + DEBOUNCE);
@@ -157,8 +195,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 // The engine's thread ended: `stop` below says why.
                 None => break,
             },
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+            () = &mut stop => break,
         }
     }
     notify_systemd("STOPPING=1");
@@ -255,8 +292,8 @@ fn start_file_source<B: Backend, S: FileSource>(
 
 /// Answers a request: a change goes to the engine's thread (which answers
 /// through `done`), a read is answered from the snapshot `now`.
-fn handle(
-    worker: &Worker<NftBackend>,
+fn handle<B: Backend + Send + 'static>(
+    worker: &Worker<B>,
     isolation: &mut isolation::Isolation,
     hub: &Arc<Hub>,
     files: &FileWatch,
@@ -338,3 +375,6 @@ fn notify_systemd(state: &str) {
         tracing::warn!(error = %e, "cannot notify systemd");
     }
 }
+
+#[cfg(test)]
+mod tests;
