@@ -75,10 +75,7 @@ pub struct Addresses {
 impl Addresses {
     /// The kernel's, over rtnetlink: dumped now, then followed by its events.
     pub async fn kernel() -> Result<Addresses, netlink::NetlinkError> {
-        let (netlink, events) = netlink::connect()?;
-        let now = netlink::read(&netlink).await?;
-        let (tx, changes) = mpsc::channel(4);
-        tokio::spawn(netlink::watch(netlink, events, now.clone(), tx));
+        let (now, changes) = netlink::start().await?;
         Ok(Addresses { now, changes })
     }
 }

@@ -35,9 +35,47 @@ pub enum NetlinkError {
 
 type Events = UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, netlink_sys::SocketAddr)>;
 
+/// The keywords' values now, and a queue of their changes, read and followed
+/// on a thread of its own with its own runtime: with 10,000 addresses each
+/// dump takes milliseconds to parse, which would otherwise be taken from the
+/// daemon's event loop (a current-thread runtime). The thread ends when the
+/// queue's receiver is dropped.
+pub async fn start() -> Result<(DynState, mpsc::Receiver<Update>), NetlinkError> {
+    let (first_tx, first) = tokio::sync::oneshot::channel();
+    let (updates, changes) = mpsc::channel(4);
+    let follow = move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+        let runtime = match runtime {
+            Ok(rt) => rt,
+            Err(e) => {
+                let _ = first_tx.send(Err(NetlinkError::Socket(e)));
+                return;
+            }
+        };
+        runtime.block_on(async move {
+            let connected = async {
+                let (handle, events) = connect()?;
+                let now = read(&handle).await?;
+                Ok((handle, events, now))
+            };
+            match connected.await {
+                Ok((handle, events, now)) => {
+                    if first_tx.send(Ok(now.clone())).is_ok() {
+                        watch(handle, events, now, updates).await;
+                    }
+                }
+                Err(e) => _ = first_tx.send(Err(e)),
+            }
+        });
+    };
+    std::thread::Builder::new().name("rtnetlink".into()).spawn(follow).map_err(NetlinkError::Socket)?;
+    let now = first.await.map_err(|_| NetlinkError::Socket(std::io::Error::other("the rtnetlink thread ended")))??;
+    Ok((now, changes))
+}
+
 /// Opens a socket for queries and one subscribed to link, address and route
 /// events (their tasks run on the current tokio runtime).
-pub fn connect() -> Result<(Handle, Events), NetlinkError> {
+fn connect() -> Result<(Handle, Events), NetlinkError> {
     let (conn, handle, _) = rtnetlink::new_connection().map_err(NetlinkError::Socket)?;
     tokio::spawn(conn);
     let groups = [
@@ -53,7 +91,7 @@ pub fn connect() -> Result<(Handle, Events), NetlinkError> {
 }
 
 /// Reads links, addresses and routes (of every routing table) now.
-pub async fn read(handle: &Handle) -> Result<DynState, NetlinkError> {
+async fn read(handle: &Handle) -> Result<DynState, NetlinkError> {
     let links: Vec<LinkMessage> = handle.link().get().execute().try_collect().await.map_err(NetlinkError::Dump)?;
     let addresses: Vec<AddressMessage> =
         handle.address().get().execute().try_collect().await.map_err(NetlinkError::Dump)?;
@@ -69,7 +107,7 @@ pub async fn read(handle: &Handle) -> Result<DynState, NetlinkError> {
 
 /// Sends the new state after events that changed it: read at the first event
 /// of a burst, and once per window for the rest (`coalesce`).
-pub async fn watch(handle: Handle, mut events: Events, mut last: DynState, updates: mpsc::Sender<Update>) {
+async fn watch(handle: Handle, mut events: Events, mut last: DynState, updates: mpsc::Sender<Update>) {
     let mut coalesce = Coalesce::default();
     loop {
         let due = coalesce.due();
