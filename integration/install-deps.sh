@@ -16,6 +16,9 @@ PACKAGES+=(python3-jsonschema python3-yaml mmdebstrap rpm systemd-container dpkg
 # The build: protoc for etcd-client's generated gRPC code. The fleet scenario:
 # a 3-member etcd cluster (etcd-server) and etcdctl (etcd-client).
 PACKAGES+=(protobuf-compiler etcd-server etcd-client)
+# The Ansible role's test (in the package scenario): ansible brings the
+# community.docker collection, whose nsenter connection enters the container.
+PACKAGES+=(ansible)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

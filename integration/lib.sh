@@ -334,3 +334,17 @@ _logged_more() { [ "$(logged "$1" "$2")" -gt "$3" ]; }
 # wait_exit PID: waits (at most 5 s) until the process PID is gone.
 wait_exit() { wait_for 5 _gone "$1"; }
 _gone() { ! kill -0 "$1" 2>/dev/null || [ "$(ps -o stat= -p "$1" 2>/dev/null | cut -c1)" = Z ]; }
+
+# A test PKI in $PKI (the caller sets and creates it): ECDSA P-256 keys (PKCS#8)
+# and certificates valid for two days. pki_ca NAME SUBJECT: a self-signed CA;
+# pki_leaf NAME CA SUBJECT [SAN]: a certificate signed by CA, with the
+# subjectAltName SAN (default DNS:NAME).
+_pki_key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$PKI/$1.key" 2>/dev/null; }
+pki_ca() { _pki_key "$1"; openssl req -new -x509 -key "$PKI/$1.key" -out "$PKI/$1.pem" -days 2 -subj "$2" 2>/dev/null; }
+pki_leaf() {
+    _pki_key "$1"
+    openssl req -new -key "$PKI/$1.key" -subj "$3" -out "$PKI/$1.csr" 2>/dev/null
+    echo "subjectAltName=${4:-DNS:$1}" >"$PKI/$1.ext"
+    openssl x509 -req -in "$PKI/$1.csr" -CA "$PKI/$2.pem" -CAkey "$PKI/$2.key" -CAcreateserial -days 2 \
+        -extfile "$PKI/$1.ext" -out "$PKI/$1.pem" 2>/dev/null
+}

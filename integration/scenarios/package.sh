@@ -10,7 +10,8 @@
 # default policy (SSH reachable from the peer, other ports blocked); reloads;
 # upgrades (one restart, the table in force throughout); removes (the ruleset
 # stays) and purges (the ringfence table goes, the namespace's other table
-# stays).
+# stays). Then runs the Ansible role (packaging/ansible) into it, with an
+# etcd for its fleet agent in the peer's namespace.
 #
 # The Debian root: mmdebstrap --variant=minbase --include=man-db,systemd from
 # deb.debian.org, built once into $RINGFENCE_PKGTEST_CACHE (default
@@ -31,15 +32,17 @@
 [ -n "${RF_PKG_MNTNS:-}" ] || exec unshare --mount --propagation private env RF_PKG_MNTNS=1 bash "$0" "$@"
 source "$(dirname "$0")/../lib.sh"
 
-for _tool in mmdebstrap rpm rpm2cpio cpio dpkg-deb unshare flock nsenter pgrep systemd-nspawn cargo-deb cargo-generate-rpm; do
+for _tool in mmdebstrap rpm rpm2cpio cpio dpkg-deb unshare flock nsenter pgrep systemd-nspawn cargo-deb cargo-generate-rpm \
+    ansible-playbook etcd etcdctl openssl; do
     command -v "$_tool" >/dev/null || { echo "$SCENARIO: $_tool is missing (run integration/install-deps.sh)"; exit 1; }
 done
 
 CACHE=${RINGFENCE_PKGTEST_CACHE:-/var/cache/ringfence-pkgtest}
 MIRROR=http://deb.debian.org/debian
 # What the cached root holds besides minbase (systemd to boot it, man-db for
-# man); a change here rebuilds the cache.
-BASE_INCLUDE=man-db,systemd
+# man, python3-apt and python3 for Ansible's modules); a change here
+# rebuilds the cache.
+BASE_INCLUDE=man-db,systemd,python3-apt
 BASE_STAMP="mmdebstrap bookworm minbase $BASE_INCLUDE"
 NSPAWN_PID=
 LEADER=
@@ -350,6 +353,62 @@ check "it left the admin's table untouched" cmp "$WORK/admin.before" <(admin_tab
 check "the .rpm's %postun on erase succeeds with no ringfence table" incont sh /root/postun.sh 0
 check "the .rpm's %postun on upgrade succeeds and creates no table" \
     sh -c "nsenter -t $LEADER -m -u -i -n -p -- sh /root/postun.sh 1 && ! ip netns exec $fw nft list table inet ringfence"
+
+# ---- the Ansible role (packaging/ansible), run from this machine into the
+# container (connection community.docker.nsenter, as root): the package, the
+# fleet agent's credentials and configuration, both services enabled and
+# running; the agent then reports to an etcd (mutual TLS) in the peer's
+# namespace, which proves its configuration. A second run changes nothing.
+
+PKI="$WORK/pki"
+mkdir "$PKI"
+pki_ca etcd-ca "/CN=etcd CA"
+pki_ca fleet-ca "/CN=Fleet CA"
+pki_leaf etcd etcd-ca "/CN=etcd" "IP:10.209.0.2"
+pki_leaf fw etcd-ca "/CN=fw"
+ip netns exec "$peer" etcd --name e1 --data-dir "$WORK/etcd" \
+    --listen-client-urls https://10.209.0.2:2379 --advertise-client-urls https://10.209.0.2:2379 \
+    --cert-file "$PKI/etcd.pem" --key-file "$PKI/etcd.key" --client-cert-auth --trusted-ca-file "$PKI/etcd-ca.pem" \
+    >"$WORK/etcd.log" 2>&1 &
+_PIDS+=($!)
+disown
+etcd_get() { ip netns exec "$peer" timeout 10 env ETCDCTL_API=3 etcdctl --endpoints https://10.209.0.2:2379 \
+    --cacert "$PKI/etcd-ca.pem" --cert "$PKI/fw.pem" --key "$PKI/fw.key" get --print-value-only "$1"; }
+check "etcd for the agent is up" wait_for 20 etcd_get /none
+mkdir "$WORK/ansible"
+cat >"$WORK/ansible/inventory" <<EOF
+[fleet]
+fw ansible_connection=community.docker.nsenter ansible_nsenter_pid=$LEADER ansible_become=false ansible_python_interpreter=/usr/bin/python3
+EOF
+cat >"$WORK/ansible/vars.yml" <<EOF
+ringfence_package_file: $DEB
+ringfence_fleet_endpoints: [https://10.209.0.2:2379]
+ringfence_fleet_etcd_ca: $PKI/etcd-ca.pem
+ringfence_fleet_ca: $PKI/fleet-ca.pem
+ringfence_fleet_cert: $PKI/fw.pem
+ringfence_fleet_key: $PKI/fw.key
+ringfence_fleet_labels: { role: web }
+EOF
+playbook() {
+    ANSIBLE_LOCAL_TEMP="$WORK/ansible/tmp" ANSIBLE_NOCOLOR=1 timeout 300 ansible-playbook \
+        -i "$WORK/ansible/inventory" "$ROOT/packaging/ansible/site.yml" "$@"
+}
+refute "the role refuses to run without the fleet's credentials" --says "ringfence_fleet_cert.* are required" \
+    playbook -e ringfence_fleet_endpoints='[https://10.209.0.2:2379]'
+t=$SECONDS
+check "ansible-playbook with the role succeeds" playbook -e "@$WORK/ansible/vars.yml"
+echo "  the playbook took $((SECONDS - t)) s"
+for unit in ringfence ringfence-fleet; do
+    check "the role enabled $unit" incont systemctl is-enabled "$unit"
+    check "and started it" incont systemctl is-active "$unit"
+done
+check "the host's key is mode 0600" test "$(stat -c %a "$R/etc/ringfence/fleet/host.key")" = 600
+check "the agent's configuration names the host and its labels" \
+    grep -qzE 'host: "fw".*labels: \{"role": "web"\}' "$R/etc/ringfence/fleet.yaml"
+_reported() { etcd_get /ringfence/v1/status/fw | grep -q '"host":"fw"'; }
+check "the agent the role set up reports its status to etcd" wait_for 30 _reported
+check "ansible-playbook again" playbook -e "@$WORK/ansible/vars.yml"
+said "changes nothing (idempotent)" '^fw +: ok=[0-9]+ +changed=0 +unreachable=0 +failed=0'
 
 kill -TERM "$NSPAWN_PID"
 check "the container shuts down on SIGTERM" wait_for 30 _gone "$NSPAWN_PID"
