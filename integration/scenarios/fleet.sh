@@ -130,6 +130,8 @@ policy-dirs: [$H/fleet/policy.d, $H/etc]
 status-ttl: 6
 status-refresh: 2
 YAML
+    # The web hosts keep SSH open to the admin's address, the others from anywhere.
+    [ "$role" = db ] || printf 'failsafe: { ssh-from: [10.9.0.100] }\n' >>"$H/agent.yaml"
     daemon_start "$ns" "$H/fleet/policy.d" --policy-dir "$H/etc"
     DAEMON[$i]=$DAEMON_PID
     agent_start "$i"
@@ -284,6 +286,23 @@ rm "$WORK/web2/10-settings.yaml"
 check "publish role=web without the setting" publish role=web "$WORK/web2"
 check "web hosts apply role=web's revision 3 and have their own rule again" \
     wait_for 30 eval 'at role=web 3 $WEB && local_rule 1 && local_rule 4'
+
+# The failsafe: a bundle that would block SSH in, or the agent's own way out
+# to etcd, is refused; the hosts keep revision 3 and their link to etcd.
+mkdir -p "$WORK/no-ssh" "$WORK/no-etcd"
+printf 'rules:\n  - { name: fleet-no-ssh, direction: in, action: block, protocol: tcp, local-ports: [22] }\n' \
+    >"$WORK/no-ssh/50-no-ssh.yaml"
+printf 'rules:\n  - { name: fleet-no-etcd, direction: out, action: block, protocol: tcp, remote-ports: [2379] }\n' \
+    >"$WORK/no-etcd/50-no-etcd.yaml"
+check "a bundle that blocks SSH in is published" publish all "$WORK/no-ssh"
+check "every host refuses revision 4: it would block SSH, from the admin or from anywhere" \
+    wait_for 30 eval 'refused all 4 "failsafe refuses it: it would block inbound SSH \(port 22\) from 10.9.0.100 on eth0: rule fleet-no-ssh" $WEB &&
+                      refused all 4 "failsafe refuses it: it would block inbound SSH \(port 22\) from anywhere on eth0: rule fleet-no-ssh" $(names 5 6 7 8 9 10)'
+check "a bundle that blocks the way out to etcd is published" publish all "$WORK/no-etcd"
+check "every host refuses revision 5: it would block etcd" \
+    wait_for 30 refused all 5 "failsafe refuses it: it would block outbound to etcd 10.9.0.[123]:2379: rule fleet-no-etcd" $ALL
+check "nothing of them is written or applied; revision 3 stays" \
+    eval 'nowhere fleet-no-ssh && nowhere fleet-no-etcd && everywhere fleet-three'
 T_POLICY=$SECONDS
 
 # One member down: the cluster keeps its quorum; publishing and propagation go on.
@@ -294,13 +313,13 @@ quorum() { CTL_ENDPOINTS=https://10.9.0.2:2379,https://10.9.0.3:2379 ctl endpoin
 check "e2 and e3 serve a quorum" wait_for 20 quorum
 bundle "$WORK/b4" fleet-four 8009
 check "publish with member e1 down" publish all "$WORK/b4"
-check "every host applies revision 4" wait_for 30 at all 4 $ALL
+check "every host applies revision 6, its failsafe errors cleared" wait_for 30 at all 6 $ALL
 
 # All of etcd down: the hosts keep their policy; h1's daemon and agent
 # restart and the daemon applies the fleet layer without etcd.
 kill -9 "${ETCD_PID[2]}" "${ETCD_PID[3]}"
 check "members e2 and e3 stop" eval 'wait_exit "${ETCD_PID[2]}" && wait_exit "${ETCD_PID[3]}"'
-check "with etcd down, every host keeps revision 4" everywhere fleet-four
+check "with etcd down, every host keeps revision 6" everywhere fleet-four
 kill "${AGENT_PID[1]}" "${DAEMON[1]}"
 check "h1's agent and daemon stop" eval 'wait_exit "${AGENT_PID[1]}" && wait_exit "${DAEMON[1]}"'
 check "a restarted daemon starts" daemon_start "$PREFIX-h1" "$WORK/h1/fleet/policy.d" --policy-dir "$WORK/h1/etc"
@@ -313,13 +332,13 @@ RETURN=$(date +%s)
 for i in 1 2 3; do etcd_start "$i"; done
 check "etcd returns" wait_for 20 ctl endpoint health
 # Written since etcd returned: every agent, h1's new one too, reconnected.
-check "every host reports again, live, at revision 4" wait_for 40 eval 'at all 4 $ALL && reported_since $RETURN $ALL'
+check "every host reports again, live, at revision 6" wait_for 40 eval 'at all 6 $ALL && reported_since $RETURN $ALL'
 T_ETCD=$SECONDS
 
 # A killed agent's status key expires after its TTL (6 s here).
 kill "${AGENT_PID[10]}"
 check "h10's status key expires" wait_for 20 eval '[ -z "$(ctl get /ringfence/v1/status/h10 --keys-only)" ]'
 check "fleet status says h10 is offline, the others live" eval 'fleet status | grep -qx "offline (no live status key): h10"'
-check "its durable report stays" eval 'ctl get /ringfence/v1/report/h10 --print-value-only | grep -q "\"revision\":4"'
+check "its durable report stays" eval 'ctl get /ringfence/v1/report/h10 --print-value-only | grep -q "\"revision\":6"'
 echo "$SCENARIO: policy checks $((T_POLICY - T0)) s, etcd failures $((T_ETCD - T_POLICY)) s, total $SECONDS s"
 finish

@@ -16,6 +16,7 @@ use tracing::{info, warn};
 use super::bundle::Signed;
 use super::config;
 use super::etcd::{self, POLICY, REPORT, STATUS};
+use super::failsafe::Failsafe;
 use super::layer::{Applied, InstallError, Layer};
 use super::report::{self, Problem, Report};
 use super::scope::Scope;
@@ -118,7 +119,10 @@ impl Agent {
             return Ok(());
         }
         self.trust.verify(scope, &signed, applied.map_or(0, |a| a.revision)).map_err(|r| problem(r.to_string()))?;
-        self.applied = self.layer.install(&self.applied, bundle).map_err(|e| match e {
+        let failsafe = Failsafe::now(&self.config)
+            .await
+            .map_err(|e| problem(format!("the failsafe cannot tell the host's paths to etcd and SSH: {e:#}")))?;
+        self.applied = self.layer.install(&self.applied, bundle, &failsafe).map_err(|e| match e {
             InstallError::Refused(r) => problem(r.to_string()),
             InstallError::Io(e) => problem(format!("cannot write the fleet layer: {e:#}")),
         })?;

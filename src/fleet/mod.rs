@@ -7,6 +7,7 @@ pub mod bundle;
 pub mod commands;
 pub mod config;
 pub mod etcd;
+pub mod failsafe;
 pub mod layer;
 pub mod report;
 pub mod scope;
