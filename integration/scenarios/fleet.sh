@@ -267,6 +267,35 @@ said "it is revision 3" "revision 3 "
 check "every host applies revision 3, its errors cleared" wait_for 30 at all 3 $ALL
 check "every daemon has its rule" everywhere fleet-three
 
+# fleet diff: what a publish would change, against the bundle in etcd (revision 3).
+mkdir "$WORK/next"
+sed 's/8008/8010/' "$WORK/b3/50-fleet-three.yaml" >"$WORK/next/50-fleet-three.yaml"
+bundle "$WORK/next" fleet-extra 8011
+cat >"$WORK/diff.want" <<'DIFF'
+scope all: etcd has revision 3; publishing would make revision 4
+added 50-fleet-extra.yaml
+--- a/50-fleet-extra.yaml
++++ b/50-fleet-extra.yaml
+@@ -0,0 +1,2 @@
++rules:
++  - { name: fleet-extra, direction: in, action: allow, protocol: tcp, local-ports: [8011] }
+changed 50-fleet-three.yaml
+--- a/50-fleet-three.yaml
++++ b/50-fleet-three.yaml
+@@ -1,2 +1,2 @@
+ rules:
+-  - { name: fleet-three, direction: in, action: allow, protocol: tcp, local-ports: [8008] }
++  - { name: fleet-three, direction: in, action: allow, protocol: tcp, local-ports: [8010] }
+DIFF
+check "fleet diff shows the changed and added files and the next revision" \
+    eval 'fleet diff --scope all "$WORK/next" >"$WORK/diff.got" && diff -u "$WORK/diff.want" "$WORK/diff.got"'
+check "fleet diff of the published directory: no change" fleet diff --scope all "$WORK/b3"
+said "it says so" "^no file would change$"
+check "fleet diff to a scope never published: every file added, revision 1" fleet diff --scope role=db "$WORK/b2"
+said "it says so" "^scope role=db: etcd has nothing; publishing would make revision 1$"
+check "fleet diff wrote nothing: etcd still has revision 3" \
+    eval 'ctl get /ringfence/v1/policy/all --print-value-only | grep -q "\"revision\":3,"'
+
 # settings.local-policy: ignore in a fleet file: the hosts' own directory after
 # the fleet layer is not read (their rule local-ssh goes), until it is dropped.
 bundle "$WORK/web2" fleet-web2 8009

@@ -6,6 +6,7 @@ pub mod agent;
 pub mod bundle;
 pub mod commands;
 pub mod config;
+pub mod diff;
 pub mod etcd;
 pub mod failsafe;
 pub mod layer;
