@@ -195,7 +195,9 @@ pub enum FleetCommand {
         config: PathBuf,
     },
     /// Every host that reported: per scope the hosts at each revision, the
-    /// failing ones with their reasons, the offline ones (no live status key).
+    /// failing ones with their reasons, the offline ones (no live status key),
+    /// and each host's daemon summary (interface profiles, isolation mode, SA
+    /// and soft-SA counts, packets dropped by the profile defaults).
     Status {
         #[arg(long)]
         json: bool,

@@ -198,6 +198,24 @@ check "publish to all" publish all "$WORK/b1"
 said "it is revision 1" "revision 1 "
 check "every host applies and reports revision 1" wait_for 30 at all 1 $ALL
 
+# daemon_is HOST PYTHON: HOST's report's daemon summary `d` makes PYTHON true.
+daemon_is() {
+    fleet status --json | python3 -c '
+import json, sys
+d = {h["report"]["host"]: h["report"]["daemon"] for h in json.load(sys.stdin)["hosts"]}[sys.argv[1]]
+sys.exit(not eval(sys.argv[2]))' "$@"
+}
+check "every host reports its daemon: eth0 public, isolation off, no SAs" eval 'for h in $ALL; do
+    daemon_is $h "d[\"interfaces\"] == {\"eth0\": \"public\"} and d[\"isolation\"] == \"off\" and d[\"sas\"] == 0 and d[\"soft-sas\"] == 0 and \"error\" not in d" || exit 1; done'
+DROPPED=$(fleet status --json | jget '[h["report"]["daemon"]["dropped"]["inbound"] for h in v["hosts"] if h["report"]["host"] == "h5"][0]')
+# A connection to a port h5's policy does not open: its SYNs are dropped by the public default.
+refute "a connection to a closed port of h5 goes unanswered" --status 124 \
+    ip netns exec "$admin" timeout 2 bash -c 'exec 3<>/dev/tcp/10.9.0.15/9'
+check "h5's report counts the dropped inbound packets" \
+    wait_for 20 daemon_is h5 "d[\"dropped\"][\"inbound\"] > $DROPPED"
+check "fleet status shows each host's daemon" fleet status
+said "h5's line" "^host h5: eth0 public; isolation off; 0 SAs, 0 soft; dropped in [1-9][0-9]*, out 0$"
+
 check "h1's credentials read the policy" eval 'etcd_as h1 get /ringfence/v1/policy/all --print-value-only | grep -q fleet-one'
 check "h1's credentials write its own report key" etcd_as h1 put /ringfence/v1/report/h1 "$(ctl get /ringfence/v1/report/h1 --print-value-only)"
 refute "h1's credentials cannot write h2's status" --says "permission denied" etcd_as h1 put /ringfence/v1/status/h2 x

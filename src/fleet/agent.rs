@@ -18,7 +18,7 @@ use super::config;
 use super::etcd::{self, POLICY, REPORT, STATUS};
 use super::failsafe::Failsafe;
 use super::layer::{Applied, InstallError, Layer};
-use super::report::{self, Problem, Report};
+use super::report::{self, Daemon, Problem, Report};
 use super::scope::Scope;
 use super::sign::{Refusal, Trust};
 use crate::protocol::Request;
@@ -29,13 +29,15 @@ pub struct Agent {
     layer: Layer,
     applied: Applied,
     errors: BTreeMap<String, Problem>,
+    /// The daemon's summary as last read.
+    daemon: Daemon,
 }
 
 pub async fn run(config: config::Agent) -> anyhow::Result<()> {
     let trust = Trust::load(&config.fleet_ca, config.publisher_ou.clone()).map_err(anyhow::Error::msg)?;
     let layer = Layer::new(&config.state_dir, crate::policy::Dirs::new(config.policy_dirs.clone(), Vec::new()))?;
     let applied = layer.applied()?;
-    let mut agent = Agent { config, trust, layer, applied, errors: BTreeMap::new() };
+    let mut agent = Agent { config, trust, layer, applied, errors: BTreeMap::new(), daemon: Daemon::default() };
     let mut backoff = Backoff::default();
     loop {
         let e = agent.session(&mut backoff).await.unwrap_err();
@@ -56,6 +58,7 @@ impl Agent {
         for kv in current.kvs() {
             self.offer(kv.key(), kv.value()).await;
         }
+        self.read_daemon().await;
         self.report(&mut client, lease).await?;
         info!("following {POLICY} in etcd from revision {revision}");
         backoff.reset();
@@ -74,6 +77,7 @@ impl Agent {
                         }
                     }
                     if relevant {
+                        self.read_daemon().await;
                         self.report(&mut client, lease).await?;
                     }
                 }
@@ -81,6 +85,9 @@ impl Agent {
                     keeper.keep_alive().await.context("lease keep-alive")?;
                     let answer = keepalives.message().await.context("lease keep-alive")?;
                     anyhow::ensure!(answer.is_some_and(|a| a.ttl() > 0), "the status lease expired");
+                    if self.read_daemon().await {
+                        self.report(&mut client, lease).await?;
+                    }
                 }
             }
         }
@@ -137,6 +144,29 @@ impl Agent {
         }
     }
 
+    /// Asks the daemon for its summary (`show state`, `show profiles`, `show
+    /// sas`: none lists the rules); whether it changed. A daemon that does
+    /// not answer within the refresh interval is reported so: the lease must
+    /// be refreshed on time.
+    async fn read_daemon(&mut self) -> bool {
+        let socket = self.config.socket.clone();
+        let ask = move || -> anyhow::Result<Daemon> {
+            let call = |request| crate::client::call(&socket, &request);
+            let (state, profiles) = (call(Request::State)?, call(Request::Profiles)?);
+            Ok(Daemon::from_answers(&state, &profiles, call(Request::Sas).map_err(|e| format!("{e:#}"))))
+        };
+        let daemon = match tokio::time::timeout(self.config.refresh(), tokio::task::spawn_blocking(ask)).await {
+            Ok(Ok(Ok(daemon))) => Ok(daemon),
+            Ok(Ok(Err(e))) => Err(format!("{e:#}")),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("the daemon did not answer in time".to_string()),
+        }
+        .unwrap_or_else(|error| Daemon { error: Some(error), ..Daemon::default() });
+        let changed = daemon != self.daemon;
+        self.daemon = daemon;
+        changed
+    }
+
     fn report_value(&self) -> Report {
         let applied = self
             .applied
@@ -148,6 +178,7 @@ impl Agent {
             labels: self.config.labels.clone(),
             applied,
             errors: self.errors.clone(),
+            daemon: self.daemon.clone(),
             version: env!("CARGO_PKG_VERSION").into(),
             time: super::now(),
         }
