@@ -94,30 +94,46 @@ impl Failsafe {
         Ok(Failsafe { paths, dynamic: dynamic.context("reading the host's addresses and routes")? })
     }
 
-    /// The first path that `policy` would drop, described.
-    pub fn check(&self, policy: &Policy, compiled: &Compiled) -> Result<(), String> {
-        for path in &self.paths {
-            // The replies of a connection the host opens pass the rules as
-            // established, but not a requiring isolation mode in clear.
-            if path.direction == Direction::Out && isolation_drops(policy, compiled, &path.packet, false) {
-                let mode = policy.isolation.mode.value.as_str();
-                return Err(format!("it would block {}: isolation ({mode}) drops its replies in clear", path.what));
-            }
-            let explained = explain(policy, compiled, path.direction, &path.packet)?;
-            if explained.verdict == Verdict::Block {
-                let by = match explained.decided_by {
-                    Decider::Rule { name, place, .. } | Decider::CoreNetworking { name, place, .. } => {
-                        format!("rule {name} ({place})")
-                    }
-                    Decider::ProfileDefault { profile } => format!("the {} profile's default", profile.as_str()),
-                    Decider::Isolation { mode } => format!("isolation ({}) in clear", mode.as_str()),
-                    Decider::Loopback => "loopback".into(),
-                };
-                return Err(format!("it would block {}: {by}", path.what));
-            }
+    /// The first path that `policy` drops and the host's policy without the
+    /// bundle, `before`, does not, described. A path dropped before is not the
+    /// bundle's doing (a host whose own files shut SSH, say), so it does not
+    /// refuse the bundle; `before` is compiled only if a path is dropped.
+    pub fn check(
+        &self,
+        policy: &Policy,
+        compiled: &Compiled,
+        before: impl FnOnce() -> Option<(Policy, Compiled)>,
+    ) -> Result<(), String> {
+        let cut: Vec<(&Path, String)> =
+            self.paths.iter().filter_map(|p| Some((p, drops(policy, compiled, p)?))).collect();
+        if cut.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let before = before();
+        let new = cut.into_iter().find(|(p, _)| before.as_ref().is_none_or(|(pol, c)| drops(pol, c, p).is_none()));
+        new.map_or(Ok(()), |(path, why)| Err(format!("it would block {}: {why}", path.what)))
     }
+}
+
+/// What in `policy` drops `path`, if anything does.
+fn drops(policy: &Policy, compiled: &Compiled, path: &Path) -> Option<String> {
+    // The replies of a connection the host opens pass the rules as
+    // established, but not a requiring isolation mode in clear.
+    if path.direction == Direction::Out && isolation_drops(policy, compiled, &path.packet, false) {
+        return Some(format!("isolation ({}) drops its replies in clear", policy.isolation.mode.value.as_str()));
+    }
+    let explained = match explain(policy, compiled, path.direction, &path.packet) {
+        Ok(e) => e,
+        Err(e) => return Some(e),
+    };
+    (explained.verdict == Verdict::Block).then(|| match explained.decided_by {
+        Decider::Rule { name, place, .. } | Decider::CoreNetworking { name, place, .. } => {
+            format!("rule {name} ({place})")
+        }
+        Decider::ProfileDefault { profile } => format!("the {} profile's default", profile.as_str()),
+        Decider::Isolation { mode } => format!("isolation ({}) in clear", mode.as_str()),
+        Decider::Loopback => "loopback".into(),
+    })
 }
 
 /// The addresses of an endpoint URL (`https://10.0.0.1:2379`).
@@ -168,10 +184,17 @@ mod tests {
         Path { what: remote.to_string(), direction, packet }
     }
 
-    fn check(failsafe: &Failsafe, yaml: &str) -> Result<(), String> {
+    /// The policy of `yaml` alone (no keyword has values).
+    fn compiled(yaml: &str) -> (Policy, Compiled) {
         let policy = crate::policy::load_text(&[("test.yaml".into(), yaml.to_string())]).unwrap();
-        let compiled = crate::compile::compile(&policy, &failsafe.dynamic).unwrap();
-        failsafe.check(&policy, &compiled)
+        let compiled = crate::compile::compile(&policy, &DynState::default()).unwrap();
+        (policy, compiled)
+    }
+
+    /// The failsafe over `yaml`, with nothing dropped before it.
+    fn check(failsafe: &Failsafe, yaml: &str) -> Result<(), String> {
+        let (policy, compiled) = compiled(yaml);
+        failsafe.check(&policy, &compiled, || None)
     }
 
     #[test]
@@ -194,6 +217,15 @@ mod tests {
         assert!(e.as_ref().is_err_and(|e| e.starts_with("it would block 10.0.0.1: rule no-etcd (")), "{e:?}");
         let e = check(&failsafe, "rules: []\n");
         assert_eq!(e, Err("it would block 10.0.0.9: the public profile's default".into()));
+
+        // SSH dropped before the bundle too: only the path it cuts counts.
+        let (no_ssh, c) = compiled("rules: []\n");
+        assert_eq!(failsafe.check(&no_ssh, &c, || Some(compiled("rules: []\n"))), Ok(()));
+        let no_etcd =
+            "rules:\n  - { name: no-etcd, direction: out, action: block, protocol: tcp, remote-ports: [2379] }\n";
+        let (p, c) = compiled(no_etcd);
+        let e = failsafe.check(&p, &c, || Some(compiled("rules: []\n")));
+        assert!(e.as_ref().is_err_and(|e| e.starts_with("it would block 10.0.0.1: rule no-etcd (")), "{e:?}");
     }
 
     #[test]

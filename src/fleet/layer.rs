@@ -111,15 +111,19 @@ impl Layer {
 
     /// The daemon's policy with `staging` in the layer's place, loaded and
     /// compiled as `ringfence check` does (with the host's keyword values),
-    /// then the failsafe's paths explained through it.
+    /// then the failsafe's paths explained through it (and, if it drops one,
+    /// through the policy with the layer as it is).
     fn check(&self, staging: &Path, failsafe: &Failsafe) -> Result<(), Refusal> {
-        let mut dirs = self.daemon.clone();
-        dirs.policy =
-            dirs.policy.iter().map(|d| if *d == self.dir { staging.to_path_buf() } else { d.clone() }).collect();
-        let (policy, compiled) = crate::policy::load(&dirs)
-            .and_then(|pol| crate::compile::compile(&pol, &failsafe.dynamic).map(|c| (pol, c)))
-            .map_err(|diags| Refusal::Check(diags.to_string().trim_end().to_string()))?;
-        failsafe.check(&policy, &compiled).map_err(Refusal::Failsafe)
+        let compile = |layer: &Path| {
+            let mut dirs = self.daemon.clone();
+            dirs.policy =
+                dirs.policy.iter().map(|d| if *d == self.dir { layer.to_path_buf() } else { d.clone() }).collect();
+            crate::policy::load(&dirs)
+                .and_then(|pol| crate::compile::compile(&pol, &failsafe.dynamic).map(|c| (pol, c)))
+                .map_err(|diags| diags.to_string().trim_end().to_string())
+        };
+        let (policy, compiled) = compile(staging).map_err(Refusal::Check)?;
+        failsafe.check(&policy, &compiled, || compile(&self.dir).ok()).map_err(Refusal::Failsafe)
     }
 
     fn swap(&self, staging: &Path) -> anyhow::Result<()> {
@@ -251,6 +255,11 @@ mod tests {
         );
         assert_eq!(fs::read_to_string(layer.dir.join("50-a.yaml")).unwrap(), WEB);
         assert_eq!(layer.applied().unwrap(), applied);
+
+        // A host whose own files shut SSH: not the bundles' doing, they apply.
+        crate::testutil::write(&root.0.join("etc"), "50-local.yaml", block);
+        let next = bundle("all", 3, &[("50-a.yaml", ""), ("60-b.yaml", WEB)]);
+        assert_eq!(layer.install(&applied, &next, &failsafe).unwrap()["all"].revision, 3);
     }
 
     #[test]
