@@ -3,8 +3,9 @@
 //!
 //! One session: connect, grant the status lease, read every policy key,
 //! report, then watch the policy prefix from the revision read (no event is
-//! missed between the read and the watch) and refresh the lease. Any failure
-//! ends the session; the next starts after a jittered, growing delay.
+//! missed between the read and the watch) and refresh the lease, reporting
+//! again when the daemon's summary changed. Any failure ends the session; the
+//! next starts after a jittered, growing delay.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

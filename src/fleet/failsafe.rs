@@ -29,8 +29,8 @@ use crate::policy::{Direction, Policy, Verdict};
 const ETCD_PORT: u16 = 2379;
 
 /// A connection that the applied policy must let through.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Path {
+#[derive(Debug)]
+pub struct Connection {
     /// For messages: "outbound to etcd 10.0.0.1:2379".
     pub what: String,
     pub direction: Direction,
@@ -40,7 +40,7 @@ pub struct Path {
 /// The paths to keep open, and the keyword values they are evaluated under.
 #[derive(Debug, Default)]
 pub struct Failsafe {
-    pub paths: Vec<Path>,
+    pub connections: Vec<Connection>,
     pub dynamic: DynState,
 }
 
@@ -51,9 +51,10 @@ impl Failsafe {
         let conn = tokio::spawn(conn);
         let dynamic = crate::dynamic::netlink::read(&handle).await;
         conn.abort();
+        let dynamic = dynamic.context("reading the host's addresses and routes")?;
         let interfaces = interfaces()?;
         let uid = nix::unistd::geteuid().as_raw();
-        let mut paths = Vec::new();
+        let mut connections = Vec::new();
         for endpoint in &config.etcd.endpoints {
             for remote in resolve(endpoint).await? {
                 let (interface, local) = route(remote.ip(), &interfaces);
@@ -66,7 +67,11 @@ impl Failsafe {
                     uid: Some(uid),
                     ..Packet::default()
                 };
-                paths.push(Path { what: format!("outbound to etcd {remote}"), direction: Direction::Out, packet });
+                connections.push(Connection {
+                    what: format!("outbound to etcd {remote}"),
+                    direction: Direction::Out,
+                    packet,
+                });
             }
         }
         let ssh = |remote: Option<IpAddr>, (interface, local): (Option<String>, Option<IpAddr>)| {
@@ -80,18 +85,18 @@ impl Failsafe {
                 interface: interface.clone(),
                 ..Packet::default()
             };
-            Path {
+            Connection {
                 what: format!("inbound SSH (port {}) from {from}{on}", config.failsafe.ssh_port),
                 direction: Direction::In,
                 packet,
             }
         };
         if config.failsafe.ssh_from.is_empty() {
-            paths.extend(interfaces.iter().map(|(i, a)| ssh(None, (Some(i.clone()), Some(*a)))));
+            connections.extend(interfaces.iter().map(|(i, a)| ssh(None, (Some(i.clone()), Some(*a)))));
         } else {
-            paths.extend(config.failsafe.ssh_from.iter().map(|&r| ssh(Some(r), route(r, &interfaces))));
+            connections.extend(config.failsafe.ssh_from.iter().map(|&r| ssh(Some(r), route(r, &interfaces))));
         }
-        Ok(Failsafe { paths, dynamic: dynamic.context("reading the host's addresses and routes")? })
+        Ok(Failsafe { connections, dynamic })
     }
 
     /// The first path that `policy` drops and the host's policy without the
@@ -104,8 +109,8 @@ impl Failsafe {
         compiled: &Compiled,
         before: impl FnOnce() -> Option<(Policy, Compiled)>,
     ) -> Result<(), String> {
-        let cut: Vec<(&Path, String)> =
-            self.paths.iter().filter_map(|p| Some((p, drops(policy, compiled, p)?))).collect();
+        let cut: Vec<(&Connection, String)> =
+            self.connections.iter().filter_map(|p| Some((p, drops(policy, compiled, p)?))).collect();
         if cut.is_empty() {
             return Ok(());
         }
@@ -116,7 +121,7 @@ impl Failsafe {
 }
 
 /// What in `policy` drops `path`, if anything does.
-fn drops(policy: &Policy, compiled: &Compiled, path: &Path) -> Option<String> {
+fn drops(policy: &Policy, compiled: &Compiled, path: &Connection) -> Option<String> {
     // The replies of a connection the host opens pass the rules as
     // established, but not a requiring isolation mode in clear.
     if path.direction == Direction::Out && isolation_drops(policy, compiled, &path.packet, false) {
@@ -172,7 +177,7 @@ fn route(remote: IpAddr, interfaces: &[(String, IpAddr)]) -> (Option<String>, Op
 mod tests {
     use super::*;
 
-    fn path(direction: Direction, remote: &str, local_port: Option<u16>, remote_port: Option<u16>) -> Path {
+    fn path(direction: Direction, remote: &str, local_port: Option<u16>, remote_port: Option<u16>) -> Connection {
         let packet = Packet {
             protocol: IPPROTO_TCP,
             remote: Some(remote.parse().unwrap()),
@@ -181,7 +186,7 @@ mod tests {
             interface: Some("eth0".into()),
             ..Packet::default()
         };
-        Path { what: remote.to_string(), direction, packet }
+        Connection { what: remote.to_string(), direction, packet }
     }
 
     /// The policy of `yaml` alone (no keyword has values).
@@ -200,7 +205,7 @@ mod tests {
     #[test]
     fn a_policy_that_drops_a_path_is_named_with_the_rule() {
         let failsafe = Failsafe {
-            paths: vec![
+            connections: vec![
                 path(Direction::In, "10.0.0.9", Some(22), None),
                 path(Direction::Out, "10.0.0.1", None, Some(2379)),
             ],
@@ -231,7 +236,7 @@ mod tests {
     #[test]
     fn isolation_counts_for_etcd_replies_and_management_ssh() {
         let failsafe = Failsafe {
-            paths: vec![
+            connections: vec![
                 path(Direction::Out, "10.0.0.1", None, Some(2379)),
                 path(Direction::In, "10.0.0.9", Some(22), None),
             ],

@@ -242,9 +242,12 @@ mod tests {
             local_port: Some(22),
             ..Default::default()
         };
-        let path =
-            super::super::failsafe::Path { what: "SSH".into(), direction: crate::policy::Direction::In, packet: ssh };
-        let failsafe = Failsafe { paths: vec![path], dynamic: Default::default() };
+        let path = crate::fleet::failsafe::Connection {
+            what: "SSH".into(),
+            direction: crate::policy::Direction::In,
+            packet: ssh,
+        };
+        let failsafe = Failsafe { connections: vec![path], dynamic: Default::default() };
         // The embedded default lets SSH in; a fleet rule blocks it.
         let applied = layer.install(&Applied::new(), &bundle("all", 1, &[("50-a.yaml", WEB)]), &failsafe).unwrap();
         let block = "rules:\n  - { name: no-ssh, direction: in, action: block, protocol: tcp, local-ports: [22] }\n";
