@@ -172,6 +172,19 @@ pub enum FleetCommand {
         /// The directory of the scope's policy files (*.yaml).
         dir: PathBuf,
     },
+    /// What publishing DIR to SCOPE would change: the files added, removed
+    /// and changed (with a unified diff of each) against the scope's bundle
+    /// in etcd, and the revision the publish would take. Reads only (the
+    /// publisher's etcd credential: the policy key and the hosts' reports).
+    Diff {
+        /// The scope, as for `publish`.
+        #[arg(long)]
+        scope: String,
+        #[command(flatten)]
+        etcd: crate::fleet::config::Etcd,
+        /// The directory of the scope's policy files (*.yaml).
+        dir: PathBuf,
+    },
     /// Follow this host's scopes in etcd: verify each bundle, write it into the
     /// fleet layer (/var/lib/ringfence/fleet/policy.d), ask the daemon to
     /// apply, report under /ringfence/v1/status/HOST and /ringfence/v1/report/HOST.
@@ -182,7 +195,9 @@ pub enum FleetCommand {
         config: PathBuf,
     },
     /// Every host that reported: per scope the hosts at each revision, the
-    /// failing ones with their reasons, the offline ones (no live status key).
+    /// failing ones with their reasons, the offline ones (no live status key),
+    /// and each host's daemon summary (interface profiles, isolation mode, SA
+    /// and soft-SA counts, packets dropped by the profile defaults).
     Status {
         #[arg(long)]
         json: bool,

@@ -168,7 +168,7 @@ pub fn explain(
     if packet.interface.as_deref() == Some("lo") {
         return decided(Verdict::Allow, Decider::Loopback);
     }
-    if direction == Direction::In && ipsec.is_none() && isolation_drops(policy, compiled, packet) {
+    if direction == Direction::In && ipsec.is_none() && isolation_drops(policy, compiled, packet, true) {
         return decided(Verdict::Block, Decider::Isolation { mode: policy.isolation.mode.value });
     }
     for Lookup { group, set } in compiled.lookups(direction, profile) {
@@ -199,15 +199,17 @@ fn find<'a>(set: &'a nft::Set, key: &[u128]) -> Option<&'a nft::Elem> {
     set.elems.iter().find(|e| e.ranges.iter().zip(key).all(|(&(lo, hi), &k)| lo <= k && k <= hi))
 }
 
-/// Whether `isolation_in` drops a packet in clear, taken as the first of a new
-/// connection: it comes from a secure subnet (`iso_secure4/6`, as
+/// Whether `isolation_in` drops a packet in clear, the first of a new
+/// connection (`new`) or one of an established one (a reply to a connection
+/// the host opened): it comes from a secure subnet (`iso_secure4/6`, as
 /// the table has them), from no exempt keyword's address, in a mode that
-/// requires IPsec inbound.
-fn isolation_drops(policy: &Policy, compiled: &Compiled, packet: &Packet) -> bool {
-    let requires = matches!(
-        policy.isolation.mode.value,
-        IsolationMode::SecureRequest | IsolationMode::Require | IsolationMode::RequireEncryption
-    );
+/// requires IPsec inbound (`secure-request` only for new connections).
+pub fn isolation_drops(policy: &Policy, compiled: &Compiled, packet: &Packet, new: bool) -> bool {
+    let requires = match policy.isolation.mode.value {
+        IsolationMode::SecureRequest => new,
+        IsolationMode::Require | IsolationMode::RequireEncryption => true,
+        IsolationMode::Off | IsolationMode::Request | IsolationMode::Boundary => false,
+    };
     let Some(remote) = packet.remote else { return false };
     let v4 = remote.is_ipv4();
     let secure = compiled.table.sets.iter().find(|s| s.name == isolation::secure_set_name(v4));

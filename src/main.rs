@@ -168,6 +168,9 @@ fn fleet_command(command: FleetCommand) -> anyhow::Result<ExitCode> {
                 bundle.hash()
             );
         }
+        FleetCommand::Diff { scope, etcd, dir } => {
+            print!("{}", rt.block_on(fleet::commands::diff(&etcd, &scope, &dir))?)
+        }
         FleetCommand::Agent { config } => rt.block_on(fleet::agent::run(fleet::config::Agent::load(&config)?))?,
         FleetCommand::Status { json, etcd } => {
             let fleet = rt.block_on(fleet::commands::status(&etcd))?;

@@ -18,25 +18,15 @@ done
 
 PKI="$WORK/pki"
 mkdir "$PKI"
-# ca NAME SUBJECT; leaf NAME CA SUBJECT [SAN]: ECDSA P-256 keys (PKCS#8) and certificates.
-key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$PKI/$1.key" 2>/dev/null; }
-ca() { key "$1"; openssl req -new -x509 -key "$PKI/$1.key" -out "$PKI/$1.pem" -days 2 -subj "$2" 2>/dev/null; }
-leaf() {
-    key "$1"
-    openssl req -new -key "$PKI/$1.key" -subj "$3" -out "$PKI/$1.csr" 2>/dev/null
-    echo "subjectAltName=${4:-DNS:$1}" >"$PKI/$1.ext"
-    openssl x509 -req -in "$PKI/$1.csr" -CA "$PKI/$2.pem" -CAkey "$PKI/$2.key" -CAcreateserial -days 2 \
-        -extfile "$PKI/$1.ext" -out "$PKI/$1.pem" 2>/dev/null
-}
-ca etcd-ca "/CN=etcd CA"
-ca fleet-ca "/CN=Fleet CA"
-ca other-ca "/CN=Other CA"
-leaf publisher fleet-ca "/OU=Fleet Publishers/CN=publisher"
-leaf foreign other-ca "/OU=Fleet Publishers/CN=foreign"
+pki_ca etcd-ca "/CN=etcd CA"
+pki_ca fleet-ca "/CN=Fleet CA"
+pki_ca other-ca "/CN=Other CA"
+pki_leaf publisher fleet-ca "/OU=Fleet Publishers/CN=publisher"
+pki_leaf foreign other-ca "/OU=Fleet Publishers/CN=foreign"
 # etcd takes the user from the client certificate's CN: the administrator is
 # root, the publisher's etcd credential is the user publisher.
-leaf admin etcd-ca "/CN=root"
-leaf publisher-etcd etcd-ca "/CN=publisher"
+pki_leaf admin etcd-ca "/CN=root"
+pki_leaf publisher-etcd etcd-ca "/CN=publisher"
 
 sw=$(switch sw)
 admin=$(host admin)
@@ -59,7 +49,7 @@ etcd_start() {
 }
 for i in 1 2 3; do
     port "$sw" "$(host "e$i")" "10.9.0.$i"
-    leaf "e$i" etcd-ca "/CN=e$i" "IP:10.9.0.$i"
+    pki_leaf "e$i" etcd-ca "/CN=e$i" "IP:10.9.0.$i"
     etcd_start "$i"
 done
 
@@ -106,7 +96,7 @@ for i in $(seq $N); do
     ns=$(host "h$i")
     HOSTS+=("$ns")
     port "$sw" "$ns" "10.9.0.$((10 + i))"
-    leaf "h$i" etcd-ca "/CN=h$i"
+    pki_leaf "h$i" etcd-ca "/CN=h$i"
     H="$WORK/h$i"
     mkdir -p "$H/fleet/policy.d" "$H/etc"
     # A local rule: the fleet bundle naming a rule `local-ssh` too is invalid on every host.
@@ -130,6 +120,8 @@ policy-dirs: [$H/fleet/policy.d, $H/etc]
 status-ttl: 6
 status-refresh: 2
 YAML
+    # The web hosts keep SSH open to the admin's address, the others from anywhere.
+    [ "$role" = db ] || printf 'failsafe: { ssh-from: [10.9.0.100] }\n' >>"$H/agent.yaml"
     daemon_start "$ns" "$H/fleet/policy.d" --policy-dir "$H/etc"
     DAEMON[$i]=$DAEMON_PID
     agent_start "$i"
@@ -195,6 +187,24 @@ bundle "$WORK/b1" fleet-one 8001
 check "publish to all" publish all "$WORK/b1"
 said "it is revision 1" "revision 1 "
 check "every host applies and reports revision 1" wait_for 30 at all 1 $ALL
+
+# daemon_is HOST PYTHON: HOST's report's daemon summary `d` makes PYTHON true.
+daemon_is() {
+    fleet status --json | python3 -c '
+import json, sys
+d = {h["report"]["host"]: h["report"]["daemon"] for h in json.load(sys.stdin)["hosts"]}[sys.argv[1]]
+sys.exit(not eval(sys.argv[2]))' "$@"
+}
+check "every host reports its daemon: eth0 public, isolation off, no SAs" eval 'for h in $ALL; do
+    daemon_is $h "d[\"interfaces\"] == {\"eth0\": \"public\"} and d[\"isolation\"] == \"off\" and d[\"sas\"] == 0 and d[\"soft-sas\"] == 0 and \"error\" not in d" || exit 1; done'
+DROPPED=$(fleet status --json | jget '[h["report"]["daemon"]["dropped"]["inbound"] for h in v["hosts"] if h["report"]["host"] == "h5"][0]')
+# A connection to a port h5's policy does not open: its SYNs are dropped by the public default.
+refute "a connection to a closed port of h5 goes unanswered" --status 124 \
+    ip netns exec "$admin" timeout 2 bash -c 'exec 3<>/dev/tcp/10.9.0.15/9'
+check "h5's report counts the dropped inbound packets" \
+    wait_for 20 daemon_is h5 "d[\"dropped\"][\"inbound\"] > $DROPPED"
+check "fleet status shows each host's daemon" fleet status
+said "h5's line" "^host h5: eth0 public; isolation off; 0 SAs, 0 soft; dropped in [1-9][0-9]*, out 0$"
 
 check "h1's credentials read the policy" eval 'etcd_as h1 get /ringfence/v1/policy/all --print-value-only | grep -q fleet-one'
 check "h1's credentials write its own report key" etcd_as h1 put /ringfence/v1/report/h1 "$(ctl get /ringfence/v1/report/h1 --print-value-only)"
@@ -265,6 +275,35 @@ said "it is revision 3" "revision 3 "
 check "every host applies revision 3, its errors cleared" wait_for 30 at all 3 $ALL
 check "every daemon has its rule" everywhere fleet-three
 
+# fleet diff: what a publish would change, against the bundle in etcd (revision 3).
+mkdir "$WORK/next"
+sed 's/8008/8010/' "$WORK/b3/50-fleet-three.yaml" >"$WORK/next/50-fleet-three.yaml"
+bundle "$WORK/next" fleet-extra 8011
+cat >"$WORK/diff.want" <<'DIFF'
+scope all: etcd has revision 3; publishing would make revision 4
+added 50-fleet-extra.yaml
+--- a/50-fleet-extra.yaml
++++ b/50-fleet-extra.yaml
+@@ -0,0 +1,2 @@
++rules:
++  - { name: fleet-extra, direction: in, action: allow, protocol: tcp, local-ports: [8011] }
+changed 50-fleet-three.yaml
+--- a/50-fleet-three.yaml
++++ b/50-fleet-three.yaml
+@@ -1,2 +1,2 @@
+ rules:
+-  - { name: fleet-three, direction: in, action: allow, protocol: tcp, local-ports: [8008] }
++  - { name: fleet-three, direction: in, action: allow, protocol: tcp, local-ports: [8010] }
+DIFF
+check "fleet diff shows the changed and added files and the next revision" \
+    eval 'fleet diff --scope all "$WORK/next" >"$WORK/diff.got" && diff -u "$WORK/diff.want" "$WORK/diff.got"'
+check "fleet diff of the published directory: no change" fleet diff --scope all "$WORK/b3"
+said "it says so" "^no file would change$"
+check "fleet diff to a scope never published: every file added, revision 1" fleet diff --scope role=db "$WORK/b2"
+said "it says so" "^scope role=db: etcd has nothing; publishing would make revision 1$"
+check "fleet diff wrote nothing: etcd still has revision 3" \
+    eval 'ctl get /ringfence/v1/policy/all --print-value-only | grep -q "\"revision\":3,"'
+
 # settings.local-policy: ignore in a fleet file: the hosts' own directory after
 # the fleet layer is not read (their rule local-ssh goes), until it is dropped.
 bundle "$WORK/web2" fleet-web2 8009
@@ -284,6 +323,23 @@ rm "$WORK/web2/10-settings.yaml"
 check "publish role=web without the setting" publish role=web "$WORK/web2"
 check "web hosts apply role=web's revision 3 and have their own rule again" \
     wait_for 30 eval 'at role=web 3 $WEB && local_rule 1 && local_rule 4'
+
+# The failsafe: a bundle that would block SSH in, or the agent's own way out
+# to etcd, is refused; the hosts keep revision 3 and their link to etcd.
+mkdir -p "$WORK/no-ssh" "$WORK/no-etcd"
+printf 'rules:\n  - { name: fleet-no-ssh, direction: in, action: block, protocol: tcp, local-ports: [22] }\n' \
+    >"$WORK/no-ssh/50-no-ssh.yaml"
+printf 'rules:\n  - { name: fleet-no-etcd, direction: out, action: block, protocol: tcp, remote-ports: [2379] }\n' \
+    >"$WORK/no-etcd/50-no-etcd.yaml"
+check "a bundle that blocks SSH in is published" publish all "$WORK/no-ssh"
+check "every host refuses revision 4: it would block SSH, from the admin or from anywhere" \
+    wait_for 30 eval 'refused all 4 "failsafe refuses it: it would block inbound SSH \(port 22\) from 10.9.0.100 on eth0: rule fleet-no-ssh" $WEB &&
+                      refused all 4 "failsafe refuses it: it would block inbound SSH \(port 22\) from anywhere on eth0: rule fleet-no-ssh" $(names 5 6 7 8 9 10)'
+check "a bundle that blocks the way out to etcd is published" publish all "$WORK/no-etcd"
+check "every host refuses revision 5: it would block etcd" \
+    wait_for 30 refused all 5 "failsafe refuses it: it would block outbound to etcd 10.9.0.[123]:2379: rule fleet-no-etcd" $ALL
+check "nothing of them is written or applied; revision 3 stays" \
+    eval 'nowhere fleet-no-ssh && nowhere fleet-no-etcd && everywhere fleet-three'
 T_POLICY=$SECONDS
 
 # One member down: the cluster keeps its quorum; publishing and propagation go on.
@@ -294,13 +350,13 @@ quorum() { CTL_ENDPOINTS=https://10.9.0.2:2379,https://10.9.0.3:2379 ctl endpoin
 check "e2 and e3 serve a quorum" wait_for 20 quorum
 bundle "$WORK/b4" fleet-four 8009
 check "publish with member e1 down" publish all "$WORK/b4"
-check "every host applies revision 4" wait_for 30 at all 4 $ALL
+check "every host applies revision 6, its failsafe errors cleared" wait_for 30 at all 6 $ALL
 
 # All of etcd down: the hosts keep their policy; h1's daemon and agent
 # restart and the daemon applies the fleet layer without etcd.
 kill -9 "${ETCD_PID[2]}" "${ETCD_PID[3]}"
 check "members e2 and e3 stop" eval 'wait_exit "${ETCD_PID[2]}" && wait_exit "${ETCD_PID[3]}"'
-check "with etcd down, every host keeps revision 4" everywhere fleet-four
+check "with etcd down, every host keeps revision 6" everywhere fleet-four
 kill "${AGENT_PID[1]}" "${DAEMON[1]}"
 check "h1's agent and daemon stop" eval 'wait_exit "${AGENT_PID[1]}" && wait_exit "${DAEMON[1]}"'
 check "a restarted daemon starts" daemon_start "$PREFIX-h1" "$WORK/h1/fleet/policy.d" --policy-dir "$WORK/h1/etc"
@@ -313,13 +369,13 @@ RETURN=$(date +%s)
 for i in 1 2 3; do etcd_start "$i"; done
 check "etcd returns" wait_for 20 ctl endpoint health
 # Written since etcd returned: every agent, h1's new one too, reconnected.
-check "every host reports again, live, at revision 4" wait_for 40 eval 'at all 4 $ALL && reported_since $RETURN $ALL'
+check "every host reports again, live, at revision 6" wait_for 40 eval 'at all 6 $ALL && reported_since $RETURN $ALL'
 T_ETCD=$SECONDS
 
 # A killed agent's status key expires after its TTL (6 s here).
 kill "${AGENT_PID[10]}"
 check "h10's status key expires" wait_for 20 eval '[ -z "$(ctl get /ringfence/v1/status/h10 --keys-only)" ]'
 check "fleet status says h10 is offline, the others live" eval 'fleet status | grep -qx "offline (no live status key): h10"'
-check "its durable report stays" eval 'ctl get /ringfence/v1/report/h10 --print-value-only | grep -q "\"revision\":4"'
+check "its durable report stays" eval 'ctl get /ringfence/v1/report/h10 --print-value-only | grep -q "\"revision\":6"'
 echo "$SCENARIO: policy checks $((T_POLICY - T0)) s, etcd failures $((T_ETCD - T_POLICY)) s, total $SECONDS s"
 finish

@@ -3,8 +3,9 @@
 //!
 //! One session: connect, grant the status lease, read every policy key,
 //! report, then watch the policy prefix from the revision read (no event is
-//! missed between the read and the watch) and refresh the lease. Any failure
-//! ends the session; the next starts after a jittered, growing delay.
+//! missed between the read and the watch) and refresh the lease, reporting
+//! again when the daemon's summary changed. Any failure ends the session; the
+//! next starts after a jittered, growing delay.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -16,8 +17,9 @@ use tracing::{info, warn};
 use super::bundle::Signed;
 use super::config;
 use super::etcd::{self, POLICY, REPORT, STATUS};
+use super::failsafe::Failsafe;
 use super::layer::{Applied, InstallError, Layer};
-use super::report::{self, Problem, Report};
+use super::report::{self, Daemon, Problem, Report};
 use super::scope::Scope;
 use super::sign::{Refusal, Trust};
 use crate::protocol::Request;
@@ -28,13 +30,15 @@ pub struct Agent {
     layer: Layer,
     applied: Applied,
     errors: BTreeMap<String, Problem>,
+    /// The daemon's summary as last read.
+    daemon: Daemon,
 }
 
 pub async fn run(config: config::Agent) -> anyhow::Result<()> {
     let trust = Trust::load(&config.fleet_ca, config.publisher_ou.clone()).map_err(anyhow::Error::msg)?;
     let layer = Layer::new(&config.state_dir, crate::policy::Dirs::new(config.policy_dirs.clone(), Vec::new()))?;
     let applied = layer.applied()?;
-    let mut agent = Agent { config, trust, layer, applied, errors: BTreeMap::new() };
+    let mut agent = Agent { config, trust, layer, applied, errors: BTreeMap::new(), daemon: Daemon::default() };
     let mut backoff = Backoff::default();
     loop {
         let e = agent.session(&mut backoff).await.unwrap_err();
@@ -55,6 +59,7 @@ impl Agent {
         for kv in current.kvs() {
             self.offer(kv.key(), kv.value()).await;
         }
+        self.read_daemon().await;
         self.report(&mut client, lease).await?;
         info!("following {POLICY} in etcd from revision {revision}");
         backoff.reset();
@@ -73,6 +78,7 @@ impl Agent {
                         }
                     }
                     if relevant {
+                        self.read_daemon().await;
                         self.report(&mut client, lease).await?;
                     }
                 }
@@ -80,6 +86,9 @@ impl Agent {
                     keeper.keep_alive().await.context("lease keep-alive")?;
                     let answer = keepalives.message().await.context("lease keep-alive")?;
                     anyhow::ensure!(answer.is_some_and(|a| a.ttl() > 0), "the status lease expired");
+                    if self.read_daemon().await {
+                        self.report(&mut client, lease).await?;
+                    }
                 }
             }
         }
@@ -118,7 +127,10 @@ impl Agent {
             return Ok(());
         }
         self.trust.verify(scope, &signed, applied.map_or(0, |a| a.revision)).map_err(|r| problem(r.to_string()))?;
-        self.applied = self.layer.install(&self.applied, bundle).map_err(|e| match e {
+        let failsafe = Failsafe::now(&self.config)
+            .await
+            .map_err(|e| problem(format!("the failsafe cannot tell the host's paths to etcd and SSH: {e:#}")))?;
+        self.applied = self.layer.install(&self.applied, bundle, &failsafe).map_err(|e| match e {
             InstallError::Refused(r) => problem(r.to_string()),
             InstallError::Io(e) => problem(format!("cannot write the fleet layer: {e:#}")),
         })?;
@@ -133,6 +145,29 @@ impl Agent {
         }
     }
 
+    /// Asks the daemon for its summary (`show state`, `show profiles`, `show
+    /// sas`: none lists the rules); whether it changed. A daemon that does
+    /// not answer within the refresh interval is reported so: the lease must
+    /// be refreshed on time.
+    async fn read_daemon(&mut self) -> bool {
+        let socket = self.config.socket.clone();
+        let ask = move || -> anyhow::Result<Daemon> {
+            let call = |request| crate::client::call(&socket, &request);
+            let (state, profiles) = (call(Request::State)?, call(Request::Profiles)?);
+            Ok(Daemon::from_answers(&state, &profiles, call(Request::Sas).map_err(|e| format!("{e:#}"))))
+        };
+        let daemon = match tokio::time::timeout(self.config.refresh(), tokio::task::spawn_blocking(ask)).await {
+            Ok(Ok(Ok(daemon))) => Ok(daemon),
+            Ok(Ok(Err(e))) => Err(format!("{e:#}")),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("the daemon did not answer in time".to_string()),
+        }
+        .unwrap_or_else(|error| Daemon { error: Some(error), ..Daemon::default() });
+        let changed = daemon != self.daemon;
+        self.daemon = daemon;
+        changed
+    }
+
     fn report_value(&self) -> Report {
         let applied = self
             .applied
@@ -144,6 +179,7 @@ impl Agent {
             labels: self.config.labels.clone(),
             applied,
             errors: self.errors.clone(),
+            daemon: self.daemon.clone(),
             version: env!("CARGO_PKG_VERSION").into(),
             time: super::now(),
         }

@@ -1,4 +1,4 @@
-//! The admin commands: `fleet publish` and `fleet status`.
+//! The admin commands: `fleet publish`, `fleet diff` and `fleet status`.
 
 use std::path::Path;
 
@@ -27,27 +27,52 @@ pub async fn publish(etcd: &Etcd, publisher: &Publisher, scope: &str, dir: &Path
     }
     let files = files_of(dir)?;
     let mut client = etcd::connect(etcd).await?;
-    let key = format!("{POLICY}{scope}");
-    let current = client.get(key.as_str(), None).await.context("reading the scope's bundle")?;
-    let (revision, mod_revision) = match current.kvs().first() {
-        None => (0, 0),
-        Some(kv) => {
-            let signed: Signed =
-                serde_json::from_slice(kv.value()).with_context(|| format!("{key} holds no bundle"))?;
-            (signed.bundle.revision, kv.mod_revision())
-        }
-    };
-    let reports = reports(&mut client).await?;
-    let applied = reports.iter().filter_map(|r| Some(r.applied.get(scope)?.revision)).max().unwrap_or(0);
-    let bundle = Bundle { scope: scope.to_string(), revision: revision.max(applied) + 1, time: super::now(), files };
+    let current = Current::read(&mut client, scope).await?;
+    let bundle = Bundle { scope: scope.to_string(), revision: current.next, time: super::now(), files };
     let signed = publisher.sign(bundle.clone())?;
+    let key = format!("{POLICY}{scope}");
     let txn = Txn::new()
-        .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, mod_revision)])
+        .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, current.mod_revision)])
         .and_then([TxnOp::put(key.as_str(), serde_json::to_vec(&signed)?, None)]);
     if !client.txn(txn).await.context("writing the bundle")?.succeeded() {
         bail!("another publish of scope {scope} came first; run this one again");
     }
     Ok(bundle)
+}
+
+/// `fleet diff`: what publishing DIR to `scope` would change, rendered.
+pub async fn diff(etcd: &Etcd, scope: &str, dir: &Path) -> anyhow::Result<String> {
+    Scope::parse(scope).map_err(anyhow::Error::msg)?;
+    let files = files_of(dir)?;
+    let current = Current::read(&mut etcd::connect(etcd).await?, scope).await?;
+    Ok(super::diff::render(scope, current.bundle.as_ref(), current.next, &files))
+}
+
+/// A scope's bundle in etcd now, and the revision its next publish takes.
+struct Current {
+    bundle: Option<Bundle>,
+    /// The policy key's modification revision (0: no key).
+    mod_revision: i64,
+    next: u64,
+}
+
+impl Current {
+    async fn read(client: &mut etcd_client::Client, scope: &str) -> anyhow::Result<Current> {
+        let key = format!("{POLICY}{scope}");
+        let current = client.get(key.as_str(), None).await.context("reading the scope's bundle")?;
+        let (bundle, mod_revision) = match current.kvs().first() {
+            None => (None, 0),
+            Some(kv) => {
+                let signed: Signed =
+                    serde_json::from_slice(kv.value()).with_context(|| format!("{key} holds no bundle"))?;
+                (Some(signed.bundle), kv.mod_revision())
+            }
+        };
+        let reports = reports(client).await?;
+        let applied = reports.iter().filter_map(|r| Some(r.applied.get(scope)?.revision)).max().unwrap_or(0);
+        let next = bundle.as_ref().map_or(0, |b| b.revision).max(applied) + 1;
+        Ok(Current { bundle, mod_revision, next })
+    }
 }
 
 /// Every host's durable report, with whether its status key is live.

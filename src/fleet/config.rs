@@ -1,6 +1,7 @@
 //! The agent's configuration file and the etcd connection shared with the
 //! admin commands.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -56,6 +57,32 @@ pub struct Agent {
     /// Seconds between refreshes of the status key's lease.
     #[serde(default = "default_refresh")]
     pub status_refresh: u64,
+    /// The paths a bundle must not cut (docs/fleet.md, Failsafe).
+    #[serde(default)]
+    pub failsafe: Failsafe,
+}
+
+/// The SSH side of the failsafe (the etcd side is `etcd.endpoints`).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Failsafe {
+    /// The port sshd listens on.
+    #[serde(default = "default_ssh_port")]
+    pub ssh_port: u16,
+    /// The management addresses SSH must stay open to; none: SSH from no
+    /// particular address on every interface.
+    #[serde(default)]
+    pub ssh_from: Vec<IpAddr>,
+}
+
+impl Default for Failsafe {
+    fn default() -> Self {
+        Failsafe { ssh_port: default_ssh_port(), ssh_from: Vec::new() }
+    }
+}
+
+fn default_ssh_port() -> u16 {
+    22
 }
 
 fn default_state_dir() -> PathBuf {

@@ -21,6 +21,7 @@ use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
 use serde::{Deserialize, Serialize};
 
 use super::bundle::Bundle;
+use super::failsafe::Failsafe;
 use super::scope::layer_order;
 use super::sign::Refusal;
 
@@ -87,17 +88,18 @@ impl Layer {
     }
 
     /// Writes `applied` with `bundle` in its scope's place into the layer, if
-    /// the daemon's policy with that layer passes `check`; returns the new state.
-    pub fn install(&self, applied: &Applied, bundle: &Bundle) -> Result<Applied, InstallError> {
+    /// the daemon's policy with that layer passes `check` and keeps the
+    /// failsafe's paths open; returns the new state.
+    pub fn install(&self, applied: &Applied, bundle: &Bundle, failsafe: &Failsafe) -> Result<Applied, InstallError> {
         let mut next = applied.clone();
         let scope = AppliedScope { revision: bundle.revision, hash: bundle.hash(), files: bundle.files.clone() };
         next.insert(bundle.scope.clone(), scope);
         let staging = self.state_dir.join("policy.d.new");
         let io = InstallError::Io;
         write_layer(&staging, &next).map_err(io)?;
-        if let Err(diags) = self.check(&staging) {
+        if let Err(refusal) = self.check(&staging, failsafe) {
             let _ = fs::remove_dir_all(&staging);
-            return Err(InstallError::Refused(Refusal::Check(diags)));
+            return Err(InstallError::Refused(refusal));
         }
         self.swap(&staging).map_err(io)?;
         let json = serde_json::to_vec_pretty(&next).map_err(|e| io(e.into()))?;
@@ -108,15 +110,20 @@ impl Layer {
     }
 
     /// The daemon's policy with `staging` in the layer's place, loaded and
-    /// compiled as `ringfence check` does; the diagnostics if it fails.
-    fn check(&self, staging: &Path) -> Result<(), String> {
-        let mut dirs = self.daemon.clone();
-        dirs.policy =
-            dirs.policy.iter().map(|d| if *d == self.dir { staging.to_path_buf() } else { d.clone() }).collect();
-        crate::policy::load(&dirs)
-            .and_then(|pol| crate::compile::compile(&pol, &crate::dynamic::DynState::default()))
-            .map(drop)
-            .map_err(|diags| diags.to_string().trim_end().to_string())
+    /// compiled as `ringfence check` does (with the host's keyword values),
+    /// then the failsafe's paths explained through it (and, if it drops one,
+    /// through the policy with the layer as it is).
+    fn check(&self, staging: &Path, failsafe: &Failsafe) -> Result<(), Refusal> {
+        let compile = |layer: &Path| {
+            let mut dirs = self.daemon.clone();
+            dirs.policy =
+                dirs.policy.iter().map(|d| if *d == self.dir { layer.to_path_buf() } else { d.clone() }).collect();
+            crate::policy::load(&dirs)
+                .and_then(|pol| crate::compile::compile(&pol, &failsafe.dynamic).map(|c| (pol, c)))
+                .map_err(|diags| diags.to_string().trim_end().to_string())
+        };
+        let (policy, compiled) = compile(staging).map_err(Refusal::Check)?;
+        failsafe.check(&policy, &compiled, || compile(&self.dir).ok()).map_err(Refusal::Failsafe)
     }
 
     fn swap(&self, staging: &Path) -> anyhow::Result<()> {
@@ -193,8 +200,11 @@ mod tests {
         let layer = layer(&root.0);
         let applied = layer.applied().unwrap();
         assert!(applied.is_empty());
-        let applied = layer.install(&applied, &bundle("role=web", 1, &[("50-a.yaml", WEB)])).unwrap();
-        let applied = layer.install(&applied, &bundle("all", 4, &[("50-a.yaml", ""), ("10-b.yaml", "")])).unwrap();
+        let applied =
+            layer.install(&applied, &bundle("role=web", 1, &[("50-a.yaml", WEB)]), &Failsafe::default()).unwrap();
+        let applied = layer
+            .install(&applied, &bundle("all", 4, &[("50-a.yaml", ""), ("10-b.yaml", "")]), &Failsafe::default())
+            .unwrap();
         // role=web layers after all: its 50-a.yaml replaces all's.
         assert_eq!(fs::read_to_string(layer.dir.join("50-a.yaml")).unwrap(), WEB);
         assert!(layer.dir.join("10-b.yaml").exists());
@@ -203,7 +213,7 @@ mod tests {
 
         // A rule whose name another scope's file already uses: `check` refuses.
         let dup = bundle("all", 5, &[("60-dup.yaml", WEB)]);
-        let e = layer.install(&applied, &dup).unwrap_err();
+        let e = layer.install(&applied, &dup, &Failsafe::default()).unwrap_err();
         assert!(matches!(&e, InstallError::Refused(Refusal::Check(m)) if m.contains("60-dup.yaml")), "{e}");
         assert!(!layer.dir.join("60-dup.yaml").exists());
         assert!(!root.0.join("fleet/policy.d.new").exists());
@@ -215,9 +225,44 @@ mod tests {
         let root = crate::testutil::TempDir::new("fleet-layer-local");
         let layer = layer(&root.0);
         crate::testutil::write(&root.0.join("etc"), "50-local.yaml", WEB);
-        let e = layer.install(&Applied::new(), &bundle("all", 1, &[("50-fleet.yaml", WEB)])).unwrap_err();
+        let e = layer
+            .install(&Applied::new(), &bundle("all", 1, &[("50-fleet.yaml", WEB)]), &Failsafe::default())
+            .unwrap_err();
         assert!(matches!(&e, InstallError::Refused(Refusal::Check(m)) if m.contains("50-local.yaml")), "{e}");
         assert!(!layer.dir.exists());
+    }
+
+    #[test]
+    fn a_bundle_that_blocks_a_failsafe_path_is_refused() {
+        let root = crate::testutil::TempDir::new("fleet-layer-failsafe");
+        let layer = layer(&root.0);
+        let ssh = crate::explain::Packet {
+            protocol: crate::net::IPPROTO_TCP,
+            remote: Some("10.0.0.9".parse().unwrap()),
+            local_port: Some(22),
+            ..Default::default()
+        };
+        let path = crate::fleet::failsafe::Connection {
+            what: "SSH".into(),
+            direction: crate::policy::Direction::In,
+            packet: ssh,
+        };
+        let failsafe = Failsafe { connections: vec![path], dynamic: Default::default() };
+        // The embedded default lets SSH in; a fleet rule blocks it.
+        let applied = layer.install(&Applied::new(), &bundle("all", 1, &[("50-a.yaml", WEB)]), &failsafe).unwrap();
+        let block = "rules:\n  - { name: no-ssh, direction: in, action: block, protocol: tcp, local-ports: [22] }\n";
+        let e = layer.install(&applied, &bundle("all", 2, &[("50-a.yaml", block)]), &failsafe).unwrap_err();
+        assert!(
+            matches!(&e, InstallError::Refused(Refusal::Failsafe(m)) if m.starts_with("it would block SSH: rule no-ssh")),
+            "{e}"
+        );
+        assert_eq!(fs::read_to_string(layer.dir.join("50-a.yaml")).unwrap(), WEB);
+        assert_eq!(layer.applied().unwrap(), applied);
+
+        // A host whose own files shut SSH: not the bundles' doing, they apply.
+        crate::testutil::write(&root.0.join("etc"), "50-local.yaml", block);
+        let next = bundle("all", 3, &[("50-a.yaml", ""), ("60-b.yaml", WEB)]);
+        assert_eq!(layer.install(&applied, &next, &failsafe).unwrap()["all"].revision, 3);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::scope::Labels;
 
@@ -16,10 +17,86 @@ pub struct Report {
     pub applied: BTreeMap<String, Applied>,
     /// Per scope, why its latest bundle is not applied.
     pub errors: BTreeMap<String, Problem>,
+    /// What the host's daemon says of itself.
+    #[serde(default)]
+    pub daemon: Daemon,
     /// This agent's ringfence version.
     pub version: String,
     /// When it was written, seconds since the Unix epoch.
     pub time: i64,
+}
+
+/// A summary of the daemon's state, small whatever the size of the policy:
+/// no rule is listed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Daemon {
+    /// Each interface (but `lo`) and its profile.
+    pub interfaces: BTreeMap<String, String>,
+    /// The isolation mode (`off` ... `require-encryption`).
+    pub isolation: Option<String>,
+    /// IKE SAs up, one per protected peer; none when charon did not answer.
+    pub sas: Option<u64>,
+    /// Peers talked to in clear after the fallback (soft SAs).
+    pub soft_sas: Option<u64>,
+    /// Packets the profiles' block defaults dropped since the daemon last
+    /// applied (each apply makes the table, and its counters, anew).
+    pub dropped: Dropped,
+    /// What the daemon would not tell (it is down, or charon is).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Dropped {
+    pub inbound: u64,
+    pub outbound: u64,
+}
+
+impl Daemon {
+    /// From the daemon's answers to `show state`, `show profiles` and `show
+    /// sas` (or why `show sas` failed). The one place that reads them.
+    pub fn from_answers(state: &Value, profiles: &Value, sas: Result<Value, String>) -> Daemon {
+        let text = |v: &Value| v.as_str().map(str::to_string);
+        let interfaces = profiles["host-interfaces"].as_array().into_iter().flatten();
+        let interfaces = interfaces.filter_map(|i| Some((text(&i["interface"])?, text(&i["profile"])?))).collect();
+        let mut dropped = Dropped::default();
+        for profile in profiles["profiles"].as_array().into_iter().flatten() {
+            let blocked = |d: &str| match profile[d]["verdict"].as_str() {
+                Some("block") => profile[d]["packets"].as_u64().unwrap_or(0),
+                _ => 0,
+            };
+            dropped.inbound += blocked("inbound");
+            dropped.outbound += blocked("outbound");
+        }
+        let count = |v: &Value, key: &str| v[key].as_array().map(|a| a.len() as u64);
+        let (sas, soft_sas, error) = match sas {
+            Ok(v) => (count(&v, "ike-sas"), count(&v, "soft-sas"), None),
+            Err(e) => (None, None, Some(format!("show sas: {e}"))),
+        };
+        Daemon { interfaces, isolation: text(&state["isolation"]["mode"]), sas, soft_sas, dropped, error }
+    }
+
+    /// One line: `eth0 public; isolation off; 0 SAs, 0 soft; dropped in 3, out 0`
+    /// (`?` for what is not known).
+    fn render(&self) -> String {
+        let known = |n: Option<u64>| n.map_or("?".to_string(), |n| n.to_string());
+        let interfaces: Vec<String> = self.interfaces.iter().map(|(i, p)| format!("{i} {p}")).collect();
+        let mut line = format!(
+            "{}; isolation {}; {} SAs, {} soft; dropped in {}, out {}",
+            if interfaces.is_empty() { "no interfaces".into() } else { interfaces.join(", ") },
+            self.isolation.as_deref().unwrap_or("?"),
+            known(self.sas),
+            known(self.soft_sas),
+            self.dropped.inbound,
+            self.dropped.outbound
+        );
+        if let Some(e) = &self.error {
+            line += &format!(" ({e})");
+        }
+        line
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,6 +173,9 @@ impl Fleet {
         if !self.offline.is_empty() {
             out += &format!("offline (no live status key): {}\n", self.offline.join(" "));
         }
+        for host in &self.hosts {
+            out += &format!("host {}: {}\n", host.report.host, host.report.daemon.render());
+        }
         out
     }
 }
@@ -112,6 +192,7 @@ mod tests {
             labels: Labels::new(),
             applied,
             errors: errors.into_iter().collect(),
+            daemon: Daemon::default(),
             version: "0".into(),
             time: 0,
         }
@@ -126,7 +207,32 @@ mod tests {
         assert_eq!(
             fleet.render(),
             "3 hosts, 1 offline, 1 failing\nscope all\n  revision 2: 2 hosts: a b\n  revision 1: 1 hosts: c\n\
-             failing b: scope all revision 3: bad signature\noffline (no live status key): c\n"
+             failing b: scope all revision 3: bad signature\noffline (no live status key): c\n\
+             host a: no interfaces; isolation ?; ? SAs, ? soft; dropped in 0, out 0\n\
+             host b: no interfaces; isolation ?; ? SAs, ? soft; dropped in 0, out 0\n\
+             host c: no interfaces; isolation ?; ? SAs, ? soft; dropped in 0, out 0\n"
         );
+    }
+
+    #[test]
+    fn the_daemon_summary_comes_from_its_answers() {
+        let state = serde_json::json!({ "generation": 3, "isolation": { "mode": "secure-request", "ike": {} } });
+        let default =
+            |verdict: &str, packets: u64| serde_json::json!({ "verdict": verdict, "packets": packets, "bytes": 60 });
+        let profiles = serde_json::json!({
+            "profiles": [
+                { "profile": "domain", "interfaces": ["eth1"], "inbound": default("block", 4), "outbound": default("allow", 90) },
+                { "profile": "public", "interfaces": [], "inbound": default("block", 3), "outbound": default("block", 1) },
+            ],
+            "host-interfaces": [{ "interface": "eth0", "profile": "public" }, { "interface": "eth1", "profile": "domain" }],
+        });
+        let sas = serde_json::json!({ "isolation": "on", "ike-sas": [{}, {}], "soft-sas": [{}] });
+        let daemon = Daemon::from_answers(&state, &profiles, Ok(sas));
+        assert_eq!(
+            daemon.render(),
+            "eth0 public, eth1 domain; isolation secure-request; 2 SAs, 1 soft; dropped in 7, out 1"
+        );
+        let down = Daemon::from_answers(&state, &profiles, Err("charon does not answer".into()));
+        assert!(down.render().ends_with("? SAs, ? soft; dropped in 7, out 1 (show sas: charon does not answer)"));
     }
 }

@@ -91,6 +91,8 @@ pub enum Refusal {
     FileName(String),
     #[error("the policy check failed: {0}")]
     Check(String),
+    #[error("the failsafe refuses it: {0}")]
+    Failsafe(String),
 }
 
 impl Trust {
