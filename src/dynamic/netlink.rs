@@ -91,7 +91,7 @@ fn connect() -> Result<(Handle, Events), NetlinkError> {
 }
 
 /// Reads links, addresses and routes (of every routing table) now.
-async fn read(handle: &Handle) -> Result<DynState, NetlinkError> {
+pub async fn read(handle: &Handle) -> Result<DynState, NetlinkError> {
     let links: Vec<LinkMessage> = handle.link().get().execute().try_collect().await.map_err(NetlinkError::Dump)?;
     let addresses: Vec<AddressMessage> =
         handle.address().get().execute().try_collect().await.map_err(NetlinkError::Dump)?;
