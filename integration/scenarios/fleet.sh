@@ -2,7 +2,8 @@
 # Fleet policy on etcd (docs/fleet.md): a 3-member etcd cluster with mutual
 # TLS and 10 hosts, each a daemon and a fleet agent in its own namespace (h1-h4
 # labelled role=web, the others role=db). A publish to `all` reaches every
-# host; a `role=web` one only the web hosts; a bundle that the hosts' own
+# host; a `role=web` one only the web hosts, an `ou=Secure-Servers` one only h4
+# (the OU of its isolation certificate); a bundle that the hosts' own
 # files make invalid, a tampered one, one from a publisher outside the fleet
 # CA and a replayed old one are refused by every host, which write and apply
 # nothing and report why; with one etcd member down publishing goes on; with
@@ -27,6 +28,7 @@ pki_leaf foreign other-ca "/OU=Fleet Publishers/CN=foreign"
 # root, the publisher's etcd credential is the user publisher.
 pki_leaf admin etcd-ca "/CN=root"
 pki_leaf publisher-etcd etcd-ca "/CN=publisher"
+pki_leaf iso-h4 fleet-ca "/OU=Secure Servers/CN=h4"
 
 sw=$(switch sw)
 admin=$(host admin)
@@ -104,6 +106,9 @@ for i in $(seq $N); do
         >"$H/etc/50-local.yaml"
     role=db
     [ "$i" -gt 4 ] || role=web
+    # h4's isolation certificate, OU "Secure Servers", gives it the label ou=Secure-Servers.
+    iso=
+    [ "$i" != 4 ] || iso="isolation-certificate: $PKI/iso-h4.pem"
     cat >"$H/agent.yaml" <<YAML
 etcd:
   endpoints: [${ENDPOINTS//,/, }]
@@ -112,6 +117,7 @@ etcd:
   key: $PKI/h$i.key
 host: h$i
 labels: { role: $role }
+$iso
 fleet-ca: $PKI/fleet-ca.pem
 publisher-ou: Fleet Publishers
 state-dir: $H/fleet
@@ -238,6 +244,17 @@ web_only() {
     done
 }
 check "web hosts have the scoped rule, db hosts never took it" web_only
+bundle "$WORK/secure" fleet-secure 8006
+check "publish to ou=Secure-Servers, the OU of h4's isolation certificate" publish ou=Secure-Servers "$WORK/secure"
+check "h4 applies it" wait_for 30 at ou=Secure-Servers 1 h4
+secure_only() {
+    local i
+    rules_have "$PREFIX-h4" fleet-secure || { echo "h4 has no rule fleet-secure"; return 1; }
+    for i in $(seq $N); do
+        [ "$i" = 4 ] || ! rules_have "$PREFIX-h$i" fleet-secure || { echo "h$i applied fleet-secure"; return 1; }
+    done
+}
+check "and no other host took it" secure_only
 check "a file of all's older revision is gone" nowhere fleet-one
 
 # A bundle that passes `check` alone but not over the hosts' own files.

@@ -37,6 +37,10 @@ pub struct Agent {
     pub host: String,
     #[serde(default)]
     pub labels: Labels,
+    /// The host's isolation certificate: its first OU becomes the label `ou`,
+    /// as a Windows host's OU selects the GPOs linked to it.
+    #[serde(default)]
+    pub isolation_certificate: Option<PathBuf>,
     /// The CA that publishers' certificates must chain to.
     pub fleet_ca: PathBuf,
     /// An OU that publishers' certificates must have.
@@ -104,7 +108,7 @@ fn default_refresh() -> u64 {
 impl Agent {
     pub fn load(path: &Path) -> anyhow::Result<Agent> {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let config: Agent = serde_saphyr::from_str(&text).with_context(|| format!("{}", path.display()))?;
+        let mut config: Agent = serde_saphyr::from_str(&text).with_context(|| format!("{}", path.display()))?;
         anyhow::ensure!(
             !config.host.is_empty() && config.host.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)),
             "{}: host {:?} is not letters, digits, '.', '_', '-'",
@@ -116,6 +120,15 @@ impl Agent {
             "{}: status-refresh must be at least 1 s and shorter than status-ttl",
             path.display()
         );
+        if let Some(cert) = &config.isolation_certificate {
+            anyhow::ensure!(
+                !config.labels.contains_key(OU_LABEL),
+                "{}: the label {OU_LABEL} comes from isolation-certificate; it cannot be set in labels too",
+                path.display()
+            );
+            let ou = ou_label(cert)?;
+            config.labels.insert(OU_LABEL.into(), ou);
+        }
         let cn = certificate_cn(&config.etcd.cert)?;
         anyhow::ensure!(
             cn == config.host,
@@ -133,13 +146,46 @@ impl Agent {
     }
 }
 
-/// The subject CN of the certificate in `path`: the user etcd takes it for.
-fn certificate_cn(path: &Path) -> anyhow::Result<String> {
+/// The label a host's isolation certificate gives it.
+pub const OU_LABEL: &str = "ou";
+
+/// The first value of the subject's CN (`ou` false) or OU of the certificate
+/// in `path`.
+fn subject_value(path: &Path, ou: bool) -> anyhow::Result<String> {
     use x509_parser::prelude::{FromDer, X509Certificate};
     let der = crate::pki::read_certificate(path).map_err(anyhow::Error::msg)?;
     let (_, cert) = X509Certificate::from_der(&der).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let cn = cert.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok());
-    cn.map(str::to_string).with_context(|| format!("{}: the certificate's subject has no CN", path.display()))
+    let subject = cert.subject();
+    let value = if ou { subject.iter_organizational_unit().next() } else { subject.iter_common_name().next() };
+    let kind = if ou { "OU" } else { "CN" };
+    let value = value.and_then(|v| v.as_str().ok());
+    value.map(str::to_string).with_context(|| format!("{}: the certificate's subject has no {kind}", path.display()))
+}
+
+/// The subject CN of the certificate in `path`: the user etcd takes it for.
+fn certificate_cn(path: &Path) -> anyhow::Result<String> {
+    subject_value(path, false)
+}
+
+/// The `ou` label of the certificate in `path`: its subject's first OU, each
+/// run of characters a label value cannot hold (other than letters, digits,
+/// `.`, `_`, `-`) made one `-`: `Web Servers` is `Web-Servers`.
+fn ou_label(path: &Path) -> anyhow::Result<String> {
+    let ou = subject_value(path, true)?;
+    let mut label = String::new();
+    for c in ou.chars() {
+        if c.is_ascii_alphanumeric() || "._-".contains(c) {
+            label.push(c);
+        } else if !label.ends_with('-') {
+            label.push('-');
+        }
+    }
+    anyhow::ensure!(
+        label.len() <= 63 && label.chars().any(|c| c.is_ascii_alphanumeric()),
+        "{}: the OU {ou:?} makes no label value",
+        path.display()
+    );
+    Ok(label)
 }
 
 #[cfg(test)]
@@ -147,12 +193,16 @@ mod tests {
     use super::*;
 
     fn load_with_host(host: &str) -> anyhow::Result<Agent> {
+        load_with(host, "")
+    }
+
+    fn load_with(host: &str, more: &str) -> anyhow::Result<Agent> {
         let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/fleet/testdata");
         let dir = crate::testutil::TempDir::new(&format!("fleet-config-{host}"));
         let path = dir.0.join("fleet.yaml");
         let yaml = format!(
             "etcd: {{ endpoints: [https://127.0.0.1:2379], ca: {d}/fleet-ca.pem, cert: {d}/publisher.pem, \
-             key: {d}/publisher.key }}\nhost: {host}\nfleet-ca: {d}/fleet-ca.pem\n",
+             key: {d}/publisher.key }}\nhost: {host}\nfleet-ca: {d}/fleet-ca.pem\n{more}",
             d = data.display()
         );
         std::fs::write(&path, yaml).unwrap();
@@ -164,5 +214,19 @@ mod tests {
         assert_eq!(load_with_host("publisher").unwrap().host, "publisher");
         let error = format!("{:#}", load_with_host("web1").unwrap_err());
         assert!(error.contains(r#"host "web1" is not the CN "publisher" of the etcd certificate"#), "{error}");
+    }
+
+    #[test]
+    fn the_isolation_certificate_gives_the_ou_label() {
+        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/fleet/testdata");
+        let cert = format!("isolation-certificate: {}/publisher.pem\n", data.display());
+        let config = load_with("publisher", &format!("{cert}labels: {{ role: web }}\n")).unwrap();
+        let labels: Vec<(&str, &str)> = config.labels.iter().map(|(l, v)| (l.as_str(), v.as_str())).collect();
+        assert_eq!(labels, [("ou", "Fleet-Publishers"), ("role", "web")]);
+        let twice = load_with("publisher", &format!("{cert}labels: {{ ou: web }}\n")).unwrap_err();
+        assert!(format!("{twice:#}").contains("the label ou comes from isolation-certificate"), "{twice:#}");
+        let ca = format!("isolation-certificate: {}/fleet-ca.pem\n", data.display());
+        let none = load_with("publisher", &ca).unwrap_err();
+        assert!(format!("{none:#}").contains("the certificate's subject has no OU"), "{none:#}");
     }
 }
