@@ -62,11 +62,29 @@ fn main() -> ExitCode {
     }
 }
 
-fn print(json: bool, value: &serde_json::Value, human: fn(&serde_json::Value) -> String) -> anyhow::Result<ExitCode> {
+fn print<T: serde::Serialize>(json: bool, value: &T, human: impl FnOnce(&T) -> String) -> anyhow::Result<ExitCode> {
     if json {
         println!("{}", serde_json::to_string_pretty(value)?);
     } else {
         print!("{}", human(value));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Asks the daemon and prints its answer: as it came with `--json`, else
+/// read as a `T` and rendered by `human`.
+fn show_answer<T: serde::de::DeserializeOwned>(
+    json: bool,
+    socket: &std::path::Path,
+    request: Request,
+    human: impl FnOnce(&T) -> String,
+) -> anyhow::Result<ExitCode> {
+    let answer = client::call(socket, &request)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else {
+        let answer: T = serde_json::from_value(answer).context("the daemon's answer cannot be read")?;
+        print!("{}", human(&answer));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -93,17 +111,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Check { policy, dump } => check(&policy, dump),
         Command::Show { what, json, names, services } => {
-            let (request, human): (Request, fn(&serde_json::Value) -> String) = match what {
-                ShowWhat::Services => return show_services(json, names, services.service_dirs),
-                ShowWhat::State => (Request::State, show::state),
-                ShowWhat::Rules => (Request::Rules, show::rules),
-                ShowWhat::Profiles => (Request::Profiles, show::profiles),
-                ShowWhat::Policy => (Request::Policy, show::policy),
-                ShowWhat::Sets => (Request::Sets, show::sets),
-                ShowWhat::Sas => (Request::Sas, show::sas),
-                ShowWhat::Stats => (Request::Stats, show::stats),
-            };
-            print(json, &client::call(&cli.socket, &request)?, human)
+            let socket = &cli.socket;
+            match what {
+                ShowWhat::Services => show_services(json, names, services.service_dirs),
+                ShowWhat::State => show_answer(json, socket, Request::State, show::state),
+                ShowWhat::Rules => show_answer(json, socket, Request::Rules, |r: &Vec<_>| show::rules(r)),
+                ShowWhat::Profiles => show_answer(json, socket, Request::Profiles, show::profiles),
+                ShowWhat::Policy => show_answer(json, socket, Request::Policy, show::policy),
+                ShowWhat::Sets => show_answer(json, socket, Request::Sets, |s: &Vec<_>| show::sets(s)),
+                ShowWhat::Sas => show_answer(json, socket, Request::Sas, show::sas),
+                ShowWhat::Stats => show_answer(json, socket, Request::Stats, show::stats),
+            }
         }
         Command::Explain(args) => explain(&cli.socket, args),
         Command::Apply { confirm } => {

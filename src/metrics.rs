@@ -3,22 +3,26 @@
 //! port or on a Unix socket.
 //!
 //! The HTTP side is a few lines by hand rather than a server crate: it answers
-//! one GET per connection with one body, which is all a scraper asks for.
+//! one GET per connection with one body, which is all a scraper asks for. The
+//! daemon writes the body from its snapshot straight into the socket, on a
+//! thread of the connection's, as the rules are read: at 100,000 rules no
+//! copy of the stats, as JSON or as text, is held whole.
 
-use std::fmt::Write as _;
+use std::fmt::Display;
+use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
-use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout;
 
 use crate::admission::{self, Accepting, Peer, Permit, Refused};
-use crate::daemon::Call;
-use crate::protocol::{Request, Response};
+use crate::daemon::{write_stream, IntoBlocking, RuleLines};
+use crate::protocol::answers::{DefaultStats, RuleStats, Stats};
+use crate::protocol::{Answer, Call, Request, Response};
 
 const MAX_REQUEST_BYTES: usize = 8 * 1024;
 
@@ -104,7 +108,10 @@ fn refusal(why: &Refused) -> String {
     http("503 Service Unavailable", &format!("{why}\n"))
 }
 
-async fn answer<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, _permit: Permit, calls: mpsc::Sender<Call>) {
+async fn answer<S>(mut stream: S, _permit: Permit, calls: mpsc::Sender<Call>)
+where
+    S: AsyncRead + AsyncWrite + IntoBlocking + Unpin,
+{
     let Ok(Some(head)) = timeout(admission::REQUEST_TIMEOUT, read_head(&mut stream)).await else { return };
     let path = head.split_whitespace().nth(1).unwrap_or("");
     let (status, body) = if !head.starts_with("GET ") {
@@ -113,26 +120,32 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, _permit: Permi
         ("404 Not Found", String::from("metrics are at /metrics\n"))
     } else {
         let (tx, rx) = oneshot::channel();
-        match calls.send((Request::Stats, tx)).await {
-            Err(_) => ("503 Service Unavailable", String::from("the daemon is stopping\n")),
-            Ok(()) => match rx.await {
-                Err(_) => ("503 Service Unavailable", String::from("the daemon is stopping\n")),
-                // Rendered on a blocking thread, as the socket's reads are.
-                Ok(answer) => match tokio::task::spawn_blocking(move || answer.into_response()).await {
-                    Ok(Response::Ok(stats)) => ("200 OK", render(&stats)),
-                    Ok(Response::Error(e)) => ("500 Internal Server Error", format!("{e}\n")),
-                    Err(e) => ("500 Internal Server Error", format!("{e}\n")),
-                },
-            },
+        let answer = match calls.send((Request::Metrics, tx)).await {
+            Ok(()) => rx.await.ok(),
+            Err(_) => None,
+        };
+        match answer {
+            None => ("503 Service Unavailable", String::from("the daemon is stopping\n")),
+            // The whole response, written on a thread as the socket's reads are.
+            Some(Answer::Stream(writer) | Answer::Bulk(writer)) => {
+                _ = write_stream(stream, writer, true).await;
+                return;
+            }
+            Some(Answer::Whole(Response::Error(e))) => ("500 Internal Server Error", format!("{e}\n")),
+            Some(Answer::Whole(Response::Ok(_))) => {
+                ("500 Internal Server Error", String::from("the daemon's answer is not metrics\n"))
+            }
         }
     };
     // The scraper may have gone, or not read in time; nothing to do about it.
     let _ = timeout(admission::WRITE_TIMEOUT, stream.write_all(http(status, &body).as_bytes())).await;
 }
 
+const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
 fn http(status: &str, body: &str) -> String {
     format!(
-        "HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.0 {status}\r\nContent-Type: {CONTENT_TYPE}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
 }
@@ -151,166 +164,167 @@ async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Option<String> {
     String::from_utf8(head).ok()
 }
 
-/// One metric family read from an array of `show stats`: each element is a
-/// sample labelled with some of its keys.
-struct Family {
-    name: &'static str,
-    help: &'static str,
-    kind: &'static str,
-    /// Where the samples are in the stats: keys, one per level.
-    array: &'static [&'static str],
-    labels: &'static [&'static str],
-    value: &'static str,
-}
-
-const RULE_LABELS: &[&str] = &["name", "direction", "action", "source"];
-const DEFAULT_LABELS: &[&str] = &["profile", "direction", "verdict"];
-
-const FAMILIES: &[Family] = &[
-    Family {
-        name: "ringfence_rule_packets_total",
-        help: "Packets a rule decided (the first packet of each connection).",
-        kind: "counter",
-        array: &["rules"],
-        labels: RULE_LABELS,
-        value: "packets",
-    },
-    Family {
-        name: "ringfence_rule_bytes_total",
-        help: "Bytes of the packets a rule decided.",
-        kind: "counter",
-        array: &["rules"],
-        labels: RULE_LABELS,
-        value: "bytes",
-    },
-    Family {
-        name: "ringfence_rule_logged_total",
-        help: "Packets of a rule with log: true that the daemon read from NFLOG (after the kernel's rate limit).",
-        kind: "counter",
-        array: &["rules"],
-        labels: RULE_LABELS,
-        value: "logged",
-    },
-    Family {
-        name: "ringfence_default_packets_total",
-        help: "Packets a profile's default decided.",
-        kind: "counter",
-        array: &["defaults"],
-        labels: DEFAULT_LABELS,
-        value: "packets",
-    },
-    Family {
-        name: "ringfence_default_bytes_total",
-        help: "Bytes of the packets a profile's default decided.",
-        kind: "counter",
-        array: &["defaults"],
-        labels: DEFAULT_LABELS,
-        value: "bytes",
-    },
-    Family {
-        name: "ringfence_default_logged_total",
-        help: "Packets dropped by a profile's default that the daemon read from NFLOG (settings.log-dropped).",
-        kind: "counter",
-        array: &["defaults"],
-        labels: DEFAULT_LABELS,
-        value: "logged",
-    },
-    Family {
-        name: "ringfence_dynamic_set_elements",
-        help: "Addresses in a keyword's dynamic set.",
-        kind: "gauge",
-        array: &["dynamic-sets"],
-        labels: &["set", "keyword", "family"],
-        value: "elements",
-    },
-    Family {
-        name: "ringfence_isolation_fallbacks_total",
-        help: "First contacts that went on in clear (soft SAs), by why no SA came up in time.",
-        kind: "counter",
-        array: &["isolation", "fallbacks"],
-        labels: &["reason"],
-        value: "count",
-    },
-    Family {
-        name: "ringfence_isolation_clear_inbound_total",
-        help: "New connections in clear from secure subnets, which secure-request would refuse (request and boundary modes), by protocol and port.",
-        kind: "counter",
-        array: &["isolation", "clear-inbound"],
-        labels: &["protocol", "port"],
-        value: "connections",
-    },
-];
-
-/// Single figures: name, help, type, path in the stats.
-const SCALARS: &[(&str, &str, &str, &[&str])] = &[
-    ("ringfence_applies_total", "Rulesets applied since the daemon started.", "counter", &["applies"]),
-    ("ringfence_last_apply_seconds", "How long the last apply took.", "gauge", &["last-apply-seconds"]),
-    (
-        "ringfence_isolation_sas_up",
-        "ESP security associations of Ringfence's IPsec connection in the kernel (one each way per CHILD_SA).",
-        "gauge",
-        &["isolation", "sas-up"],
-    ),
-    (
-        "ringfence_isolation_soft_sas",
-        "Peers reached in clear for now because no SA came up in time (soft SAs).",
-        "gauge",
-        &["isolation", "soft-sas"],
-    ),
-    ("ringfence_monitor_logged_total", "Logged packets read from NFLOG.", "counter", &["monitor", "totals", "logged"]),
-    (
-        "ringfence_monitor_unattributed_total",
-        "Logged packets whose rule could not be named.",
-        "counter",
-        &["monitor", "totals", "unattributed"],
-    ),
-    (
-        "ringfence_monitor_overruns_total",
-        "Times the kernel dropped NFLOG messages for a full socket buffer.",
-        "counter",
-        &["monitor", "totals", "overruns"],
-    ),
-    (
-        "ringfence_monitor_queue_drops_total",
-        "Logged packets dropped because the daemon was behind.",
-        "counter",
-        &["monitor", "totals", "queue-drops"],
-    ),
-    ("ringfence_monitor_subscribers", "Live ringfence monitor connections.", "gauge", &["monitor", "subscribers"]),
-];
-
-fn escape(v: &Value) -> String {
-    let s = match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
-
-/// The stats of `show stats --json` in Prometheus' text format.
-pub fn render(stats: &Value) -> String {
-    let mut o = String::new();
-    let mut stats = stats.clone();
-    stats["last-apply-seconds"] = serde_json::json!(stats["last-apply-ms"].as_f64().unwrap_or(0.0) / 1000.0);
-    for (name, help, kind, path) in SCALARS {
-        let v = path.iter().fold(&stats, |v, k| &v[*k]);
-        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", v.as_f64().unwrap_or(0.0));
-    }
-    for f in FAMILIES {
-        let _ = writeln!(o, "# HELP {} {}\n# TYPE {} {}", f.name, f.help, f.name, f.kind);
-        let samples = f.array.iter().fold(&stats, |v, k| &v[*k]);
-        for sample in samples.as_array().into_iter().flatten() {
-            let labels: Vec<String> = f.labels.iter().map(|l| format!("{l}=\"{}\"", escape(&sample[*l]))).collect();
-            let _ = writeln!(o, "{}{{{}}} {}", f.name, labels.join(","), sample[f.value].as_f64().unwrap_or(0.0));
+/// The response to a scrape: the stats in the text format, written as the
+/// rules are read, without a Content-Length (in HTTP/1.0 the body ends when
+/// the connection closes); or why there are none.
+pub fn respond(w: &mut dyn Write, stats: Result<Stats<RuleLines>, String>) -> io::Result<()> {
+    match stats {
+        Ok(stats) => {
+            write!(w, "HTTP/1.0 200 OK\r\nContent-Type: {CONTENT_TYPE}\r\nConnection: close\r\n\r\n")?;
+            render(w, &stats)
         }
+        Err(e) => w.write_all(http("500 Internal Server Error", &format!("{e}\n")).as_bytes()),
     }
-    o
+}
+
+/// A family's name and help.
+type Help = (&'static str, &'static str);
+
+/// A sample's figure in a family of the rules' counters, or of the defaults'.
+type RuleFigure = fn(&RuleStats<'_>) -> u64;
+type DefaultFigure = fn(&DefaultStats) -> u64;
+
+/// The rules' counter families: name and help, and the figure.
+const RULE_FAMILIES: [(Help, RuleFigure); 3] = [
+    (("ringfence_rule_packets_total", "Packets a rule decided (the first packet of each connection)."), |r| r.packets),
+    (("ringfence_rule_bytes_total", "Bytes of the packets a rule decided."), |r| r.bytes),
+    (
+        (
+            "ringfence_rule_logged_total",
+            "Packets of a rule with log: true that the daemon read from NFLOG (after the kernel's rate limit).",
+        ),
+        |r| r.logged,
+    ),
+];
+
+/// The profiles' defaults' counter families.
+const DEFAULT_FAMILIES: [(Help, DefaultFigure); 3] = [
+    (("ringfence_default_packets_total", "Packets a profile's default decided."), |d| d.count.packets),
+    (("ringfence_default_bytes_total", "Bytes of the packets a profile's default decided."), |d| d.count.bytes),
+    (
+        (
+            "ringfence_default_logged_total",
+            "Packets dropped by a profile's default that the daemon read from NFLOG (settings.log-dropped).",
+        ),
+        |d| d.logged,
+    ),
+];
+
+const SET_ELEMENTS: Help = ("ringfence_dynamic_set_elements", "Addresses in a keyword's dynamic set.");
+const FALLBACKS: Help = (
+    "ringfence_isolation_fallbacks_total",
+    "First contacts that went on in clear (soft SAs), by why no SA came up in time.",
+);
+const CLEAR_INBOUND: Help = (
+    "ringfence_isolation_clear_inbound_total",
+    "New connections in clear from secure subnets, which secure-request would refuse (request and boundary modes), by protocol and port.",
+);
+
+/// The stats of `show stats` in Prometheus' text format: single figures,
+/// then each family of labelled samples.
+pub fn render(w: &mut dyn Write, stats: &Stats<RuleLines>) -> io::Result<()> {
+    let (iso, m) = (&stats.isolation, &stats.monitor);
+    let scalars: [(&str, &str, &str, &dyn Display); 9] = [
+        ("ringfence_applies_total", "Rulesets applied since the daemon started.", "counter", &stats.applies),
+        ("ringfence_last_apply_seconds", "How long the last apply took.", "gauge", &(stats.last_apply_ms / 1000.0)),
+        (
+            "ringfence_isolation_sas_up",
+            "ESP security associations of Ringfence's IPsec connection in the kernel (one each way per CHILD_SA).",
+            "gauge",
+            &iso.sas_up.unwrap_or(0),
+        ),
+        (
+            "ringfence_isolation_soft_sas",
+            "Peers reached in clear for now because no SA came up in time (soft SAs).",
+            "gauge",
+            &iso.soft_sas,
+        ),
+        ("ringfence_monitor_logged_total", "Logged packets read from NFLOG.", "counter", &m.totals.logged),
+        (
+            "ringfence_monitor_unattributed_total",
+            "Logged packets whose rule could not be named.",
+            "counter",
+            &m.totals.unattributed,
+        ),
+        (
+            "ringfence_monitor_overruns_total",
+            "Times the kernel dropped NFLOG messages for a full socket buffer.",
+            "counter",
+            &m.totals.overruns,
+        ),
+        (
+            "ringfence_monitor_queue_drops_total",
+            "Logged packets dropped because the daemon was behind.",
+            "counter",
+            &m.totals.queue_drops,
+        ),
+        ("ringfence_monitor_subscribers", "Live ringfence monitor connections.", "gauge", &m.subscribers),
+    ];
+    for (name, help, kind, value) in scalars {
+        writeln!(w, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}")?;
+    }
+    for (help, figure) in RULE_FAMILIES {
+        family(w, help, "counter", stats.rules.iter(), |r| {
+            let labels = labels(&[
+                ("name", &r.name),
+                ("direction", &r.direction.as_str()),
+                ("action", &r.action.as_str()),
+                ("source", &r.source),
+            ]);
+            (labels, figure(r))
+        })?;
+    }
+    for (help, figure) in DEFAULT_FAMILIES {
+        family(w, help, "counter", &stats.defaults, |d| {
+            let labels = labels(&[
+                ("profile", &d.profile.as_str()),
+                ("direction", &d.direction.as_str()),
+                ("verdict", &d.count.verdict.as_str()),
+            ]);
+            (labels, figure(d))
+        })?;
+    }
+    family(w, SET_ELEMENTS, "gauge", &stats.dynamic_sets, |s| {
+        let labels = labels(&[("set", &s.set), ("keyword", &s.keyword.as_str()), ("family", &s.family.as_str())]);
+        (labels, s.elements as u64)
+    })?;
+    family(w, FALLBACKS, "counter", &iso.fallbacks, |f| (labels(&[("reason", &f.reason.as_str())]), f.count))?;
+    family(w, CLEAR_INBOUND, "counter", iso.clear_inbound.iter().flatten(), |c| {
+        (labels(&[("protocol", &c.protocol), ("port", &c.port)]), c.connections)
+    })
+}
+
+/// Writes one family: its HELP and TYPE, then a sample of each item, with
+/// the labels and the figure that `sample` gives.
+fn family<T>(
+    w: &mut dyn Write,
+    (name, help): Help,
+    kind: &str,
+    items: impl IntoIterator<Item = T>,
+    sample: impl Fn(&T) -> (String, u64),
+) -> io::Result<()> {
+    writeln!(w, "# HELP {name} {help}\n# TYPE {name} {kind}")?;
+    for item in items {
+        let (labels, value) = sample(&item);
+        writeln!(w, "{name}{labels} {value}")?;
+    }
+    Ok(())
+}
+
+/// `{name="value",...}`, the values escaped.
+fn labels(pairs: &[(&str, &dyn Display)]) -> String {
+    let pairs: Vec<String> =
+        pairs.iter().map(|(name, value)| format!("{name}=\"{}\"", escape(&value.to_string()))).collect();
+    format!("{{{}}}", pairs.join(","))
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn listen_addresses() {
@@ -319,28 +333,5 @@ mod tests {
         assert_eq!("[::1]:9477".parse(), Ok(Listen::Tcp("[::1]:9477".parse().unwrap())));
         assert!("0.0.0.0:9477".parse::<Listen>().unwrap_err().contains("not a loopback"));
         assert!("9477".parse::<Listen>().is_err());
-    }
-
-    #[test]
-    fn renders_labels_escaped() {
-        let stats = json!({
-            "applies": 3, "last-apply-ms": 12.5,
-            "rules": [{ "name": "a \"b\"", "direction": "in", "action": "block", "source": "x.yaml:3:5", "packets": 7, "bytes": 420, "logged": 2 }],
-            "isolation": {
-                "sas-up": 0, "soft-sas": 1, "fallbacks": [{ "reason": "auth-failed", "count": 2 }],
-                "clear-inbound": [{ "protocol": "tcp", "port": 22, "connections": 5 }]
-            },
-            "monitor": { "totals": { "logged": 2 }, "subscribers": 1 },
-        });
-        let text = render(&stats);
-        assert!(text.contains("ringfence_applies_total 3\n"));
-        assert!(text.contains("ringfence_last_apply_seconds 0.0125\n"));
-        assert!(text.contains(
-            "ringfence_rule_packets_total{name=\"a \\\"b\\\"\",direction=\"in\",action=\"block\",source=\"x.yaml:3:5\"} 7\n"
-        ));
-        assert!(text.contains("# TYPE ringfence_monitor_subscribers gauge\nringfence_monitor_subscribers 1\n"));
-        assert!(text.contains("ringfence_isolation_soft_sas 1\n"));
-        assert!(text.contains("ringfence_isolation_fallbacks_total{reason=\"auth-failed\"} 2\n"));
-        assert!(text.contains("ringfence_isolation_clear_inbound_total{protocol=\"tcp\",port=\"22\"} 5\n"));
     }
 }

@@ -341,8 +341,8 @@ fn list((dirs, path): (Dirs, PathBuf), names: bool, json: bool) -> anyhow::Resul
         return Ok(ExitCode::SUCCESS);
     }
     let policy = policy::load(&dirs)?;
-    let rules = serde_json::json!(policy.rules.iter().map(crate::daemon::rule_view).collect::<Vec<_>>());
-    crate::print(json, &rules, crate::show::rules)
+    let rules: Vec<_> = policy.rules.iter().map(crate::daemon::rule_view).collect();
+    crate::print(json, &rules, |r| crate::show::rules(r))
 }
 
 #[cfg(test)]

@@ -1,13 +1,24 @@
 //! Human-readable rendering of the daemon's answers (`--json` prints them as is).
 
-use std::fmt::Write;
+use std::fmt::{Display, Write};
+use std::path::PathBuf;
 
 use serde_json::Value;
 
+use crate::filewatch;
+use crate::policy::raw::IsolationMode;
+use crate::policy::{DefaultLayer, ProfileKind};
+use crate::protocol::answers::{KeywordSet, OnOff, PolicyView, Profiles, RuleView, Sas, Setting, State, Stats};
+
 /// Unix seconds as RFC 3339 (UTC).
-fn rfc3339(v: &Value) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(v.as_u64().unwrap_or(0));
+fn rfc3339(secs: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
     humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// A text the daemon may not know: `-` then.
+fn or_dash(v: &Option<String>) -> &str {
+    v.as_deref().unwrap_or("-")
 }
 
 fn s(v: &Value) -> String {
@@ -18,8 +29,12 @@ fn s(v: &Value) -> String {
     }
 }
 
-fn list(v: &Value) -> String {
-    let items: Vec<String> = v.as_array().into_iter().flatten().map(s).collect();
+fn strings<T: Display>(items: impl IntoIterator<Item = T>) -> Vec<String> {
+    items.into_iter().map(|i| i.to_string()).collect()
+}
+
+fn list<T: Display>(items: impl IntoIterator<Item = T>) -> String {
+    let items = strings(items);
     if items.is_empty() {
         "any".into()
     } else {
@@ -27,184 +42,165 @@ fn list(v: &Value) -> String {
     }
 }
 
-pub fn state(v: &Value) -> String {
+pub fn state(v: &State) -> String {
     let mut o = String::new();
-    let present = if v["present"] == Value::Bool(true) { "present" } else { "MISSING" };
-    let _ = writeln!(o, "table:       {} ({present})", s(&v["table"]));
+    let present = if v.present { "present" } else { "MISSING" };
+    let _ = writeln!(o, "table:       {} ({present})", v.table);
     let _ = writeln!(
         o,
         "ruleset:     {} sets, {} elements, {} chains, {} nft rules",
-        v["sets"], v["elements"], v["chains"], v["nft-rules"]
+        v.sets, v.elements, v.chains, v.nft_rules
     );
-    let _ = writeln!(
-        o,
-        "policy:      {} rules ({} enabled) from {} files",
-        v["rules"],
-        v["enabled-rules"],
-        v["files"].as_array().map_or(0, Vec::len)
-    );
-    for f in v["files"].as_array().into_iter().flatten() {
-        let _ = writeln!(o, "             {}", s(f));
+    let _ = writeln!(o, "policy:      {} rules ({} enabled) from {} files", v.rules, v.enabled_rules, v.files.len());
+    for f in &v.files {
+        let _ = writeln!(o, "             {}", f.display());
     }
-    ignored_dirs(&mut o, &v["ignored-dirs"]);
+    ignored_dirs(&mut o, &v.ignored_dirs);
     let _ = writeln!(
         o,
         "applied:     generation {}, at {}, in {:.1} ms",
-        v["generation"],
-        s(&v["applied-at"]),
-        v["last-apply-ms"].as_f64().unwrap_or(0.0)
+        v.generation,
+        or_dash(&v.applied_at),
+        v.last_apply_ms
     );
-    let watch = &v["file-watch"];
-    match watch["mode"].as_str() {
-        Some("polling") => {
-            let _ = writeln!(
-                o,
-                "file watch:  POLLING every {} ms ({}); inotify is tried again at each poll",
-                watch["interval-ms"],
-                s(&watch["reason"])
-            );
+    let _ = match &v.file_watch {
+        filewatch::Mode::Polling { interval_ms, reason } => {
+            writeln!(o, "file watch:  POLLING every {interval_ms} ms ({reason}); inotify is tried again at each poll")
         }
-        Some(mode) => {
-            let _ = writeln!(o, "file watch:  {mode}");
-        }
-        None => {}
+        filewatch::Mode::Inotify => writeln!(o, "file watch:  inotify"),
+    };
+    if v.changes_in_progress > 0 {
+        let _ =
+            writeln!(o, "changing:    {} change(s) in progress; this is the state before them", v.changes_in_progress);
     }
-    if let Some(n) = v["changes-in-progress"].as_u64().filter(|&n| n > 0) {
-        let _ = writeln!(o, "changing:    {n} change(s) in progress; this is the state before them");
-    }
-    if let Some(secs) = v["confirm-pending-secs"].as_u64() {
+    if let Some(secs) = v.confirm_pending_secs {
         let _ = writeln!(o, "pending:     rolls back in {secs} s unless `ringfence confirm`");
     }
-    match &v["last-error"] {
-        Value::String(e) => {
-            let _ = writeln!(o, "last reload: FAILED\n{e}");
-        }
-        _ => {
-            let _ = writeln!(o, "last reload: ok");
-        }
-    }
-    let iso = &v["isolation"];
-    let mode = iso["mode"].as_str().unwrap_or("off");
-    let ike = &iso["ike"];
-    let charon = match (&ike["last-error"], ike["loaded"].as_bool()) {
-        _ if mode == "off" => String::new(),
-        (Value::String(e), _) => format!(", charon: {e}"),
-        (_, Some(true)) => format!(", loaded into charon at {} ({} loads)", s(&ike["socket"]), ike["loads"]),
-        _ => ", not loaded into charon yet".into(),
+    let _ = match &v.last_error {
+        Some(e) => writeln!(o, "last reload: FAILED\n{e}"),
+        None => writeln!(o, "last reload: ok"),
     };
-    let _ = writeln!(o, "isolation:   {mode}{charon}");
+    let mode = v.isolation.mode.unwrap_or(IsolationMode::Off);
+    let ike = &v.isolation.ike;
+    let charon = match (&ike.last_error, ike.loaded) {
+        _ if mode == IsolationMode::Off => String::new(),
+        (Some(e), _) => format!(", charon: {e}"),
+        (None, true) => format!(
+            ", loaded into charon at {} ({} loads)",
+            ike.socket.as_deref().map_or_else(|| "-".into(), |p| p.display().to_string()),
+            ike.loads
+        ),
+        (None, false) => ", not loaded into charon yet".into(),
+    };
+    let _ = writeln!(o, "isolation:   {}{charon}", mode.as_str());
     o
 }
 
 /// `tcp/22`, or `icmp` for a protocol without ports (port 0).
-fn port_text(c: &Value) -> String {
-    match c["port"].as_u64() {
-        Some(0) | None => s(&c["protocol"]),
-        Some(port) => format!("{}/{port}", s(&c["protocol"])),
+fn port_text(protocol: &str, port: u16) -> String {
+    match port {
+        0 => protocol.into(),
+        port => format!("{protocol}/{port}"),
     }
 }
 
 /// IKE SAs with their CHILD SAs, as Windows lists main and quick mode SAs.
-pub fn sas(v: &Value) -> String {
+pub fn sas(v: &Sas) -> String {
     let mut o = String::new();
-    let sas = v["ike-sas"].as_array().map_or(&[][..], Vec::as_slice);
-    let soft = v["soft-sas"].as_array().map_or(&[][..], Vec::as_slice);
-    if v["isolation"] == "off" {
+    if v.isolation == OnOff::Off {
         let _ = writeln!(o, "isolation is off");
-    } else if sas.is_empty() && soft.is_empty() {
+    } else if v.ike_sas.is_empty() && v.soft_sas.is_empty() {
         let _ = writeln!(o, "no SA");
     }
-    if let Some(clear) = v["clear-inbound"].as_array() {
-        let total: u64 = clear.iter().filter_map(|c| c["connections"].as_u64()).sum();
+    if let Some(clear) = &v.clear_inbound {
+        let total: u64 = clear.iter().map(|c| c.count.connections).sum();
         let _ = writeln!(
             o,
             "readiness: {total} new connections in clear from secure subnets (secure-request would refuse them){}",
             if clear.is_empty() { "" } else { ":" }
         );
         for c in clear {
-            let _ = writeln!(o, "  {} {}: {}", s(&c["source"]), port_text(c), c["connections"]);
+            let (source, c) = (c.source, &c.count);
+            let _ = writeln!(o, "  {source} {}: {}", port_text(&c.protocol, c.port), c.connections);
         }
     }
-    for sa in soft {
+    for sa in &v.soft_sas {
         let _ = writeln!(
             o,
             "{} in clear (soft SA: {}) since {}, ends {} unless traffic goes on",
-            s(&sa["peer"]),
-            s(&sa["reason"]),
-            rfc3339(&sa["since"]),
-            rfc3339(&sa["expires"]),
+            sa.peer,
+            sa.reason.as_str(),
+            rfc3339(sa.since),
+            rfc3339(sa.expires),
         );
     }
-    for ike in sas {
+    for ike in &v.ike_sas {
         let _ = writeln!(
             o,
             "{} {} <-> {} {}  {} ({} initiated), IKE {}/{}/{}{}",
-            s(&ike["local-host"]),
-            s(&ike["local-id"]),
-            s(&ike["remote-host"]),
-            s(&ike["remote-id"]),
-            s(&ike["state"]),
-            if ike["initiator"] == "yes" { "we" } else { "peer" },
-            s(&ike["encr-alg"]),
-            s(&ike["integ-alg"]),
-            s(&ike["dh-group"]),
-            match ike["groups"].as_array() {
-                Some(g) if !g.is_empty() => format!(", groups {}", g.iter().map(s).collect::<Vec<_>>().join(",")),
-                _ => String::new(),
-            },
+            or_dash(&ike.local_host),
+            or_dash(&ike.local_id),
+            or_dash(&ike.remote_host),
+            or_dash(&ike.remote_id),
+            or_dash(&ike.state),
+            if ike.initiator.as_deref() == Some("yes") { "we" } else { "peer" },
+            or_dash(&ike.encr_alg),
+            or_dash(&ike.integ_alg),
+            or_dash(&ike.dh_group),
+            if ike.groups.is_empty() { String::new() } else { format!(", groups {}", ike.groups.join(",")) },
         );
-        for child in ike["child-sas"].as_object().into_iter().flat_map(|m| m.values()) {
+        for child in ike.child_sas.values() {
             let _ = writeln!(
                 o,
                 "  {} {} {} reqid {}  SPI in {} out {}  {}/{}  in {} B / {} pkts, out {} B / {} pkts  rekey in {} s, installed {} s ago",
-                s(&child["state"]),
-                s(&child["protocol"]),
-                s(&child["mode"]),
-                s(&child["reqid"]),
-                s(&child["spi-in"]),
-                s(&child["spi-out"]),
-                s(&child["encr-alg"]),
-                s(&child["integ-alg"]),
-                s(&child["bytes-in"]),
-                s(&child["packets-in"]),
-                s(&child["bytes-out"]),
-                s(&child["packets-out"]),
-                s(&child["rekey-time"]),
-                s(&child["install-time"]),
+                or_dash(&child.state),
+                or_dash(&child.protocol),
+                or_dash(&child.mode),
+                or_dash(&child.reqid),
+                or_dash(&child.spi_in),
+                or_dash(&child.spi_out),
+                or_dash(&child.encr_alg),
+                or_dash(&child.integ_alg),
+                or_dash(&child.bytes_in),
+                or_dash(&child.packets_in),
+                or_dash(&child.bytes_out),
+                or_dash(&child.packets_out),
+                or_dash(&child.rekey_time),
+                or_dash(&child.install_time),
             );
         }
     }
     o
 }
 
-fn rule_match(r: &Value) -> String {
-    let services = r["services"].as_array().is_some_and(|a| !a.is_empty());
-    let mut parts = vec![if services { format!("services={}", list(&r["services"])) } else { s(&r["protocol"]) }];
-    for (key, label) in [
-        ("local-ports", "lport"),
-        ("remote-ports", "rport"),
-        ("remote-addresses", "remote"),
-        ("local-addresses", "local"),
-        ("interfaces", "if"),
-        ("profiles", "profile"),
-        ("icmp-types", "type"),
-        ("users", "uid"),
-        ("remote-groups", "groups"),
-    ] {
-        if r[key].as_array().is_some_and(|a| !a.is_empty()) {
-            parts.push(format!("{label}={}", list(&r[key])));
+fn rule_match(r: &RuleView) -> String {
+    let mut parts =
+        vec![if r.services.is_empty() { r.protocol.clone() } else { format!("services={}", list(r.services.iter())) }];
+    let lists = [
+        ("lport", strings(&r.local_ports)),
+        ("rport", strings(&r.remote_ports)),
+        ("remote", strings(&r.remote_addresses)),
+        ("local", strings(&r.local_addresses)),
+        ("if", strings(&r.interfaces)),
+        ("profile", strings(r.profiles.iter().map(|p| p.as_str()))),
+        ("type", strings(&r.icmp_types)),
+        ("uid", strings(r.users.iter())),
+        ("groups", strings(r.remote_groups.iter())),
+    ];
+    for (label, items) in lists {
+        if !items.is_empty() {
+            parts.push(format!("{label}={}", items.join(",")));
         }
     }
-    if r["require-secure"] == Value::Bool(true) && !parts.iter().any(|p| p.starts_with("groups=")) {
+    if r.require_secure && r.remote_groups.is_empty() {
         parts.push("secure".into());
     }
     parts.join(" ")
 }
 
 /// The policy's rules, then the core networking group's.
-pub fn rules(v: &Value) -> String {
-    let all = v.as_array().map_or(&[][..], Vec::as_slice);
-    let (core, own): (Vec<&Value>, Vec<&Value>) = all.iter().partition(|r| r["group"] == "core-networking");
+pub fn rules(all: &[RuleView]) -> String {
+    let (core, own): (Vec<&RuleView>, Vec<&RuleView>) = all.iter().partition(|r| r.is_core());
     let mut o = rule_table(&own);
     if !core.is_empty() {
         o.push_str("\ncore networking (on unless settings.core-networking: false; looked up before every rule):\n");
@@ -213,22 +209,23 @@ pub fn rules(v: &Value) -> String {
     o
 }
 
-fn rule_table(rules: &[&Value]) -> String {
+fn rule_table(rules: &[&RuleView]) -> String {
+    let count = |n: Option<u64>| n.map_or_else(|| "-".into(), |n| n.to_string());
     let rows: Vec<[String; 7]> = rules
         .iter()
         .map(|r| {
-            let mut action = s(&r["action"]);
-            if r["enabled"] == Value::Bool(false) {
+            let mut action = r.action.as_str().to_string();
+            if !r.enabled {
                 action.push_str(" (disabled)");
             }
             [
-                s(&r["name"]),
-                s(&r["direction"]),
+                r.name.to_string(),
+                r.direction.as_str().into(),
                 action,
                 rule_match(r),
-                s(&r["packets"]),
-                s(&r["bytes"]),
-                s(&r["source"]),
+                count(r.packets),
+                count(r.bytes),
+                r.source.clone(),
             ]
         })
         .collect();
@@ -254,31 +251,33 @@ fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
     o
 }
 
-pub fn profiles(v: &Value) -> String {
+pub fn profiles(v: &Option<Profiles>) -> String {
     let mut o = String::new();
-    for p in v["profiles"].as_array().into_iter().flatten() {
-        let default = |d: &Value| format!("{} ({} packets, {} bytes)", s(&d["verdict"]), d["packets"], d["bytes"]);
-        let interfaces = profile_interfaces(&p["profile"], &p["interfaces"]);
+    let Some(v) = v else { return o };
+    for p in &v.profiles {
+        let default = |d: &crate::protocol::answers::DefaultCount| {
+            format!("{} ({} packets, {} bytes)", d.verdict.as_str(), d.packets, d.bytes)
+        };
+        let interfaces = profile_interfaces(p.profile, &p.interfaces);
         let _ = writeln!(
             o,
             "{}:\n  interfaces: {interfaces}\n  inbound:    {}\n  outbound:   {}",
-            s(&p["profile"]),
-            default(&p["inbound"]),
-            default(&p["outbound"])
+            p.profile.as_str(),
+            default(&p.inbound),
+            default(&p.outbound)
         );
     }
     let _ = writeln!(o, "host interfaces:");
-    for i in v["host-interfaces"].as_array().into_iter().flatten() {
-        let _ = writeln!(o, "  {:<16} {}", s(&i["interface"]), s(&i["profile"]));
+    for i in &v.host_interfaces {
+        let _ = writeln!(o, "  {:<16} {}", i.interface, i.profile.as_str());
     }
     o
 }
 
 /// An empty list means "none" for a profile, except for public, which has every
 /// interface that no other profile claims.
-fn profile_interfaces(profile: &Value, list: &Value) -> String {
-    let names: Vec<String> = list.as_array().into_iter().flatten().map(s).collect();
-    match (names.is_empty(), profile == "public") {
+fn profile_interfaces(profile: ProfileKind, names: &[String]) -> String {
+    match (names.is_empty(), profile == ProfileKind::Public) {
         (true, true) => "every interface no other profile has".into(),
         (true, false) => "none".into(),
         (false, true) => format!("{}, and every interface no other profile has", names.join(",")),
@@ -286,70 +285,72 @@ fn profile_interfaces(profile: &Value, list: &Value) -> String {
     }
 }
 
-fn from(v: &Value) -> String {
-    match &v["from"] {
-        Value::String(place) => format!("(set at {place})"),
-        _ => "(built-in default)".into(),
+fn from<T>(setting: &Setting<T>) -> String {
+    match &setting.from {
+        Some(place) => format!("(set at {place})"),
+        None => "(built-in default)".into(),
     }
 }
 
-pub fn policy(v: &Value) -> String {
+pub fn policy(v: &Option<PolicyView>) -> String {
     let mut o = String::new();
-    let path = s(&v["default"]["path"]);
-    let default = match v["default"]["from"].as_str() {
-        Some("embedded") => "the embedded copy (no file of its name exists)".into(),
-        Some("file") => path,
-        Some("masked") => format!("masked by {path}: not in the policy"),
-        _ => "none".into(),
+    let Some(v) = v else { return o };
+    let default = match &v.default {
+        DefaultLayer::Embedded => "the embedded copy (no file of its name exists)".into(),
+        DefaultLayer::File(path) => path.display().to_string(),
+        DefaultLayer::Masked(path) => format!("masked by {}: not in the policy", path.display()),
+        DefaultLayer::Absent => "none".into(),
     };
     let _ = writeln!(o, "default layer (00-default.yaml): {default}");
     let _ = writeln!(o, "files:");
-    for f in v["files"].as_array().into_iter().flatten() {
-        let _ = writeln!(o, "  {}", s(f));
+    for f in &v.files {
+        let _ = writeln!(o, "  {}", f.display());
     }
     let _ = writeln!(o, "profiles:");
-    for p in v["profiles"].as_array().into_iter().flatten() {
-        let _ = writeln!(o, "  {}:", s(&p["profile"]));
-        for key in ["interfaces", "inbound", "outbound"] {
-            let value = if key == "interfaces" {
-                profile_interfaces(&p["profile"], &p[key]["value"])
-            } else {
-                s(&p[key]["value"])
-            };
-            let _ = writeln!(o, "    {key:<11} {value:<12} {}", from(&p[key]));
+    for p in &v.profiles {
+        let _ = writeln!(o, "  {}:", p.profile.as_str());
+        let lines = [
+            ("interfaces", profile_interfaces(p.profile, &p.interfaces.value), from(&p.interfaces)),
+            ("inbound", p.inbound.value.as_str().into(), from(&p.inbound)),
+            ("outbound", p.outbound.value.as_str().into(), from(&p.outbound)),
+        ];
+        for (key, value, from) in lines {
+            let _ = writeln!(o, "    {key:<11} {value:<12} {from}");
         }
     }
     let _ = writeln!(o, "settings:");
-    for key in ["log-dropped", "core-networking", "local-policy"] {
-        let setting = &v["settings"][key];
-        let _ = writeln!(o, "  {key} {} {}", s(&setting["value"]), from(setting));
+    let settings = &v.settings;
+    let lines = [
+        ("log-dropped", settings.log_dropped.value.to_string(), from(&settings.log_dropped)),
+        ("core-networking", settings.core_networking.value.to_string(), from(&settings.core_networking)),
+        ("local-policy", settings.local_policy.value.as_str().into(), from(&settings.local_policy)),
+    ];
+    for (key, value, from) in lines {
+        let _ = writeln!(o, "  {key} {value} {from}");
     }
-    ignored_dirs(&mut o, &v["settings"]["ignored-dirs"]);
-    let groups = v["groups"].as_array().map_or(&[][..], Vec::as_slice);
-    if !groups.is_empty() {
+    ignored_dirs(&mut o, &settings.ignored_dirs);
+    if !v.groups.is_empty() {
         let _ = writeln!(o, "groups:");
-        for g in groups {
-            let _ = writeln!(o, "  {}: subject {}  (set at {})", s(&g["name"]), s(&g["subject"]), s(&g["place"]));
+        for g in &v.groups {
+            let _ = writeln!(o, "  {}: subject {}  (set at {})", g.name, g.subject, g.place);
         }
         let _ = writeln!(o, "group connections (charon):");
-        for c in v["group-connections"].as_array().into_iter().flatten() {
-            let reqid = c["reqid"].as_u64().unwrap_or(0);
-            let _ = writeln!(o, "  reqid {reqid:#x}  {}  groups {}", s(&c["pattern"]), list(&c["groups"]));
+        for c in &v.group_connections {
+            let _ = writeln!(o, "  reqid {:#x}  {}  groups {}", c.reqid, c.pattern, list(&c.groups));
         }
     }
     let _ = writeln!(o, "rules:");
-    for r in v["rules"].as_array().into_iter().flatten() {
-        let enabled = if r["enabled"] == Value::Bool(false) { " (disabled)" } else { "" };
-        let enabled =
-            if r["group"] == "core-networking" { format!("{enabled} [core networking]") } else { enabled.into() };
+    for r in &v.rules {
+        let enabled = if r.enabled { "" } else { " (disabled)" };
+        let enabled = if r.is_core() { format!("{enabled} [core networking]") } else { enabled.into() };
         let _ = writeln!(
             o,
             "  {} {} {}{enabled}: {}  (set at {})",
-            s(&r["name"]),
-            s(&r["direction"]),
-            s(&r["action"]),
+            r.name,
+            r.direction.as_str(),
+            r.action.as_str(),
             rule_match(r),
-            s(&r["source"])
+            r.source
         );
     }
     o
@@ -390,7 +391,14 @@ pub fn services(v: &Value) -> String {
         .as_array()
         .into_iter()
         .flatten()
-        .map(|svc| [s(&svc["name"]), list(&svc["ports"]), s(&svc["description"]), s(&svc["source"])])
+        .map(|svc| {
+            [
+                s(&svc["name"]),
+                list(svc["ports"].as_array().into_iter().flatten().map(s)),
+                s(&svc["description"]),
+                s(&svc["source"]),
+            ]
+        })
         .collect();
     table(&["NAME", "PORTS", "DESCRIPTION", "SOURCE"], &rows)
 }
@@ -430,21 +438,17 @@ pub fn explanation(v: &Value) -> String {
     format!("verdict:    {}\ndecided by: {by}\nprofile:    {}\n{over}", s(&v["verdict"]), s(&v["profile"]))
 }
 
-pub fn sets(v: &Value) -> String {
+pub fn sets(v: &[KeywordSet]) -> String {
     let mut o = String::new();
-    for set in v.as_array().into_iter().flatten() {
-        let used = if set["in-table"] == Value::Bool(true) { "" } else { " (no rule uses it)" };
-        let _ = writeln!(o, "{} {} -> set {}{used}", s(&set["keyword"]), s(&set["family"]), s(&set["set"]));
-        let elements = set["elements"].as_array().map_or(&[][..], Vec::as_slice);
-        if elements.is_empty() {
+    for set in v {
+        let used = if set.in_table { "" } else { " (no rule uses it)" };
+        let _ = writeln!(o, "{} {} -> set {}{used}", set.keyword.as_str(), set.family.as_str(), set.set);
+        if set.elements.is_empty() {
             let _ = writeln!(o, "  (empty)");
         }
-        for e in elements {
-            let iface = match &e["interface"] {
-                Value::String(i) => format!("{i} "),
-                _ => String::new(),
-            };
-            let _ = writeln!(o, "  {iface}{}  <- {}", s(&e["address"]), s(&e["source"]));
+        for e in &set.elements {
+            let iface = e.interface.as_ref().map_or_else(String::new, |i| format!("{i} "));
+            let _ = writeln!(o, "  {iface}{}  <- {}", e.address, e.source);
         }
     }
     o
@@ -489,73 +493,80 @@ pub fn monitor_line(v: &Value) -> String {
     )
 }
 
-pub fn stats(v: &Value) -> String {
+pub fn stats(v: &Stats) -> String {
     let mut o = String::new();
-    let _ = writeln!(
-        o,
-        "applies:      {} (the last took {:.1} ms)",
-        v["applies"],
-        v["last-apply-ms"].as_f64().unwrap_or(0.0)
-    );
-    let iso = &v["isolation"];
-    let loaded =
-        if iso["charon-loaded"] == Value::Bool(true) { "loaded into charon" } else { "not loaded into charon" };
+    let _ = writeln!(o, "applies:      {} (the last took {:.1} ms)", v.applies, v.last_apply_ms);
+    let iso = &v.isolation;
+    let loaded = if iso.charon_loaded { "loaded into charon" } else { "not loaded into charon" };
     let _ = writeln!(
         o,
         "isolation:    mode {}, {} ESP SAs in the kernel, {} soft SAs, {loaded}",
-        s(&iso["mode"]),
-        iso["sas-up"],
-        iso["soft-sas"]
+        iso.mode.map_or("-", IsolationMode::as_str),
+        iso.sas_up.map_or_else(|| "?".into(), |n| n.to_string()),
+        iso.soft_sas
     );
-    let fallbacks: Vec<String> = iso["fallbacks"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|f| format!("{} {}", f["count"], s(&f["reason"])))
-        .collect();
+    let fallbacks: Vec<String> = iso.fallbacks.iter().map(|f| format!("{} {}", f.count, f.reason.as_str())).collect();
     if !fallbacks.is_empty() {
         let _ = writeln!(o, "fallbacks:    {} (first contacts that went on in clear)", fallbacks.join(", "));
     }
-    if let Some(clear) = iso["clear-inbound"].as_array() {
-        let total: u64 = clear.iter().filter_map(|c| c["connections"].as_u64()).sum();
-        let ports: Vec<String> = clear.iter().map(|c| format!("{} {}", port_text(c), c["connections"])).collect();
+    if let Some(clear) = &iso.clear_inbound {
+        let total: u64 = clear.iter().map(|c| c.connections).sum();
+        let ports: Vec<String> =
+            clear.iter().map(|c| format!("{} {}", port_text(&c.protocol, c.port), c.connections)).collect();
         let ports = if ports.is_empty() { String::new() } else { format!(" ({})", ports.join(", ")) };
         let _ = writeln!(o, "readiness:    {total} new connections in clear from secure subnets{ports}");
     }
-    let m = &v["monitor"];
-    let t = &m["totals"];
-    let reading = match &m["error"] {
-        Value::String(e) => format!("NOT reading: {e}"),
-        _ => format!("reading NFLOG group {}", m["nflog-group"]),
+    let m = &v.monitor;
+    let t = &m.totals;
+    let reading = match &m.error {
+        Some(e) => format!("NOT reading: {e}"),
+        None => format!("reading NFLOG group {}", m.nflog_group),
     };
     let _ = writeln!(
         o,
         "monitor:      {reading}; {} logged, {} unattributed, {} overruns, {} queue drops; {} of {} recent kept; {} subscribers",
-        t["logged"], t["unattributed"], t["overruns"], t["queue-drops"], m["recent"], m["ring-size"], m["subscribers"]
+        t.logged, t.unattributed, t.overruns, t.queue_drops, m.recent, m.ring_size, m.subscribers
     );
-    let sets: Vec<String> = v["dynamic-sets"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|d| format!("{} {}", s(&d["set"]), d["elements"]))
-        .collect();
+    let sets: Vec<String> = v.dynamic_sets.iter().map(|d| format!("{} {}", d.set, d.elements)).collect();
     let _ = writeln!(o, "dynamic sets: {}\n", sets.join(", "));
-    let rules = columns(&v["rules"], ["name", "direction", "action", "packets", "bytes", "logged", "source"]);
+    let rules: Vec<[String; 7]> = v
+        .rules
+        .iter()
+        .map(|r| {
+            [
+                r.name.to_string(),
+                r.direction.as_str().into(),
+                r.action.as_str().into(),
+                r.packets.to_string(),
+                r.bytes.to_string(),
+                r.logged.to_string(),
+                r.source.clone(),
+            ]
+        })
+        .collect();
     o.push_str(&table(&["RULE", "DIR", "ACTION", "PACKETS", "BYTES", "LOGGED", "SOURCE"], &rules));
-    let defaults = columns(&v["defaults"], ["profile", "direction", "verdict", "packets", "bytes", "logged"]);
+    let defaults: Vec<[String; 6]> = v
+        .defaults
+        .iter()
+        .map(|d| {
+            [
+                d.profile.as_str().into(),
+                d.direction.as_str().into(),
+                d.count.verdict.as_str().into(),
+                d.count.packets.to_string(),
+                d.count.bytes.to_string(),
+                d.logged.to_string(),
+            ]
+        })
+        .collect();
     o.push('\n');
     o.push_str(&table(&["DEFAULT", "DIR", "VERDICT", "PACKETS", "BYTES", "LOGGED"], &defaults));
     o
 }
 
-/// The given keys of each object of an array, as table cells.
-fn columns<const N: usize>(rows: &Value, keys: [&str; N]) -> Vec<[String; N]> {
-    rows.as_array().into_iter().flatten().map(|r| keys.map(|k| s(&r[k]))).collect()
-}
-
 /// The policy directories that `settings.local-policy: ignore` left unread.
-fn ignored_dirs(o: &mut String, dirs: &Value) {
-    for d in dirs.as_array().into_iter().flatten() {
-        let _ = writeln!(o, "             NOT READ (local-policy: ignore): {}", s(d));
+fn ignored_dirs(o: &mut String, dirs: &[PathBuf]) {
+    for d in dirs {
+        let _ = writeln!(o, "             NOT READ (local-policy: ignore): {}", d.display());
     }
 }

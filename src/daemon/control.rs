@@ -11,35 +11,17 @@ use std::path::Path;
 use std::sync::Arc;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout;
 
 use crate::admission::{self, Accepting, Peer, Permit};
 use crate::monitor::{line, Hub};
-use crate::protocol::{Request, Response};
+use crate::protocol::{Answer, Call, Request, Response, Writer};
 use serde::Serialize;
 
 /// Requests are small; a longer line is not a request.
 const MAX_REQUEST_BYTES: u64 = 64 * 1024;
-
-pub type Call = (Request, oneshot::Sender<Answer>);
-
-/// Writes a whole answer line to the client as it is produced.
-pub type Writer = Box<dyn FnOnce(&mut dyn Write) -> io::Result<()> + Send>;
-
-/// The daemon's answer to a request: a small one whole, or a writer (a read
-/// of a snapshot) that a thread of the connection's runs, so that a
-/// 100,000-rule answer is neither held whole nor made on the loop.
-pub enum Answer {
-    Whole(Response),
-    Stream(Writer),
-    /// A read that lists every rule, written as `Stream` is, at a lower
-    /// priority: on a loaded machine it yields the CPU to the event loop and
-    /// to small reads, which then do not wait for it.
-    Bulk(Writer),
-}
 
 /// The nice value of a thread writing a [`Answer::Bulk`].
 const BULK_NICE: i32 = 10;
@@ -54,23 +36,6 @@ pub fn write_answer<T: Serialize>(w: &mut dyn Write, body: Result<T, String>) ->
             w.write_all(b"}\n")
         }
         Err(e) => w.write_all(&line(&Response::Error(e))),
-    }
-}
-
-impl Answer {
-    /// The whole answer as one value, for the metrics endpoint (which renders
-    /// it at once). Blocks while a stream is written.
-    pub fn into_response(self) -> Response {
-        match self {
-            Answer::Whole(r) => r,
-            Answer::Stream(write) | Answer::Bulk(write) => {
-                let mut buf = Vec::new();
-                let read = write(&mut buf).map_err(|e| e.to_string()).and_then(|()| {
-                    serde_json::from_slice(&buf).map_err(|e| format!("the daemon's answer cannot be read: {e}"))
-                });
-                read.unwrap_or_else(Response::Error)
-            }
-        }
     }
 }
 
@@ -179,17 +144,40 @@ async fn serve(stream: UnixStream, peer: Peer, _permit: Permit, calls: mpsc::Sen
         Answer::Stream(writer) => (writer, false),
         Answer::Bulk(writer) => (writer, true),
     };
-    _ = write_stream(reader.into_inner().into_inner(), write, writer, bulk).await;
+    if let Ok(socket) = reader.into_inner().into_inner().reunite(write) {
+        _ = write_stream(socket, writer, bulk).await;
+    }
 }
 
-/// Runs `writer` on a thread of its own, straight into the socket (made
-/// blocking, each write bounded by the write timeout); at nice [`BULK_NICE`]
-/// if `bulk`. The thread is not tokio's blocking pool's, which would keep the
-/// lowered priority for the next blocking task.
-async fn write_stream(read: OwnedReadHalf, write: OwnedWriteHalf, writer: Writer, bulk: bool) -> io::Result<()> {
-    let socket = read.reunite(write).map_err(io::Error::other)?.into_std()?;
-    socket.set_nonblocking(false)?;
-    socket.set_write_timeout(Some(admission::WRITE_TIMEOUT))?;
+/// A connection's socket, made blocking for a thread to write into, each
+/// write bounded by the write timeout.
+pub trait IntoBlocking {
+    fn into_blocking(self) -> io::Result<Box<dyn Write + Send>>;
+}
+
+impl IntoBlocking for UnixStream {
+    fn into_blocking(self) -> io::Result<Box<dyn Write + Send>> {
+        let socket = self.into_std()?;
+        socket.set_nonblocking(false)?;
+        socket.set_write_timeout(Some(admission::WRITE_TIMEOUT))?;
+        Ok(Box::new(socket))
+    }
+}
+
+impl IntoBlocking for tokio::net::TcpStream {
+    fn into_blocking(self) -> io::Result<Box<dyn Write + Send>> {
+        let socket = self.into_std()?;
+        socket.set_nonblocking(false)?;
+        socket.set_write_timeout(Some(admission::WRITE_TIMEOUT))?;
+        Ok(Box::new(socket))
+    }
+}
+
+/// Runs `writer` on a thread of its own, straight into the socket; at nice
+/// [`BULK_NICE`] if `bulk`. The thread is not tokio's blocking pool's, which
+/// would keep the lowered priority for the next blocking task.
+pub async fn write_stream(socket: impl IntoBlocking, writer: Writer, bulk: bool) -> io::Result<()> {
+    let socket = socket.into_blocking()?;
     let (done, written) = oneshot::channel();
     std::thread::Builder::new().name("answer".into()).spawn(move || {
         if bulk {

@@ -7,7 +7,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 
 use super::first_contact::{FirstContact, Reason, Settings, SoftSa};
@@ -15,6 +14,7 @@ use crate::compile::GroupPeers;
 use crate::dynamic::DynState;
 use crate::ike::{self, conn, Desired, Status};
 use crate::policy::Policy;
+use crate::protocol::answers::{Fallbacks, IsolationState, IsolationStats};
 use crate::xfrm::events::Event;
 use crate::xfrm::{self, Action, Xfrm};
 
@@ -304,28 +304,26 @@ impl Isolation {
     /// For `show stats`: the kernel's ESP SAs of Ringfence's connections (one
     /// each way per CHILD_SA), counted now. The readiness counts
     /// (`clear-inbound`) are the snapshot's reader's to add.
-    pub fn stats(&mut self, policy: Option<&Policy>) -> Value {
+    pub fn stats(&mut self, policy: Option<&Policy>) -> IsolationStats {
         let sas = self.with_kernel(|x| x.esp_sas(xfrm::REQIDS).map(|s| s.len())).map_err(|e| e.to_string());
-        let fallbacks: Vec<Value> =
-            self.first.fallbacks().map(|(reason, count)| json!({ "reason": reason, "count": count })).collect();
-        json!({
-            "mode": policy.map(|p| p.isolation.mode.value),
-            "sas-up": sas.as_ref().ok(),
-            "soft-sas": self.first.soft_peers().len(),
-            "fallbacks": fallbacks,
-            "error": sas.err(),
-            "charon-loaded": self.status.borrow().loaded,
-        })
+        IsolationStats {
+            mode: policy.map(|p| p.isolation.mode.value),
+            sas_up: sas.as_ref().ok().copied(),
+            soft_sas: self.first.soft_peers().len(),
+            fallbacks: self.first.fallbacks().map(|(reason, count)| Fallbacks { reason, count }).collect(),
+            error: sas.err(),
+            charon_loaded: self.status.borrow().loaded,
+            clear_inbound: None,
+        }
     }
 
     /// For `show state`.
-    pub fn view(&self, policy: Option<&Policy>) -> Value {
-        let status = self.status.borrow();
-        json!({
-            "mode": policy.map(|p| p.isolation.mode.value),
-            "xfrm-policies": self.applied.as_ref().map(Vec::len),
-            "xfrm-error": self.xfrm_error,
-            "ike": *status,
-        })
+    pub fn view(&self, policy: Option<&Policy>) -> IsolationState {
+        IsolationState {
+            mode: policy.map(|p| p.isolation.mode.value),
+            xfrm_policies: self.applied.as_ref().map(Vec::len),
+            xfrm_error: self.xfrm_error.clone(),
+            ike: self.status.borrow().clone(),
+        }
     }
 }

@@ -17,6 +17,8 @@ mod teardown;
 mod views;
 mod worker;
 
+pub use control::{write_stream, IntoBlocking};
+pub use stats::RuleLines;
 pub use views::rule_view;
 
 use std::path::PathBuf;
@@ -24,7 +26,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use serde_json::json;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep_until, Instant};
@@ -38,9 +39,8 @@ use crate::dynamic::{keyword_names, netlink, resolv, DynState, Update};
 use crate::filewatch::FileWatch;
 use crate::metrics;
 use crate::monitor::{self, Hub};
-use crate::protocol::{Request, Response};
+use crate::protocol::{Answer, Request, Response};
 use control::write_answer;
-pub use control::{Answer, Call};
 use engine::{Engine, Outcome, Snapshot, Trigger};
 use teardown::{StepError, Teardown};
 use views::policy_view;
@@ -137,7 +137,7 @@ pub async fn run<B: Backend + Send + 'static>(
     sync(&mut isolation, &now, Change::Applied);
     let (worker, mut done) = Worker::start(engine);
 
-    let (calls_tx, mut calls) = mpsc::channel::<control::Call>(64);
+    let (calls_tx, mut calls) = mpsc::channel::<crate::protocol::Call>(64);
     tokio::spawn(control::accept(listener, calls_tx.clone(), Arc::clone(&hub)));
     if let Some(server) = metrics_server {
         tokio::spawn(metrics::serve(server, calls_tx));
@@ -311,23 +311,22 @@ fn handle<B: Backend + Send + 'static>(
         Request::Sas => {
             let soft = isolation.soft_sas();
             tokio::spawn(async move {
-                let _ = reply.send(Answer::Whole(views::sas(snapshot, soft).await));
+                let sas = views::sas(snapshot, soft).await;
+                let _ = reply.send(read(move |w| write_answer(w, sas)));
             });
             return;
         }
         Request::State => {
-            let (part, changing, watch) = (isolation.view(policy), worker.queued(), json!(files.mode()));
-            read(move |w| {
-                let state = views::state(&snapshot, part, changing).map(|mut v| {
-                    v["file-watch"] = watch;
-                    v
-                });
-                write_answer(w, state)
-            })
+            let (part, changing, watch) = (isolation.view(policy), worker.queued(), files.mode());
+            read(move |w| write_answer(w, views::state(&snapshot, part, changing, watch)))
         }
         Request::Stats => {
             let (part, hub) = (isolation.stats(policy), Arc::clone(hub));
-            Answer::Bulk(Box::new(move |w| write_answer(w, stats::stats(&snapshot, &hub, part))))
+            Answer::Bulk(Box::new(move |w| write_answer(w, stats::read(&snapshot, &hub, part))))
+        }
+        Request::Metrics => {
+            let (part, hub) = (isolation.stats(policy), Arc::clone(hub));
+            Answer::Bulk(Box::new(move |w| metrics::respond(w, stats::read(&snapshot, &hub, part))))
         }
         Request::Rules => Answer::Bulk(Box::new(move |w| write_answer(w, views::rules(&snapshot)))),
         Request::Profiles => read(move |w| write_answer(w, views::profiles(&snapshot))),

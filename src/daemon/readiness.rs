@@ -10,10 +10,11 @@ use std::fmt::Display;
 use std::net::IpAddr;
 
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::compile::isolation::clear_set_name;
 use crate::nft::Table;
+use crate::protocol::answers::{ClearByPort, ClearBySource};
 
 /// Where clear connections came from and went to. The port is 0 for a
 /// protocol without ports.
@@ -66,7 +67,7 @@ impl Readiness {
 
 /// The counts summed by protocol and port, most first, for `show stats`
 /// and metrics.
-pub fn per_port(counts: &[(Clear, u64)]) -> Vec<Value> {
+pub fn per_port(counts: &[(Clear, u64)]) -> Vec<ClearByPort> {
     let mut sums: BTreeMap<(&str, u16), u64> = BTreeMap::new();
     for (clear, n) in counts {
         *sums.entry((clear.protocol.as_str(), clear.port)).or_default() += n;
@@ -74,15 +75,18 @@ pub fn per_port(counts: &[(Clear, u64)]) -> Vec<Value> {
     let mut sums: Vec<((&str, u16), u64)> = sums.into_iter().collect();
     sums.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     sums.into_iter()
-        .map(|((protocol, port), n)| json!({ "protocol": protocol, "port": port, "connections": n }))
+        .map(|((protocol, port), connections)| ClearByPort { protocol: protocol.to_string(), port, connections })
         .collect()
 }
 
 /// The counts by source, protocol and port, for `show sas`.
-pub fn per_source(counts: &[(Clear, u64)]) -> Vec<Value> {
+pub fn per_source(counts: &[(Clear, u64)]) -> Vec<ClearBySource> {
     counts
         .iter()
-        .map(|(c, n)| json!({ "source": c.source, "protocol": c.protocol, "port": c.port, "connections": n }))
+        .map(|(c, n)| ClearBySource {
+            source: c.source,
+            count: ClearByPort { protocol: c.protocol.clone(), port: c.port, connections: *n },
+        })
         .collect()
 }
 

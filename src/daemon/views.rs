@@ -1,15 +1,16 @@
-//! Answers to the read-only requests, as JSON the CLI renders. They are
+//! Answers to the read-only requests ([`crate::protocol::answers`]). They are
 //! answered from the engine's published [`Snapshot`], on a blocking thread
 //! of their own, and the large ones are written as they are produced
 //! ([`Lazy`]): a 100,000-rule answer is never held whole.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use serde::{Serialize, Serializer};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::engine::Snapshot;
 use super::readiness;
@@ -18,7 +19,11 @@ use crate::compile::{default_rule_comment, Compiled, TABLE};
 use crate::net::{format_addr_range, icmp_type_name, protocol_name};
 use crate::nft::{self, Counter, NO_OWNER};
 use crate::policy::values::{format_address, Keyword};
-use crate::policy::{Action, Direction, Policy, ProfileKind, Rule, Sourced};
+use crate::policy::{Direction, Policy, ProfileKind, Rule, Sourced};
+use crate::protocol::answers::{
+    DefaultCount, Family, GroupConnView, GroupView, HostInterface, IsolationState, KeywordSet, OnOff, PolicyView,
+    ProfileSettings, ProfileState, Profiles, RuleView, Sas, SetElement, Setting, SettingsView, State, CORE_NETWORKING,
+};
 
 /// A sequence serialized as its iterator yields it, one element at a time
 /// (and only once: the iterator is used up).
@@ -34,14 +39,6 @@ impl<I: Iterator<Item = T>, T: Serialize> Serialize for Lazy<I> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq(self.0.borrow_mut().take().into_iter().flatten())
     }
-}
-
-/// An answer's small part, then its rules (a [`Lazy`]) under `rules`.
-#[derive(Serialize)]
-pub(super) struct WithRules<R> {
-    #[serde(flatten)]
-    pub head: Value,
-    pub rules: R,
 }
 
 /// Per-rule counters (summed over the rule's set elements, found by their comment)
@@ -92,51 +89,18 @@ fn read_defaults(c: &mut Counters) -> Result<(), String> {
     Ok(())
 }
 
-fn sourced<T: serde::Serialize>(s: &Sourced<T>) -> Value {
-    json!({ "value": s.value, "from": s.from.as_ref().map(ToString::to_string) })
+fn setting<T: Clone>(s: &Sourced<T>) -> Setting<T> {
+    Setting { value: s.value.clone(), from: s.from.as_ref().map(ToString::to_string) }
 }
 
-/// A rule as `show rules` and `show policy` print it.
-#[derive(Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct RuleView<'a> {
-    name: &'a str,
-    source: String,
-    direction: Direction,
-    action: Action,
-    enabled: bool,
-    protocol: String,
-    local_ports: Vec<String>,
-    remote_ports: Vec<String>,
-    remote_addresses: Vec<String>,
-    local_addresses: Vec<String>,
-    interfaces: Vec<&'a str>,
-    profiles: &'a [ProfileKind],
-    icmp_types: Vec<String>,
-    services: &'a [String],
-    group: Option<&'static str>,
-    users: &'a [u32],
-    remote_groups: &'a [String],
-    require_secure: bool,
-    log: bool,
-}
-
-/// A rule with its counters.
-#[derive(Serialize)]
-struct Counted<'a> {
-    #[serde(flatten)]
-    rule: RuleView<'a>,
-    packets: u64,
-    bytes: u64,
-}
-
+/// A rule as `show rules` and `show policy` print it, without counters.
 pub fn rule_view(rule: &Rule) -> RuleView<'_> {
     let ports = |l: &[crate::net::PortRange]| -> Vec<String> {
         l.iter().map(|p| if p.0 == p.1 { p.0.to_string() } else { format!("{}-{}", p.0, p.1) }).collect()
     };
     let proto = rule.protocol.unwrap_or(0);
     RuleView {
-        name: &rule.name,
+        name: Cow::Borrowed(&rule.name),
         source: rule.place.to_string(),
         direction: rule.direction,
         action: rule.action,
@@ -146,50 +110,58 @@ pub fn rule_view(rule: &Rule) -> RuleView<'_> {
         remote_ports: ports(&rule.remote_ports),
         remote_addresses: rule.remote_addresses.iter().map(format_address).collect(),
         local_addresses: rule.local_addresses.iter().map(format_address).collect(),
-        interfaces: rule.interfaces.iter().map(|p| p.0.as_str()).collect(),
-        profiles: &rule.profiles,
+        interfaces: rule.interfaces.iter().map(|p| Cow::Borrowed(p.0.as_str())).collect(),
+        profiles: Cow::Borrowed(&rule.profiles),
         icmp_types: rule.icmp_types.iter().map(|&t| icmp_type_name(proto, t)).collect(),
-        services: &rule.services,
-        group: rule.core.then_some("core-networking"),
-        users: &rule.users,
-        remote_groups: &rule.remote_groups,
+        services: Cow::Borrowed(&rule.services),
+        group: rule.core.then_some(Cow::Borrowed(CORE_NETWORKING)),
+        users: Cow::Borrowed(&rule.users),
+        remote_groups: Cow::Borrowed(&rule.remote_groups),
         require_secure: rule.require_secure,
         log: rule.log,
+        packets: None,
+        bytes: None,
     }
 }
 
 /// `show policy`: the merged policy, its rules written one at a time.
-pub fn policy_view(policy: &Policy) -> impl Serialize + '_ {
-    let profiles: Vec<Value> = policy
+pub fn policy_view(policy: &Policy) -> PolicyView<impl Serialize + '_> {
+    let profiles = policy
         .profiles
         .iter()
-        .map(|p| {
-            let interfaces = Sourced {
-                value: p.interfaces.value.iter().map(|i| i.0.clone()).collect::<Vec<_>>(),
-                from: p.interfaces.from.clone(),
-            };
-            json!({
-                "profile": p.kind,
-                "interfaces": sourced(&interfaces),
-                "inbound": sourced(&p.inbound),
-                "outbound": sourced(&p.outbound),
-            })
+        .map(|p| ProfileSettings {
+            profile: p.kind,
+            interfaces: Setting {
+                value: p.interfaces.value.iter().map(|i| i.0.clone()).collect(),
+                from: p.interfaces.from.as_ref().map(ToString::to_string),
+            },
+            inbound: setting(&p.inbound),
+            outbound: setting(&p.outbound),
         })
         .collect();
-    let head = json!({
-        "files": policy.files,
-        "default": policy.default,
-        "profiles": profiles,
-        "settings": {
-            "log-dropped": sourced(&policy.settings.log_dropped),
-            "core-networking": sourced(&policy.settings.core_networking),
-            "local-policy": sourced(&policy.settings.local_policy),
-            "ignored-dirs": policy.settings.ignored_dirs,
+    let settings = &policy.settings;
+    PolicyView {
+        files: policy.files.clone(),
+        default: policy.default.clone(),
+        profiles,
+        settings: SettingsView {
+            log_dropped: setting(&settings.log_dropped),
+            core_networking: setting(&settings.core_networking),
+            local_policy: setting(&settings.local_policy),
+            ignored_dirs: settings.ignored_dirs.clone(),
         },
-        "groups": policy.groups,
-        "group-connections": policy.group_connections,
-    });
-    WithRules { head, rules: Lazy::new(policy.rules.iter().map(rule_view)) }
+        groups: policy
+            .groups
+            .iter()
+            .map(|g| GroupView { name: g.name.clone(), subject: g.subject.to_string(), place: g.place.to_string() })
+            .collect(),
+        group_connections: policy
+            .group_connections
+            .iter()
+            .map(|c| GroupConnView { pattern: c.pattern.to_string(), reqid: c.reqid, groups: c.groups.clone() })
+            .collect(),
+        rules: Lazy::new(policy.rules.iter().map(rule_view)),
+    }
 }
 
 /// `t` in RFC 3339 at the offset of `zone` (the host's local time for the
@@ -201,32 +173,40 @@ fn rfc3339(t: SystemTime, zone: &jiff::tz::TimeZone) -> Option<String> {
 
 /// `show state`; `isolation` is the event loop's part, `changing` how many
 /// changes wait for the engine or are being made.
-pub fn state(snapshot: &Snapshot, isolation: Value, changing: usize) -> Result<Value, String> {
+pub fn state(
+    snapshot: &Snapshot,
+    isolation: IsolationState,
+    changing: usize,
+    file_watch: crate::filewatch::Mode,
+) -> Result<State, String> {
     // Terse: a 100,000-element table need not be listed to know it is there.
     let present = nft::table_exists(TABLE).map_err(|e| format!("cannot read the table: {e}"))?;
     let applied = snapshot.applied.as_ref();
     let table = applied.map(|a| &a.compiled.table);
-    Ok(json!({
-        "table": format!("inet {TABLE}"),
-        "present": present,
-        "generation": snapshot.generation,
-        "applied-at": applied.and_then(|a| rfc3339(a.at, &jiff::tz::TimeZone::system())),
-        "last-apply-ms": snapshot.last_apply.as_secs_f64() * 1000.0,
-        "policy-dirs": snapshot.dirs.policy,
-        "services-dirs": snapshot.dirs.services,
-        "files": applied.map(|a| a.policy.files.clone()).unwrap_or_default(),
-        "ignored-dirs": applied.map(|a| a.policy.settings.ignored_dirs.clone()).unwrap_or_default(),
-        "rules": applied.map_or(0, |a| a.policy.rules.len()),
-        "enabled-rules": applied.map_or(0, |a| a.policy.rules.iter().filter(|r| r.enabled).count()),
-        "sets": table.map_or(0, |t| t.sets.len()),
-        "elements": table.map_or(0, |t| t.element_count()),
-        "chains": table.map_or(0, |t| t.chains.len()),
-        "nft-rules": table.map_or(0, |t| t.rule_count()),
-        "confirm-pending-secs": snapshot.confirm_deadline.map(|at| at.saturating_duration_since(Instant::now()).as_secs()),
-        "last-error": snapshot.last_error,
-        "isolation": isolation,
-        "changes-in-progress": changing,
-    }))
+    Ok(State {
+        table: format!("inet {TABLE}"),
+        present,
+        generation: snapshot.generation,
+        applied_at: applied.and_then(|a| rfc3339(a.at, &jiff::tz::TimeZone::system())),
+        last_apply_ms: snapshot.last_apply.as_secs_f64() * 1000.0,
+        policy_dirs: snapshot.dirs.policy.clone(),
+        services_dirs: snapshot.dirs.services.clone(),
+        files: applied.map(|a| a.policy.files.clone()).unwrap_or_default(),
+        ignored_dirs: applied.map(|a| a.policy.settings.ignored_dirs.clone()).unwrap_or_default(),
+        rules: applied.map_or(0, |a| a.policy.rules.len()),
+        enabled_rules: applied.map_or(0, |a| a.policy.rules.iter().filter(|r| r.enabled).count()),
+        sets: table.map_or(0, |t| t.sets.len()),
+        elements: table.map_or(0, |t| t.element_count()),
+        chains: table.map_or(0, |t| t.chains.len()),
+        nft_rules: table.map_or(0, |t| t.rule_count()),
+        confirm_pending_secs: snapshot
+            .confirm_deadline
+            .map(|at| at.saturating_duration_since(Instant::now()).as_secs()),
+        last_error: snapshot.last_error.clone(),
+        isolation,
+        changes_in_progress: changing,
+        file_watch,
+    })
 }
 
 /// `show rules`: every rule with its counters, written one at a time.
@@ -235,12 +215,12 @@ pub fn rules(snapshot: &Snapshot) -> Result<impl Serialize + '_, String> {
     let counters = applied.map(|a| counters(&a.compiled)).transpose()?.unwrap_or_default();
     Ok(Lazy::new(applied.into_iter().flat_map(|a| a.policy.rules.iter().enumerate()).map(move |(i, r)| {
         let (packets, bytes) = counters.rule(i);
-        Counted { rule: rule_view(r), packets, bytes }
+        RuleView { packets: Some(packets), bytes: Some(bytes), ..rule_view(r) }
     })))
 }
 
 /// The host's interfaces (in the daemon's network namespace) and their profile.
-fn host_interfaces(policy: &Policy) -> Vec<Value> {
+fn host_interfaces(policy: &Policy) -> Vec<HostInterface> {
     let mut names: Vec<String> = std::fs::read_dir("/sys/class/net")
         .into_iter()
         .flatten()
@@ -249,81 +229,74 @@ fn host_interfaces(policy: &Policy) -> Vec<Value> {
         .filter(|n| n != "lo")
         .collect();
     names.sort();
-    names.into_iter().map(|n| json!({ "interface": n, "profile": policy.profile_of(&n) })).collect()
+    names.into_iter().map(|n| HostInterface { profile: policy.profile_of(&n), interface: n }).collect()
 }
 
 /// `show profiles`: the defaults' counters need no set listed.
-pub fn profiles(snapshot: &Snapshot) -> Result<Value, String> {
-    let Some(applied) = &snapshot.applied else { return Ok(json!({})) };
+pub fn profiles(snapshot: &Snapshot) -> Result<Option<Profiles>, String> {
+    let Some(applied) = &snapshot.applied else { return Ok(None) };
     let mut counters = Counters::default();
     read_defaults(&mut counters)?;
     let policy = &applied.policy;
-    let profiles: Vec<Value> = ProfileKind::ALL
+    let profiles = ProfileKind::ALL
         .iter()
         .map(|&k| {
             let p = policy.profile(k);
             let default = |d: Direction| {
                 let (packets, bytes) = counters.profile_default(d, k);
-                json!({ "verdict": p.default_for(d), "packets": packets, "bytes": bytes })
+                DefaultCount { verdict: p.default_for(d), packets, bytes }
             };
-            json!({
-                "profile": k,
-                "interfaces": p.interfaces.value.iter().map(|i| i.0.clone()).collect::<Vec<_>>(),
-                "inbound": default(Direction::In),
-                "outbound": default(Direction::Out),
-            })
+            ProfileState {
+                profile: k,
+                interfaces: p.interfaces.value.iter().map(|i| i.0.clone()).collect(),
+                inbound: default(Direction::In),
+                outbound: default(Direction::Out),
+            }
         })
         .collect();
-    Ok(json!({ "profiles": profiles, "host-interfaces": host_interfaces(policy) }))
+    Ok(Some(Profiles { profiles, host_interfaces: host_interfaces(policy) }))
 }
 
 /// Every keyword's current values, where each came from, and its set.
-pub fn sets(snapshot: &Snapshot) -> Value {
+pub fn sets(snapshot: &Snapshot) -> Vec<KeywordSet> {
     let in_table: Vec<String> = snapshot
         .applied
         .as_ref()
         .map_or_else(Vec::new, |a| a.compiled.dynamic.iter().map(|&(k, v4)| keyword_sets::name(k, v4)).collect());
-    let sets: Vec<Value> = Keyword::ALL
+    Keyword::ALL
         .iter()
         .flat_map(|&k| [true, false].map(|v4| (k, v4)))
         .map(|(keyword, v4)| {
-            let name = keyword_sets::name(keyword, v4);
-            let entries: Vec<Value> = snapshot
+            let set = keyword_sets::name(keyword, v4);
+            let elements = snapshot
                 .dynamic
                 .entries(keyword, v4)
                 .iter()
-                .map(|e| json!({ "interface": e.interface, "address": format_addr_range(&e.addresses), "source": e.source }))
+                .map(|e| SetElement {
+                    interface: e.interface.clone(),
+                    address: format_addr_range(&e.addresses),
+                    source: e.source.clone(),
+                })
                 .collect();
-            json!({
-                "keyword": keyword,
-                "family": if v4 { "ipv4" } else { "ipv6" },
-                "set": name,
-                "in-table": in_table.contains(&name),
-                "elements": entries,
-            })
+            KeywordSet { keyword, family: Family::of(v4), in_table: in_table.contains(&set), set, elements }
         })
-        .collect();
-    Value::Array(sets)
+        .collect()
 }
 
 /// charon's SAs, each with the groups of its peer: those of its group
 /// connection, or for an SA this host started, of the peer sets its address
 /// is in; and the soft SAs (`soft`); and in `request` and `boundary`, the
 /// readiness counts by source.
-pub async fn sas(snapshot: Arc<Snapshot>, soft: Vec<super::first_contact::SoftSa>) -> crate::protocol::Response {
-    use crate::protocol::Response;
+pub async fn sas(snapshot: Arc<Snapshot>, soft: Vec<super::first_contact::SoftSa>) -> Result<Sas, String> {
     let Some(policy) = snapshot.applied.as_ref().map(|a| &a.policy).filter(|p| p.isolation.enabled()) else {
-        return Response::Ok(json!({ "isolation": "off", "ike-sas": [], "soft-sas": [] }));
+        return Ok(Sas { isolation: OnOff::Off, ike_sas: Vec::new(), soft_sas: Vec::new(), clear_inbound: None });
     };
     let groups: BTreeMap<String, &std::collections::BTreeSet<String>> =
         policy.group_connections.iter().map(|g| (crate::ike::conn::group_conn_name(g), &g.groups)).collect();
     // `nft` lists the counting sets, on a blocking thread.
     let reader = Arc::clone(&snapshot);
     let clear_inbound = tokio::task::spawn_blocking(move || reader.readiness());
-    let mut sas = match crate::ike::list_sas(&crate::ike::socket_path(&policy.isolation)).await {
-        Ok(sas) => sas,
-        Err(e) => return Response::Error(e),
-    };
+    let mut sas = crate::ike::list_sas(&crate::ike::socket_path(&policy.isolation)).await?;
     for sa in &mut sas {
         let addr = sa.remote_host.as_deref().and_then(|h| h.parse::<std::net::IpAddr>().ok());
         let started = sa.name == crate::ike::conn::CONN;
@@ -335,7 +308,7 @@ pub async fn sas(snapshot: Arc<Snapshot>, soft: Vec<super::first_contact::SoftSa
         };
     }
     let clear_inbound = clear_inbound.await.ok().flatten().as_deref().map(readiness::per_source);
-    Response::Ok(json!({ "isolation": "on", "ike-sas": sas, "soft-sas": soft, "clear-inbound": clear_inbound }))
+    Ok(Sas { isolation: OnOff::On, ike_sas: sas, soft_sas: soft, clear_inbound })
 }
 
 #[cfg(test)]
@@ -344,12 +317,11 @@ mod tests {
 
     use jiff::tz::{Offset, TimeZone};
 
-    use super::{rfc3339, Lazy, WithRules};
+    use super::{rfc3339, Lazy};
 
     #[test]
-    fn a_lazy_answer_is_the_json_of_its_whole_value() {
-        let answer = WithRules { head: serde_json::json!({ "files": ["a"] }), rules: Lazy::new([1, 2].into_iter()) };
-        assert_eq!(serde_json::to_string(&answer).unwrap(), r#"{"files":["a"],"rules":[1,2]}"#);
+    fn a_lazy_sequence_is_the_json_of_its_whole_value() {
+        assert_eq!(serde_json::to_string(&Lazy::new([1, 2].into_iter())).unwrap(), "[1,2]");
     }
 
     #[test]

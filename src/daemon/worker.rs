@@ -13,11 +13,11 @@ use std::time::Instant;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
-use super::control::Answer;
 use super::engine::{Engine, EngineError, Outcome, Snapshot, Trigger};
 use crate::backend::Backend;
 use crate::compile::GroupPeers;
 use crate::dynamic::Update;
+use crate::protocol::Answer;
 use crate::protocol::Response;
 
 /// The daemon's log lines keep the daemon's name, wherever they are written.

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::conn::CONN;
 
 /// Why a peer went on in clear.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Reason {
     /// No SA within `fallback`: the peer did not answer IKE in time.

@@ -35,7 +35,7 @@ pub struct Desired {
 }
 
 /// How loading went, for `show state`.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Status {
     pub socket: Option<PathBuf>,

@@ -16,8 +16,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
-use serde::Serialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{broadcast, mpsc};
@@ -27,6 +27,7 @@ use crate::compile::{Compiled, Gate, LogOrigin, LOG_GROUP, LOG_PREFIX};
 use crate::explain::{explain, Decider, Packet};
 use crate::net::{icmp_type_name, protocol_name};
 use crate::policy::{Action, Direction, Policy, ProfileKind, Verdict};
+use crate::protocol::answers::MonitorStats;
 use nflog::{Logged, Nflog};
 
 /// Recent events kept for `monitor --backlog` and `show stats`.
@@ -80,7 +81,7 @@ pub struct Event {
 }
 
 /// Counters since the daemon started.
-#[derive(Debug, Default, Clone, Serialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Totals {
     pub logged: u64,
@@ -162,17 +163,18 @@ impl Hub {
     }
 
     /// The monitor's own figures for `show stats`.
-    pub fn view(&self) -> Value {
+    pub fn view(&self) -> MonitorStats {
         let s = lock(&self.state);
-        json!({
-            "nflog-group": LOG_GROUP,
-            "reading": lock(&self.error).is_none(),
-            "error": *lock(&self.error),
-            "totals": s.totals,
-            "recent": s.ring.len(),
-            "ring-size": RING,
-            "subscribers": self.live.receiver_count(),
-        })
+        let error = lock(&self.error).clone();
+        MonitorStats {
+            nflog_group: LOG_GROUP,
+            reading: error.is_none(),
+            error,
+            totals: s.totals.clone(),
+            recent: s.ring.len(),
+            ring_size: RING,
+            subscribers: self.live.receiver_count(),
+        }
     }
 
     /// Serves one `monitor` request: the answer line, the last `backlog` events,

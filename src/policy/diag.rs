@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Serialize;
+use serde_saphyr::Spanned as S;
 
 /// A position in a policy file (1-based line and column, in characters).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +58,42 @@ impl Diagnostic {
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.place, self.message)
+    }
+}
+
+/// Where the diagnostics of one file go while it is read.
+pub(super) struct Ctx<'a> {
+    pub(super) file: &'a Arc<Path>,
+    pub(super) diags: &'a mut Vec<Diagnostic>,
+}
+
+impl Ctx<'_> {
+    pub(super) fn place<T>(&self, s: &S<T>) -> Place {
+        Place::new(self.file, s.referenced.line() as u32, s.referenced.column() as u32)
+    }
+
+    pub(super) fn error<T>(&mut self, at: &S<T>, message: impl Into<String>) {
+        let place = self.place(at);
+        self.diags.push(Diagnostic::new(place, message));
+    }
+
+    /// Parses every item of a list, reporting each bad one, and drops duplicates.
+    pub(super) fn list<T: PartialEq, U>(
+        &mut self,
+        key: &str,
+        items: &[S<U>],
+        parse: impl Fn(&U) -> Result<T, String>,
+    ) -> Vec<T> {
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            match parse(&item.value) {
+                Ok(v) if !out.contains(&v) => out.push(v),
+                Ok(_) => {}
+                Err(m) => self.error(item, format!("{key}[{i}]: {m}")),
+            }
+        }
+        out.shrink_to_fit();
+        out
     }
 }
 

@@ -16,11 +16,11 @@ use serde::Serialize;
 
 pub use dn::DnPattern;
 
+use super::diag::Ctx;
 use super::diag::{Diagnostic, Place};
 use super::isolation::Isolation;
 use super::raw::{Action, Direction, Groups, RawRule};
 use super::text::Quoted;
-use super::validate::Ctx;
 
 /// The reqid of the first group connection: the one after isolation's own
 /// connection's (`xfrm::REQID`, 0x5246), which peers in no group use.

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::diag::Ctx;
 use super::diag::Diagnostic;
 use super::raw::{IsolationMode, RawIsolation};
 use super::text::Quoted;
-use super::validate::Ctx;
 use super::values::{self, Address};
 use super::Sourced;
 

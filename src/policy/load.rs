@@ -9,7 +9,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::diag::{embedded_path, Diagnostic, Diagnostics, Place};
 use super::raw::{LocalPolicy, RawFile};
@@ -37,7 +37,7 @@ pub const EMBEDDED_DEFAULT: &str = include_str!("../../policies/default.yaml");
 pub const DEFAULT_FILE: &str = "00-default.yaml";
 
 /// Where the default layer came from, for `show policy`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "from", content = "path", rename_all = "kebab-case")]
 pub enum DefaultLayer {
     /// The copy built into the binary (no file of its name exists).

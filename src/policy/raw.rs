@@ -51,6 +51,15 @@ pub enum Verdict {
     Block,
 }
 
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Block => "block",
+        }
+    }
+}
+
 /// What a rule does with the packets it matches: `bypass` (authenticated
 /// bypass) accepts the packets of the rule's `remote-groups` even where a
 /// block rule matches them.
@@ -184,6 +193,15 @@ pub enum LocalPolicy {
     Apply,
     /// They are not: the policy ends with the directory of the file that says so.
     Ignore,
+}
+
+impl LocalPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LocalPolicy::Apply => "apply",
+            LocalPolicy::Ignore => "ignore",
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde_saphyr::Spanned as S;
 
-use super::diag::{Diagnostic, Place};
+use super::diag::{Ctx, Diagnostic, Place};
 use super::groups::{self, Pending};
 use super::raw::{Direction, LocalPolicy, ProfileKind, RawFile, RawProfile, RawRule, Scalar};
 use super::services::{Catalogue, ServicePorts};
@@ -18,41 +18,6 @@ use super::{DefaultLayer, Policy, Profile, Rule, Settings, Sourced};
 use crate::net::PortRange;
 
 const MAX_NAME_CHARS: usize = 100;
-
-pub(super) struct Ctx<'a> {
-    pub(super) file: &'a Arc<Path>,
-    pub(super) diags: &'a mut Vec<Diagnostic>,
-}
-
-impl Ctx<'_> {
-    pub(super) fn place<T>(&self, s: &S<T>) -> Place {
-        Place::new(self.file, s.referenced.line() as u32, s.referenced.column() as u32)
-    }
-
-    pub(super) fn error<T>(&mut self, at: &S<T>, message: impl Into<String>) {
-        let place = self.place(at);
-        self.diags.push(Diagnostic::new(place, message));
-    }
-
-    /// Parses every item of a list, reporting each bad one, and drops duplicates.
-    pub(super) fn list<T: PartialEq, U>(
-        &mut self,
-        key: &str,
-        items: &[S<U>],
-        parse: impl Fn(&U) -> Result<T, String>,
-    ) -> Vec<T> {
-        let mut out = Vec::new();
-        for (i, item) in items.iter().enumerate() {
-            match parse(&item.value) {
-                Ok(v) if !out.contains(&v) => out.push(v),
-                Ok(_) => {}
-                Err(m) => self.error(item, format!("{key}[{i}]: {m}")),
-            }
-        }
-        out.shrink_to_fit();
-        out
-    }
-}
 
 /// Folds files into one policy, one at a time, so that a file's raw form is
 /// dropped as soon as it is merged (100,000 rules' raw forms are large).

@@ -70,7 +70,7 @@ fn host_bits_clear(s: &str, addr: u128, network: u128, show: impl Fn(u128) -> St
 /// Addresses that follow the host's live configuration (Windows' `DefaultGateway`,
 /// `LocalSubnet`, `DNS`, `DHCP` and `WINS`); the daemon keeps a named set of
 /// each up to date.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Keyword {
     /// The next hops of every default route, in every routing table.

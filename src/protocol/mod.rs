@@ -1,8 +1,14 @@
 //! The control socket's protocol: one JSON request per line, one JSON response
-//! per line. Shared by the daemon and the CLI.
+//! per line. Shared by the daemon, the CLI and the metrics endpoint; the
+//! answers' types are in [`answers`].
+
+pub mod answers;
+
+use std::io;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tokio::sync::oneshot;
 
 use crate::explain::Packet;
 use crate::policy::Direction;
@@ -40,6 +46,10 @@ pub enum Request {
         confirm_secs: Option<u64>,
     },
     Confirm,
+    /// The metrics endpoint's: `Stats` as an HTTP response in Prometheus'
+    /// text format. Never read from the socket.
+    #[serde(skip)]
+    Metrics,
 }
 
 impl Request {
@@ -54,6 +64,25 @@ impl Request {
 pub enum Response {
     Ok(Value),
     Error(String),
+}
+
+/// A request and where its answer goes: to the connection's task of the
+/// control socket or of the metrics endpoint.
+pub type Call = (Request, oneshot::Sender<Answer>);
+
+/// Writes a whole answer to the client as it is produced.
+pub type Writer = Box<dyn FnOnce(&mut dyn io::Write) -> io::Result<()> + Send>;
+
+/// The daemon's answer to a request: a small one whole, or a writer (a read
+/// of a snapshot) that a thread of the connection's runs, so that a
+/// 100,000-rule answer is neither held whole nor made on the loop.
+pub enum Answer {
+    Whole(Response),
+    Stream(Writer),
+    /// A read that lists every rule, written as `Stream` is, at a lower
+    /// priority: on a loaded machine it yields the CPU to the event loop and
+    /// to small reads, which then do not wait for it.
+    Bulk(Writer),
 }
 
 #[cfg(test)]
@@ -74,5 +103,7 @@ mod tests {
         let monitor: Request = serde_json::from_str(r#"{"request":"monitor"}"#).unwrap();
         assert_eq!(monitor, Request::Monitor { backlog: 0 });
         assert!(!monitor.mutates());
+        // The metrics endpoint's request is its own.
+        assert!(serde_json::from_str::<Request>(r#"{"request":"metrics"}"#).is_err());
     }
 }
