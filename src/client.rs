@@ -20,6 +20,11 @@ pub fn call(socket: &Path, request: &Request) -> anyhow::Result<Value> {
     answer(&mut BufReader::new(&stream))
 }
 
+/// Asks `request` and reads the answer as a `T` (one of `protocol::answers`).
+pub fn ask<T: serde::de::DeserializeOwned>(socket: &Path, request: &Request) -> anyhow::Result<T> {
+    serde_json::from_value(call(socket, request)?).context("the daemon's answer cannot be read")
+}
+
 /// Sends a request that keeps the connection (`monitor`), and gives every line
 /// after the answer (JSON, as the daemon wrote it) to `each` until the daemon
 /// closes it or `each` says to stop.

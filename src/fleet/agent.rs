@@ -22,6 +22,7 @@ use super::layer::{Applied, InstallError, Layer};
 use super::report::{self, Daemon, Problem, Report};
 use super::scope::Scope;
 use super::sign::{Refusal, Trust};
+use crate::protocol::answers::State;
 use crate::protocol::Request;
 
 pub struct Agent {
@@ -152,9 +153,10 @@ impl Agent {
     async fn read_daemon(&mut self) -> bool {
         let socket = self.config.socket.clone();
         let ask = move || -> anyhow::Result<Daemon> {
-            let call = |request| crate::client::call(&socket, &request);
-            let (state, profiles) = (call(Request::State)?, call(Request::Profiles)?);
-            Ok(Daemon::from_answers(&state, &profiles, call(Request::Sas).map_err(|e| format!("{e:#}"))))
+            let state: State = crate::client::ask(&socket, &Request::State)?;
+            let profiles = crate::client::ask(&socket, &Request::Profiles)?;
+            let sas = crate::client::ask(&socket, &Request::Sas).map_err(|e| format!("{e:#}"));
+            Ok(Daemon::from_answers(state.isolation.mode, &profiles, sas))
         };
         let daemon = match tokio::time::timeout(self.config.refresh(), tokio::task::spawn_blocking(ask)).await {
             Ok(Ok(Ok(daemon))) => Ok(daemon),

@@ -196,9 +196,13 @@ mod tests {
         load_with(host, "")
     }
 
+    /// The configuration of `host` with the lines `more`, in a directory of
+    /// its own (tests run in parallel).
     fn load_with(host: &str, more: &str) -> anyhow::Result<Agent> {
+        use std::hash::{BuildHasher, RandomState};
+        let tag = RandomState::new().hash_one((host, more));
         let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/fleet/testdata");
-        let dir = crate::testutil::TempDir::new(&format!("fleet-config-{host}"));
+        let dir = crate::testutil::TempDir::new(&format!("fleet-config-{tag:x}"));
         let path = dir.0.join("fleet.yaml");
         let yaml = format!(
             "etcd: {{ endpoints: [https://127.0.0.1:2379], ca: {d}/fleet-ca.pem, cert: {d}/publisher.pem, \

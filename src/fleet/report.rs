@@ -3,7 +3,10 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+
+use crate::policy::raw::IsolationMode;
+use crate::policy::Verdict;
+use crate::protocol::answers::{DefaultCount, Profiles, Sas};
 
 use super::scope::Labels;
 
@@ -55,27 +58,21 @@ pub struct Dropped {
 }
 
 impl Daemon {
-    /// From the daemon's answers to `show state`, `show profiles` and `show
-    /// sas` (or why `show sas` failed). The one place that reads them.
-    pub fn from_answers(state: &Value, profiles: &Value, sas: Result<Value, String>) -> Daemon {
-        let text = |v: &Value| v.as_str().map(str::to_string);
-        let interfaces = profiles["host-interfaces"].as_array().into_iter().flatten();
-        let interfaces = interfaces.filter_map(|i| Some((text(&i["interface"])?, text(&i["profile"])?))).collect();
-        let mut dropped = Dropped::default();
-        for profile in profiles["profiles"].as_array().into_iter().flatten() {
-            let blocked = |d: &str| match profile[d]["verdict"].as_str() {
-                Some("block") => profile[d]["packets"].as_u64().unwrap_or(0),
-                _ => 0,
-            };
-            dropped.inbound += blocked("inbound");
-            dropped.outbound += blocked("outbound");
-        }
-        let count = |v: &Value, key: &str| v[key].as_array().map(|a| a.len() as u64);
+    /// From the daemon's answers: the isolation mode of `show state`, `show
+    /// profiles`, and `show sas` (or why it failed).
+    pub fn from_answers(isolation: Option<IsolationMode>, profiles: &Profiles, sas: Result<Sas, String>) -> Daemon {
+        let interfaces =
+            profiles.host_interfaces.iter().map(|i| (i.interface.clone(), i.profile.as_str().to_string())).collect();
+        let blocked = |d: &DefaultCount| if d.verdict == Verdict::Block { d.packets } else { 0 };
+        let dropped = Dropped {
+            inbound: profiles.profiles.iter().map(|p| blocked(&p.inbound)).sum(),
+            outbound: profiles.profiles.iter().map(|p| blocked(&p.outbound)).sum(),
+        };
         let (sas, soft_sas, error) = match sas {
-            Ok(v) => (count(&v, "ike-sas"), count(&v, "soft-sas"), None),
+            Ok(s) => (Some(s.ike_sas.len() as u64), Some(s.soft_sas.len() as u64), None),
             Err(e) => (None, None, Some(format!("show sas: {e}"))),
         };
-        Daemon { interfaces, isolation: text(&state["isolation"]["mode"]), sas, soft_sas, dropped, error }
+        Daemon { interfaces, isolation: isolation.map(|m| m.as_str().to_string()), sas, soft_sas, dropped, error }
     }
 
     /// One line: `eth0 public; isolation off; 0 SAs, 0 soft; dropped in 3, out 0`
@@ -216,23 +213,25 @@ mod tests {
 
     #[test]
     fn the_daemon_summary_comes_from_its_answers() {
-        let state = serde_json::json!({ "generation": 3, "isolation": { "mode": "secure-request", "ike": {} } });
         let default =
             |verdict: &str, packets: u64| serde_json::json!({ "verdict": verdict, "packets": packets, "bytes": 60 });
-        let profiles = serde_json::json!({
+        let profiles = serde_json::from_value(serde_json::json!({
             "profiles": [
                 { "profile": "domain", "interfaces": ["eth1"], "inbound": default("block", 4), "outbound": default("allow", 90) },
                 { "profile": "public", "interfaces": [], "inbound": default("block", 3), "outbound": default("block", 1) },
             ],
             "host-interfaces": [{ "interface": "eth0", "profile": "public" }, { "interface": "eth1", "profile": "domain" }],
-        });
-        let sas = serde_json::json!({ "isolation": "on", "ike-sas": [{}, {}], "soft-sas": [{}] });
-        let daemon = Daemon::from_answers(&state, &profiles, Ok(sas));
+        }))
+        .unwrap();
+        let soft = serde_json::json!({ "peer": "192.0.2.9", "reason": "timeout", "since": 1, "expires": 2 });
+        let sas = serde_json::json!({ "isolation": "on", "ike-sas": [{}, {}], "soft-sas": [soft] });
+        let mode = Some(IsolationMode::SecureRequest);
+        let daemon = Daemon::from_answers(mode, &profiles, Ok(serde_json::from_value(sas).unwrap()));
         assert_eq!(
             daemon.render(),
             "eth0 public, eth1 domain; isolation secure-request; 2 SAs, 1 soft; dropped in 7, out 1"
         );
-        let down = Daemon::from_answers(&state, &profiles, Err("charon does not answer".into()));
+        let down = Daemon::from_answers(mode, &profiles, Err("charon does not answer".into()));
         assert!(down.render().ends_with("? SAs, ? soft; dropped in 7, out 1 (show sas: charon does not answer)"));
     }
 }
