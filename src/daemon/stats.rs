@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::engine::Snapshot;
+use super::isolation::esp_sas_up;
 use super::readiness;
 use super::views::{counters, Counters, Lazy, WithRules};
 use crate::compile::keyword_sets;
@@ -28,9 +29,13 @@ struct RuleStats<'a> {
     logged: u64,
 }
 
-/// `isolation` is the event loop's part; the readiness counts are added to it
-/// here (they are listed with `nft`).
+/// `isolation` is the event loop's part; the ESP SAs and the readiness counts
+/// are added to it here, on the reader's thread (they are read from the
+/// kernel, with netlink and `nft`).
 pub fn stats<'a>(snapshot: &'a Snapshot, hub: &'a Hub, mut isolation: Value) -> Result<impl Serialize + 'a, String> {
+    let sas = esp_sas_up().map_err(|e| e.to_string());
+    isolation["sas-up"] = json!(sas.as_ref().ok());
+    isolation["error"] = json!(sas.err());
     isolation["clear-inbound"] = json!(snapshot.readiness().as_deref().map(readiness::per_port));
     let applied = snapshot.applied.as_deref();
     let counters: Counters = applied.map(|a| counters(&a.compiled)).transpose()?.unwrap_or_default();
