@@ -4,7 +4,8 @@
 //! The event loop never compiles nor runs `nft`: the engine's thread
 //! (`worker`) does, and hands back a snapshot after each change; the loop
 //! answers reads from the latest snapshot at once, and keeps charon and the
-//! kernel's xfrm policies in step with it.
+//! kernel's xfrm policies in step with it. Nor does it wait on netlink for
+//! xfrm: isolation's kernel thread (`isolation::kernel`) does that work.
 
 mod control;
 mod engine;
@@ -135,6 +136,7 @@ pub async fn run<B: Backend + Send + 'static>(
     log_applied(&engine, Outcome::Applied, "started");
     let mut now = Arc::new(engine.snapshot());
     sync(&mut isolation, &now, Change::Applied);
+    isolation.settled().await;
     let (worker, mut done) = Worker::start(engine);
 
     let (calls_tx, mut calls) = mpsc::channel::<crate::protocol::Call>(64);
@@ -154,7 +156,7 @@ pub async fn run<B: Backend + Send + 'static>(
         let isolation_at = isolation.next_timer().map(Instant::from_std);
         let policy = now.applied.as_ref().map(|a| &*a.policy);
         tokio::select! {
-            Some((request, reply)) = calls.recv() => handle(&worker, &mut isolation, &hub, &files, &now, request, reply),
+            Some((request, reply)) = calls.recv() => handle(&worker, &isolation, &hub, &files, &now, request, reply),
             Some(packet) = logged.recv() => match (policy, packet.prefix.trim_end() == crate::compile::isolation::HELD_LOG_PREFIX.trim_end()) {
                 (Some(p), true) => isolation.held(packet.header.map(|h| h.dst), p),
                 _ => hub.record(now.applied.as_ref().map(|a| (&*a.policy, &a.compiled)), packet),
@@ -164,6 +166,9 @@ pub async fn run<B: Backend + Send + 'static>(
                 isolation.event(event, p, &now.dynamic);
             },
             Some((peer, why)) = failed.recv() => isolation.failed(peer, why),
+            Some(stamps) = isolation.stamps.recv() => if let Some(p) = policy {
+                isolation.expire(stamps, p, &now.dynamic);
+            },
             _ = sleep_until(isolation_at.unwrap_or_else(Instant::now)), if isolation_at.is_some() => if let Some(p) = policy {
                 isolation.timer(p, &now.dynamic);
             },
@@ -186,7 +191,9 @@ pub async fn run<B: Backend + Send + 'static>(
                     tokio::task::spawn_blocking(move || drop(old));
                     sync(&mut isolation, &now, change);
                     if let Some((client, response)) = reply {
-                        let _ = client.send(Answer::Whole(response));
+                        isolation.then(move || {
+                            let _ = client.send(Answer::Whole(response));
+                        });
                     }
                 }
                 // The engine's thread ended: `stop` below says why.
@@ -214,9 +221,10 @@ pub async fn run<B: Backend + Send + 'static>(
         }
     }
     if opts.flush_on_exit {
-        teardown.step(isolation.remove_xfrm().map_err(StepError::Xfrm));
+        teardown.step(isolation.remove_xfrm().await.map_err(StepError::Xfrm));
         teardown.step(engine.backend.delete(TABLE).map_err(|source| StepError::Table { table: TABLE, source }));
     }
+    isolation.stop().await;
     teardown.finish()?;
     if opts.flush_on_exit {
         tracing::info!(table = TABLE, "stopped; table deleted (--flush-on-exit)");
@@ -291,7 +299,7 @@ fn start_file_source<B: Backend, S: FileSource>(
 /// through `done`), a read is answered from the snapshot `now`.
 fn handle<B: Backend + Send + 'static>(
     worker: &Worker<B>,
-    isolation: &mut isolation::Isolation,
+    isolation: &isolation::Isolation,
     hub: &Arc<Hub>,
     files: &FileWatch,
     now: &Arc<Snapshot>,

@@ -8,6 +8,7 @@ use std::borrow::Cow;
 use serde::{Serialize, Serializer};
 
 use super::engine::{Applied, Snapshot};
+use super::isolation::esp_sas_up;
 use super::readiness;
 use super::views::{counters, Counters};
 use crate::compile::keyword_sets;
@@ -51,14 +52,17 @@ impl Serialize for RuleLines<'_> {
     }
 }
 
-/// Reads the kernel's counters and readiness counts (with `nft`: off the
-/// event loop), then [`stats`]. `isolation` is the event loop's part.
+/// Reads the kernel's counters, ESP SAs (netlink) and readiness counts
+/// (`nft`), on the reader's thread, then [`stats`]. `isolation` is the event
+/// loop's part.
 pub fn read<'a>(
     snapshot: &'a Snapshot,
     hub: &'a Hub,
     mut isolation: IsolationStats,
 ) -> Result<Stats<RuleLines<'a>>, String> {
     let counters = snapshot.applied.as_deref().map(|a| counters(&a.compiled)).transpose()?.unwrap_or_default();
+    let sas = esp_sas_up().map_err(|e| e.to_string());
+    (isolation.sas_up, isolation.error) = (sas.as_ref().ok().copied(), sas.err());
     isolation.clear_inbound = snapshot.readiness().as_deref().map(readiness::per_port);
     Ok(stats(snapshot, hub, isolation, counters))
 }

@@ -447,4 +447,4 @@ fn from_kernel(k: &netlink_packet_xfrm::Selector) -> Option<Selector> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -126,4 +126,4 @@ fn prefixes(range: &AddrRange) -> Vec<Prefix> {
 }
 
 #[cfg(test)]
-pub(super) mod tests;
+pub(crate) mod tests;

@@ -25,7 +25,7 @@ fn desired(mode: IsolationMode, extra: &[&str], exempt: &[&str]) -> Vec<Policy> 
 }
 
 /// Runs `f` on a thread of its own in a new network namespace.
-fn in_new_netns(f: impl FnOnce() + Send) {
+pub(crate) fn in_new_netns(f: impl FnOnce() + Send) {
     std::thread::scope(|s| {
         let t = s.spawn(|| {
             nix::sched::unshare(CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET): these tests need root");

@@ -14,7 +14,7 @@ use crate::policy::{load_text, Sourced};
 use crate::xfrm::{policies, Action, Dir, Level, Policy, Prefix, BAND, INBOUND_REQID, REQID};
 
 /// The section as the policy files would make it (validated there).
-pub(in crate::xfrm) fn isolation(mode: IsolationMode, secure: &[&str], exempt: &[&str]) -> Isolation {
+pub(crate) fn isolation(mode: IsolationMode, secure: &[&str], exempt: &[&str]) -> Isolation {
     Isolation {
         mode: Sourced::default(mode),
         secure_subnets: Sourced::default(secure.iter().map(|s| parse_addr_range(s).unwrap()).collect()),
@@ -24,7 +24,7 @@ pub(in crate::xfrm) fn isolation(mode: IsolationMode, secure: &[&str], exempt: &
 }
 
 /// The DNS servers 10.0.0.53 and fd00::53, the local subnet 192.168.1.0/24 on eth0.
-pub(in crate::xfrm) fn dynamic() -> DynState {
+pub(crate) fn dynamic() -> DynState {
     let mut d = DynState::default();
     for a in ["10.0.0.53", "fd00::53"] {
         d.push_host(Keyword::Dns, a.parse().unwrap(), "resolv.conf".into());
