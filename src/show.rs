@@ -285,11 +285,22 @@ fn profile_interfaces(profile: ProfileKind, names: &[String]) -> String {
     }
 }
 
-fn from<T>(setting: &Setting<T>) -> String {
+/// Where a value was set, with the fleet scope and revision of its file.
+fn from<T>(v: &PolicyView, setting: &Setting<T>) -> String {
     match &setting.from {
-        Some(place) => format!("(set at {place})"),
+        Some(place) => format!("(set at {place}{})", fleet_origin(v, place)),
         None => "(built-in default)".into(),
     }
+}
+
+/// `, fleet scope S revision R` for a file (or a place in one) that the fleet
+/// agent wrote; nothing for other files.
+fn fleet_origin(v: &PolicyView, place: &str) -> String {
+    let of_file = |path: &&std::path::PathBuf| {
+        path.to_str().and_then(|p| place.strip_prefix(p)).is_some_and(|rest| rest.is_empty() || rest.starts_with(':'))
+    };
+    let origin = v.fleet.iter().find(|(path, _)| of_file(path));
+    origin.map_or(String::new(), |(_, o)| format!(", fleet scope {} revision {}", o.scope, o.revision))
 }
 
 pub fn policy(v: &Option<PolicyView>) -> String {
@@ -304,15 +315,17 @@ pub fn policy(v: &Option<PolicyView>) -> String {
     let _ = writeln!(o, "default layer (00-default.yaml): {default}");
     let _ = writeln!(o, "files:");
     for f in &v.files {
-        let _ = writeln!(o, "  {}", f.display());
+        let origin =
+            v.fleet.get(f).map_or(String::new(), |o| format!("  (fleet scope {} revision {})", o.scope, o.revision));
+        let _ = writeln!(o, "  {}{origin}", f.display());
     }
     let _ = writeln!(o, "profiles:");
     for p in &v.profiles {
         let _ = writeln!(o, "  {}:", p.profile.as_str());
         let lines = [
-            ("interfaces", profile_interfaces(p.profile, &p.interfaces.value), from(&p.interfaces)),
-            ("inbound", p.inbound.value.as_str().into(), from(&p.inbound)),
-            ("outbound", p.outbound.value.as_str().into(), from(&p.outbound)),
+            ("interfaces", profile_interfaces(p.profile, &p.interfaces.value), from(v, &p.interfaces)),
+            ("inbound", p.inbound.value.as_str().into(), from(v, &p.inbound)),
+            ("outbound", p.outbound.value.as_str().into(), from(v, &p.outbound)),
         ];
         for (key, value, from) in lines {
             let _ = writeln!(o, "    {key:<11} {value:<12} {from}");
@@ -321,9 +334,9 @@ pub fn policy(v: &Option<PolicyView>) -> String {
     let _ = writeln!(o, "settings:");
     let settings = &v.settings;
     let lines = [
-        ("log-dropped", settings.log_dropped.value.to_string(), from(&settings.log_dropped)),
-        ("core-networking", settings.core_networking.value.to_string(), from(&settings.core_networking)),
-        ("local-policy", settings.local_policy.value.as_str().into(), from(&settings.local_policy)),
+        ("log-dropped", settings.log_dropped.value.to_string(), from(v, &settings.log_dropped)),
+        ("core-networking", settings.core_networking.value.to_string(), from(v, &settings.core_networking)),
+        ("local-policy", settings.local_policy.value.as_str().into(), from(v, &settings.local_policy)),
     ];
     for (key, value, from) in lines {
         let _ = writeln!(o, "  {key} {value} {from}");
@@ -345,12 +358,13 @@ pub fn policy(v: &Option<PolicyView>) -> String {
         let enabled = if r.is_core() { format!("{enabled} [core networking]") } else { enabled.into() };
         let _ = writeln!(
             o,
-            "  {} {} {}{enabled}: {}  (set at {})",
+            "  {} {} {}{enabled}: {}  (set at {}{})",
             r.name,
             r.direction.as_str(),
             r.action.as_str(),
             rule_match(r),
-            r.source
+            r.source,
+            fleet_origin(v, &r.source)
         );
     }
     o

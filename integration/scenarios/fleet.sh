@@ -244,6 +244,10 @@ web_only() {
     done
 }
 check "web hosts have the scoped rule, db hosts never took it" web_only
+check "show policy on h1" rf "$PREFIX-h1" show policy
+said "names the scope and revision of each fleet file" '/50-fleet-web\.yaml  \(fleet scope role=web revision 1\)$'
+said "and of each fleet rule" '^  fleet-web in allow: .*50-fleet-web\.yaml:[0-9]+:[0-9]+, fleet scope role=web revision 1\)$'
+said "and the local file none" '/etc/50-local\.yaml$'
 bundle "$WORK/secure" fleet-secure 8006
 check "publish to ou=Secure-Servers, the OU of h4's isolation certificate" publish ou=Secure-Servers "$WORK/secure"
 check "h4 applies it" wait_for 30 at ou=Secure-Servers 1 h4
@@ -332,7 +336,7 @@ local_rule() { rules_have "$PREFIX-h$1" local-ssh; }
 check "web hosts no longer have their own rule, db hosts do" \
     eval '! local_rule 1 && ! local_rule 4 && local_rule 5 && local_rule 10'
 check "show policy says so, naming the fleet file and the unread directory" \
-    eval 'rf "$PREFIX-h1" show policy | grep -q "local-policy ignore (set at $WORK/h1/fleet/policy.d/10-settings.yaml:2:17)" &&
+    eval 'rf "$PREFIX-h1" show policy | grep -q "local-policy ignore (set at $WORK/h1/fleet/policy.d/10-settings.yaml:2:17, fleet scope role=web revision 2)" &&
           rf "$PREFIX-h1" show policy | grep -qx " *NOT READ (local-policy: ignore): $WORK/h1/etc"'
 check "show state --json lists the unread directory" \
     eval '[ "$(rf "$PREFIX-h1" show state --json | jget "v[\"ignored-dirs\"]")" = "[\"$WORK/h1/etc\"]" ]'

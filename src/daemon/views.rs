@@ -142,6 +142,7 @@ pub fn policy_view(policy: &Policy) -> PolicyView<impl Serialize + '_> {
     let settings = &policy.settings;
     PolicyView {
         files: policy.files.clone(),
+        fleet: policy.fleet.clone(),
         default: policy.default.clone(),
         profiles,
         settings: SettingsView {

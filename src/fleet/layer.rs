@@ -24,6 +24,7 @@ use super::bundle::Bundle;
 use super::failsafe::Failsafe;
 use super::scope::layer_order;
 use super::sign::Refusal;
+use crate::policy::{FleetOrigin, FLEET_MANIFEST};
 
 /// One scope as applied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,7 +142,7 @@ impl Layer {
 
 /// A fresh `dir` holding the files of every scope of `applied`, in layer
 /// order (a later scope's file replaces an earlier one of the same name),
-/// everything fsynced.
+/// and the manifest of where each came from, everything fsynced.
 fn write_layer(dir: &Path, applied: &Applied) -> anyhow::Result<()> {
     if dir.exists() {
         fs::remove_dir_all(dir).with_context(|| format!("cannot remove {}", dir.display()))?;
@@ -151,11 +152,14 @@ fn write_layer(dir: &Path, applied: &Applied) -> anyhow::Result<()> {
     scopes.sort_by(|a, b| layer_order(a, b));
     let mut files = BTreeMap::new();
     for scope in scopes {
-        files.extend(applied[scope].files.iter());
+        let origin = FleetOrigin { scope: scope.clone(), revision: applied[scope].revision };
+        files.extend(applied[scope].files.iter().map(|(name, text)| (name, (text, origin.clone()))));
     }
-    for (name, text) in files {
+    for (name, (text, _)) in &files {
         write_synced(&dir.join(name), text.as_bytes(), 0o644)?;
     }
+    let manifest: BTreeMap<_, _> = files.into_iter().map(|(name, (_, origin))| (name, origin)).collect();
+    write_synced(&dir.join(FLEET_MANIFEST), &serde_json::to_vec_pretty(&manifest)?, 0o644)?;
     sync_dir(dir)
 }
 
@@ -208,6 +212,14 @@ mod tests {
         // role=web layers after all: its 50-a.yaml replaces all's.
         assert_eq!(fs::read_to_string(layer.dir.join("50-a.yaml")).unwrap(), WEB);
         assert!(layer.dir.join("10-b.yaml").exists());
+        // The daemon's policy names the scope and revision of each file.
+        let origins: Vec<(String, String, u64)> = crate::policy::load(&layer.daemon)
+            .unwrap()
+            .fleet
+            .into_iter()
+            .map(|(path, o)| (path.file_name().unwrap().to_string_lossy().into_owned(), o.scope, o.revision))
+            .collect();
+        assert_eq!(origins, [("10-b.yaml".into(), "all".into(), 4), ("50-a.yaml".into(), "role=web".into(), 1)]);
         assert_eq!(layer.applied().unwrap(), applied);
         assert_eq!(applied["all"].revision, 4);
 

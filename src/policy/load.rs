@@ -141,6 +141,7 @@ fn load_layers(dirs: &Dirs, replacing: Option<(&Path, &str)>) -> Result<Policy, 
                 policy.default = default;
             }
             policy.settings.ignored_dirs = ignored_dirs.to_vec();
+            policy.fleet = fleet_origins(read_dirs, &policy.files);
             super::isolation::check_identity(&policy.isolation, &mut diags);
             if diags.is_empty() {
                 Ok(policy)
@@ -153,6 +154,30 @@ fn load_layers(dirs: &Dirs, replacing: Option<(&Path, &str)>) -> Result<Policy, 
             Err(Diagnostics(diags))
         }
     }
+}
+
+/// The name of the manifest the fleet agent writes into its layer with the
+/// files: for each file, the scope and revision of the bundle it came from.
+/// Hidden, so never read as policy.
+pub const FLEET_MANIFEST: &str = ".fleet.json";
+
+/// The files of `files` that a manifest of their directory names, with their
+/// origin. The manifest is written with the files and swapped in with them,
+/// so it names exactly the layer's files; one that cannot be read only leaves
+/// them without an origin.
+fn fleet_origins(dirs: &[PathBuf], files: &[PathBuf]) -> BTreeMap<PathBuf, super::FleetOrigin> {
+    let mut origins = BTreeMap::new();
+    for dir in dirs {
+        let Ok(bytes) = fs::read(dir.join(FLEET_MANIFEST)) else { continue };
+        let Ok(manifest) = serde_json::from_slice::<BTreeMap<String, super::FleetOrigin>>(&bytes) else { continue };
+        for (name, origin) in manifest {
+            let path = dir.join(name);
+            if files.contains(&path) {
+                origins.insert(path, origin);
+            }
+        }
+    }
+    origins
 }
 
 /// Parses, validates and merges policy texts, in order, with the shipped

@@ -16,6 +16,7 @@ pub mod text;
 mod validate;
 pub mod values;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Serialize;
@@ -24,7 +25,7 @@ use crate::net::PortRange;
 pub use diag::{Diagnostic, Diagnostics, Place};
 #[cfg(test)]
 pub use load::load_text;
-pub use load::{load, load_replacing, DefaultLayer, Dirs, EMBEDDED_DEFAULT};
+pub use load::{load, load_replacing, DefaultLayer, Dirs, EMBEDDED_DEFAULT, FLEET_MANIFEST};
 pub use raw::{Action, Direction, LocalPolicy, ProfileKind, Verdict};
 use values::{Address, IfPattern};
 
@@ -128,6 +129,16 @@ pub struct Policy {
     pub groups: Vec<groups::GroupDef>,
     /// What charon must load to tell the groups apart (see [`groups::connections`]).
     pub group_connections: Vec<groups::GroupConn>,
+    /// The files among `files` that the fleet agent wrote, and the scope and
+    /// revision each came from (the layer's manifest, [`FLEET_MANIFEST`]).
+    pub fleet: BTreeMap<PathBuf, FleetOrigin>,
+}
+
+/// The scope and revision of the bundle a file of the fleet layer came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct FleetOrigin {
+    pub scope: String,
+    pub revision: u64,
 }
 
 impl Policy {

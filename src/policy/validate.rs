@@ -48,6 +48,7 @@ impl<'c> Merger<'c> {
                 isolation: Default::default(),
                 groups: Vec::new(),
                 group_connections: Vec::new(),
+                fleet: Default::default(),
             },
             names: HashMap::new(),
             pattern_places: HashMap::new(),

@@ -8,7 +8,7 @@
 //! text is a `Cow`: the daemon's borrows from its snapshot, the CLI's owns.
 
 use std::borrow::Cow;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
 
@@ -21,7 +21,7 @@ use crate::ike::Status;
 use crate::monitor::Totals;
 use crate::policy::raw::IsolationMode;
 use crate::policy::values::Keyword;
-use crate::policy::{Action, DefaultLayer, Direction, LocalPolicy, ProfileKind, Verdict};
+use crate::policy::{Action, DefaultLayer, Direction, FleetOrigin, LocalPolicy, ProfileKind, Verdict};
 
 /// `show state`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -307,6 +307,9 @@ impl RuleView<'_> {
 #[serde(rename_all = "kebab-case")]
 pub struct PolicyView<R = Vec<RuleView<'static>>> {
     pub files: Vec<PathBuf>,
+    /// The files the fleet agent wrote: the scope and revision of each.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fleet: BTreeMap<PathBuf, FleetOrigin>,
     pub default: DefaultLayer,
     pub profiles: Vec<ProfileSettings>,
     pub settings: SettingsView,
