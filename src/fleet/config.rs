@@ -35,6 +35,7 @@ pub struct Agent {
     pub etcd: Etcd,
     /// This host's name in status keys (letters, digits, `.`, `_`, `-`).
     pub host: String,
+    /// With `host`, the host's name, added by [`Agent::load`].
     #[serde(default)]
     pub labels: Labels,
     /// The CA that publishers' certificates must chain to.
@@ -104,7 +105,7 @@ fn default_refresh() -> u64 {
 impl Agent {
     pub fn load(path: &Path) -> anyhow::Result<Agent> {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let config: Agent = serde_saphyr::from_str(&text).with_context(|| format!("{}", path.display()))?;
+        let mut config: Agent = serde_saphyr::from_str(&text).with_context(|| format!("{}", path.display()))?;
         anyhow::ensure!(
             !config.host.is_empty() && config.host.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)),
             "{}: host {:?} is not letters, digits, '.', '_', '-'",
@@ -116,6 +117,12 @@ impl Agent {
             "{}: status-refresh must be at least 1 s and shorter than status-ttl",
             path.display()
         );
+        anyhow::ensure!(
+            !config.labels.contains_key(super::scope::HOST),
+            "{}: the label `host` is every host's own name, it is not configured",
+            path.display()
+        );
+        config.labels.insert(super::scope::HOST.into(), config.host.clone());
         let cn = certificate_cn(&config.etcd.cert)?;
         anyhow::ensure!(
             cn == config.host,
@@ -161,7 +168,9 @@ mod tests {
 
     #[test]
     fn the_host_must_be_the_cn_of_its_etcd_certificate() {
-        assert_eq!(load_with_host("publisher").unwrap().host, "publisher");
+        let config = load_with_host("publisher").unwrap();
+        assert_eq!(config.host, "publisher");
+        assert_eq!(config.labels[super::super::scope::HOST], "publisher");
         let error = format!("{:#}", load_with_host("web1").unwrap_err());
         assert!(error.contains(r#"host "web1" is not the CN "publisher" of the etcd certificate"#), "{error}");
     }
