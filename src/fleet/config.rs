@@ -153,13 +153,15 @@ fn certificate_cn(path: &Path) -> anyhow::Result<String> {
 mod tests {
     use super::*;
 
-    fn load_with_host(host: &str) -> anyhow::Result<Agent> {
+    /// The configuration of `host` with the lines `more`, in a directory of
+    /// its own (`test` names it: tests run at once).
+    fn load_with(test: &str, host: &str, more: &str) -> anyhow::Result<Agent> {
         let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/fleet/testdata");
-        let dir = crate::testutil::TempDir::new(&format!("fleet-config-{host}"));
+        let dir = crate::testutil::TempDir::new(&format!("fleet-config-{test}"));
         let path = dir.0.join("fleet.yaml");
         let yaml = format!(
             "etcd: {{ endpoints: [https://127.0.0.1:2379], ca: {d}/fleet-ca.pem, cert: {d}/publisher.pem, \
-             key: {d}/publisher.key }}\nhost: {host}\nfleet-ca: {d}/fleet-ca.pem\n",
+             key: {d}/publisher.key }}\nhost: {host}\nfleet-ca: {d}/fleet-ca.pem\n{more}",
             d = data.display()
         );
         std::fs::write(&path, yaml).unwrap();
@@ -168,10 +170,19 @@ mod tests {
 
     #[test]
     fn the_host_must_be_the_cn_of_its_etcd_certificate() {
-        let config = load_with_host("publisher").unwrap();
+        let config = load_with("cn", "publisher", "").unwrap();
         assert_eq!(config.host, "publisher");
         assert_eq!(config.labels[super::super::scope::HOST], "publisher");
-        let error = format!("{:#}", load_with_host("web1").unwrap_err());
+        let error = format!("{:#}", load_with("not-cn", "web1", "").unwrap_err());
         assert!(error.contains(r#"host "web1" is not the CN "publisher" of the etcd certificate"#), "{error}");
+    }
+
+    #[test]
+    fn every_host_has_its_name_as_label_host_and_may_not_set_it() {
+        let config = load_with("labels", "publisher", "labels: { role: web }\n").unwrap();
+        assert_eq!(config.labels.len(), 2);
+        assert_eq!(config.labels["role"], "web");
+        let error = format!("{:#}", load_with("host-label", "publisher", "labels: { host: web9 }\n").unwrap_err());
+        assert!(error.contains("the label `host` is every host's own name"), "{error}");
     }
 }
