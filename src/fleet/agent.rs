@@ -64,12 +64,13 @@ impl Agent {
                 present.push(scope);
             }
         }
+        // Errors of scopes gone are moot; a removal that fails says so anew.
+        self.errors.retain(|scope, _| present.contains(scope));
         let gone: Vec<String> =
             self.applied.iter().filter(|(s, a)| !a.removed && !present.contains(s)).map(|(s, _)| s.clone()).collect();
         for scope in gone {
             self.remove(&scope).await;
         }
-        self.errors.retain(|scope, _| present.contains(scope));
         self.read_daemon().await;
         self.report(&mut client, lease).await?;
         info!("following {POLICY} in etcd from revision {revision}");
