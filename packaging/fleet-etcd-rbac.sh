@@ -15,8 +15,9 @@ CN of its certificate, so each host's certificate CN must be its `host:` name
 in the agent's configuration, and a publisher's its user name here.
 
   setup PUBLISHER...  creates the user and role `root` (role root: everything),
-                      the role `publisher` (read and write /ringfence/v1/policy/,
-                      read /ringfence/v1/status/ and /ringfence/v1/report/) and
+                      the role `publisher` (read and write /ringfence/v1/policy/
+                      and /ringfence/v1/rollout/, read /ringfence/v1/status/
+                      and /ringfence/v1/report/) and
                       a user of that role for each PUBLISHER, then enables auth.
   add-host HOST...    creates the role host-HOST (read /ringfence/v1/policy/,
                       read and write the two keys /ringfence/v1/status/HOST and
@@ -73,6 +74,8 @@ case $command in
         user root root
         role publisher
         grant publisher readwrite "$PREFIX/policy/" --prefix
+        # fleet rollout keeps a scope's phase there; hosts never read it.
+        grant publisher readwrite "$PREFIX/rollout/" --prefix
         grant publisher read "$PREFIX/status/" --prefix
         grant publisher read "$PREFIX/report/" --prefix
         for name in "$@"; do

@@ -142,7 +142,8 @@ pub enum Command {
     /// Write the man pages (ringfence.8, ringfence-SUBCOMMAND.8) into DIR, as the packages do.
     Manpages { dir: PathBuf },
     /// Fleet policy on etcd: publish signed policy bundles per scope, run the
-    /// host's agent that applies them, see what every host applied (docs/fleet.md).
+    /// host's agent that applies them, see what every host applied, roll
+    /// isolation modes out in phases (docs/fleet.md).
     Fleet {
         #[command(subcommand)]
         command: FleetCommand,
@@ -160,17 +161,60 @@ pub enum FleetCommand {
         /// have every one of these values.
         #[arg(long)]
         scope: String,
-        /// The publisher's private key: PKCS#8 PEM, ECDSA P-256 (as `openssl
-        /// genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256` writes it).
-        #[arg(long, value_name = "PEM")]
-        sign_key: PathBuf,
-        /// The publisher's certificate (PEM), issued by the fleet CA.
-        #[arg(long, value_name = "PEM")]
-        sign_cert: PathBuf,
+        #[command(flatten)]
+        signer: Signer,
         #[command(flatten)]
         etcd: crate::fleet::config::Etcd,
         /// The directory of the scope's policy files (*.yaml).
         dir: PathBuf,
+    },
+    /// Delete /ringfence/v1/policy/SCOPE: its hosts take its files out of
+    /// their fleet layer (checked as a new bundle is) and report it removed.
+    /// Needs the publisher's etcd credential. (To empty a scope with a signed
+    /// revision instead, publish an empty directory.)
+    Withdraw {
+        /// The scope, as for `publish`.
+        #[arg(long)]
+        scope: String,
+        #[command(flatten)]
+        etcd: crate::fleet::config::Etcd,
+    },
+    /// Move SCOPE's isolation mode one step (request -> secure-request ->
+    /// require) in phases: --canary or --canary-hosts publish it to canaries
+    /// and wait for them to report it; --complete checks the gate on the
+    /// canaries' reports (the new mode, no error, at most --max-drop-rise
+    /// packets dropped since they applied it) and publishes it to the whole
+    /// scope; --abort goes back to the mode before (docs/fleet.md, Phased rollout).
+    #[command(group(clap::ArgGroup::new("step").required(true).args(["canary", "canary_hosts", "complete", "abort"])))]
+    Rollout {
+        /// The scope, as for `publish` (naming no host).
+        #[arg(long)]
+        scope: String,
+        /// Start: this share of the scope's live hosts are canaries (`10%`;
+        /// at least one; the same hosts each time, by a hash of their names).
+        #[arg(long, value_name = "PERCENT", value_parser = crate::fleet::rollout::percent)]
+        canary: Option<u32>,
+        /// Start: these hosts of the scope are canaries.
+        #[arg(long, value_delimiter = ',', value_name = "HOSTS")]
+        canary_hosts: Vec<String>,
+        /// Check the gate and move the whole scope.
+        #[arg(long)]
+        complete: bool,
+        /// Withdraw the canaries' bundles and, after --complete, publish the
+        /// scope's files from before the rollout as a new revision.
+        #[arg(long)]
+        abort: bool,
+        /// The gate: the most packets a canary's profile defaults may have
+        /// dropped since it applied the new mode.
+        #[arg(long, value_name = "PACKETS", default_value_t = 0)]
+        max_drop_rise: u64,
+        /// How long to wait for the hosts to report the change.
+        #[arg(long, value_name = "SECS", default_value_t = 120)]
+        wait: u64,
+        #[command(flatten)]
+        signer: Signer,
+        #[command(flatten)]
+        etcd: crate::fleet::config::Etcd,
     },
     /// What publishing DIR to SCOPE would change: the files added, removed
     /// and changed (with a unified diff of each) against the scope's bundle
@@ -204,6 +248,18 @@ pub enum FleetCommand {
         #[command(flatten)]
         etcd: crate::fleet::config::Etcd,
     },
+}
+
+/// The publisher's signing key and certificate.
+#[derive(Args)]
+pub struct Signer {
+    /// The publisher's private key: PKCS#8 PEM, ECDSA P-256 (as `openssl
+    /// genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256` writes it).
+    #[arg(long, value_name = "PEM")]
+    pub sign_key: PathBuf,
+    /// The publisher's certificate (PEM), issued by the fleet CA.
+    #[arg(long, value_name = "PEM")]
+    pub sign_cert: PathBuf,
 }
 
 #[derive(Clone, Copy, ValueEnum)]

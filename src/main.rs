@@ -176,8 +176,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn fleet_command(command: FleetCommand) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     match command {
-        FleetCommand::Publish { scope, sign_key, sign_cert, etcd, dir } => {
-            let publisher = fleet::sign::Publisher::load(&sign_key, &sign_cert)?;
+        FleetCommand::Publish { scope, signer, etcd, dir } => {
+            let publisher = fleet::sign::Publisher::load(&signer.sign_key, &signer.sign_cert)?;
             let bundle = rt.block_on(fleet::commands::publish(&etcd, &publisher, &scope, &dir))?;
             println!(
                 "published scope {scope} revision {} ({} files, {})",
@@ -185,6 +185,25 @@ fn fleet_command(command: FleetCommand) -> anyhow::Result<ExitCode> {
                 bundle.files.len(),
                 bundle.hash()
             );
+        }
+        FleetCommand::Withdraw { scope, etcd } => match rt.block_on(fleet::commands::withdraw(&etcd, &scope))? {
+            Some(revision) => println!("withdrew scope {scope} (revision {revision}); its hosts remove its files"),
+            None => anyhow::bail!("scope {scope} has no bundle in etcd"),
+        },
+        FleetCommand::Rollout { scope, canary, canary_hosts, complete, abort, max_drop_rise, wait, signer, etcd } => {
+            use fleet::rollout::{self, Canaries};
+            let publisher = fleet::sign::Publisher::load(&signer.sign_key, &signer.sign_cert)?;
+            let wait = std::time::Duration::from_secs(wait);
+            rt.block_on(async {
+                let rollout = rollout::Rollout::open(&etcd, &publisher, &scope, wait).await?;
+                if complete {
+                    rollout.complete(max_drop_rise).await
+                } else if abort {
+                    rollout.abort().await
+                } else {
+                    rollout.start(canary.map_or(Canaries::Hosts(canary_hosts), Canaries::Percent)).await
+                }
+            })?
         }
         FleetCommand::Diff { scope, etcd, dir } => {
             print!("{}", rt.block_on(fleet::commands::diff(&etcd, &scope, &dir))?)

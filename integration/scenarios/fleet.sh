@@ -252,6 +252,8 @@ refute "nor h10's (a prefix h1 would cover it)" --says "permission denied" etcd_
 refute "nor h2's durable report" --says "permission denied" etcd_as h1 put /ringfence/v1/report/h2 x
 refute "nor publish" --says "permission denied" etcd_as h1 put /ringfence/v1/policy/all x
 refute "nor delete the policy" --says "permission denied" etcd_as h1 del /ringfence/v1/policy/all
+refute "nor write a rollout's phase" --says "permission denied" etcd_as h1 put /ringfence/v1/rollout/role=web x
+check "the publisher's may" eval 'etcd_as publisher-etcd put /ringfence/v1/rollout/x y && etcd_as publisher-etcd del /ringfence/v1/rollout/x'
 refute "the publisher's cannot write a host's status" --says "permission denied" \
     etcd_as publisher-etcd put /ringfence/v1/status/h1 x
 sed 's/^host: h1$/host: h2/' "$WORK/h1/agent.yaml" >"$WORK/h1/wrong-host.yaml"
@@ -426,6 +428,124 @@ check "etcd returns" wait_for 20 ctl endpoint health
 check "every host reports again, live, at revision 6" wait_for $((40 + N / 5)) eval 'at all 6 $ALL && reported_since $RETURN $ALL'
 echo "$SCENARIO: every host reported again $(($(date +%s) - RETURN)) s after etcd was restarted"
 T_ETCD=$SECONDS
+
+# Phased isolation (fleet rollout): role=web's hosts go to isolation request,
+# then secure-request on the canaries h1 h2, then on all four; a rollout to
+# require is aborted after its canary phase; another is stopped by its gate,
+# then completed with a higher threshold and aborted after completion.
+# No charon runs here: the daemons apply and report the mode all the same
+# (`show state` says charon does not answer). The secure subnet holds no
+# host, so that the failsafe's paths (etcd, the admin) stay in clear.
+pki_ca dom-ca "/CN=Domain CA"
+pki_leaf iso dom-ca "/CN=iso"
+chmod 600 "$PKI/iso.key"
+cat >"$WORK/web2/20-isolation.yaml" <<YAML
+isolation:
+  mode: request
+  secure-subnets: ["10.77.0.0/16"]
+  identity: { ca: $PKI/dom-ca.pem, certificate: $PKI/iso.pem, private-key: $PKI/iso.key }
+  ike: { socket: "unix://$WORK/no-charon.vici" }
+YAML
+check "publish isolation request to role=web" publish role=web "$WORK/web2"
+check "web hosts apply role=web's revision 4" wait_for 30 at role=web 4 $WEB
+# report_is HOST PYTHON: HOST's report `r` makes PYTHON true.
+report_is() {
+    fleet status --json | python3 -c '
+import json, sys
+r = {h["report"]["host"]: h["report"] for h in json.load(sys.stdin)["hosts"]}[sys.argv[1]]
+sys.exit(not eval(sys.argv[2]))' "$@"
+}
+# in_mode MODE HOST...: every HOST reports isolation MODE.
+in_mode() {
+    local mode=$1 h; shift
+    for h in "$@"; do report_is "$h" "r[\"daemon\"][\"isolation\"] == \"$mode\"" || { echo "$h is not in $mode"; return 1; }; done
+}
+# removed SCOPE REVISION HOST...: every HOST reports SCOPE removed at REVISION, not applied, and no error.
+removed() {
+    local scope=$1 rev=$2 h; shift 2
+    for h in "$@"; do
+        report_is "$h" "\"$scope\" not in r[\"applied\"] and r[\"removed\"].get(\"$scope\") == $rev and not r[\"errors\"]" ||
+            { echo "$h has not removed $scope at revision $rev"; return 1; }
+    done
+}
+check "web hosts report isolation request" wait_for 20 in_mode request $WEB
+rollout() {
+    fleet rollout --scope role=web --sign-key "$PKI/publisher.key" --sign-cert "$PKI/publisher.pem" --wait 15 "$@"
+}
+phase() { ctl get /ringfence/v1/rollout/role=web --print-value-only | jget "$1"; }
+check "a rollout starts on the canaries h1 h2" rollout --canary-hosts h1,h2
+said "from request to secure-request, 2 of 4 hosts" "^rollout of scope role=web from request to secure-request: canaries 2 of its 4 hosts$"
+said "each canary's bundle is named" "^published isolation secure-request to h1: scope role=web,host=h1 revision 1$"
+said "the canaries report it" "^every canary reports isolation secure-request"
+check "the canaries are in secure-request, the others still in request" \
+    eval 'in_mode secure-request h1 h2 && in_mode request h3 h4'
+check "the phase is kept in etcd" eval '[ "$(phase "v[\"phase\"]")" = canary ]'
+refute "another start is refused in the canary phase" --says "is in the canary phase of a rollout from request to secure-request \(canaries h1 h2\)" \
+    rollout --canary 50%
+check "the rollout completes" rollout --complete --max-drop-rise 1000
+said "the gate passed" "^gate passed: canaries h1 h2 report isolation secure-request"
+said "the scope took the mode" "^published isolation secure-request to scope role=web: revision 5$"
+said "the canaries' bundles are withdrawn" "^withdrew h2's canary scope role=web,host=h2 \(revision 1\)$"
+said "every web host is there" "^4 of 4 hosts report isolation secure-request$"
+check "every web host reports secure-request at revision 5; h1 reports its canary scope removed" \
+    eval 'in_mode secure-request $WEB && at role=web 5 $WEB && removed role=web,host=h1 1 h1'
+check "h1's canary file is gone from its layer, the scope's has the mode" \
+    eval 'grep -qx "  mode: secure-request" "$WORK/h1/fleet/policy.d/99-rollout-isolation.yaml" && [ "$(ls "$WORK/h1/fleet/policy.d")" = "$(ls "$WORK/h3/fleet/policy.d")" ]'
+
+check "a rollout to require starts on 50% of the web hosts" rollout --canary 50%
+said "two of four" "^rollout of scope role=web from secure-request to require: canaries 2 of its 4 hosts$"
+CANARIES=$(phase '" ".join(v["canaries"])')
+OTHERS=$(for h in $WEB; do [[ " $CANARIES " == *" $h "* ]] || printf '%s ' "$h"; done)
+check "its canaries ($CANARIES) are in require, the others in secure-request" \
+    eval 'in_mode require $CANARIES && in_mode secure-request $OTHERS'
+check "the rollout is aborted" rollout --abort
+said "the scope was not changed" "^scope role=web itself was not changed: its hosts stay in secure-request$"
+said "the canaries are back" "^2 of 2 hosts report isolation secure-request$"
+check "every web host in secure-request at revision 5; no rollout key" \
+    eval 'in_mode secure-request $WEB && at role=web 5 $WEB && [ -z "$(ctl get /ringfence/v1/rollout/role=web --keys-only)" ]'
+
+check "a rollout to require starts on h3" rollout --canary-hosts h3
+# Connections to a closed port of h3: its profile default drops them, under require.
+refute "a connection to a closed port of h3 goes unanswered" --status 124 \
+    ip netns exec "$admin" timeout 2 bash -c 'exec 3<>/dev/tcp/10.9.0.13/9'
+check "h3 reports the drops" wait_for 20 report_is h3 'r["daemon"]["dropped"]["inbound"] > 0'
+refute "the gate stops the rollout: h3 dropped packets" \
+    --says "^  h3: dropped [1-9][0-9]* packets \(in [1-9][0-9]*, out 0\) since it applied, more than --max-drop-rise 0$" \
+    rollout --complete --max-drop-rise 0
+said "it says nothing changed" "the gate stops the rollout of scope role=web to require; nothing changed"
+check "the rest is untouched: h1 h2 h4 in secure-request at revision 5, h3 still a canary" \
+    eval 'in_mode secure-request h1 h2 h4 && at role=web 5 $WEB && in_mode require h3 && [ "$(phase "v[\"phase\"]")" = canary ]'
+check "with a higher threshold, it completes" rollout --complete --max-drop-rise 1000
+said "every web host is in require at revision 6" "^4 of 4 hosts report isolation require$"
+check "they report it" eval 'in_mode require $WEB && at role=web 6 $WEB'
+check "an abort after completion" rollout --abort
+said "puts the scope's files from before back as a new revision" "^published scope role=web's files from before the rollout: revision 7$"
+said "every web host is back" "^4 of 4 hosts report isolation secure-request$"
+check "every web host reports secure-request at revision 7" eval 'in_mode secure-request $WEB && at role=web 7 $WEB'
+
+# Scope removal: a withdrawn scope's files leave its hosts' layers, and so do
+# those of a scope a host's labels no longer match.
+ctl get /ringfence/v1/policy/role=web --print-value-only >"$WORK/web-revision7.json"
+check "fleet withdraw deletes role=web's key" fleet withdraw --scope role=web
+said "it says so" "^withdrew scope role=web \(revision 7\); its hosts remove its files$"
+check "web hosts remove its files, report it removed at revision 7, and lose its mode" \
+    wait_for 20 eval 'removed role=web 7 $WEB && in_mode off $WEB'
+check "its rules are gone from every daemon and layer" nowhere fleet-web2
+refute "a host's credential cannot withdraw a scope" --says "permission denied" etcd_as h1 del /ringfence/v1/policy/all
+check "the withdrawn revision is put back" eval 'ctl put /ringfence/v1/policy/role=web <"$WORK/web-revision7.json"'
+check "web hosts refuse it: a replay of the removed revision" \
+    wait_for 20 refused role=web 7 'not newer than the applied revision 7' $WEB
+check "publish role=web again" publish role=web "$WORK/web2"
+said "it is newer than the removed revision" "revision 8 "
+check "web hosts apply it" wait_for 30 at role=web 8 $WEB
+# h4 restarted as a db host: role=web no longer matches it.
+kill "${AGENT_PID[4]}"
+check "h4's agent stops" wait_exit "${AGENT_PID[4]}"
+sed -i 's/^labels: { role: web }$/labels: { role: db }/' "$WORK/h4/agent.yaml"
+agent_start 4
+check "h4, now role=db, removes role=web's files" \
+    wait_for 20 eval 'removed role=web 8 h4 && ! rules_have "$PREFIX-h4" fleet-web2'
+check "the other web hosts keep it" at role=web 8 h1 h2 h3
 
 # A killed agent's status key expires after its TTL (6 s here).
 kill "${AGENT_PID[$N]}"

@@ -1,7 +1,8 @@
 //! `ringfence fleet agent`: follows the host's scopes in etcd, installs each
 //! verified bundle into the fleet layer, asks the daemon to apply, reports.
 //!
-//! One session: connect, grant the status lease, read every policy key,
+//! One session: connect, grant the status lease, read every policy key
+//! (removing the scopes whose key is gone or no longer matches the host),
 //! report, then watch the policy prefix from the revision read (no event is
 //! missed between the read and the watch) and refresh the lease, reporting
 //! again when the daemon's summary changed. Any failure ends the session; the
@@ -57,8 +58,19 @@ impl Agent {
         let (mut keeper, mut keepalives) = client.lease_keep_alive(lease).await.context("lease keep-alive")?;
         let current = client.get(POLICY, Some(GetOptions::new().with_prefix())).await.context("reading policy keys")?;
         let revision = current.header().context("etcd's answer has no header")?.revision();
+        let mut present = Vec::new();
         for kv in current.kvs() {
-            self.offer(kv.key(), kv.value()).await;
+            if let Some(scope) = self.scope_of(kv.key()) {
+                self.offer(&scope, kv.value()).await;
+                present.push(scope);
+            }
+        }
+        // Errors of scopes gone are moot; a removal that fails says so anew.
+        self.errors.retain(|scope, _| present.contains(scope));
+        let gone: Vec<String> =
+            self.applied.iter().filter(|(s, a)| !a.removed && !present.contains(s)).map(|(s, _)| s.clone()).collect();
+        for scope in gone {
+            self.remove(&scope).await;
         }
         self.read_daemon().await;
         self.report(&mut client, lease).await?;
@@ -73,10 +85,15 @@ impl Agent {
                     let message = message.context("watch")?.context("etcd ended the watch")?;
                     anyhow::ensure!(!message.canceled(), "etcd cancelled the watch: {}", message.cancel_reason());
                     let mut relevant = false;
-                    for event in message.events().iter().filter(|e| e.event_type() == EventType::Put) {
-                        if let Some(kv) = event.kv() {
-                            relevant |= self.offer(kv.key(), kv.value()).await;
+                    for event in message.events() {
+                        let Some((kv, scope)) = event.kv().and_then(|kv| Some((kv, self.scope_of(kv.key())?))) else {
+                            continue;
+                        };
+                        match event.event_type() {
+                            EventType::Put => self.offer(&scope, kv.value()).await,
+                            EventType::Delete => self.remove(&scope).await,
                         }
+                        relevant = true;
                     }
                     if relevant {
                         self.read_daemon().await;
@@ -95,27 +112,49 @@ impl Agent {
         }
     }
 
-    /// Takes the bundle under `key` if it is one of this host's scopes;
-    /// whether it was.
-    async fn offer(&mut self, key: &[u8], value: &[u8]) -> bool {
-        let Some(scope) = std::str::from_utf8(key).ok().and_then(|k| k.strip_prefix(POLICY)) else {
-            return false;
-        };
-        match Scope::parse(scope) {
-            Ok(s) if s.matches(&self.config.labels) => {}
-            _ => return false,
-        }
-        let scope = scope.to_string();
-        match self.take(&scope, value).await {
+    /// The scope of a policy key, if it is one of this host's.
+    fn scope_of(&self, key: &[u8]) -> Option<String> {
+        let scope = std::str::from_utf8(key).ok()?.strip_prefix(POLICY)?;
+        Scope::parse(scope).ok().filter(|s| s.matches(&self.config.labels)).map(|_| scope.to_string())
+    }
+
+    /// Takes the bundle of one of this host's scopes.
+    async fn offer(&mut self, scope: &str, value: &[u8]) {
+        let outcome = self.take(scope, value).await;
+        self.outcome(scope, outcome);
+    }
+
+    /// Records the outcome of a change of `scope`: its error, or none.
+    fn outcome(&mut self, scope: &str, outcome: Result<(), Problem>) {
+        match outcome {
             Ok(()) => {
-                self.errors.remove(&scope);
+                self.errors.remove(scope);
             }
             Err(problem) => {
                 warn!("scope {scope}: revision {}: {}", problem.revision, problem.reason);
-                self.errors.insert(scope, problem);
+                self.errors.insert(scope.to_string(), problem);
             }
         }
-        true
+    }
+
+    /// Takes the files of `scope` out of the layer (its key was deleted, or
+    /// it no longer matches the host), checked as a bundle is, and asks the
+    /// daemon to apply.
+    async fn remove(&mut self, scope: &str) {
+        let Some(revision) = self.applied.get(scope).filter(|a| !a.removed).map(|a| a.revision) else {
+            // Never applied (refused, say): nothing to take out, nothing to report.
+            self.errors.remove(scope);
+            return;
+        };
+        let problem = |reason: String| Problem { revision, reason: format!("cannot remove the scope: {reason}") };
+        let outcome = match self.change(|layer, applied, failsafe| layer.remove(applied, scope, failsafe)).await {
+            Ok(()) => {
+                info!("scope {scope}: revision {revision} removed from {}", self.layer.dir.display());
+                Ok(())
+            }
+            Err(reason) => Err(problem(reason)),
+        };
+        self.outcome(scope, outcome);
     }
 
     async fn take(&mut self, scope: &str, value: &[u8]) -> Result<(), Problem> {
@@ -124,25 +163,35 @@ impl Agent {
         let bundle = &signed.bundle;
         let problem = |reason: String| Problem { revision: bundle.revision, reason };
         let applied = self.applied.get(scope);
-        if applied.is_some_and(|a| a.revision == bundle.revision && a.hash == bundle.hash()) {
+        if applied.is_some_and(|a| !a.removed && a.revision == bundle.revision && a.hash == bundle.hash()) {
             return Ok(());
         }
         self.trust.verify(scope, &signed, applied.map_or(0, |a| a.revision)).map_err(|r| problem(r.to_string()))?;
+        self.change(|layer, applied, failsafe| layer.install(applied, bundle, failsafe)).await.map_err(problem)?;
+        info!("scope {scope}: revision {} written to {}", bundle.revision, self.layer.dir.display());
+        Ok(())
+    }
+
+    /// Changes the layer with `change` (given the failsafe's paths now) and
+    /// asks the daemon to apply; why not, if it did not.
+    async fn change(
+        &mut self,
+        change: impl FnOnce(&Layer, &Applied, &Failsafe) -> Result<Applied, InstallError>,
+    ) -> Result<(), String> {
         let failsafe = Failsafe::now(&self.config)
             .await
-            .map_err(|e| problem(format!("the failsafe cannot tell the host's paths to etcd and SSH: {e:#}")))?;
-        self.applied = self.layer.install(&self.applied, bundle, &failsafe).map_err(|e| match e {
-            InstallError::Refused(r) => problem(r.to_string()),
-            InstallError::Io(e) => problem(format!("cannot write the fleet layer: {e:#}")),
+            .map_err(|e| format!("the failsafe cannot tell the host's paths to etcd and SSH: {e:#}"))?;
+        self.applied = change(&self.layer, &self.applied, &failsafe).map_err(|e| match e {
+            InstallError::Refused(r) => r.to_string(),
+            InstallError::Io(e) => format!("cannot write the fleet layer: {e:#}"),
         })?;
-        info!("scope {scope}: revision {} written to {}", bundle.revision, self.layer.dir.display());
         let socket = self.config.socket.clone();
         let apply =
             tokio::task::spawn_blocking(move || crate::client::call(&socket, &Request::Apply { confirm_secs: None }));
         match apply.await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(problem(format!("the daemon did not apply it: {e:#}"))),
-            Err(e) => Err(problem(format!("the daemon did not apply it: {e}"))),
+            Ok(Err(e)) => Err(format!("the daemon did not apply it: {e:#}")),
+            Err(e) => Err(format!("the daemon did not apply it: {e}")),
         }
     }
 
@@ -171,15 +220,15 @@ impl Agent {
     }
 
     fn report_value(&self) -> Report {
-        let applied = self
-            .applied
-            .iter()
-            .map(|(s, a)| (s.clone(), report::Applied { revision: a.revision, hash: a.hash.clone() }))
-            .collect();
+        let (removed, applied): (Vec<_>, Vec<_>) = self.applied.iter().partition(|(_, a)| a.removed);
+        let applied = applied
+            .into_iter()
+            .map(|(s, a)| (s.clone(), report::Applied { revision: a.revision, hash: a.hash.clone() }));
         Report {
             host: self.config.host.clone(),
             labels: self.config.labels.clone(),
-            applied,
+            applied: applied.collect(),
+            removed: removed.into_iter().map(|(s, a)| (s.clone(), a.revision)).collect(),
             errors: self.errors.clone(),
             daemon: self.daemon.clone(),
             version: env!("CARGO_PKG_VERSION").into(),

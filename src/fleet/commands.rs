@@ -1,9 +1,11 @@
-//! The admin commands: `fleet publish`, `fleet diff` and `fleet status`.
+//! The admin commands: `fleet publish`, `fleet withdraw`, `fleet diff` and
+//! `fleet status` (`fleet rollout` is in `rollout`).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp};
+use etcd_client::{Compare, CompareOp, DeleteOptions, GetOptions, Txn, TxnOp};
 
 use super::bundle::{files_of, Bundle, Signed};
 use super::config::Etcd;
@@ -26,8 +28,18 @@ pub async fn publish(etcd: &Etcd, publisher: &Publisher, scope: &str, dir: &Path
         bail!("the policy of {} does not pass `check`:\n{diags}", dir.display());
     }
     let files = files_of(dir)?;
-    let mut client = etcd::connect(etcd).await?;
-    let current = Current::read(&mut client, scope).await?;
+    put(&mut etcd::connect(etcd).await?, publisher, scope, files).await
+}
+
+/// Signs `files` as the scope's next revision and writes them, unless
+/// another publish of the scope came between the read and the write.
+pub async fn put(
+    client: &mut etcd_client::Client,
+    publisher: &Publisher,
+    scope: &str,
+    files: BTreeMap<String, String>,
+) -> anyhow::Result<Bundle> {
+    let current = Current::read(client, scope).await?;
     let bundle = Bundle { scope: scope.to_string(), revision: current.next, time: super::now(), files };
     let signed = publisher.sign(bundle.clone())?;
     let key = format!("{POLICY}{scope}");
@@ -40,6 +52,27 @@ pub async fn publish(etcd: &Etcd, publisher: &Publisher, scope: &str, dir: &Path
     Ok(bundle)
 }
 
+/// `fleet withdraw`: deletes the scope's key; its hosts take its files out
+/// of their layer. Returns the revision withdrawn (none: no such key).
+pub async fn withdraw(etcd: &Etcd, scope: &str) -> anyhow::Result<Option<u64>> {
+    Scope::parse(scope).map_err(anyhow::Error::msg)?;
+    delete(&mut etcd::connect(etcd).await?, scope).await
+}
+
+/// Deletes a scope's key; the revision of the bundle it held.
+pub async fn delete(client: &mut etcd_client::Client, scope: &str) -> anyhow::Result<Option<u64>> {
+    let key = format!("{POLICY}{scope}");
+    let deleted = client.delete(key, Some(DeleteOptions::new().with_prev_key())).await.context("deleting")?;
+    deleted
+        .prev_kvs()
+        .first()
+        .map(|kv| {
+            let signed: Signed = serde_json::from_slice(kv.value()).context("the deleted key held no bundle")?;
+            Ok(signed.bundle.revision)
+        })
+        .transpose()
+}
+
 /// `fleet diff`: what publishing DIR to `scope` would change, rendered.
 pub async fn diff(etcd: &Etcd, scope: &str, dir: &Path) -> anyhow::Result<String> {
     Scope::parse(scope).map_err(anyhow::Error::msg)?;
@@ -49,15 +82,15 @@ pub async fn diff(etcd: &Etcd, scope: &str, dir: &Path) -> anyhow::Result<String
 }
 
 /// A scope's bundle in etcd now, and the revision its next publish takes.
-struct Current {
-    bundle: Option<Bundle>,
+pub struct Current {
+    pub bundle: Option<Bundle>,
     /// The policy key's modification revision (0: no key).
     mod_revision: i64,
     next: u64,
 }
 
 impl Current {
-    async fn read(client: &mut etcd_client::Client, scope: &str) -> anyhow::Result<Current> {
+    pub async fn read(client: &mut etcd_client::Client, scope: &str) -> anyhow::Result<Current> {
         let key = format!("{POLICY}{scope}");
         let current = client.get(key.as_str(), None).await.context("reading the scope's bundle")?;
         let (bundle, mod_revision) = match current.kvs().first() {
@@ -69,7 +102,11 @@ impl Current {
             }
         };
         let reports = reports(client).await?;
-        let applied = reports.iter().filter_map(|r| Some(r.applied.get(scope)?.revision)).max().unwrap_or(0);
+        let applied = reports
+            .iter()
+            .filter_map(|r| r.applied.get(scope).map(|a| a.revision).or(r.removed.get(scope).copied()))
+            .max()
+            .unwrap_or(0);
         let next = bundle.as_ref().map_or(0, |b| b.revision).max(applied) + 1;
         Ok(Current { bundle, mod_revision, next })
     }
@@ -77,8 +114,11 @@ impl Current {
 
 /// Every host's durable report, with whether its status key is live.
 pub async fn status(etcd: &Etcd) -> anyhow::Result<Fleet> {
-    let mut client = etcd::connect(etcd).await?;
-    let reports = reports(&mut client).await?;
+    fleet(&mut etcd::connect(etcd).await?).await
+}
+
+pub async fn fleet(client: &mut etcd_client::Client) -> anyhow::Result<Fleet> {
+    let reports = reports(client).await?;
     let keys_only = Some(GetOptions::new().with_prefix().with_keys_only());
     let live = client.get(STATUS, keys_only).await.context("reading status keys")?;
     let live: Vec<String> =

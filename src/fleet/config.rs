@@ -35,6 +35,7 @@ pub struct Agent {
     pub etcd: Etcd,
     /// This host's name in status keys (letters, digits, `.`, `_`, `-`).
     pub host: String,
+    /// With `host`, the host's name, added by [`Agent::load`].
     #[serde(default)]
     pub labels: Labels,
     /// The host's isolation certificate: its first OU becomes the label `ou`,
@@ -120,6 +121,12 @@ impl Agent {
             "{}: status-refresh must be at least 1 s and shorter than status-ttl",
             path.display()
         );
+        anyhow::ensure!(
+            !config.labels.contains_key(super::scope::HOST),
+            "{}: the label `host` is every host's own name, it is not configured",
+            path.display()
+        );
+        config.labels.insert(super::scope::HOST.into(), config.host.clone());
         if let Some(cert) = &config.isolation_certificate {
             anyhow::ensure!(
                 !config.labels.contains_key(OU_LABEL),
@@ -192,17 +199,11 @@ fn ou_label(path: &Path) -> anyhow::Result<String> {
 mod tests {
     use super::*;
 
-    fn load_with_host(host: &str) -> anyhow::Result<Agent> {
-        load_with(host, "")
-    }
-
     /// The configuration of `host` with the lines `more`, in a directory of
-    /// its own (tests run in parallel).
-    fn load_with(host: &str, more: &str) -> anyhow::Result<Agent> {
-        use std::hash::{BuildHasher, RandomState};
-        let tag = RandomState::new().hash_one((host, more));
+    /// its own (`test` names it: tests run at once).
+    fn load_with(test: &str, host: &str, more: &str) -> anyhow::Result<Agent> {
         let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/fleet/testdata");
-        let dir = crate::testutil::TempDir::new(&format!("fleet-config-{tag:x}"));
+        let dir = crate::testutil::TempDir::new(&format!("fleet-config-{test}"));
         let path = dir.0.join("fleet.yaml");
         let yaml = format!(
             "etcd: {{ endpoints: [https://127.0.0.1:2379], ca: {d}/fleet-ca.pem, cert: {d}/publisher.pem, \
@@ -215,22 +216,33 @@ mod tests {
 
     #[test]
     fn the_host_must_be_the_cn_of_its_etcd_certificate() {
-        assert_eq!(load_with_host("publisher").unwrap().host, "publisher");
-        let error = format!("{:#}", load_with_host("web1").unwrap_err());
+        let config = load_with("cn", "publisher", "").unwrap();
+        assert_eq!(config.host, "publisher");
+        assert_eq!(config.labels[super::super::scope::HOST], "publisher");
+        let error = format!("{:#}", load_with("not-cn", "web1", "").unwrap_err());
         assert!(error.contains(r#"host "web1" is not the CN "publisher" of the etcd certificate"#), "{error}");
+    }
+
+    #[test]
+    fn every_host_has_its_name_as_label_host_and_may_not_set_it() {
+        let config = load_with("labels", "publisher", "labels: { role: web }\n").unwrap();
+        assert_eq!(config.labels.len(), 2);
+        assert_eq!(config.labels["role"], "web");
+        let error = format!("{:#}", load_with("host-label", "publisher", "labels: { host: web9 }\n").unwrap_err());
+        assert!(error.contains("the label `host` is every host's own name"), "{error}");
     }
 
     #[test]
     fn the_isolation_certificate_gives_the_ou_label() {
         let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/fleet/testdata");
         let cert = format!("isolation-certificate: {}/publisher.pem\n", data.display());
-        let config = load_with("publisher", &format!("{cert}labels: {{ role: web }}\n")).unwrap();
+        let config = load_with("ou", "publisher", &format!("{cert}labels: {{ role: web }}\n")).unwrap();
         let labels: Vec<(&str, &str)> = config.labels.iter().map(|(l, v)| (l.as_str(), v.as_str())).collect();
-        assert_eq!(labels, [("ou", "Fleet-Publishers"), ("role", "web")]);
-        let twice = load_with("publisher", &format!("{cert}labels: {{ ou: web }}\n")).unwrap_err();
+        assert_eq!(labels, [("host", "publisher"), ("ou", "Fleet-Publishers"), ("role", "web")]);
+        let twice = load_with("ou-twice", "publisher", &format!("{cert}labels: {{ ou: web }}\n")).unwrap_err();
         assert!(format!("{twice:#}").contains("the label ou comes from isolation-certificate"), "{twice:#}");
         let ca = format!("isolation-certificate: {}/fleet-ca.pem\n", data.display());
-        let none = load_with("publisher", &ca).unwrap_err();
+        let none = load_with("ou-none", "publisher", &ca).unwrap_err();
         assert!(format!("{none:#}").contains("the certificate's subject has no OU"), "{none:#}");
     }
 }

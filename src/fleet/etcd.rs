@@ -4,7 +4,9 @@
 //! - `/ringfence/v1/policy/<scope>`: the scope's signed bundle (JSON);
 //! - `/ringfence/v1/status/<host>`: the host's report under its lease (gone
 //!   when the agent stops refreshing it: the host is offline);
-//! - `/ringfence/v1/report/<host>`: the same report, durable.
+//! - `/ringfence/v1/report/<host>`: the same report, durable;
+//! - `/ringfence/v1/rollout/<scope>`: the phase of the scope's rollout (read
+//!   and written by `fleet rollout` only).
 
 use std::time::Duration;
 
@@ -16,6 +18,7 @@ use super::config::Etcd;
 pub const POLICY: &str = "/ringfence/v1/policy/";
 pub const STATUS: &str = "/ringfence/v1/status/";
 pub const REPORT: &str = "/ringfence/v1/report/";
+pub const ROLLOUT: &str = "/ringfence/v1/rollout/";
 
 /// A client of one member: the first of `etcd.endpoints` that answers,
 /// trying them from a random one on (so that agents spread over the

@@ -26,16 +26,21 @@ use super::scope::layer_order;
 use super::sign::Refusal;
 use crate::policy::{FleetOrigin, FLEET_MANIFEST};
 
-/// One scope as applied.
+/// One scope as applied, or removed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct AppliedScope {
     pub revision: u64,
     pub hash: String,
     pub files: BTreeMap<String, String>,
+    /// The scope's key was deleted, or no longer matches the host: its files
+    /// are gone, its revision is kept so that its old bundles stay replays.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub removed: bool,
 }
 
-/// The scopes whose files are in the layer (the state file `applied.json`).
+/// The scopes whose files are in the layer, and the removed ones (the state
+/// file `applied.json`).
 pub type Applied = BTreeMap<String, AppliedScope>;
 
 pub struct Layer {
@@ -93,8 +98,30 @@ impl Layer {
     /// failsafe's paths open; returns the new state.
     pub fn install(&self, applied: &Applied, bundle: &Bundle, failsafe: &Failsafe) -> Result<Applied, InstallError> {
         let mut next = applied.clone();
-        let scope = AppliedScope { revision: bundle.revision, hash: bundle.hash(), files: bundle.files.clone() };
+        let scope = AppliedScope {
+            revision: bundle.revision,
+            hash: bundle.hash(),
+            files: bundle.files.clone(),
+            removed: false,
+        };
         next.insert(bundle.scope.clone(), scope);
+        self.commit(next, failsafe)
+    }
+
+    /// Takes `scope`'s files out of the layer, on the same conditions as
+    /// [`Layer::install`] (removing a scope that opens SSH may cut it);
+    /// returns the new state, where the scope is kept as removed.
+    pub fn remove(&self, applied: &Applied, scope: &str, failsafe: &Failsafe) -> Result<Applied, InstallError> {
+        let mut next = applied.clone();
+        if let Some(s) = next.get_mut(scope) {
+            s.files.clear();
+            s.removed = true;
+        }
+        self.commit(next, failsafe)
+    }
+
+    /// Stages `next`, checks it, swaps it in and records it.
+    fn commit(&self, next: Applied, failsafe: &Failsafe) -> Result<Applied, InstallError> {
         let staging = self.state_dir.join("policy.d.new");
         let io = InstallError::Io;
         write_layer(&staging, &next).map_err(io)?;
@@ -158,8 +185,10 @@ fn write_layer(dir: &Path, applied: &Applied) -> anyhow::Result<()> {
     for (name, (text, _)) in &files {
         write_synced(&dir.join(name), text.as_bytes(), 0o644)?;
     }
-    let manifest: BTreeMap<_, _> = files.into_iter().map(|(name, (_, origin))| (name, origin)).collect();
-    write_synced(&dir.join(FLEET_MANIFEST), &serde_json::to_vec_pretty(&manifest)?, 0o644)?;
+    if !files.is_empty() {
+        let manifest: BTreeMap<_, _> = files.into_iter().map(|(name, (_, origin))| (name, origin)).collect();
+        write_synced(&dir.join(FLEET_MANIFEST), &serde_json::to_vec_pretty(&manifest)?, 0o644)?;
+    }
     sync_dir(dir)
 }
 
@@ -230,6 +259,24 @@ mod tests {
         assert!(!layer.dir.join("60-dup.yaml").exists());
         assert!(!root.0.join("fleet/policy.d.new").exists());
         assert_eq!(layer.applied().unwrap(), applied);
+    }
+
+    #[test]
+    fn a_removed_scope_leaves_the_layer_and_keeps_its_revision() {
+        let root = crate::testutil::TempDir::new("fleet-layer-remove");
+        let layer = layer(&root.0);
+        let failsafe = Failsafe::default();
+        let applied = layer.install(&Applied::new(), &bundle("all", 2, &[("50-a.yaml", "")]), &failsafe).unwrap();
+        let applied = layer.install(&applied, &bundle("role=web", 3, &[("50-a.yaml", WEB)]), &failsafe).unwrap();
+        let applied = layer.remove(&applied, "role=web", &failsafe).unwrap();
+        // all's file of the same name is back in the layer.
+        assert_eq!(fs::read_to_string(layer.dir.join("50-a.yaml")).unwrap(), "");
+        assert!(applied["role=web"].removed && applied["role=web"].files.is_empty());
+        assert_eq!(applied["role=web"].revision, 3);
+        assert_eq!(layer.applied().unwrap(), applied);
+        let applied = layer.remove(&applied, "all", &failsafe).unwrap();
+        assert_eq!(fs::read_dir(&layer.dir).unwrap().count(), 0);
+        assert!(applied["all"].removed && applied["all"].revision == 2);
     }
 
     #[test]

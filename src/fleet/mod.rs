@@ -1,6 +1,7 @@
 //! Fleet policy on etcd (docs/fleet.md): signed bundles of policy files per
 //! scope, an agent per host that verifies them and writes them into a policy
-//! layer of the daemon, and status reports.
+//! layer of the daemon (and takes a withdrawn scope's out), status reports,
+//! and phased rollouts of the isolation mode.
 
 pub mod agent;
 pub mod bundle;
@@ -11,6 +12,7 @@ pub mod etcd;
 pub mod failsafe;
 pub mod layer;
 pub mod report;
+pub mod rollout;
 pub mod scope;
 pub mod sign;
 

@@ -18,6 +18,10 @@ pub struct Report {
     pub labels: Labels,
     /// Per scope, what is applied.
     pub applied: BTreeMap<String, Applied>,
+    /// Per removed scope (its key deleted, or no longer matching), the
+    /// revision it had: a later bundle of it must be newer.
+    #[serde(default)]
+    pub removed: BTreeMap<String, u64>,
     /// Per scope, why its latest bundle is not applied.
     pub errors: BTreeMap<String, Problem>,
     /// What the host's daemon says of itself.
@@ -188,6 +192,7 @@ mod tests {
             host: host.into(),
             labels: Labels::new(),
             applied,
+            removed: BTreeMap::new(),
             errors: errors.into_iter().collect(),
             daemon: Daemon::default(),
             version: "0".into(),

@@ -5,11 +5,18 @@
 //! `role=web,site=paris`). Labels and values are letters, digits, `.`, `_`
 //! and `-`. The scope's name is its etcd key's last part, so a scope is
 //! written the same way everywhere.
+//!
+//! Every host has the label `host` (its name) without configuring it, so
+//! that a scope can name single hosts: `fleet rollout` publishes its canary
+//! part to `S,host=NAME` (or `host=NAME` for `all`), one scope per canary.
 
 use std::collections::BTreeMap;
 
-/// A host's labels (the agent's configuration).
+/// A host's labels (the agent's configuration, and `host`).
 pub type Labels = BTreeMap<String, String>;
+
+/// The label every host has: its name.
+pub const HOST: &str = "host";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
@@ -37,6 +44,11 @@ impl Scope {
         Ok(Scope::Selector(conditions))
     }
 
+    /// Whether the scope names single hosts (has a `host` condition).
+    pub fn names_hosts(&self) -> bool {
+        matches!(self, Scope::Selector(conditions) if conditions.iter().any(|(l, _)| l == HOST))
+    }
+
     pub fn matches(&self, labels: &Labels) -> bool {
         match self {
             Scope::All => true,
@@ -45,11 +57,25 @@ impl Scope {
     }
 }
 
-/// The order in which scopes layer: `all` first, then the others by name. A
-/// file of a later scope replaces the file of the same name of an earlier
-/// one, as a later policy directory's does.
+/// `scope` narrowed to one host: a rollout's canary scope.
+pub fn for_host(scope: &str, host: &str) -> String {
+    match scope {
+        "all" => format!("{HOST}={host}"),
+        _ => format!("{scope},{HOST}={host}"),
+    }
+}
+
+/// The order in which scopes layer: `all` first, then the selectors by name,
+/// then those that name hosts by name (the most specific last, so that a
+/// canary's file replaces its scope's). A file of a later scope replaces the
+/// file of the same name of an earlier one, as a later policy directory's does.
 pub fn layer_order(a: &str, b: &str) -> std::cmp::Ordering {
-    (a != "all", a).cmp(&(b != "all", b))
+    let rank = |s: &str| match Scope::parse(s) {
+        Ok(Scope::All) => 0,
+        Ok(scope) if scope.names_hosts() => 2,
+        _ => 1,
+    };
+    (rank(a), a).cmp(&(rank(b), b))
 }
 
 #[cfg(test)]
@@ -84,8 +110,10 @@ mod tests {
 
     #[test]
     fn all_layers_first() {
-        let mut scopes = vec!["site=paris", "all", "role=web"];
+        let mut scopes = vec!["site=paris", "host=h1", "role=web,host=h1", "all", "role=web"];
         scopes.sort_by(|a, b| layer_order(a, b));
-        assert_eq!(scopes, ["all", "role=web", "site=paris"]);
+        assert_eq!(scopes, ["all", "role=web", "site=paris", "host=h1", "role=web,host=h1"]);
+        assert_eq!(for_host("all", "h1"), "host=h1");
+        assert_eq!(for_host("role=web", "h1"), "role=web,host=h1");
     }
 }
