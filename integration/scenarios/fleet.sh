@@ -222,10 +222,18 @@ PY
 }
 # cpu_ticks PID...: their CPU time (user and system) so far, in clock ticks.
 cpu_ticks() { local p; for p in "$@"; do cut -d' ' -f14,15 "/proc/$p/stat"; done | awk '{t += $1 + $2} END {print t}'; }
-# rss_mb PID...: their resident sets, median and max, in MB.
+# rss_mb PID...: their resident sets, median and max in MB: RSS, which
+# counts every page of the executable they all share, and the private part
+# (Private_Clean + Private_Dirty), each process's own.
 rss_mb() {
-    ps -o rss= -p "$(IFS=,; echo "$*")" | sort -n |
-        awk '{a[NR] = $1} END {printf "median %.1f MB, max %.1f MB over %d\n", a[int((NR + 1) / 2)] / 1024, a[NR] / 1024, NR}'
+    local p kind
+    for kind in Rss Private; do
+        for p in "$@"; do
+            awk -v k="$kind" 'index($1, k) == 1 {t += $2} END {print t}' "/proc/$p/smaps_rollup"
+        done | sort -n | awk -v k="$kind" '{a[NR] = $1}
+            END {printf "%s median %.1f MB, max %.1f MB; ", k, a[int((NR + 1) / 2)] / 1024, a[NR] / 1024}'
+    done
+    echo "over $#"
 }
 
 T0=$SECONDS
