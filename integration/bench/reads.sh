@@ -90,6 +90,18 @@ applies &
 LOOP=$!
 SUMMARY+=("show state, during 100k-rule applies:  $(state_latency)")
 kill "$LOOP"; wait "$LOOP" 2>/dev/null || true
+# The loop's last `apply` goes on after it, and the files it copied make the
+# daemon reload once more (their watch, after 300 ms of quiet): wait until
+# nothing is in progress and the generation holds for a second, so that no
+# apply of (a) runs in (b) nor is left out of the count.
+settled() {
+    local gen
+    until [ "$(state "$fw" changes-in-progress)" = 0 ]; do sleep 0.1; done
+    gen=$(state "$fw" generation)
+    sleep 1
+    [ "$(state "$fw" changes-in-progress)" = 0 ] && [ "$(state "$fw" generation)" = "$gen" ]
+}
+until settled; do :; done
 SUMMARY[-1]+=" ($(($(state "$fw" generation) - gen0)) applies)"
 log "${SUMMARY[-1]}"
 
