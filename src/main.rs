@@ -79,12 +79,10 @@ fn show_answer<T: serde::de::DeserializeOwned>(
     request: Request,
     human: impl FnOnce(&T) -> String,
 ) -> anyhow::Result<ExitCode> {
-    let answer = client::call(socket, &request)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&answer)?);
+        println!("{}", serde_json::to_string_pretty(&client::call(socket, &request)?)?);
     } else {
-        let answer: T = serde_json::from_value(answer).context("the daemon's answer cannot be read")?;
-        print!("{}", human(&answer));
+        print!("{}", human(&client::ask::<T>(socket, &request)?));
     }
     Ok(ExitCode::SUCCESS)
 }

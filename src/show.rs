@@ -300,7 +300,7 @@ fn fleet_origin(v: &PolicyView, place: &str) -> String {
         path.to_str().and_then(|p| place.strip_prefix(p)).is_some_and(|rest| rest.is_empty() || rest.starts_with(':'))
     };
     let origin = v.fleet.iter().find(|(path, _)| of_file(path));
-    origin.map_or(String::new(), |(_, o)| format!(", fleet scope {} revision {}", o.scope, o.revision))
+    origin.map_or(String::new(), |(_, o)| format!(", {o}"))
 }
 
 pub fn policy(v: &Option<PolicyView>) -> String {
@@ -315,8 +315,7 @@ pub fn policy(v: &Option<PolicyView>) -> String {
     let _ = writeln!(o, "default layer (00-default.yaml): {default}");
     let _ = writeln!(o, "files:");
     for f in &v.files {
-        let origin =
-            v.fleet.get(f).map_or(String::new(), |o| format!("  (fleet scope {} revision {})", o.scope, o.revision));
+        let origin = v.fleet.get(f).map_or(String::new(), |o| format!("  ({o})"));
         let _ = writeln!(o, "  {}{origin}", f.display());
     }
     let _ = writeln!(o, "profiles:");

@@ -188,7 +188,7 @@ fn ou_label(path: &Path) -> anyhow::Result<String> {
         }
     }
     anyhow::ensure!(
-        label.len() <= 63 && label.chars().any(|c| c.is_ascii_alphanumeric()),
+        super::scope::word(&label) && label.chars().any(|c| c.is_ascii_alphanumeric()),
         "{}: the OU {ou:?} makes no label value",
         path.display()
     );

@@ -24,7 +24,8 @@ pub enum Scope {
     Selector(Vec<(String, String)>),
 }
 
-fn word(s: &str) -> bool {
+/// A label or value: letters, digits, `.`, `_`, `-`, at most 63.
+pub(super) fn word(s: &str) -> bool {
     !s.is_empty() && s.len() <= 63 && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
 }
 

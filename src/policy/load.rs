@@ -168,8 +168,9 @@ pub const FLEET_MANIFEST: &str = ".fleet.json";
 fn fleet_origins(dirs: &[PathBuf], files: &[PathBuf]) -> BTreeMap<PathBuf, super::FleetOrigin> {
     let mut origins = BTreeMap::new();
     for dir in dirs {
-        let Ok(bytes) = fs::read(dir.join(FLEET_MANIFEST)) else { continue };
-        let Ok(manifest) = serde_json::from_slice::<BTreeMap<String, super::FleetOrigin>>(&bytes) else { continue };
+        // Read as a policy file is (size, owner, no FIFO), though only shown.
+        let Ok(text) = read(&dir.join(FLEET_MANIFEST)) else { continue };
+        let Ok(manifest) = serde_json::from_str::<BTreeMap<String, super::FleetOrigin>>(&text) else { continue };
         for (name, origin) in manifest {
             let path = dir.join(name);
             if files.contains(&path) {

@@ -141,6 +141,12 @@ pub struct FleetOrigin {
     pub revision: u64,
 }
 
+impl std::fmt::Display for FleetOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "fleet scope {} revision {}", self.scope, self.revision)
+    }
+}
+
 impl Policy {
     pub fn profile(&self, kind: ProfileKind) -> &Profile {
         &self.profiles[kind as usize]
