@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::engine::{Engine, EngineError, Outcome, Snapshot, Trigger};
 use crate::backend::Backend;
 use crate::compile::GroupPeers;
-use crate::dynamic::Update;
+use crate::dynamic::{DynState, Update};
 use crate::protocol::Answer;
 use crate::protocol::Response;
 
@@ -107,11 +107,14 @@ fn work<B: Backend>(
     queued: &AtomicUsize,
     done: mpsc::UnboundedSender<Done>,
 ) -> Engine<B> {
+    // A job taken from the queue while folding dynamic updates, done next.
+    let mut held = None;
     loop {
         let deadline = engine.pending.as_ref().map(|p| p.deadline);
-        let job = match deadline {
-            Some(at) => queue.recv_timeout(at.saturating_duration_since(Instant::now())),
-            None => queue.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        let job = match (held.take(), deadline) {
+            (Some(job), _) => Ok(job),
+            (None, Some(at)) => queue.recv_timeout(at.saturating_duration_since(Instant::now())),
+            (None, None) => queue.recv().map_err(|_| RecvTimeoutError::Disconnected),
         };
         let done_job = job.is_ok();
         let (change, reply) = match job {
@@ -127,9 +130,8 @@ fn work<B: Backend>(
                 }
             },
             Ok(Job::Reload { trigger, why, reply }) => reload(&mut engine, trigger, why, reply),
-            Ok(Job::Dynamic((keywords, part))) => {
-                let mut state = engine.dynamic.clone();
-                state.replace(keywords, part);
+            Ok(Job::Dynamic(update)) => {
+                let state = fold_dynamic(engine.dynamic.clone(), update, &queue, queued, &mut held);
                 log_set_update(engine.update_dynamic(state), "dynamic sets");
                 (Change::Dynamic, None)
             }
@@ -154,6 +156,31 @@ fn work<B: Backend>(
             return engine;
         }
     }
+}
+
+/// The dynamic state after `first` and every dynamic update queued behind it:
+/// one set update for a burst of address events instead of one per event,
+/// each replacing the last. The first other job met is left in `held`.
+fn fold_dynamic(
+    mut state: DynState,
+    first: Update,
+    queue: &Receiver<Job>,
+    queued: &AtomicUsize,
+    held: &mut Option<Job>,
+) -> DynState {
+    let mut next = Some(first);
+    while let Some((keywords, part)) = next.take() {
+        state.replace(keywords, part);
+        match queue.try_recv() {
+            Ok(Job::Dynamic(update)) => {
+                queued.fetch_sub(1, Ordering::SeqCst);
+                next = Some(update);
+            }
+            Ok(other) => *held = Some(other),
+            Err(_) => {}
+        }
+    }
+    state
 }
 
 type Reply = Option<(oneshot::Sender<Answer>, Result<serde_json::Value, String>)>;
@@ -227,6 +254,8 @@ pub fn log_applied<B: Backend>(engine: &Engine<B>, outcome: Outcome, why: &str) 
 mod tests {
     use super::*;
     use crate::backend::NoopBackend;
+    use crate::net::AddrRange;
+    use crate::policy::values::Keyword;
     use crate::testutil::{write, TempDir};
 
     #[tokio::test]
@@ -257,5 +286,43 @@ mod tests {
         assert!(matches!(reply, Some((_, Response::Error(e))) if e.contains("nothing is waiting")));
         drop(answer);
         assert_eq!(worker.stop().await.generation, 2, "the engine comes back");
+    }
+
+    #[test]
+    fn queued_dynamic_updates_make_one_set_update_with_the_last_values() {
+        let d = TempDir::new("worker-fold");
+        write(
+            &d.0,
+            "10.yaml",
+            "rules:\n  - { name: dns-out, direction: out, action: block, protocol: udp, remote-addresses: [dns] }\n",
+        );
+        let mut engine = Engine::new(crate::policy::Dirs::new(vec![d.0.clone()], Vec::new()), NoopBackend::default());
+        engine.reload(Trigger::Files).unwrap();
+        let dns = |last: u8| {
+            let mut state = DynState::default();
+            state.push_host(Keyword::Dns, std::net::Ipv4Addr::new(192, 0, 2, last).into(), "test".into());
+            Job::Dynamic((&[Keyword::Dns], state))
+        };
+        let (jobs, queue) = std::sync::mpsc::channel();
+        let (done_tx, mut done) = mpsc::unbounded_channel();
+        let (client, _answer) = oneshot::channel();
+        for job in [dns(1), dns(2), dns(3), Job::Confirm(client), dns(4)] {
+            jobs.send(job).unwrap();
+        }
+        drop(jobs);
+        let queued = AtomicUsize::new(5);
+
+        let engine = work(engine, queue, &queued, done_tx);
+        let changes: Vec<Change> = std::iter::from_fn(|| done.try_recv().ok()).map(|d| d.change).collect();
+        assert_eq!(
+            changes,
+            [Change::Dynamic, Change::Nothing, Change::Dynamic],
+            "three updates folded, the confirm kept"
+        );
+        assert_eq!(queued.load(Ordering::SeqCst), 0);
+        assert_eq!(engine.backend.set_updates.len(), 2, "one transaction per fold");
+        let last = engine.dynamic.entries(Keyword::Dns, true);
+        assert_eq!(last.len(), 1);
+        assert_eq!(last[0].addresses, AddrRange::V4(0xc000_0204, 0xc000_0204));
     }
 }
