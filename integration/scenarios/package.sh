@@ -94,36 +94,27 @@ MAN_PAGES=$(echo /usr/share/man/man8/ringfence.8.gz
     for c in $SUBCOMMANDS; do echo "/usr/share/man/man8/ringfence-$c.8.gz"; done)
 check "--help lists the subcommands (daemon among them)" grep -qx daemon <<<"$SUBCOMMANDS"
 DOCS=$(cd "$ROOT" && for f in README.md docs/*.md; do echo "/usr/share/doc/ringfence/$(basename "$f")"; done)
-sort >"$WORK/deb.expected" <<EOF
+# expected UNITDIR ZSHDIR: the files a package installs; the formats differ
+# only in the units' directory and the zsh completions' place.
+expected() {
+    sort <<EOF
 /usr/bin/ringfence
-/lib/systemd/system/ringfence.service
-/lib/systemd/system/ringfence-fleet.service
+$1/ringfence.service
+$1/ringfence-fleet.service
 /usr/share/ringfence/fleet-etcd-rbac.sh
 /usr/lib/ringfence/policy.d/00-default.yaml
 /usr/lib/ringfence/services.d/00-services.yaml
 /etc/ringfence/policy.d/README
 /etc/ringfence/services.d/README
 /usr/share/bash-completion/completions/ringfence
-/usr/share/zsh/vendor-completions/_ringfence
+$2/_ringfence
 /usr/share/fish/vendor_completions.d/ringfence.fish
 $MAN_PAGES
 $DOCS
 EOF
-sort >"$WORK/rpm.expected" <<EOF
-/usr/bin/ringfence
-/usr/lib/systemd/system/ringfence.service
-/usr/lib/systemd/system/ringfence-fleet.service
-/usr/share/ringfence/fleet-etcd-rbac.sh
-/usr/lib/ringfence/policy.d/00-default.yaml
-/usr/lib/ringfence/services.d/00-services.yaml
-/etc/ringfence/policy.d/README
-/etc/ringfence/services.d/README
-/usr/share/bash-completion/completions/ringfence
-/usr/share/zsh/site-functions/_ringfence
-/usr/share/fish/vendor_completions.d/ringfence.fish
-$MAN_PAGES
-$DOCS
-EOF
+}
+expected /lib/systemd/system /usr/share/zsh/vendor-completions >"$WORK/deb.expected"
+expected /usr/lib/systemd/system /usr/share/zsh/site-functions >"$WORK/rpm.expected"
 # cargo-deb adds the copyright file every Debian package must have.
 echo /usr/share/doc/ringfence/copyright >>"$WORK/deb.expected"
 sort -o "$WORK/deb.expected" "$WORK/deb.expected"
