@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::filewatch;
 use crate::policy::raw::IsolationMode;
 use crate::policy::{DefaultLayer, ProfileKind};
-use crate::protocol::answers::{KeywordSet, OnOff, PolicyView, Profiles, RuleView, Sas, Setting, State, Stats};
+use crate::protocol::answers::{KeywordSet, OnOff, PolicyView, Profiles, RuleView, Sas, Setting, Staged, State, Stats};
 
 /// Unix seconds as RFC 3339 (UTC).
 fn rfc3339(secs: u64) -> String {
@@ -451,6 +451,48 @@ pub fn explanation(v: &Value) -> String {
     format!("verdict:    {}\ndecided by: {by}\nprofile:    {}\n{over}", s(&v["verdict"]), s(&v["profile"]))
 }
 
+/// `explain --staged`: the enforced decision, then the staged one.
+pub fn staged_explanation(v: &Value) -> String {
+    let staged = match v["would"].as_str() {
+        Some(would) => {
+            format!("staged:     {} ({would}: only counted and logged, as staged)\n", s(&v["staged"]["verdict"]))
+        }
+        None => "staged:     the same\n".to_string(),
+    };
+    let by = match &v["staged"]["decided-by"] {
+        d if d["kind"] == "rule" && v["would"].is_string() => {
+            format!("            by staged rule {} ({}), set {}\n", s(&d["name"]), s(&d["place"]), s(&d["set"]))
+        }
+        _ => String::new(),
+    };
+    format!("{}{staged}{by}", explanation(&v["enforced"]))
+}
+
+pub fn staged(v: &Staged) -> String {
+    let mut o = String::new();
+    if v.rules.is_empty() {
+        let _ = writeln!(o, "no staged rule");
+    }
+    for r in &v.rules {
+        let _ = writeln!(
+            o,
+            "{} ({}, {}): {} new connections {}",
+            r.name,
+            r.source,
+            r.direction.as_str(),
+            r.connections,
+            r.would.as_str()
+        );
+    }
+    if !v.sources.is_empty() {
+        let _ = writeln!(o, "remote addresses:");
+    }
+    for src in &v.sources {
+        let _ = writeln!(o, "  {} {} {}: {}", src.address, src.direction.as_str(), src.would.as_str(), src.connections);
+    }
+    o
+}
+
 pub fn sets(v: &[KeywordSet]) -> String {
     let mut o = String::new();
     for set in v {
@@ -495,6 +537,10 @@ pub fn monitor_line(v: &Value) -> String {
         Some("rule") => format!("rule {} ({})", s(&d["name"]), s(&d["place"])),
         Some("profile-default") => format!("{} default", s(&d["profile"])),
         _ => "unknown (the policy changed since)".into(),
+    };
+    let by = match e["staged"].as_str() {
+        Some(would) => format!("staged: would {would}, {by}"),
+        None => by,
     };
     let uid = e["uid"].as_u64().map_or_else(String::new, |u| format!(" uid={u}"));
     format!(

@@ -23,8 +23,9 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::admission;
+use crate::compile::staged::Would;
 use crate::compile::{Compiled, Gate, LogOrigin, LOG_GROUP, LOG_PREFIX};
-use crate::explain::{explain, Decider, Packet};
+use crate::explain::{explain, explain_staged, Decider, Packet};
 use crate::net::{icmp_type_name, protocol_name};
 use crate::policy::{Action, Direction, Policy, ProfileKind, Verdict};
 use crate::protocol::answers::MonitorStats;
@@ -48,6 +49,7 @@ pub fn parse_prefix(prefix: &str) -> Option<(Direction, LogOrigin)> {
     let action = |word: &str| [Action::Allow, Action::Block, Action::Bypass].into_iter().find(|a| a.as_str() == word);
     let origin = match words[1..] {
         [profile, "default"] => LogOrigin::Default(*ProfileKind::ALL.iter().find(|p| p.as_str() == profile)?),
+        ["staged", would] => LogOrigin::Staged(*Would::ALL.iter().find(|w| w.as_str() == would)?),
         [a] => LogOrigin::Rule(action(a)?, None),
         [a, "secure"] => LogOrigin::Rule(action(a)?, Some(Gate::Secure)),
         [a, "group", name] => LogOrigin::Rule(action(a)?, Some(Gate::Group(name.to_string()))),
@@ -74,10 +76,15 @@ pub struct Event {
     /// What the kernel did (from the prefix).
     pub verdict: Verdict,
     pub profile: Option<ProfileKind>,
-    /// The rule or profile default that decided, by `explain` over the applied
-    /// sets; `None` when that does not agree with the kernel's prefix (the policy
+    /// The rule or profile default that decided (of a staged event, the
+    /// staged rule that would have), by `explain` over the applied sets;
+    /// `None` when that does not agree with the kernel's prefix (the policy
     /// changed between the packet and its reading) or the packet was not IP.
     pub decided_by: Option<Decider>,
+    /// A new connection that a staged rule would decide otherwise: what it
+    /// would do (the kernel did the opposite, `verdict`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub staged: Option<Would>,
 }
 
 /// Counters since the daemon started.
@@ -249,7 +256,8 @@ fn event(applied: Option<(&Policy, &Compiled)>, logged: Logged, direction: Direc
     let uid = logged.uid.filter(|_| direction == Direction::Out);
     let verdict = match &origin {
         LogOrigin::Rule(action, _) => action.verdict(),
-        LogOrigin::Default(_) => Verdict::Block,
+        LogOrigin::Default(_) | LogOrigin::Staged(Would::Allow) => Verdict::Block,
+        LogOrigin::Staged(Would::Block) => Verdict::Allow,
     };
     // The prefix tells what the packet's SA was enough for: a gate it passed.
     // Taking the SA to be just that can only match fewer rules than the real
@@ -272,17 +280,26 @@ fn event(applied: Option<(&Policy, &Compiled)>, logged: Logged, direction: Direc
             secure,
             groups,
         };
-        explain(policy, compiled, direction, &packet).ok()
+        match origin {
+            LogOrigin::Staged(would) => explain_staged(policy, compiled, direction, &packet)
+                .ok()
+                .filter(|x| x.would == Some(would))
+                .map(|x| x.staged),
+            _ => explain(policy, compiled, direction, &packet).ok(),
+        }
     });
     // The kernel's prefix is the truth; explain only names who decided, and only
     // when it agrees with it.
     let agrees = |d: &Decider| match (d, &origin) {
-        (Decider::Rule { .. }, LogOrigin::Rule(..)) => true,
+        (Decider::Rule { .. }, LogOrigin::Rule(..) | LogOrigin::Staged(_)) => true,
         (Decider::ProfileDefault { profile }, LogOrigin::Default(p)) => profile == p,
         _ => false,
     };
+    let staged = if let LogOrigin::Staged(would) = origin { Some(would) } else { None };
     let (profile, decided_by) = match explained.flatten() {
-        Some(x) if x.verdict == verdict && agrees(&x.decided_by) => (Some(x.profile), Some(x.decided_by)),
+        Some(x) if (x.verdict == verdict) == staged.is_none() && agrees(&x.decided_by) => {
+            (Some(x.profile), Some(x.decided_by))
+        }
         _ => (if let LogOrigin::Default(p) = origin { Some(p) } else { None }, None),
     };
     Event {
@@ -299,6 +316,7 @@ fn event(applied: Option<(&Policy, &Compiled)>, logged: Logged, direction: Direc
         verdict,
         profile,
         decided_by,
+        staged,
     }
 }
 
