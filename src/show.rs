@@ -218,6 +218,9 @@ fn rule_table(rules: &[&RuleView]) -> String {
             if !r.enabled {
                 action.push_str(" (disabled)");
             }
+            if r.staged {
+                action.push_str(" (staged)");
+            }
             [
                 r.name.to_string(),
                 r.direction.as_str().into(),

@@ -89,6 +89,8 @@ check "exactly 50 more would-allow for open-5301" test "$(( $(count open-5301) -
 check "exactly 50 more would-allow from 10.210.1.2" \
     test "$(( $(source_count 10.210.1.2 allow) - src_before ))" -eq 50
 
+check "show rules marks the staged rules" rf "$fw" show rules
+said "no-8081 staged" 'no-8081 +in +block \(staged\)'
 check "human show staged lists the rule with its file:line" rf "$fw" show staged
 said "its line" 'no-8081 \(.*20-staged\.yaml:[0-9]+:[0-9]+, in\): [0-9]+ new connections would-block'
 

@@ -292,6 +292,10 @@ pub struct RuleView<'a> {
     pub remote_groups: Cow<'a, [String]>,
     pub require_secure: bool,
     pub log: bool,
+    /// Staged (`stage: audit`): it decides nothing; its packets are the new
+    /// connections it would have decided otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub staged: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub packets: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
