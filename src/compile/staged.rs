@@ -1,4 +1,4 @@
-//! Staged rules beside the enforced ones (docs/policy.md, "Staged rules"):
+//! Staged rules beside the enforced ones (docs/policy.md, "stage: audit"):
 //! they decide nothing; the first packet of a new connection that they would
 //! decide otherwise is counted, by staged rule (the counter of its set
 //! element, as for enforced rules) and by remote address (a set the packet

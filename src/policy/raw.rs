@@ -20,14 +20,15 @@ pub struct RawFile {
     pub settings: Option<RawSettings>,
     pub isolation: Option<RawIsolation>,
     pub groups: Option<Groups>,
-    /// `audit`: every rule of the file is staged (see [`Stage`]).
+    /// `audit`: every rule of the file is staged; the file may then hold
+    /// only `version` and `rules`.
     #[schemars(with = "Option<Stage>")]
     pub stage: Option<S<Stage>>,
 }
 
 /// A staged rule is evaluated beside the enforced policy and never decides
 /// a packet: the daemon counts and logs the new connections it would decide
-/// otherwise (docs/policy.md, "Staged rules"). Removing the marker enforces it.
+/// otherwise (docs/policy.md, "stage: audit"). Removing the marker enforces it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Stage {
