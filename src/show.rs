@@ -471,6 +471,9 @@ pub fn staged_explanation(v: &Value) -> String {
     format!("{}{staged}{by}", explanation(&v["enforced"]))
 }
 
+/// The remote addresses `show staged` prints; `--json` has them all.
+const TOP_SOURCES: usize = 20;
+
 pub fn staged(v: &Staged) -> String {
     let mut o = String::new();
     if v.rules.is_empty() {
@@ -488,10 +491,13 @@ pub fn staged(v: &Staged) -> String {
         );
     }
     if !v.sources.is_empty() {
-        let _ = writeln!(o, "remote addresses:");
+        let _ = writeln!(o, "remote addresses, most first:");
     }
-    for src in &v.sources {
+    for src in v.sources.iter().take(TOP_SOURCES) {
         let _ = writeln!(o, "  {} {} {}: {}", src.address, src.direction.as_str(), src.would.as_str(), src.connections);
+    }
+    if let Some(more) = v.sources.len().checked_sub(TOP_SOURCES).filter(|&n| n > 0) {
+        let _ = writeln!(o, "  ... and {more} more (--json lists them all)");
     }
     o
 }
@@ -630,5 +636,38 @@ pub fn stats(v: &Stats) -> String {
 fn ignored_dirs(o: &mut String, dirs: &[PathBuf]) {
     for d in dirs {
         let _ = writeln!(o, "             NOT READ (local-policy: ignore): {}", d.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::staged::Would;
+    use crate::policy::Direction;
+    use crate::protocol::answers::{StagedRule, StagedSource};
+
+    #[test]
+    fn show_staged_lists_the_rules_and_the_top_sources() {
+        let rule = StagedRule {
+            name: "no-smtp".into(),
+            source: "60.yaml:4:5".into(),
+            direction: Direction::Out,
+            would: Would::Block,
+            connections: 30,
+        };
+        let sources = (0..25u8)
+            .map(|i| StagedSource {
+                direction: Direction::Out,
+                would: Would::Block,
+                address: std::net::IpAddr::from([192, 0, 2, i]),
+                connections: 30 - u64::from(i),
+            })
+            .collect();
+        let text = staged(&Staged { rules: vec![rule], sources });
+        assert!(text.starts_with("no-smtp (60.yaml:4:5, out): 30 new connections would-block\n"), "{text}");
+        assert!(text.contains("  192.0.2.19 out would-block: 11\n"), "{text}");
+        assert!(!text.contains("192.0.2.20 "), "{text}");
+        assert!(text.ends_with("  ... and 5 more (--json lists them all)\n"), "{text}");
+        assert_eq!(staged(&Staged::default()), "no staged rule\n");
     }
 }

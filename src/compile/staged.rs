@@ -52,6 +52,14 @@ impl Would {
         }
     }
 
+    /// The staged decision.
+    pub fn verdict(self) -> Verdict {
+        match self {
+            Would::Block => Verdict::Block,
+            Would::Allow => Verdict::Allow,
+        }
+    }
+
     /// What a staged rule whose verdict is `verdict` would do where it differs.
     pub fn of(verdict: Verdict) -> Would {
         match verdict {

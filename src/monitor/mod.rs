@@ -256,8 +256,10 @@ fn event(applied: Option<(&Policy, &Compiled)>, logged: Logged, direction: Direc
     let uid = logged.uid.filter(|_| direction == Direction::Out);
     let verdict = match &origin {
         LogOrigin::Rule(action, _) => action.verdict(),
-        LogOrigin::Default(_) | LogOrigin::Staged(Would::Allow) => Verdict::Block,
+        LogOrigin::Default(_) => Verdict::Block,
+        // The kernel applied the enforced decision, the other one.
         LogOrigin::Staged(Would::Block) => Verdict::Allow,
+        LogOrigin::Staged(Would::Allow) => Verdict::Block,
     };
     // The prefix tells what the packet's SA was enough for: a gate it passed.
     // Taking the SA to be just that can only match fewer rules than the real
@@ -296,10 +298,10 @@ fn event(applied: Option<(&Policy, &Compiled)>, logged: Logged, direction: Direc
         _ => false,
     };
     let staged = if let LogOrigin::Staged(would) = origin { Some(would) } else { None };
+    // A staged line is explained by the staged decision, which the kernel did not apply.
+    let explained_verdict = staged.map_or(verdict, Would::verdict);
     let (profile, decided_by) = match explained.flatten() {
-        Some(x) if (x.verdict == verdict) == staged.is_none() && agrees(&x.decided_by) => {
-            (Some(x.profile), Some(x.decided_by))
-        }
+        Some(x) if x.verdict == explained_verdict && agrees(&x.decided_by) => (Some(x.profile), Some(x.decided_by)),
         _ => (if let LogOrigin::Default(p) = origin { Some(p) } else { None }, None),
     };
     Event {
@@ -378,6 +380,10 @@ mod tests {
                 let origin = LogOrigin::Default(p);
                 assert_eq!(parse_prefix(&log_prefix(d, &origin)), Some((d, origin)));
             }
+            for w in Would::ALL {
+                let origin = LogOrigin::Staged(w);
+                assert_eq!(parse_prefix(&log_prefix(d, &origin)), Some((d, origin)));
+            }
         }
         assert_eq!(parse_prefix("ringfence sideways block: "), None);
         assert_eq!(parse_prefix("other in block: "), None);
@@ -428,6 +434,38 @@ mod tests {
         let s = lock(&hub.state);
         assert!(matches!(&s.ring[0].decided_by, Some(Decider::Rule { name, .. }) if name == "scan"), "{:?}", s.ring[0]);
         assert_eq!((s.ring[0].verdict, s.totals.unattributed), (Verdict::Allow, 0));
+    }
+
+    /// A staged line is named by the staged rule that would have decided, and
+    /// keeps the verdict the kernel applied; one that `explain --staged` does
+    /// not confirm (no staged rule differs) is not named.
+    #[test]
+    fn a_staged_line_is_named_by_the_staged_rule() {
+        let text = "rules:\n- { name: no-udp, direction: in, action: block, protocol: udp, stage: audit }\n";
+        let policy = crate::policy::load_text(&[("t.yaml".into(), text.into())]).unwrap();
+        let compiled = crate::compile::compile(&policy, &crate::dynamic::DynState::default()).unwrap();
+        let hub = Hub::default();
+        for would in Would::ALL {
+            let logged = Logged { prefix: log_prefix(Direction::In, &LogOrigin::Staged(would)), ..dropped_udp() };
+            hub.record(Some((&policy, &compiled)), logged);
+        }
+        let s = lock(&hub.state);
+        // The public default blocks inbound udp: the staged block rule changes
+        // nothing, so neither line is confirmed.
+        assert!(s.ring.iter().all(|e| e.decided_by.is_none()), "{:?}", s.ring);
+        assert_eq!((s.ring[0].verdict, s.ring[0].staged), (Verdict::Allow, Some(Would::Block)));
+        drop(s);
+
+        let text = "rules:\n- { name: udp, direction: in, action: allow, protocol: udp }\n\
+            - { name: no-udp, direction: in, action: block, protocol: udp, stage: audit }\n";
+        let policy = crate::policy::load_text(&[("t.yaml".into(), text.into())]).unwrap();
+        let compiled = crate::compile::compile(&policy, &crate::dynamic::DynState::default()).unwrap();
+        let logged = Logged { prefix: log_prefix(Direction::In, &LogOrigin::Staged(Would::Block)), ..dropped_udp() };
+        hub.record(Some((&policy, &compiled)), logged);
+        let s = lock(&hub.state);
+        let e = s.ring.back().unwrap();
+        assert!(matches!(&e.decided_by, Some(Decider::Rule { name, .. }) if name == "no-udp"), "{e:?}");
+        assert_eq!((e.verdict, s.by_rule.get("no-udp")), (Verdict::Allow, Some(&1)));
     }
 
     /// A subscriber that cannot keep up loses its oldest events, is told how
