@@ -11,6 +11,9 @@
 //!          before allows, then P's inbound default
 //! output / out_P                      the same for outbound (no invalid drop)
 //! log_*   rate-limited log to NFLOG, then the verdict, for rules with `log: true`
+//! staged_* the staged rules (`stage: audit`): called from in_P/out_P for new
+//!          connections at the verdicts they could change; they decide nothing
+//!          (see [`staged`])
 //! ```
 //!
 //! Rules with the same direction, action, profile scope, `log`, gate and
@@ -135,12 +138,12 @@ impl Group {
             .chain(self.fields.iter().map(|f| f.short().to_string()))
             .collect();
         let log = if self.log { "_log" } else { "" };
-        let core = match self.layer {
+        let layer = match self.layer {
             Layer::CoreNetworking => "core_",
             Layer::Rules => "",
             Layer::Staged => "staged_",
         };
-        format!("{core}{}_{}{log}_{scope}_{}", self.direction.as_str(), self.action.as_str(), words.join("_"))
+        format!("{layer}{}_{}{log}_{scope}_{}", self.direction.as_str(), self.action.as_str(), words.join("_"))
     }
 
     /// The IP version of the packets this set can match, if its key or
