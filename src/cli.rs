@@ -284,6 +284,9 @@ pub enum ShowWhat {
     /// The named services rules can use (`services: [https]`), with their ports
     /// and the file that defines each.
     Services,
+    /// The staged rules (`stage: audit`): the new connections each would have
+    /// decided otherwise, and their remote addresses.
+    Staged,
 }
 
 #[derive(Subcommand)]
@@ -419,6 +422,9 @@ pub struct ExplainArgs {
     /// in group NAME (repeatable: in all of them); implies --secure.
     #[arg(long = "group", value_name = "NAME")]
     pub groups: Vec<String>,
+    /// Also what the staged rules (`stage: audit`) would decide.
+    #[arg(long)]
+    pub staged: bool,
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]

@@ -7,13 +7,14 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::compile::{isolation, keyword_sets, Compiled, DynMatch, Field, Gate, Lookup};
+use crate::compile::staged::Would;
+use crate::compile::{isolation, keyword_sets, Compiled, DynMatch, Field, Gate, Group, Layer, Lookup};
 use crate::net::{has_ports, IPPROTO_ICMP, IPPROTO_ICMPV6};
 use crate::nft;
 use crate::policy::groups::DnPattern;
 use crate::policy::raw::IsolationMode;
 use crate::policy::values::Keyword;
-use crate::policy::{Direction, Place, Policy, ProfileKind, Verdict};
+use crate::policy::{Action, Direction, Place, Policy, ProfileKind, Verdict};
 
 /// A new connection's first packet, as seen from this host. A field left out
 /// matches only rules that do not constrain it.
@@ -155,6 +156,18 @@ pub struct Explanation {
     pub ipsec: Option<Sa>,
 }
 
+/// What the enforced policy and its staged rules decide for a packet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct StagedExplanation {
+    pub enforced: Explanation,
+    /// As if the staged rules were enforced.
+    pub staged: Explanation,
+    /// Where the two differ: what the staged rule would do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub would: Option<Would>,
+}
+
 /// Fails only on the packet's `groups` (not a group, or no peer in all of them).
 pub fn explain(
     policy: &Policy,
@@ -162,17 +175,73 @@ pub fn explain(
     direction: Direction,
     packet: &Packet,
 ) -> Result<Explanation, String> {
+    Ok(decide(policy, compiled, direction, packet)?.0)
+}
+
+/// [`explain`], and what the staged rules would decide, by the same steps
+/// as the staged chains (`compile::staged`): a staged rule changes only a
+/// decision of an enforced allow rule or of the profile's default.
+pub fn explain_staged(
+    policy: &Policy,
+    compiled: &Compiled,
+    direction: Direction,
+    packet: &Packet,
+) -> Result<StagedExplanation, String> {
+    let (enforced, group) = decide(policy, compiled, direction, packet)?;
+    let staged_rule = |action: Action| {
+        let lookups = compiled.staged_lookups(direction, enforced.profile).filter(|l| l.group.action == action);
+        first_match(policy, compiled, lookups, packet, None).map(|(_, by)| by)
+    };
+    let by_allow_rule = group.is_some_and(|g| g.layer == Layer::Rules && g.action == Action::Allow);
+    let by_default = matches!(enforced.decided_by, Decider::ProfileDefault { .. });
+    let decided = match (by_allow_rule || by_default, enforced.verdict) {
+        (false, _) => None,
+        (true, Verdict::Allow) => staged_rule(Action::Block).map(|by| (Verdict::Block, by)),
+        (true, Verdict::Block) => (staged_rule(Action::Block).map(|by| (Verdict::Block, by)))
+            .or_else(|| staged_rule(Action::Allow).map(|by| (Verdict::Allow, by))),
+    };
+    let staged = match decided {
+        Some((verdict, decided_by)) => Explanation { verdict, decided_by, ..enforced.clone() },
+        None => enforced.clone(),
+    };
+    let would = (staged.verdict != enforced.verdict).then(|| Would::of(staged.verdict));
+    Ok(StagedExplanation { enforced, staged, would })
+}
+
+/// The explanation, and the group of the lookup that decided, if one did.
+fn decide<'c>(
+    policy: &Policy,
+    compiled: &'c Compiled,
+    direction: Direction,
+    packet: &Packet,
+) -> Result<(Explanation, Option<&'c Group>), String> {
     let ipsec = Sa::of(policy, packet)?;
     let profile = packet.interface.as_deref().map_or(ProfileKind::Public, |i| policy.profile_of(i));
-    let decided = |verdict, decided_by| Ok(Explanation { verdict, profile, decided_by, ipsec: ipsec.clone() });
+    let decided = |verdict, decided_by| Explanation { verdict, profile, decided_by, ipsec: ipsec.clone() };
     if packet.interface.as_deref() == Some("lo") {
-        return decided(Verdict::Allow, Decider::Loopback);
+        return Ok((decided(Verdict::Allow, Decider::Loopback), None));
     }
     if direction == Direction::In && ipsec.is_none() && isolation_drops(policy, compiled, packet, true) {
-        return decided(Verdict::Block, Decider::Isolation { mode: policy.isolation.mode.value });
+        return Ok((decided(Verdict::Block, Decider::Isolation { mode: policy.isolation.mode.value }), None));
     }
-    for Lookup { group, set } in compiled.lookups(direction, profile) {
-        if !Sa::passes(ipsec.as_ref(), group.gate.as_ref(), compiled)
+    let lookups = compiled.lookups(direction, profile);
+    if let Some((group, by)) = first_match(policy, compiled, lookups, packet, ipsec.as_ref()) {
+        return Ok((decided(group.action.verdict(), by), Some(group)));
+    }
+    Ok((decided(policy.profile(profile).default_for(direction), Decider::ProfileDefault { profile }), None))
+}
+
+/// The first of `lookups` that matches the packet (over `ipsec`), and the
+/// rule it names.
+fn first_match<'c>(
+    policy: &Policy,
+    compiled: &'c Compiled,
+    lookups: impl Iterator<Item = &'c Lookup>,
+    packet: &Packet,
+    ipsec: Option<&Sa>,
+) -> Option<(&'c Group, Decider)> {
+    for Lookup { group, set } in lookups {
+        if !Sa::passes(ipsec, group.gate.as_ref(), compiled)
             || !group.dynamic.iter().all(|d| dynamic_match(compiled, packet, *d))
         {
             continue;
@@ -189,10 +258,10 @@ pub fn explain(
             } else {
                 Decider::Rule { name, place, set }
             };
-            return decided(group.action.verdict(), by);
+            return Some((group, by));
         }
     }
-    decided(policy.profile(profile).default_for(direction), Decider::ProfileDefault { profile })
+    None
 }
 
 fn find<'a>(set: &'a nft::Set, key: &[u128]) -> Option<&'a nft::Elem> {

@@ -119,6 +119,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ShowWhat::Sets => show_answer(json, socket, Request::Sets, |s: &Vec<_>| show::sets(s)),
                 ShowWhat::Sas => show_answer(json, socket, Request::Sas, show::sas),
                 ShowWhat::Stats => show_answer(json, socket, Request::Stats, show::stats),
+                ShowWhat::Staged => show_answer(json, socket, Request::Staged, show::staged),
             }
         }
         Command::Explain(args) => explain(&cli.socket, args),
@@ -311,13 +312,20 @@ fn explain(socket: &std::path::Path, a: ExplainArgs) -> anyhow::Result<ExitCode>
         secure: a.secure,
         groups: a.groups,
     };
+    let staged = a.staged;
     let answer = if a.policy.dirs.is_empty() {
-        client::call(socket, &Request::Explain { direction, packet })?
+        client::call(socket, &Request::Explain { direction, packet, staged })?
     } else {
         let policy = policy::load(&a.policy.resolve())?;
         // Offline there is no live host: keyword rules match nothing.
         let compiled = compile::compile(&policy, &dynamic::DynState::default())?;
-        serde_json::to_value(explain::explain(&policy, &compiled, direction, &packet).map_err(anyhow::Error::msg)?)?
+        if staged {
+            let explained = explain::explain_staged(&policy, &compiled, direction, &packet);
+            serde_json::to_value(explained.map_err(anyhow::Error::msg)?)?
+        } else {
+            serde_json::to_value(explain::explain(&policy, &compiled, direction, &packet).map_err(anyhow::Error::msg)?)?
+        }
     };
-    print(a.json, &answer, show::explanation)
+    let render: fn(&serde_json::Value) -> String = if staged { show::staged_explanation } else { show::explanation };
+    print(a.json, &answer, render)
 }

@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout;
 
 use crate::admission::{self, Accepting, Peer, Permit, Refused};
+use crate::compile::staged::Would;
 use crate::daemon::{write_stream, IntoBlocking, RuleLines};
 use crate::protocol::answers::{DefaultStats, RuleStats, Stats};
 use crate::protocol::{Answer, Call, Request, Response};
@@ -215,6 +216,10 @@ const FALLBACKS: Help = (
     "ringfence_isolation_fallbacks_total",
     "First contacts that went on in clear (soft SAs), by why no SA came up in time.",
 );
+const STAGED: Help = (
+    "ringfence_staged_decisions_total",
+    "New connections a staged rule would have decided otherwise (would: block or allow), since the table was replaced.",
+);
 const CLEAR_INBOUND: Help = (
     "ringfence_isolation_clear_inbound_total",
     "New connections in clear from secure subnets, which secure-request would refuse (request and boundary modes), by protocol and port.",
@@ -264,7 +269,7 @@ pub fn render(w: &mut dyn Write, stats: &Stats<RuleLines>) -> io::Result<()> {
         writeln!(w, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}")?;
     }
     for (help, figure) in RULE_FAMILIES {
-        family(w, help, "counter", stats.rules.iter(), |r| {
+        family(w, help, "counter", stats.rules.iter().filter(|r| r.staged.is_none()), |r| {
             let labels = labels(&[
                 ("name", &r.name),
                 ("direction", &r.direction.as_str()),
@@ -284,6 +289,14 @@ pub fn render(w: &mut dyn Write, stats: &Stats<RuleLines>) -> io::Result<()> {
             (labels, figure(d))
         })?;
     }
+    let staged = stats.rules.iter().filter_map(|r| Some((r.staged?, r)));
+    family(w, STAGED, "counter", staged, |(would, r)| {
+        let would = match would {
+            Would::Block => "block",
+            Would::Allow => "allow",
+        };
+        (labels(&[("rule", &r.name), ("would", &would)]), r.packets)
+    })?;
     family(w, SET_ELEMENTS, "gauge", &stats.dynamic_sets, |s| {
         let labels = labels(&[("set", &s.set), ("keyword", &s.keyword.as_str()), ("family", &s.family.as_str())]);
         (labels, s.elements as u64)

@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::filewatch;
 use crate::policy::raw::IsolationMode;
 use crate::policy::{DefaultLayer, ProfileKind};
-use crate::protocol::answers::{KeywordSet, OnOff, PolicyView, Profiles, RuleView, Sas, Setting, State, Stats};
+use crate::protocol::answers::{KeywordSet, OnOff, PolicyView, Profiles, RuleView, Sas, Setting, Staged, State, Stats};
 
 /// Unix seconds as RFC 3339 (UTC).
 fn rfc3339(secs: u64) -> String {
@@ -217,6 +217,9 @@ fn rule_table(rules: &[&RuleView]) -> String {
             let mut action = r.action.as_str().to_string();
             if !r.enabled {
                 action.push_str(" (disabled)");
+            }
+            if r.staged {
+                action.push_str(" (staged)");
             }
             [
                 r.name.to_string(),
@@ -451,6 +454,54 @@ pub fn explanation(v: &Value) -> String {
     format!("verdict:    {}\ndecided by: {by}\nprofile:    {}\n{over}", s(&v["verdict"]), s(&v["profile"]))
 }
 
+/// `explain --staged`: the enforced decision, then the staged one.
+pub fn staged_explanation(v: &Value) -> String {
+    let staged = match v["would"].as_str() {
+        Some(would) => {
+            format!("staged:     {} ({would}: only counted and logged, as staged)\n", s(&v["staged"]["verdict"]))
+        }
+        None => "staged:     the same\n".to_string(),
+    };
+    let by = match &v["staged"]["decided-by"] {
+        d if d["kind"] == "rule" && v["would"].is_string() => {
+            format!("            by staged rule {} ({}), set {}\n", s(&d["name"]), s(&d["place"]), s(&d["set"]))
+        }
+        _ => String::new(),
+    };
+    format!("{}{staged}{by}", explanation(&v["enforced"]))
+}
+
+/// The remote addresses `show staged` prints; `--json` has them all.
+const TOP_SOURCES: usize = 20;
+
+pub fn staged(v: &Staged) -> String {
+    let mut o = String::new();
+    if v.rules.is_empty() {
+        let _ = writeln!(o, "no staged rule");
+    }
+    for r in &v.rules {
+        let _ = writeln!(
+            o,
+            "{} ({}, {}): {} new connections {}",
+            r.name,
+            r.source,
+            r.direction.as_str(),
+            r.connections,
+            r.would.as_str()
+        );
+    }
+    if !v.sources.is_empty() {
+        let _ = writeln!(o, "remote addresses, most first:");
+    }
+    for src in v.sources.iter().take(TOP_SOURCES) {
+        let _ = writeln!(o, "  {} {} {}: {}", src.address, src.direction.as_str(), src.would.as_str(), src.connections);
+    }
+    if let Some(more) = v.sources.len().checked_sub(TOP_SOURCES).filter(|&n| n > 0) {
+        let _ = writeln!(o, "  ... and {more} more (--json lists them all)");
+    }
+    o
+}
+
 pub fn sets(v: &[KeywordSet]) -> String {
     let mut o = String::new();
     for set in v {
@@ -495,6 +546,10 @@ pub fn monitor_line(v: &Value) -> String {
         Some("rule") => format!("rule {} ({})", s(&d["name"]), s(&d["place"])),
         Some("profile-default") => format!("{} default", s(&d["profile"])),
         _ => "unknown (the policy changed since)".into(),
+    };
+    let by = match e["staged"].as_str() {
+        Some(would) => format!("staged: would {would}, {by}"),
+        None => by,
     };
     let uid = e["uid"].as_u64().map_or_else(String::new, |u| format!(" uid={u}"));
     format!(
@@ -581,5 +636,38 @@ pub fn stats(v: &Stats) -> String {
 fn ignored_dirs(o: &mut String, dirs: &[PathBuf]) {
     for d in dirs {
         let _ = writeln!(o, "             NOT READ (local-policy: ignore): {}", d.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::staged::Would;
+    use crate::policy::Direction;
+    use crate::protocol::answers::{StagedRule, StagedSource};
+
+    #[test]
+    fn show_staged_lists_the_rules_and_the_top_sources() {
+        let rule = StagedRule {
+            name: "no-smtp".into(),
+            source: "60.yaml:4:5".into(),
+            direction: Direction::Out,
+            would: Would::Block,
+            connections: 30,
+        };
+        let sources = (0..25u8)
+            .map(|i| StagedSource {
+                direction: Direction::Out,
+                would: Would::Block,
+                address: std::net::IpAddr::from([192, 0, 2, i]),
+                connections: 30 - u64::from(i),
+            })
+            .collect();
+        let text = staged(&Staged { rules: vec![rule], sources });
+        assert!(text.starts_with("no-smtp (60.yaml:4:5, out): 30 new connections would-block\n"), "{text}");
+        assert!(text.contains("  192.0.2.19 out would-block: 11\n"), "{text}");
+        assert!(!text.contains("192.0.2.20 "), "{text}");
+        assert!(text.ends_with("  ... and 5 more (--json lists them all)\n"), "{text}");
+        assert_eq!(staged(&Staged::default()), "no staged rule\n");
     }
 }

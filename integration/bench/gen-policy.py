@@ -12,14 +12,16 @@ the whole linear chain (its worst case) and misses Ringfence's block set.
 Policy files are limited to 1 MiB each (src/policy/load.rs), so the rules are
 split into files of RULES_PER_FILE. With --allow-port, one more file allows
 inbound tcp to that port (the iperf3 port), since the default profile blocks
-inbound.
+inbound. With --staged-copy, the N rules are written a second time, staged
+(`stage: audit`, names prefixed `staged-`): what a staged copy of a policy
+costs beside it.
 
 The policy is the N rules alone: the directory masks the default layer
 (00-default.yaml, a symlink to /dev/null) and turns core networking off
 (05-bench-settings.yaml), so that its sets and lookups are the rules' only, as
 the linear ruleset's are.
 
-Usage: gen-policy.py N POLICY_DIR [--allow-port 5201] [--linear FILE.nft]
+Usage: gen-policy.py N POLICY_DIR [--allow-port 5201] [--linear FILE.nft] [--staged-copy]
 """
 
 import argparse
@@ -35,23 +37,29 @@ def pair(i):
     return str(ipaddress.IPv4Address(BASE + i)), 1024 + i % 64000
 
 
-def write_policy(n, out_dir, allow_port):
+def write_rules(n, out_dir, file_prefix, stage):
+    for start in range(0, n, RULES_PER_FILE):
+        path = os.path.join(out_dir, "%s-%06d.yaml" % (file_prefix, start))
+        with open(path, "w") as f:
+            f.write("version: 1\n%srules:\n" % ("stage: audit\n" if stage else ""))
+            for i in range(start, min(n, start + RULES_PER_FILE)):
+                addr, port = pair(i)
+                f.write(
+                    '  - { name: %sbench-block-%06d, direction: in, action: block, protocol: tcp, '
+                    'remote-addresses: ["%s"], local-ports: [%d] }\n' % ("staged-" if stage else "", i, addr, port)
+                )
+
+
+def write_policy(n, out_dir, allow_port, staged_copy):
     os.makedirs(out_dir, exist_ok=True)
     mask = os.path.join(out_dir, "00-default.yaml")
     if not os.path.lexists(mask):
         os.symlink("/dev/null", mask)
     with open(os.path.join(out_dir, "05-bench-settings.yaml"), "w") as f:
         f.write("version: 1\nsettings:\n  core-networking: false\n")
-    for start in range(0, n, RULES_PER_FILE):
-        path = os.path.join(out_dir, "50-bench-%06d.yaml" % start)
-        with open(path, "w") as f:
-            f.write("version: 1\nrules:\n")
-            for i in range(start, min(n, start + RULES_PER_FILE)):
-                addr, port = pair(i)
-                f.write(
-                    '  - { name: bench-block-%06d, direction: in, action: block, protocol: tcp, '
-                    'remote-addresses: ["%s"], local-ports: [%d] }\n' % (i, addr, port)
-                )
+    write_rules(n, out_dir, "50-bench", False)
+    if staged_copy:
+        write_rules(n, out_dir, "60-bench-staged", True)
     if allow_port is not None:
         with open(os.path.join(out_dir, "10-bench-allow.yaml"), "w") as f:
             f.write(
@@ -79,10 +87,11 @@ def main():
     p.add_argument("policy_dir")
     p.add_argument("--allow-port", type=int, help="also allow inbound tcp to this port")
     p.add_argument("--linear", metavar="FILE", help="also write the linear nft ruleset here")
+    p.add_argument("--staged-copy", action="store_true", help="also write the rules again, staged")
     a = p.parse_args()
     if not 1 <= a.n <= (1 << 22) - 2:
         sys.exit("n must be between 1 and 4,194,302 (addresses stay inside 10.64.0.0/10)")
-    write_policy(a.n, a.policy_dir, a.allow_port)
+    write_policy(a.n, a.policy_dir, a.allow_port, a.staged_copy)
     if a.linear:
         write_linear(a.n, a.linear)
 

@@ -44,8 +44,6 @@ log() { echo "[$(($(date +%s) - T0))s] $*" >&2; }
 now_ns() { date +%s%N; }
 # ms START_NS END_NS
 ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", (b - a) / 1e6 }'; }
-median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.4g\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 verdict() { awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN { ok = (op == ">=") ? v >= t : v < t; print (ok ? "met" : "MISSED") }'; }
 status_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
 mb() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
@@ -167,10 +165,7 @@ for c in "${CONFIGS[@]}"; do
     wait_port "${SRV[$c]}" $PORT tcp
 done
 
-iperf() { # iperf CONFIG: Gbit/s received, one stream
-    ip netns exec "${CLI[$1]}" timeout $((IPERF_SECS + 20)) iperf3 -c "${ADDR[$1]}" -p $PORT -t "$IPERF_SECS" -J \
-        | python3 -c 'import json, sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"] / 1e9))'
-}
+iperf() { iperf_gbps "${CLI[$1]}" "${ADDR[$1]}" $PORT "$IPERF_SECS"; } # iperf CONFIG
 for ((r = 1; r <= ROUNDS; r++)); do
     for c in "${CONFIGS[@]}"; do
         g=$(iperf "$c")

@@ -11,6 +11,9 @@
 //!          before allows, then P's inbound default
 //! output / out_P                      the same for outbound (no invalid drop)
 //! log_*   rate-limited log to NFLOG, then the verdict, for rules with `log: true`
+//! staged_* the staged rules (`stage: audit`): called from in_P/out_P for new
+//!          connections at the verdicts they could change; they decide nothing
+//!          (see [`staged`])
 //! ```
 //!
 //! Rules with the same direction, action, profile scope, `log`, gate and
@@ -22,6 +25,7 @@ mod disjoint;
 mod gate;
 pub mod isolation;
 pub mod keyword_sets;
+pub mod staged;
 
 use disjoint::make_disjoint;
 pub use gate::{Gate, GroupPeers};
@@ -58,12 +62,24 @@ pub const LOG_GROUP: u16 = 2714;
 pub const LOG_PREFIX: &str = "ringfence ";
 
 /// Which rules a set holds: the core networking group's, looked up first in
-/// every profile, or the policy's.
+/// every profile, the policy's, or the staged rules' (looked up only by the
+/// staged chains, [`staged`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Layer {
     CoreNetworking,
     Rules,
+    Staged,
+}
+
+impl Layer {
+    fn of(rule: &Rule) -> Layer {
+        match (rule.core, rule.staged) {
+            (true, _) => Layer::CoreNetworking,
+            (false, true) => Layer::Staged,
+            (false, false) => Layer::Rules,
+        }
+    }
 }
 
 /// What the rules of one set have in common.
@@ -122,8 +138,12 @@ impl Group {
             .chain(self.fields.iter().map(|f| f.short().to_string()))
             .collect();
         let log = if self.log { "_log" } else { "" };
-        let core = if self.layer == Layer::CoreNetworking { "core_" } else { "" };
-        format!("{core}{}_{}{log}_{scope}_{}", self.direction.as_str(), self.action.as_str(), words.join("_"))
+        let layer = match self.layer {
+            Layer::CoreNetworking => "core_",
+            Layer::Rules => "",
+            Layer::Staged => "staged_",
+        };
+        format!("{layer}{}_{}{log}_{scope}_{}", self.direction.as_str(), self.action.as_str(), words.join("_"))
     }
 
     /// The IP version of the packets this set can match, if its key or
@@ -154,6 +174,8 @@ pub struct Compiled {
     pub table: Table,
     /// In the order the chains look them up.
     pub lookups: Vec<Lookup>,
+    /// The staged rules' lookups, in the same order; they decide nothing.
+    pub staged: Vec<Lookup>,
     /// The keywords' sets in the table: those the lookups name and those
     /// isolation's exemptions name.
     pub dynamic: Vec<(Keyword, bool)>,
@@ -194,21 +216,65 @@ impl Compiled {
     pub fn lookups(&self, direction: Direction, profile: ProfileKind) -> impl Iterator<Item = &Lookup> + '_ {
         self.lookups.iter().filter(move |l| l.group.applies(direction, profile))
     }
+
+    /// The staged lookups of a packet's direction and profile.
+    pub fn staged_lookups(&self, direction: Direction, profile: ProfileKind) -> impl Iterator<Item = &Lookup> + '_ {
+        self.staged.iter().filter(move |l| l.group.applies(direction, profile))
+    }
 }
 
 /// Compiles `policy`, with the dynamic sets holding the keywords' values of
 /// `dynamic` (empty when there is no live host to read them from, as for `check`).
 pub fn compile(policy: &Policy, dynamic: &DynState) -> Result<Compiled, Diagnostics> {
-    let mut by_group: BTreeMap<Group, Vec<Elem>> = BTreeMap::new();
     let mut total = 0usize;
-    for (tag, rule) in policy.rules.iter().enumerate().filter(|(_, r)| r.enabled) {
+    let enforced = grouped(policy, |r| !r.staged, &mut total)?;
+    let staged = grouped(policy, |r| r.staged, &mut total)?;
+    let (lookups, mut sets) = lookups_and_sets(enforced);
+    let (staged, staged_sets) = lookups_and_sets(staged);
+    sets.extend(staged_sets);
+    let mut used: Vec<(Keyword, bool)> = lookups
+        .iter()
+        .chain(&staged)
+        .flat_map(|l| l.group.dynamic.iter().map(|d| (d.keyword, d.v4)))
+        .chain(isolation::exempt_keywords(&policy.isolation).flat_map(|k| [(k, true), (k, false)]))
+        .collect();
+    used.sort();
+    used.dedup();
+    sets.extend(used.iter().map(|&(k, v4)| keyword_sets::set(dynamic, k, v4)));
+    let reqids = gate::reqids(&policy.group_connections);
+    if policy.isolation.enabled() {
+        sets.extend(isolation::sets(&policy.isolation));
+        sets.extend(gate::peer_sets(reqids.keys(), &GroupPeers::default()));
+    }
+    let mut compiled = Compiled {
+        table: Table { name: TABLE.into(), sets, chains: Vec::new() },
+        lookups,
+        staged,
+        dynamic: used,
+        reqids,
+    };
+    let staged_sets = staged::sets(policy, &compiled);
+    compiled.table.sets.extend(staged_sets);
+    compiled.table.chains = chains(policy, &compiled);
+    Ok(compiled)
+}
+
+/// The set elements of the enabled rules that `which` picks, by the group of
+/// rules they share a set with; `total` counts the elements of every call.
+fn grouped(
+    policy: &Policy,
+    which: impl Fn(&Rule) -> bool,
+    total: &mut usize,
+) -> Result<BTreeMap<Group, Vec<Elem>>, Diagnostics> {
+    let mut by_group: BTreeMap<Group, Vec<Elem>> = BTreeMap::new();
+    for (tag, rule) in policy.rules.iter().enumerate().filter(|(_, r)| r.enabled && which(r)) {
         let shapes = shapes(rule);
         let count = shapes
             .iter()
             .map(|s| s.fields.iter().map(|(_, v)| v.len()).fold(1usize, usize::saturating_mul))
             .fold(0usize, usize::saturating_add);
-        total = total.saturating_add(count);
-        if total > MAX_ELEMENTS {
+        *total = total.saturating_add(count);
+        if *total > MAX_ELEMENTS {
             let m = format!(
                 "rule {:?} expands to {count} set elements (its lists multiply), which takes the policy past {MAX_ELEMENTS}; split or narrow it",
                 rule.name
@@ -225,7 +291,7 @@ pub fn compile(policy: &Policy, dynamic: &DynState) -> Result<Compiled, Diagnost
         for shape in &shapes {
             for (&scope, gate) in scopes.iter().flat_map(|s| gates.iter().map(move |g| (s, g))) {
                 let group = Group {
-                    layer: if rule.core { Layer::CoreNetworking } else { Layer::Rules },
+                    layer: Layer::of(rule),
                     direction: rule.direction,
                     action: rule.action,
                     scope,
@@ -238,6 +304,11 @@ pub fn compile(policy: &Policy, dynamic: &DynState) -> Result<Compiled, Diagnost
             }
         }
     }
+    Ok(by_group)
+}
+
+/// The groups' sets, and their lookups in the order the chains make them.
+fn lookups_and_sets(by_group: BTreeMap<Group, Vec<Elem>>) -> (Vec<Lookup>, Vec<Set>) {
     let mut lookups = Vec::new();
     let mut sets = Vec::new();
     for (group, elems) in by_group {
@@ -263,23 +334,7 @@ pub fn compile(policy: &Policy, dynamic: &DynState) -> Result<Compiled, Diagnost
             lookups.push(Lookup { group: group.clone(), set: name });
         }
     }
-    let mut used: Vec<(Keyword, bool)> = lookups
-        .iter()
-        .flat_map(|l| l.group.dynamic.iter().map(|d| (d.keyword, d.v4)))
-        .chain(isolation::exempt_keywords(&policy.isolation).flat_map(|k| [(k, true), (k, false)]))
-        .collect();
-    used.sort();
-    used.dedup();
-    sets.extend(used.iter().map(|&(k, v4)| keyword_sets::set(dynamic, k, v4)));
-    let reqids = gate::reqids(&policy.group_connections);
-    if policy.isolation.enabled() {
-        sets.extend(isolation::sets(&policy.isolation));
-        sets.extend(gate::peer_sets(reqids.keys(), &GroupPeers::default()));
-    }
-    let mut compiled =
-        Compiled { table: Table { name: TABLE.into(), sets, chains: Vec::new() }, lookups, dynamic: used, reqids };
-    compiled.table.chains = chains(policy, &compiled);
-    Ok(compiled)
+    (lookups, sets)
 }
 
 /// Fields with the ranges of values a rule gives them.
@@ -475,6 +530,8 @@ fn limited_log(prefix: String) -> nft::Rule {
 pub enum LogOrigin {
     Rule(Action, Option<Gate>),
     Default(ProfileKind),
+    /// A new connection that the staged rules would decide otherwise.
+    Staged(staged::Would),
 }
 
 /// The prefix of logged packets: `ringfence in block: ` or `ringfence in
@@ -485,6 +542,7 @@ pub fn log_prefix(direction: Direction, origin: &LogOrigin) -> String {
         LogOrigin::Rule(action, None) => action.as_str().to_string(),
         LogOrigin::Rule(action, Some(gate)) => format!("{} {}", action.as_str(), gate.words()),
         LogOrigin::Default(p) => format!("{} default", p.as_str()),
+        LogOrigin::Staged(would) => format!("staged {}", would.as_str()),
     };
     format!("{LOG_PREFIX}{} {what}: ", direction.as_str())
 }
@@ -494,13 +552,16 @@ pub fn default_rule_comment(direction: Direction, profile: ProfileKind) -> Strin
     format!("default {} {}", direction.as_str(), profile.as_str())
 }
 
+/// The profiles an interface can have: public, and those with interfaces.
+fn reachable(policy: &Policy) -> Vec<ProfileKind> {
+    let has_interfaces = |k: ProfileKind| !policy.profile(k).interfaces.value.is_empty();
+    ProfileKind::ALL.into_iter().filter(|&k| k == ProfileKind::Public || has_interfaces(k)).collect()
+}
+
 fn chains(policy: &Policy, compiled: &Compiled) -> Vec<Chain> {
     let mut chains = Vec::new();
+    let reachable = reachable(policy);
     for direction in [Direction::In, Direction::Out] {
-        let reachable: Vec<ProfileKind> = ProfileKind::ALL
-            .into_iter()
-            .filter(|&k| k == ProfileKind::Public || !policy.profile(k).interfaces.value.is_empty())
-            .collect();
         for &profile in &reachable {
             chains.push(profile_chain(policy, compiled, direction, profile));
         }
@@ -522,6 +583,7 @@ fn chains(policy: &Policy, compiled: &Compiled) -> Vec<Chain> {
                 rules: vec![limited_log(prefix), then],
             });
         }
+        chains.extend(staged::chains(policy, compiled, direction));
         chains.push(base_chain(policy, direction, &reachable));
     }
     chains.extend(isolation::chains(&policy.isolation));
@@ -590,27 +652,43 @@ fn base_chain(policy: &Policy, direction: Direction, reachable: &[ProfileKind]) 
     }
 }
 
+/// The rules that look a packet up in `set` (the lookup's own, or a copy of
+/// it), one per way through the group's gate, each ending in `then`.
+fn lookup_rules(compiled: &Compiled, direction: Direction, group: &Group, set: &str, then: Stmt) -> Vec<nft::Rule> {
+    let key = Expr::Concat(group.fields.iter().map(|f| f.expr(direction)).collect());
+    let dynamic = group.dynamic.iter().map(|d| Stmt::InSet(d.expr(direction), keyword_sets::name(d.keyword, d.v4)));
+    let lookup: Vec<Stmt> = dynamic.chain([Stmt::InSet(key, set.to_string())]).collect();
+    let ways = group.gate.as_ref().map_or_else(|| vec![Vec::new()], |g| g.ways(&compiled.reqids, group.ip_version()));
+    ways.into_iter()
+        .map(|way| nft::Rule {
+            stmts: way.into_iter().chain(lookup.iter().cloned()).chain([then.clone()]).collect(),
+            comment: None,
+        })
+        .collect()
+}
+
+/// What a packet that an enforced lookup matches gets.
+fn enforced_then(direction: Direction, group: &Group) -> nft::Verdict {
+    if group.log {
+        nft::Verdict::Goto(log_chain_name(direction, group.action, group.gate.as_ref()))
+    } else {
+        verdict(group.action.verdict())
+    }
+}
+
 fn profile_chain(policy: &Policy, compiled: &Compiled, direction: Direction, profile: ProfileKind) -> Chain {
+    let plan = staged::Plan::of(policy, compiled, direction, profile);
     let mut rules: Vec<nft::Rule> = compiled
         .lookups(direction, profile)
-        .flat_map(|Lookup { group, set }| {
-            let key = Expr::Concat(group.fields.iter().map(|f| f.expr(direction)).collect());
-            let dynamic =
-                group.dynamic.iter().map(|d| Stmt::InSet(d.expr(direction), keyword_sets::name(d.keyword, d.v4)));
-            let lookup: Vec<Stmt> = dynamic.chain([Stmt::InSet(key, set.clone())]).collect();
-            let then = Stmt::Verdict(if group.log {
-                nft::Verdict::Goto(log_chain_name(direction, group.action, group.gate.as_ref()))
-            } else {
-                verdict(group.action.verdict())
-            });
-            let ways =
-                group.gate.as_ref().map_or_else(|| vec![Vec::new()], |g| g.ways(&compiled.reqids, group.ip_version()));
-            ways.into_iter().map(move |way| nft::Rule {
-                stmts: way.into_iter().chain(lookup.iter().cloned()).chain([then.clone()]).collect(),
-                comment: None,
-            })
+        .flat_map(|lookup| {
+            let mut then = enforced_then(direction, &lookup.group);
+            if let Some(plan) = &plan {
+                then = plan.verdict(lookup, then);
+            }
+            lookup_rules(compiled, direction, &lookup.group, &lookup.set, Stmt::Verdict(then))
         })
         .collect();
+    rules.extend(plan.as_ref().and_then(staged::Plan::before_default));
     let default = policy.profile(profile).default_for(direction);
     if default == Verdict::Block && policy.settings.log_dropped.value {
         rules.push(limited_log(log_prefix(direction, &LogOrigin::Default(profile))));

@@ -13,6 +13,7 @@ pub mod first_contact;
 mod isolation;
 mod lock;
 mod readiness;
+mod staged;
 mod stats;
 mod teardown;
 mod views;
@@ -342,13 +343,14 @@ fn handle<B: Backend + Send + 'static>(
             write_answer(w, Ok(snapshot.applied.as_ref().map(|a| policy_view(&a.policy))))
         })),
         Request::Sets => read(move |w| write_answer(w, Ok(views::sets(&snapshot)))),
-        Request::Explain { direction, packet } => read(move |w| {
-            let explained = snapshot
-                .applied
-                .as_ref()
-                .map(|a| crate::explain::explain(&a.policy, &a.compiled, direction, &packet))
-                .transpose();
-            write_answer(w, explained)
+        Request::Staged => read(move |w| write_answer(w, staged::read(&snapshot))),
+        Request::Explain { direction, packet, staged } => read(move |w| {
+            let Some(a) = snapshot.applied.as_ref() else { return write_answer(w, Ok(None::<()>)) };
+            if staged {
+                write_answer(w, crate::explain::explain_staged(&a.policy, &a.compiled, direction, &packet))
+            } else {
+                write_answer(w, crate::explain::explain(&a.policy, &a.compiled, direction, &packet))
+            }
         }),
         // Served by the connection's task (`control::serve`), never queued.
         Request::Monitor { .. } => Answer::Whole(Response::Error("monitor is a stream".into())),

@@ -12,6 +12,7 @@ use super::isolation::esp_sas_up;
 use super::readiness;
 use super::views::{counters, Counters};
 use crate::compile::keyword_sets;
+use crate::compile::staged::Would;
 use crate::monitor::Hub;
 use crate::policy::values::Keyword;
 use crate::policy::{Direction, ProfileKind};
@@ -41,6 +42,7 @@ impl<'a> RuleLines<'a> {
                 packets,
                 bytes,
                 logged: self.hub.logged_by_rule(&r.name),
+                staged: r.staged.then(|| Would::of(r.action.verdict())),
             }
         })
     }

@@ -119,6 +119,7 @@ pub fn rule_view(rule: &Rule) -> RuleView<'_> {
         remote_groups: Cow::Borrowed(&rule.remote_groups),
         require_secure: rule.require_secure,
         log: rule.log,
+        staged: rule.staged,
         packets: None,
         bytes: None,
     }

@@ -23,8 +23,9 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::admission;
+use crate::compile::staged::Would;
 use crate::compile::{Compiled, Gate, LogOrigin, LOG_GROUP, LOG_PREFIX};
-use crate::explain::{explain, Decider, Packet};
+use crate::explain::{explain, explain_staged, Decider, Packet};
 use crate::net::{icmp_type_name, protocol_name};
 use crate::policy::{Action, Direction, Policy, ProfileKind, Verdict};
 use crate::protocol::answers::MonitorStats;
@@ -48,6 +49,7 @@ pub fn parse_prefix(prefix: &str) -> Option<(Direction, LogOrigin)> {
     let action = |word: &str| [Action::Allow, Action::Block, Action::Bypass].into_iter().find(|a| a.as_str() == word);
     let origin = match words[1..] {
         [profile, "default"] => LogOrigin::Default(*ProfileKind::ALL.iter().find(|p| p.as_str() == profile)?),
+        ["staged", would] => LogOrigin::Staged(*Would::ALL.iter().find(|w| w.as_str() == would)?),
         [a] => LogOrigin::Rule(action(a)?, None),
         [a, "secure"] => LogOrigin::Rule(action(a)?, Some(Gate::Secure)),
         [a, "group", name] => LogOrigin::Rule(action(a)?, Some(Gate::Group(name.to_string()))),
@@ -74,10 +76,15 @@ pub struct Event {
     /// What the kernel did (from the prefix).
     pub verdict: Verdict,
     pub profile: Option<ProfileKind>,
-    /// The rule or profile default that decided, by `explain` over the applied
-    /// sets; `None` when that does not agree with the kernel's prefix (the policy
+    /// The rule or profile default that decided (of a staged event, the
+    /// staged rule that would have), by `explain` over the applied sets;
+    /// `None` when that does not agree with the kernel's prefix (the policy
     /// changed between the packet and its reading) or the packet was not IP.
     pub decided_by: Option<Decider>,
+    /// A new connection that a staged rule would decide otherwise: what it
+    /// would do (the kernel did the opposite, `verdict`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub staged: Option<Would>,
 }
 
 /// Counters since the daemon started.
@@ -250,6 +257,9 @@ fn event(applied: Option<(&Policy, &Compiled)>, logged: Logged, direction: Direc
     let verdict = match &origin {
         LogOrigin::Rule(action, _) => action.verdict(),
         LogOrigin::Default(_) => Verdict::Block,
+        // The kernel applied the enforced decision, the other one.
+        LogOrigin::Staged(Would::Block) => Verdict::Allow,
+        LogOrigin::Staged(Would::Allow) => Verdict::Block,
     };
     // The prefix tells what the packet's SA was enough for: a gate it passed.
     // Taking the SA to be just that can only match fewer rules than the real
@@ -272,17 +282,26 @@ fn event(applied: Option<(&Policy, &Compiled)>, logged: Logged, direction: Direc
             secure,
             groups,
         };
-        explain(policy, compiled, direction, &packet).ok()
+        match origin {
+            LogOrigin::Staged(would) => explain_staged(policy, compiled, direction, &packet)
+                .ok()
+                .filter(|x| x.would == Some(would))
+                .map(|x| x.staged),
+            _ => explain(policy, compiled, direction, &packet).ok(),
+        }
     });
     // The kernel's prefix is the truth; explain only names who decided, and only
     // when it agrees with it.
     let agrees = |d: &Decider| match (d, &origin) {
-        (Decider::Rule { .. }, LogOrigin::Rule(..)) => true,
+        (Decider::Rule { .. }, LogOrigin::Rule(..) | LogOrigin::Staged(_)) => true,
         (Decider::ProfileDefault { profile }, LogOrigin::Default(p)) => profile == p,
         _ => false,
     };
+    let staged = if let LogOrigin::Staged(would) = origin { Some(would) } else { None };
+    // A staged line is explained by the staged decision, which the kernel did not apply.
+    let explained_verdict = staged.map_or(verdict, Would::verdict);
     let (profile, decided_by) = match explained.flatten() {
-        Some(x) if x.verdict == verdict && agrees(&x.decided_by) => (Some(x.profile), Some(x.decided_by)),
+        Some(x) if x.verdict == explained_verdict && agrees(&x.decided_by) => (Some(x.profile), Some(x.decided_by)),
         _ => (if let LogOrigin::Default(p) = origin { Some(p) } else { None }, None),
     };
     Event {
@@ -299,6 +318,7 @@ fn event(applied: Option<(&Policy, &Compiled)>, logged: Logged, direction: Direc
         verdict,
         profile,
         decided_by,
+        staged,
     }
 }
 
@@ -360,6 +380,10 @@ mod tests {
                 let origin = LogOrigin::Default(p);
                 assert_eq!(parse_prefix(&log_prefix(d, &origin)), Some((d, origin)));
             }
+            for w in Would::ALL {
+                let origin = LogOrigin::Staged(w);
+                assert_eq!(parse_prefix(&log_prefix(d, &origin)), Some((d, origin)));
+            }
         }
         assert_eq!(parse_prefix("ringfence sideways block: "), None);
         assert_eq!(parse_prefix("other in block: "), None);
@@ -410,6 +434,38 @@ mod tests {
         let s = lock(&hub.state);
         assert!(matches!(&s.ring[0].decided_by, Some(Decider::Rule { name, .. }) if name == "scan"), "{:?}", s.ring[0]);
         assert_eq!((s.ring[0].verdict, s.totals.unattributed), (Verdict::Allow, 0));
+    }
+
+    /// A staged line is named by the staged rule that would have decided, and
+    /// keeps the verdict the kernel applied; one that `explain --staged` does
+    /// not confirm (no staged rule differs) is not named.
+    #[test]
+    fn a_staged_line_is_named_by_the_staged_rule() {
+        let text = "rules:\n- { name: no-udp, direction: in, action: block, protocol: udp, stage: audit }\n";
+        let policy = crate::policy::load_text(&[("t.yaml".into(), text.into())]).unwrap();
+        let compiled = crate::compile::compile(&policy, &crate::dynamic::DynState::default()).unwrap();
+        let hub = Hub::default();
+        for would in Would::ALL {
+            let logged = Logged { prefix: log_prefix(Direction::In, &LogOrigin::Staged(would)), ..dropped_udp() };
+            hub.record(Some((&policy, &compiled)), logged);
+        }
+        let s = lock(&hub.state);
+        // The public default blocks inbound udp: the staged block rule changes
+        // nothing, so neither line is confirmed.
+        assert!(s.ring.iter().all(|e| e.decided_by.is_none()), "{:?}", s.ring);
+        assert_eq!((s.ring[0].verdict, s.ring[0].staged), (Verdict::Allow, Some(Would::Block)));
+        drop(s);
+
+        let text = "rules:\n- { name: udp, direction: in, action: allow, protocol: udp }\n\
+            - { name: no-udp, direction: in, action: block, protocol: udp, stage: audit }\n";
+        let policy = crate::policy::load_text(&[("t.yaml".into(), text.into())]).unwrap();
+        let compiled = crate::compile::compile(&policy, &crate::dynamic::DynState::default()).unwrap();
+        let logged = Logged { prefix: log_prefix(Direction::In, &LogOrigin::Staged(Would::Block)), ..dropped_udp() };
+        hub.record(Some((&policy, &compiled)), logged);
+        let s = lock(&hub.state);
+        let e = s.ring.back().unwrap();
+        assert!(matches!(&e.decided_by, Some(Decider::Rule { name, .. }) if name == "no-udp"), "{e:?}");
+        assert_eq!((e.verdict, s.by_rule.get("no-udp")), (Verdict::Allow, Some(&1)));
     }
 
     /// A subscriber that cannot keep up loses its oldest events, is told how

@@ -10,6 +10,7 @@ pub mod isolation;
 mod load;
 pub mod raw;
 pub mod services;
+mod stage;
 #[cfg(test)]
 mod tests;
 pub mod text;
@@ -110,6 +111,9 @@ pub struct Rule {
     /// A rule of the core networking group (`policies/core-networking.yaml`),
     /// looked up before every other rule.
     pub core: bool,
+    /// Staged (`stage: audit`): evaluated beside the enforced rules, never
+    /// deciding a packet.
+    pub staged: bool,
 }
 
 /// The resultant policy after merging every file.

@@ -20,6 +20,19 @@ pub struct RawFile {
     pub settings: Option<RawSettings>,
     pub isolation: Option<RawIsolation>,
     pub groups: Option<Groups>,
+    /// `audit`: every rule of the file is staged; the file may then hold
+    /// only `version` and `rules`.
+    #[schemars(with = "Option<Stage>")]
+    pub stage: Option<S<Stage>>,
+}
+
+/// A staged rule is evaluated beside the enforced policy and never decides
+/// a packet: the daemon counts and logs the new connections it would decide
+/// otherwise (docs/policy.md, "stage: audit"). Removing the marker enforces it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    Audit,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -168,6 +181,8 @@ pub struct RawRule {
     pub log: Option<S<Flag>>,
     #[schemars(with = "Option<Flag>")]
     pub enabled: Option<S<Flag>>,
+    #[schemars(with = "Option<Stage>")]
+    pub stage: Option<S<Stage>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -89,13 +89,16 @@ impl<'c> Merger<'c> {
         if let Some(g) = &raw.groups {
             groups::merge(&mut cx, &mut policy.groups, &mut self.pending, g);
         }
+        super::stage::check_file(&mut cx, raw);
         for (i, raw_rule) in raw.rules.iter().enumerate() {
             let place = cx.place(raw_rule);
+            let staged = super::stage::is_staged(&mut cx, i, raw.stage.as_ref(), &raw_rule.value);
             let Some((rule, name_at)) =
                 validate_rule(&mut cx, i, &raw_rule.value, place, &mut self.pending, self.catalogue)
             else {
                 continue;
             };
+            let rule = Rule { staged, ..rule };
             if let Some(first) = self.names.get(&rule.name) {
                 let m = format!("rules[{i}].name: {} is already the name of the rule at {first}", Quoted(&rule.name));
                 cx.error(name_at, m);
@@ -316,8 +319,14 @@ fn validate_rule<'r>(
         log: r.log.as_ref().is_some_and(|l| l.value.0),
         enabled: r.enabled.as_ref().is_none_or(|e| e.value.0),
         core: false,
+        staged: false,
     };
     Some((rule, name_at))
+}
+
+/// The keys of `pairs` whose flag is set.
+pub(super) fn keys_set<'k>(pairs: &[(&'k str, bool)]) -> Vec<&'k str> {
+    pairs.iter().filter(|(_, set)| *set).map(|(k, _)| *k).collect()
 }
 
 /// The names of a rule's `services` and their ports merged per protocol. A
@@ -325,16 +334,12 @@ fn validate_rule<'r>(
 /// not both: which ports a mix would mean is not obvious.
 fn rule_services(cx: &mut Ctx, key: &str, r: &RawRule, catalogue: &Catalogue) -> (Vec<String>, Vec<ServicePorts>) {
     let Some(first) = r.services.first() else { return (Vec::new(), Vec::new()) };
-    let own: Vec<&str> = [
+    let own = keys_set(&[
         ("protocol", r.protocol.is_some()),
         ("local-ports", !r.local_ports.is_empty()),
         ("remote-ports", !r.remote_ports.is_empty()),
         ("icmp-types", !r.icmp_types.is_empty()),
-    ]
-    .iter()
-    .filter(|(_, set)| *set)
-    .map(|(k, _)| *k)
-    .collect();
+    ]);
     if !own.is_empty() {
         let m = format!(
             "{key}: a rule with services takes its protocols and ports from them; remove {} or make a second rule",

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::compile::staged::Would;
 use crate::daemon::first_contact::{Reason, SoftSa};
 use crate::filewatch;
 use crate::ike::sas::IkeSa;
@@ -91,6 +92,10 @@ pub struct RuleStats<'a> {
     pub bytes: u64,
     /// Packets of the rule read from NFLOG.
     pub logged: u64,
+    /// A staged rule: what it would do; its packets are the new connections
+    /// it would have decided otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staged: Option<Would>,
 }
 
 /// One profile's default in one direction.
@@ -287,6 +292,10 @@ pub struct RuleView<'a> {
     pub remote_groups: Cow<'a, [String]>,
     pub require_secure: bool,
     pub log: bool,
+    /// Staged (`stage: audit`): it decides nothing; its packets are the new
+    /// connections it would have decided otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub staged: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub packets: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -357,4 +366,38 @@ pub struct GroupConnView {
     pub pattern: String,
     pub reqid: u32,
     pub groups: BTreeSet<String>,
+}
+
+/// `show staged`: what the staged rules would have decided otherwise, since
+/// the table was last replaced.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Staged {
+    pub rules: Vec<StagedRule>,
+    /// The remote addresses of those connections, most first.
+    pub sources: Vec<StagedSource>,
+}
+
+/// One staged rule and the new connections it would have decided otherwise.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct StagedRule {
+    pub name: String,
+    /// `FILE:LINE:COLUMN`.
+    pub source: String,
+    pub direction: Direction,
+    pub would: Would,
+    pub connections: u64,
+}
+
+/// A remote address (the source of inbound connections, the destination
+/// of outbound ones) and how many of its new connections the staged rules
+/// would have decided otherwise.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct StagedSource {
+    pub direction: Direction,
+    pub would: Would,
+    pub address: IpAddr,
+    pub connections: u64,
 }

@@ -36,9 +36,14 @@ pub enum Request {
         #[serde(default)]
         backlog: usize,
     },
+    /// What the staged rules would have decided otherwise.
+    Staged,
     Explain {
         direction: Direction,
         packet: Packet,
+        /// Beside the enforced decision, the staged rules'.
+        #[serde(default)]
+        staged: bool,
     },
     /// Re-read the policy files and apply them; with `confirm_secs`, roll back
     /// unless `Confirm` arrives in time.

@@ -3,25 +3,30 @@ use std::collections::HashMap;
 use super::*;
 use crate::backend::NoopBackend;
 use crate::compile::default_rule_comment;
+use crate::compile::staged::Would;
 use crate::daemon::engine::{Engine, Trigger};
 use crate::ike::failures::Reason;
 use crate::protocol::answers::{ClearByPort, Fallbacks};
 use crate::testutil::{write, TempDir};
 
-/// The stats of a compiled policy of two rules (the default layer masked,
-/// core networking off), with counters as the kernel would give them.
+/// The stats of a compiled policy of two rules and a staged one (the default
+/// layer masked, core networking off), with counters as the kernel would give them.
 fn snapshot(dir: &TempDir) -> Snapshot {
     std::os::unix::fs::symlink("/dev/null", dir.0.join("00-default.yaml")).unwrap();
-    let rules = "settings:\n  core-networking: false\nrules:\n  - { name: 'web \"a\"', direction: in, action: allow, protocol: tcp, local-ports: [80] }\n  - { name: dns, direction: out, action: block, protocol: udp, remote-ports: [53], log: true }\n";
+    let rules = "settings:\n  core-networking: false\nrules:\n  - { name: 'web \"a\"', direction: in, action: allow, protocol: tcp, local-ports: [80] }\n  - { name: dns, direction: out, action: block, protocol: udp, remote-ports: [53], log: true }\n  - { name: no-web, direction: in, action: block, protocol: tcp, local-ports: [80], stage: audit }\n";
     write(&dir.0, "10.yaml", rules);
     let mut engine = Engine::new(crate::policy::Dirs::new(vec![dir.0.clone()], Vec::new()), NoopBackend::default());
     engine.reload(Trigger::Files).unwrap();
-    engine.snapshot()
+    // A measured duration's milliseconds need not survive serde_json's
+    // default float parsing to the last bit; these tests are about the fields.
+    let mut snapshot = engine.snapshot();
+    snapshot.last_apply = std::time::Duration::from_micros(12_500);
+    snapshot
 }
 
 fn counters() -> Counters {
     Counters {
-        rules: HashMap::from([(0, (7, 420)), (1, (2, 130))]),
+        rules: HashMap::from([(0, (7, 420)), (1, (2, 130)), (2, (6, 360))]),
         defaults: HashMap::from([(default_rule_comment(Direction::In, ProfileKind::Public), (3, 180))]),
     }
 }
@@ -61,6 +66,9 @@ fn the_metrics_of_a_compiled_policy() {
         "ringfence_default_packets_total{profile=\"public\",direction=\"in\",verdict=\"block\"} 3\n".into(),
         "ringfence_default_bytes_total{profile=\"domain\",direction=\"out\",verdict=\"allow\"} 0\n".into(),
         "ringfence_dynamic_set_elements{set=\"dyn_local_subnet6\",keyword=\"local-subnet\",family=\"ipv6\"} 0\n".into(),
+        // A staged rule's packets are the connections it would have decided
+        // otherwise, and it is in no rule family.
+        "# TYPE ringfence_staged_decisions_total counter\nringfence_staged_decisions_total{rule=\"no-web\",would=\"block\"} 6\n".into(),
         "ringfence_isolation_sas_up 4\n".into(),
         "ringfence_isolation_soft_sas 1\n".into(),
         "ringfence_isolation_fallbacks_total{reason=\"auth-failed\"} 2\n".into(),
@@ -69,7 +77,8 @@ fn the_metrics_of_a_compiled_policy() {
     ] {
         assert!(text.contains(&line), "no {line:?} in\n{text}");
     }
-    assert_eq!(text.matches("# HELP ").count(), 18, "{text}");
+    assert_eq!(text.matches("# HELP ").count(), 19, "{text}");
+    assert!(!text.contains("ringfence_rule_packets_total{name=\"no-web\""), "{text}");
     assert!(text.lines().all(|l| l.starts_with("# ") || l.starts_with("ringfence_")), "{text}");
 }
 
@@ -79,8 +88,15 @@ fn the_cli_reads_back_what_the_daemon_writes() {
     let (snapshot, hub) = (snapshot(&dir), Hub::default());
     let json = serde_json::to_string(&stats(&snapshot, &hub, isolation(), counters())).unwrap();
     let read: Stats = serde_json::from_str(&json).unwrap();
-    let rules: Vec<_> = read.rules.iter().map(|r| (&*r.name, r.direction, r.packets, r.bytes, r.log)).collect();
-    assert_eq!(rules, [("web \"a\"", Direction::In, 7, 420, false), ("dns", Direction::Out, 2, 130, true)]);
+    let rules: Vec<_> = read.rules.iter().map(|r| (&*r.name, r.direction, r.packets, r.log, r.staged)).collect();
+    assert_eq!(
+        rules,
+        [
+            ("web \"a\"", Direction::In, 7, false, None),
+            ("dns", Direction::Out, 2, true, None),
+            ("no-web", Direction::In, 6, false, Some(Would::Block))
+        ]
+    );
     assert_eq!(read.defaults.len(), 6);
     assert_eq!(read.isolation.clear_inbound.as_ref().unwrap()[0].connections, 5);
     assert_eq!(serde_json::to_string(&read).unwrap(), json);
