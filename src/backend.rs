@@ -31,6 +31,9 @@ pub struct NftBackend;
 
 impl Backend for NftBackend {
     fn replace(&mut self, table: &Table) -> Result<(), BackendError> {
+        if table.needs_text() {
+            return Ok(nft::apply_text(&nft::replace_text(table))?);
+        }
         Ok(nft::apply(&table.replace())?)
     }
 

@@ -82,7 +82,8 @@ pub enum Command {
     Check {
         #[command(flatten)]
         policy: PolicyDirs,
-        /// Print the nftables JSON batch that the daemon would apply.
+        /// Print the nftables batch that the daemon would apply: JSON, or nft's
+        /// text syntax for a policy with unit rules.
         #[arg(long)]
         dump: bool,
     },
@@ -414,6 +415,10 @@ pub struct ExplainArgs {
     /// Owner of the local socket, name or uid (outbound).
     #[arg(long)]
     pub user: Option<String>,
+    /// The systemd unit whose cgroup holds the local socket (outbound the
+    /// sender's, inbound the listener's); unit rules match it while it runs.
+    #[arg(long)]
+    pub unit: Option<String>,
     /// The packet comes over an IPsec SA of a peer in no group (inbound;
     /// without it or --group the packet is in clear).
     #[arg(long)]

@@ -29,6 +29,9 @@ pub struct Packet {
     pub interface: Option<String>,
     pub icmp_type: Option<u8>,
     pub uid: Option<u32>,
+    /// The systemd unit whose cgroup holds the local socket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
     /// It came over an IPsec SA (of a peer in no group unless `groups` says).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub secure: bool,
@@ -39,6 +42,17 @@ pub struct Packet {
 }
 
 impl Packet {
+    /// A field's value as `set` holds it: a unit is the cgroup id the set
+    /// has for it (none while the unit is stopped), as the kernel matches.
+    fn field_in(&self, field: Field, set: &nft::Set) -> Option<u128> {
+        if field != Field::Unit {
+            return self.field(field);
+        }
+        let name = self.unit.as_deref()?;
+        let mut running = set.cgroups.iter().filter(|(_, path)| path.rsplit('/').next() == Some(name));
+        running.next().map(|(&id, _)| id as u128)
+    }
+
     fn field(&self, field: Field) -> Option<u128> {
         let v4 = |a: Option<IpAddr>| match a {
             Some(IpAddr::V4(a)) => Some(u32::from(a) as u128),
@@ -52,6 +66,8 @@ impl Packet {
         match field {
             Field::Interface => self.interface.as_deref().map(nft::ifname_key),
             Field::User => self.uid.map(u128::from),
+            // By the set (`field_in`).
+            Field::Unit => None,
             Field::Protocol => Some(self.protocol as u128),
             Field::IcmpType => self.icmp_type.filter(|_| self.protocol == IPPROTO_ICMP).map(u128::from),
             Field::Icmpv6Type => self.icmp_type.filter(|_| self.protocol == IPPROTO_ICMPV6).map(u128::from),
@@ -246,10 +262,10 @@ fn first_match<'c>(
         {
             continue;
         }
-        let Some(key) = group.fields.iter().map(|&f| packet.field(f)).collect::<Option<Vec<u128>>>() else {
+        let set = compiled.set(set);
+        let Some(key) = group.fields.iter().map(|&f| packet.field_in(f, set)).collect::<Option<Vec<u128>>>() else {
             continue;
         };
-        let set = compiled.set(set);
         if let Some(elem) = find(set, &key) {
             let rule = &policy.rules[elem.tag as usize];
             let (name, place, set) = (rule.name.clone(), rule.place.clone(), set.name.clone());

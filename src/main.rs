@@ -24,6 +24,7 @@ mod schema;
 mod show;
 #[cfg(test)]
 mod testutil;
+mod units;
 mod xfrm;
 
 use std::io::Write;
@@ -255,8 +256,16 @@ fn check(p: &PolicyDirs, dump: bool) -> anyhow::Result<ExitCode> {
             eprintln!("{diags}");
             Ok(ExitCode::FAILURE)
         }
-        Ok((pol, c)) if dump => {
-            let _ = pol;
+        // A table whose unit rules could never match is refused, as the daemon does.
+        Ok((ref pol, _)) if let Some((rule, Err(e))) = unit_rule_and_hierarchy(pol) => {
+            eprintln!("{}: rule {:?}: units: {e}", rule.place, rule.name);
+            Ok(ExitCode::FAILURE)
+        }
+        Ok((_, c)) if dump && c.table.needs_text() => {
+            print!("{}", nft::replace_text(&c.table));
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok((_, c)) if dump => {
             serde_json::to_writer_pretty(std::io::stdout().lock(), &c.table.replace())?;
             println!();
             Ok(ExitCode::SUCCESS)
@@ -273,6 +282,14 @@ fn check(p: &PolicyDirs, dump: bool) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The first enabled rule with units, and whether the host has the cgroup2
+/// hierarchy they match in.
+fn unit_rule_and_hierarchy(
+    pol: &policy::Policy,
+) -> Option<(&policy::Rule, Result<units::Hierarchy, units::UnitsError>)> {
+    pol.rules.iter().find(|r| r.enabled && !r.units.is_empty()).map(|r| (r, units::Hierarchy::find()))
 }
 
 fn explain(socket: &std::path::Path, a: ExplainArgs) -> anyhow::Result<ExitCode> {
@@ -294,6 +311,7 @@ fn explain(socket: &std::path::Path, a: ExplainArgs) -> anyhow::Result<ExitCode>
             Err(_) => Some(nix::unistd::User::from_name(u)?.with_context(|| format!("no user {u:?}"))?.uid.as_raw()),
         },
     };
+    let unit = a.unit.as_deref().map(policy::units::parse_unit).transpose().map_err(anyhow::Error::msg)?;
     if (a.local_port.is_some() || a.remote_port.is_some()) && !crate::net::has_ports(protocol) {
         bail!("--local-port and --remote-port need a protocol with ports (tcp, udp, ...)");
     }
@@ -309,6 +327,7 @@ fn explain(socket: &std::path::Path, a: ExplainArgs) -> anyhow::Result<ExitCode>
         interface: a.interface,
         icmp_type,
         uid,
+        unit,
         secure: a.secure,
         groups: a.groups,
     };
@@ -317,8 +336,10 @@ fn explain(socket: &std::path::Path, a: ExplainArgs) -> anyhow::Result<ExitCode>
         client::call(socket, &Request::Explain { direction, packet, staged })?
     } else {
         let policy = policy::load(&a.policy.resolve())?;
-        // Offline there is no live host: keyword rules match nothing.
-        let compiled = compile::compile(&policy, &dynamic::DynState::default())?;
+        // Offline there is no live host: keyword rules match nothing; unit
+        // rules match the units running now, if cgroup2 can be read.
+        let running = units::Hierarchy::find().and_then(|h| h.read()).map(|(u, _)| u).unwrap_or_default();
+        let compiled = compile::compile_with_units(&policy, &dynamic::DynState::default(), &running)?;
         if staged {
             let explained = explain::explain_staged(&policy, &compiled, direction, &packet);
             serde_json::to_value(explained.map_err(anyhow::Error::msg)?)?

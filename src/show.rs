@@ -185,6 +185,7 @@ fn rule_match(r: &RuleView) -> String {
         ("profile", strings(r.profiles.iter().map(|p| p.as_str()))),
         ("type", strings(&r.icmp_types)),
         ("uid", strings(r.users.iter())),
+        ("unit", strings(r.units.iter())),
         ("groups", strings(r.remote_groups.iter())),
     ];
     for (label, items) in lists {

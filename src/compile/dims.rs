@@ -15,6 +15,8 @@ use crate::policy::Direction;
 pub enum Field {
     Interface,
     User,
+    /// The cgroup of a systemd unit (see `units`).
+    Unit,
     Protocol,
     IcmpType,
     Icmpv6Type,
@@ -32,7 +34,9 @@ impl Field {
         match self {
             Field::RemoteAddr4 | Field::LocalAddr4 | Field::IcmpType => Some(true),
             Field::RemoteAddr6 | Field::LocalAddr6 | Field::Icmpv6Type => Some(false),
-            Field::Interface | Field::User | Field::Protocol | Field::RemotePort | Field::LocalPort => None,
+            Field::Interface | Field::User | Field::Unit | Field::Protocol | Field::RemotePort | Field::LocalPort => {
+                None
+            }
         }
     }
 
@@ -40,6 +44,7 @@ impl Field {
         match self {
             Field::Interface => KeyType::Ifname,
             Field::User => KeyType::Uid,
+            Field::Unit => KeyType::Cgroup,
             Field::Protocol => KeyType::InetProto,
             Field::IcmpType => KeyType::IcmpType,
             Field::Icmpv6Type => KeyType::Icmpv6Type,
@@ -58,6 +63,8 @@ impl Field {
         match self {
             Field::Interface => Expr::Meta(if inbound { "iifname" } else { "oifname" }),
             Field::User => Expr::Meta("skuid"),
+            // The level is the lookup's (`units::keys`); 0, the root, is none.
+            Field::Unit => Expr::SocketCgroup(0),
             Field::Protocol => Expr::Meta("l4proto"),
             Field::IcmpType => Expr::Payload("icmp", "type"),
             Field::Icmpv6Type => Expr::Payload("icmpv6", "type"),
@@ -78,6 +85,7 @@ impl Field {
         match self {
             Field::Interface => "if",
             Field::User => "uid",
+            Field::Unit => "unit",
             Field::Protocol => "proto",
             Field::IcmpType => "icmp",
             Field::Icmpv6Type => "icmp6",

@@ -125,6 +125,7 @@ fn peer_set(group: &str, v4: bool, peers: &GroupPeers) -> Set {
         interval: false,
         elems: elems.into(),
         fill: Fill::Daemon,
+        cgroups: Default::default(),
     }
 }
 

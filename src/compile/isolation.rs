@@ -200,6 +200,7 @@ pub fn sets(iso: &Isolation) -> Vec<Set> {
                 .collect::<Vec<_>>()
                 .into(),
             fill: nft::Fill::Daemon,
+            cgroups: Default::default(),
         })
         .into_iter()
         .chain([true, false].map(|v4| Set {
@@ -208,6 +209,7 @@ pub fn sets(iso: &Isolation) -> Vec<Set> {
             interval: false,
             elems: Default::default(),
             fill: nft::Fill::Expiring(HELD_TIMEOUT),
+            cgroups: Default::default(),
         }))
         .chain([true, false].map(|v4| Set {
             name: clear_set_name(v4),
@@ -215,6 +217,7 @@ pub fn sets(iso: &Isolation) -> Vec<Set> {
             interval: false,
             elems: Default::default(),
             fill: nft::Fill::Counting,
+            cgroups: Default::default(),
         }))
         .chain([true, false].map(|v4| Set {
             name: waited_set_name(v4),
@@ -222,6 +225,7 @@ pub fn sets(iso: &Isolation) -> Vec<Set> {
             interval: false,
             elems: Default::default(),
             fill: nft::Fill::Expiring(WAITED_TIMEOUT),
+            cgroups: Default::default(),
         }))
         .collect()
 }

@@ -50,5 +50,6 @@ pub fn set(state: &DynState, keyword: Keyword, v4: bool) -> Set {
         interval: true,
         elems: make_disjoint(elems, first_is_ifname).into(),
         fill: Fill::Daemon,
+        cgroups: Default::default(),
     }
 }

@@ -26,6 +26,7 @@ mod gate;
 pub mod isolation;
 pub mod keyword_sets;
 pub mod staged;
+mod units;
 
 use disjoint::make_disjoint;
 pub use gate::{Gate, GroupPeers};
@@ -40,6 +41,7 @@ use crate::net::{AddrRange, PortRange, IPPROTO_ICMP, IPPROTO_ICMPV6};
 use crate::nft::{self, BaseChain, Chain, Elem, Expr, Hook, Set, Stmt, Table};
 use crate::policy::values::{Address, Keyword};
 use crate::policy::{Action, Diagnostic, Diagnostics, Direction, Policy, ProfileKind, Rule, Verdict};
+use crate::units::Units;
 pub use dims::Field;
 
 /// The one table Ringfence owns; it creates, replaces and deletes nothing else.
@@ -194,6 +196,16 @@ impl Compiled {
         self.changed(self.dynamic.iter().map(|&(k, v4)| keyword_sets::set(state, k, v4)))
     }
 
+    /// The unit rules' sets whose elements differ under `units`, rebuilt
+    /// from `policy`'s unit rules (the policy this was compiled from).
+    pub fn unit_updates(&self, policy: &Policy, units: &Units) -> Vec<Set> {
+        // (The policy compiled, with every unit counted as running.)
+        let groups = grouped(policy, |r| !r.units.is_empty(), units, &mut 0).unwrap_or_default();
+        let sets = groups.into_iter().flat_map(|(group, elems)| group_sets(&group, elems, units));
+        // The staged chains' copies of enforced block sets follow them.
+        self.changed(sets.flat_map(|set| [staged::check_copy(&set), set]))
+    }
+
     /// The groups' peer sets whose elements differ under `peers`, rebuilt.
     pub fn peer_updates(&self, peers: &GroupPeers) -> Vec<Set> {
         self.changed(gate::peer_sets(self.reqids.keys(), peers).into_iter())
@@ -224,13 +236,19 @@ impl Compiled {
 }
 
 /// Compiles `policy`, with the dynamic sets holding the keywords' values of
-/// `dynamic` (empty when there is no live host to read them from, as for `check`).
+/// `dynamic` (empty when there is no live host to read them from, as for
+/// `check`), and no unit running.
 pub fn compile(policy: &Policy, dynamic: &DynState) -> Result<Compiled, Diagnostics> {
+    compile_with_units(policy, dynamic, &Units::default())
+}
+
+/// [`compile`], with the unit rules' sets holding the cgroups of `units`.
+pub fn compile_with_units(policy: &Policy, dynamic: &DynState, units: &Units) -> Result<Compiled, Diagnostics> {
     let mut total = 0usize;
-    let enforced = grouped(policy, |r| !r.staged, &mut total)?;
-    let staged = grouped(policy, |r| r.staged, &mut total)?;
-    let (lookups, mut sets) = lookups_and_sets(enforced);
-    let (staged, staged_sets) = lookups_and_sets(staged);
+    let enforced = grouped(policy, |r| !r.staged, units, &mut total)?;
+    let staged = grouped(policy, |r| r.staged, units, &mut total)?;
+    let (lookups, mut sets) = lookups_and_sets(enforced, units);
+    let (staged, staged_sets) = lookups_and_sets(staged, units);
     sets.extend(staged_sets);
     let mut used: Vec<(Keyword, bool)> = lookups
         .iter()
@@ -264,14 +282,18 @@ pub fn compile(policy: &Policy, dynamic: &DynState) -> Result<Compiled, Diagnost
 fn grouped(
     policy: &Policy,
     which: impl Fn(&Rule) -> bool,
+    units: &Units,
     total: &mut usize,
 ) -> Result<BTreeMap<Group, Vec<Elem>>, Diagnostics> {
     let mut by_group: BTreeMap<Group, Vec<Elem>> = BTreeMap::new();
     for (tag, rule) in policy.rules.iter().enumerate().filter(|(_, r)| r.enabled && which(r)) {
-        let shapes = shapes(rule);
+        let shapes = shapes(rule, units);
+        // Every unit counted as running, so that units that start never take
+        // the policy past the limit.
+        let len = |f: &Field, v: &Vec<(u128, u128)>| if *f == Field::Unit { rule.units.len() } else { v.len() };
         let count = shapes
             .iter()
-            .map(|s| s.fields.iter().map(|(_, v)| v.len()).fold(1usize, usize::saturating_mul))
+            .map(|s| s.fields.iter().map(|(f, v)| len(f, v)).fold(1usize, usize::saturating_mul))
             .fold(0usize, usize::saturating_add);
         *total = total.saturating_add(count);
         if *total > MAX_ELEMENTS {
@@ -308,33 +330,45 @@ fn grouped(
 }
 
 /// The groups' sets, and their lookups in the order the chains make them.
-fn lookups_and_sets(by_group: BTreeMap<Group, Vec<Elem>>) -> (Vec<Lookup>, Vec<Set>) {
+fn lookups_and_sets(by_group: BTreeMap<Group, Vec<Elem>>, units: &Units) -> (Vec<Lookup>, Vec<Set>) {
     let mut lookups = Vec::new();
     let mut sets = Vec::new();
     for (group, elems) in by_group {
-        let first_is_ifname = group.fields.first() == Some(&Field::Interface);
-        // Exact values go to a hash set, looked up in constant time. Ranges,
-        // prefixes and wildcards need an interval set (rbtree, or pipapo for a
-        // concatenation), whose lookup cost grows with the number of elements.
-        let (exact, ranged): (Vec<Elem>, Vec<Elem>) = disjoint::make_disjoint(elems, first_is_ifname)
-            .into_iter()
-            .partition(|e| e.ranges.iter().all(|r| r.0 == r.1));
-        for (elems, interval) in [(exact, false), (ranged, true)] {
-            if elems.is_empty() {
-                continue;
-            }
-            let name = if interval { format!("{}_ranges", group.set_name()) } else { group.set_name() };
-            sets.push(Set {
-                name: name.clone(),
-                key: group.fields.iter().map(|f| f.key_type()).collect(),
-                interval,
-                elems: elems.into(),
-                fill: nft::Fill::Daemon,
-            });
-            lookups.push(Lookup { group: group.clone(), set: name });
+        for set in group_sets(&group, elems, units) {
+            lookups.push(Lookup { group: group.clone(), set: set.name.clone() });
+            sets.push(set);
         }
     }
     (lookups, sets)
+}
+
+/// The sets of one group. Exact values go to a hash set, looked up in
+/// constant time. Ranges, prefixes and wildcards need an interval set
+/// (rbtree, or pipapo for a concatenation), whose lookup cost grows with the
+/// number of elements. A group of unit rules has one interval set, even
+/// empty, whatever units run (see `units`).
+fn group_sets(group: &Group, elems: Vec<Elem>, units: &Units) -> Vec<Set> {
+    let key: Vec<nft::KeyType> = group.fields.iter().map(|f| f.key_type()).collect();
+    let first_is_ifname = group.fields.first() == Some(&Field::Interface);
+    let elems = disjoint::make_disjoint(elems, first_is_ifname);
+    let parts: Vec<(Vec<Elem>, bool)> = if units::has_units(&key) {
+        vec![(elems, true)]
+    } else {
+        let (exact, ranged): (Vec<Elem>, Vec<Elem>) =
+            elems.into_iter().partition(|e| e.ranges.iter().all(|r| r.0 == r.1));
+        [(exact, false), (ranged, true)].into_iter().filter(|(e, _)| !e.is_empty()).collect()
+    };
+    let unit_field = group.fields.iter().position(|f| *f == Field::Unit);
+    parts
+        .into_iter()
+        .map(|(elems, interval)| {
+            let ids = unit_field.into_iter().flat_map(|i| elems.iter().map(move |e| e.ranges[i].0 as u64));
+            let cgroups = units.paths(ids).into();
+            let only_set = units::has_units(&key) || !interval;
+            let name = if only_set { group.set_name() } else { format!("{}_ranges", group.set_name()) };
+            Set { name, key: key.clone(), interval, elems: elems.into(), fill: nft::Fill::Daemon, cgroups }
+        })
+        .collect()
 }
 
 /// Fields with the ranges of values a rule gives them.
@@ -379,7 +413,7 @@ fn alternatives(list: &[Address], v4: bool) -> Vec<Alternative> {
 
 /// The shapes of a rule: one per IP version its addresses need (one in all if it
 /// names no address), times one per keyword it names.
-fn shapes(rule: &Rule) -> Vec<Shape> {
+fn shapes(rule: &Rule, units: &Units) -> Vec<Shape> {
     let mut common = Shape::default();
     let fields = &mut common.fields;
     if !rule.interfaces.is_empty() {
@@ -395,6 +429,10 @@ fn shapes(rule: &Rule) -> Vec<Shape> {
     }
     if !rule.users.is_empty() {
         fields.push((Field::User, rule.users.iter().map(|&u| (u as u128, u as u128)).collect()));
+    }
+    if !rule.units.is_empty() {
+        // No value while none of them runs: the rule has no elements then.
+        fields.push((Field::Unit, units.of(&rule.units).map(|u| (u.id as u128, u.id as u128)).collect()));
     }
     let mut shapes = Vec::new();
     if rule.remote_addresses.is_empty() && rule.local_addresses.is_empty() {
@@ -480,6 +518,9 @@ fn protocol_fields(rule: &Rule) -> FieldValues {
 
 /// Appends the cartesian product of a shape's value lists.
 fn product(shape: &[(Field, Vec<(u128, u128)>)], tag: u32, out: &mut Vec<Elem>) {
+    if shape.iter().any(|(_, values)| values.is_empty()) {
+        return;
+    }
     let mut idx = vec![0usize; shape.len()];
     loop {
         let ranges: Box<[(u128, u128)]> = shape.iter().zip(&idx).map(|((_, v), &i)| v[i]).collect();
@@ -655,16 +696,18 @@ fn base_chain(policy: &Policy, direction: Direction, reachable: &[ProfileKind]) 
 /// The rules that look a packet up in `set` (the lookup's own, or a copy of
 /// it), one per way through the group's gate, each ending in `then`.
 fn lookup_rules(compiled: &Compiled, direction: Direction, group: &Group, set: &str, then: Stmt) -> Vec<nft::Rule> {
-    let key = Expr::Concat(group.fields.iter().map(|f| f.expr(direction)).collect());
-    let dynamic = group.dynamic.iter().map(|d| Stmt::InSet(d.expr(direction), keyword_sets::name(d.keyword, d.v4)));
-    let lookup: Vec<Stmt> = dynamic.chain([Stmt::InSet(key, set.to_string())]).collect();
+    let dynamic: Vec<Stmt> =
+        group.dynamic.iter().map(|d| Stmt::InSet(d.expr(direction), keyword_sets::name(d.keyword, d.v4))).collect();
     let ways = group.gate.as_ref().map_or_else(|| vec![Vec::new()], |g| g.ways(&compiled.reqids, group.ip_version()));
-    ways.into_iter()
-        .map(|way| nft::Rule {
-            stmts: way.into_iter().chain(lookup.iter().cloned()).chain([then.clone()]).collect(),
+    let mut rules = Vec::new();
+    for key in units::keys(group, direction) {
+        let lookup: Vec<Stmt> = dynamic.iter().cloned().chain([Stmt::InSet(key, set.to_string())]).collect();
+        rules.extend(ways.iter().map(|way| nft::Rule {
+            stmts: way.iter().cloned().chain(lookup.iter().cloned()).chain([then.clone()]).collect(),
             comment: None,
-        })
-        .collect()
+        }));
+    }
+    rules
 }
 
 /// What a packet that an enforced lookup matches gets.

@@ -220,19 +220,21 @@ pub(super) fn sets(policy: &Policy, compiled: &Compiled) -> Vec<Set> {
             interval: false,
             elems: Default::default(),
             fill: nft::Fill::Counting,
+            cgroups: Default::default(),
         })
         .collect();
     let mut checked: Vec<&str> =
         plans.iter().filter(|p| p.counts_allows()).flat_map(|p| p.blocks.iter().map(|l| l.set.as_str())).collect();
     checked.sort();
     checked.dedup();
-    for name in checked {
-        let set = compiled.set(name);
-        let elems: Vec<Elem> =
-            set.elems.iter().map(|e| Elem { ranges: e.ranges.clone(), tag: nft::NO_OWNER }).collect();
-        sets.push(Set { name: check_set_name(name), elems: elems.into(), ..set.clone() });
-    }
+    sets.extend(checked.into_iter().map(|name| check_copy(compiled.set(name))));
     sets
+}
+
+/// The copy of an enforced block set that the staged chains check.
+pub(super) fn check_copy(set: &Set) -> Set {
+    let elems: Vec<Elem> = set.elems.iter().map(|e| Elem { ranges: e.ranges.clone(), tag: nft::NO_OWNER }).collect();
+    Set { name: check_set_name(&set.name), elems: elems.into(), ..set.clone() }
 }
 
 /// The staged chains of `direction`.

@@ -368,3 +368,80 @@ fn services_compile_per_protocol_without_crossing_ports() {
         chain.rules[0]
     );
 }
+
+fn running(units: &[(&str, u64)]) -> crate::units::Units {
+    let unit = |&(name, id): &(&str, u64)| {
+        let path = format!("system.slice/{name}");
+        (name.to_string(), crate::units::UnitCgroup { id, path })
+    };
+    crate::units::Units(units.iter().map(unit).collect())
+}
+
+#[test]
+fn unit_rules_look_up_the_socket_cgroup_at_every_level() {
+    let p = policy(
+        "rules:\n- { name: web, direction: in, action: allow, protocol: tcp, local-ports: [80], units: [a.service, b.service] }\n\
+         - { name: out, direction: out, action: block, units: [b.service] }\n",
+    );
+    let c = compile_with_units(&p, &DynState::default(), &running(&[("a.service", 7), ("c.service", 9)])).unwrap();
+    let set = c.set("in_allow_all_unit_proto_lport");
+    assert_eq!(
+        (set.key.as_slice(), set.interval),
+        (&[nft::KeyType::Cgroup, nft::KeyType::InetProto, nft::KeyType::InetService][..], true)
+    );
+    assert_eq!(set.elems.iter().map(|e| e.ranges.to_vec()).collect::<Vec<_>>(), [vec![(7, 7), (6, 6), (80, 80)]]);
+    assert_eq!(set.cgroups.iter().collect::<Vec<_>>(), [(&7, &"system.slice/a.service".to_string())]);
+    // No unit of the rule runs: its set is there, empty, and looked up all the same.
+    assert!(c.set("out_block_all_unit").elems.is_empty());
+    let chain = c.table.chains.iter().find(|ch| ch.name == "in_public").unwrap();
+    let levels: Vec<u8> = (chain.rules.iter().flat_map(|r| &r.stmts))
+        .filter_map(|s| match s {
+            Stmt::InSet(Expr::Concat(parts), _) => match parts[0] {
+                Expr::SocketCgroup(level) => Some(level),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    assert_eq!(levels, [1, 2, 3, 4]);
+    let web = |unit: &str| Packet {
+        protocol: 6,
+        remote: Some("192.0.2.1".parse().unwrap()),
+        local_port: Some(80),
+        unit: Some(unit.into()),
+        ..Default::default()
+    };
+    assert_eq!(explain(&p, &c, Direction::In, &web("a.service")).verdict, Verdict::Allow);
+    assert_eq!(explain(&p, &c, Direction::In, &web("b.service")).verdict, Verdict::Block, "b is not running");
+    assert_eq!(explain(&p, &c, Direction::In, &web("c.service")).verdict, Verdict::Block, "c is not the rule's");
+    assert!(c.table.needs_text());
+    assert!(!compile_default(&policy("rules:\n- { name: w, direction: in, action: allow }\n"))
+        .unwrap()
+        .table
+        .needs_text());
+}
+
+#[test]
+fn units_that_start_stop_and_restart_change_the_unit_sets_only() {
+    let p = policy("rules:\n- { name: web, direction: out, action: allow, units: [a.service, b.service] }\n");
+    let before = running(&[("a.service", 7)]);
+    let c = compile_with_units(&p, &DynState::default(), &before).unwrap();
+    assert!(c.unit_updates(&p, &before).is_empty());
+    // a restarted (a new id), b started, an unrelated unit: one set changes.
+    let after = running(&[("a.service", 8), ("b.service", 3), ("x.service", 5)]);
+    let updates = c.unit_updates(&p, &after);
+    assert_eq!(updates.len(), 1);
+    let ids: Vec<u128> = updates[0].elems.iter().map(|e| e.ranges[0].0).collect();
+    assert_eq!(ids, [3, 8]);
+    assert_eq!(updates[0].cgroups.len(), 2);
+    // a's old id has no path left to delete it by: the set is refilled.
+    let diff = nft::SetDiff::between(c.set(&updates[0].name), &updates[0]);
+    assert!(diff.flush && diff.delete.is_empty() && diff.add.len() == 2, "{diff:?}");
+    // Only started: elements added, nothing deleted, no flush.
+    let started = c.unit_updates(&p, &running(&[("a.service", 7), ("b.service", 3)]));
+    let diff = nft::SetDiff::between(c.set(&started[0].name), &started[0]);
+    assert!(!diff.flush && diff.add.len() == 1, "{diff:?}");
+    // Whole compiles agree with the updates.
+    let whole = compile_with_units(&p, &DynState::default(), &after).unwrap();
+    assert_eq!(whole.set(&updates[0].name), &updates[0]);
+}

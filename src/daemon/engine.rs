@@ -22,6 +22,7 @@ use crate::compile::{self, Compiled, GroupPeers};
 use crate::dynamic::DynState;
 use crate::nft::{Set, SetDiff};
 use crate::policy::{self, Diagnostics, Policy};
+use crate::units::{Hierarchy, Units};
 
 /// How soon a failed rollback is tried again.
 const ROLLBACK_RETRY: Duration = Duration::from_secs(5);
@@ -34,6 +35,8 @@ pub enum EngineError {
     Apply(#[source] BackendError),
     #[error("the ruleset was applied, but reading it back failed")]
     Verify(#[source] BackendError),
+    #[error("the policy has unit rules, which this host cannot enforce; the running ruleset is unchanged: {0}")]
+    Units(String),
     #[error("nothing is waiting for confirmation")]
     NothingToConfirm,
     #[error(
@@ -112,6 +115,10 @@ pub struct Engine<B: Backend> {
     pub dynamic: DynState,
     /// The group members among the peers whose SAs this host started.
     pub peers: GroupPeers,
+    /// The cgroup2 hierarchy, or why there is none to match units in.
+    pub hierarchy: Result<Hierarchy, String>,
+    /// The running units, as last read.
+    pub units: Units,
     /// The clear connections counted by the tables replaced so far.
     readiness: Arc<Readiness>,
     /// How many times a ruleset was applied.
@@ -131,6 +138,8 @@ impl<B: Backend> Engine<B> {
             rolled_back: None,
             dynamic: DynState::default(),
             peers: GroupPeers::default(),
+            hierarchy: Err("the cgroup2 hierarchy was not looked for".into()),
+            units: Units::default(),
             readiness: Arc::default(),
             generation: 0,
             last_apply: Duration::ZERO,
@@ -203,6 +212,14 @@ impl<B: Backend> Engine<B> {
         self.write_sets(applied.compiled.peer_updates(&self.peers))
     }
 
+    /// Takes the running units: only the elements of the unit rules' sets
+    /// change, as `update_dynamic`.
+    pub fn update_units(&mut self, units: Units) -> Result<usize, EngineError> {
+        self.units = units;
+        let Some(applied) = &self.applied else { return Ok(0) };
+        self.write_sets(applied.compiled.unit_updates(&applied.policy, &self.units))
+    }
+
     /// Replaces the elements of the applied table's sets named as `updates`
     /// with theirs, in one transaction.
     fn write_sets(&mut self, updates: Vec<Set>) -> Result<usize, EngineError> {
@@ -255,8 +272,10 @@ impl<B: Backend> Engine<B> {
     /// the table in force is not sent again, so its counters keep counting; the
     /// kernel is still asked, since someone may have flushed the ruleset.
     fn apply_policy(&mut self, policy: Arc<Policy>, force: bool) -> Result<Outcome, EngineError> {
-        let mut compiled = compile::compile(&policy, &self.dynamic).map_err(EngineError::Policy)?;
-        compiled.replace_sets(compiled.peer_updates(&self.peers));
+        if let (Err(why), true) = (&self.hierarchy, policy.rules.iter().any(|r| r.enabled && !r.units.is_empty())) {
+            return Err(EngineError::Units(why.clone()));
+        }
+        let mut compiled = self.compile(&policy)?;
         if let Some(current) = &self.applied {
             if !force && current.compiled.table == compiled.table && self.backend.verify(&compiled.table).is_ok() {
                 // The policy's places may still have moved.
@@ -266,13 +285,38 @@ impl<B: Backend> Engine<B> {
         }
         self.keep_readiness();
         let start = Instant::now();
-        self.backend.replace(&compiled.table).map_err(EngineError::Apply)?;
+        let mut replaced = self.backend.replace(&compiled.table);
+        // nft reads a cgroup by its path: a unit that stopped since the units
+        // were read fails the batch. Read them again, and try once more.
+        if replaced.is_err() && compiled.table.needs_text() && self.read_units() {
+            compiled = self.compile(&policy)?;
+            replaced = self.backend.replace(&compiled.table);
+        }
+        replaced.map_err(EngineError::Apply)?;
         self.last_apply = start.elapsed();
         self.generation += 1;
         // From here the kernel has the new table, whatever the read-back says.
         let applied = self.applied.insert(Arc::new(Applied { policy, compiled, at: SystemTime::now() }));
         self.backend.verify(&applied.compiled.table).map_err(EngineError::Verify)?;
         Ok(Outcome::Applied)
+    }
+
+    fn compile(&self, policy: &Policy) -> Result<Compiled, EngineError> {
+        let mut compiled =
+            compile::compile_with_units(policy, &self.dynamic, &self.units).map_err(EngineError::Policy)?;
+        compiled.replace_sets(compiled.peer_updates(&self.peers));
+        Ok(compiled)
+    }
+
+    /// Reads the running units; whether they changed.
+    fn read_units(&mut self) -> bool {
+        match self.hierarchy.as_ref().map(Hierarchy::read) {
+            Ok(Ok((units, _))) if units != self.units => {
+                self.units = units;
+                true
+            }
+            _ => false,
+        }
     }
 }
 

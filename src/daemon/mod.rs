@@ -42,6 +42,7 @@ use crate::filewatch::FileWatch;
 use crate::metrics;
 use crate::monitor::{self, Hub};
 use crate::protocol::{Answer, Request, Response};
+use crate::units::{Hierarchy, Units};
 use control::write_answer;
 use engine::{Engine, Outcome, Snapshot, Trigger};
 use teardown::{StepError, Teardown};
@@ -127,6 +128,8 @@ pub async fn run<B: Backend + Send + 'static>(
     start_file_source(&mut engine, &mut files, resolver, &updates);
     let leases = Leases::new(opts.lease_paths.clone(), opts.smb_conf.clone());
     start_file_source(&mut engine, &mut files, leases, &updates);
+    let (unit_tx, mut unit_changes) = mpsc::channel::<Units>(4);
+    start_units(&mut engine, &mut files, unit_tx);
     // Bound before the first table, so that its first logged packet is read.
     let hub = Arc::new(Hub::default());
     let mut logged = monitor::start(Arc::clone(&hub)).await;
@@ -176,6 +179,7 @@ pub async fn run<B: Backend + Send + 'static>(
             Some(update) = dynamic.recv() => worker.send(Job::Dynamic(update)),
             Some(update) = addresses.changes.recv() => worker.send(Job::Dynamic(update)),
             Ok(()) = isolation.peers.changed() => worker.send(Job::Peers(isolation.peers.borrow_and_update().clone())),
+            Some(units) = unit_changes.recv() => worker.send(Job::Units(units)),
             Some(change) = policy_changes.next() => if change.path.is_none_or(|p| p.extension().is_some_and(|x| x == "yaml")) {
                 reload_at = Some(Instant::now() + DEBOUNCE);
             },
@@ -294,6 +298,33 @@ fn start_file_source<B: Backend, S: FileSource>(
         Err(e) => tracing::warn!("{} start empty; {e}", keyword_names(S::KEYWORDS)),
     }
     tokio::spawn(follow(source, first, changes, updates.clone()));
+}
+
+/// Reads the running units for the first table, then follows them. The
+/// root's directory is watched before the first read and every slice after
+/// it, then read again, so that no unit that starts meanwhile is missed.
+fn start_units<B: Backend>(engine: &mut Engine<B>, files: &mut FileWatch, units: mpsc::Sender<Units>) {
+    let hierarchy = match Hierarchy::find() {
+        Ok(h) => h,
+        Err(e) => {
+            engine.hierarchy = Err(e.to_string());
+            return;
+        }
+    };
+    let changes = files.subscribe(vec![hierarchy.dir.clone()]);
+    let read = hierarchy.read().and_then(|(_, slices)| {
+        changes.watch(slices);
+        hierarchy.read()
+    });
+    match read {
+        Ok((now, slices)) => {
+            changes.watch(slices);
+            engine.units = now.clone();
+            engine.hierarchy = Ok(hierarchy.clone());
+            tokio::spawn(crate::units::watch::follow(hierarchy, now, changes, units));
+        }
+        Err(e) => engine.hierarchy = Err(format!("{:#}", anyhow::Error::from(e))),
+    }
 }
 
 /// Answers a request: a change goes to the engine's thread (which answers

@@ -116,6 +116,7 @@ pub fn rule_view(rule: &Rule) -> RuleView<'_> {
         services: Cow::Borrowed(&rule.services),
         group: rule.core.then_some(Cow::Borrowed(CORE_NETWORKING)),
         users: Cow::Borrowed(&rule.users),
+        units: Cow::Borrowed(&rule.units),
         remote_groups: Cow::Borrowed(&rule.remote_groups),
         require_secure: rule.require_secure,
         log: rule.log,

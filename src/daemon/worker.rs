@@ -19,6 +19,7 @@ use crate::compile::GroupPeers;
 use crate::dynamic::{DynState, Update};
 use crate::protocol::Answer;
 use crate::protocol::Response;
+use crate::units::Units;
 
 /// The daemon's log lines keep the daemon's name, wherever they are written.
 const TARGET: &str = "ringfence::daemon";
@@ -35,6 +36,8 @@ pub enum Job {
     Dynamic(Update),
     /// The group members among the peers whose SAs this host started.
     Peers(GroupPeers),
+    /// The running units.
+    Units(Units),
     Confirm(oneshot::Sender<Answer>),
 }
 
@@ -137,6 +140,10 @@ fn work<B: Backend>(
             }
             Ok(Job::Peers(peers)) => {
                 log_set_update(engine.update_peers(peers), "group peer sets");
+                (Change::Nothing, None)
+            }
+            Ok(Job::Units(units)) => {
+                log_set_update(engine.update_units(units), "unit rules' sets");
                 (Change::Nothing, None)
             }
             Ok(Job::Confirm(reply)) => {

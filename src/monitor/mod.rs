@@ -279,6 +279,9 @@ fn event(applied: Option<(&Policy, &Compiled)>, logged: Logged, direction: Direc
             interface: interface.clone(),
             icmp_type: h.icmp_type,
             uid,
+            // NFLOG does not say the socket's cgroup: a packet that a unit
+            // rule logged is named by its prefix only.
+            unit: None,
             secure,
             groups,
         };

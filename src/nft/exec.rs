@@ -1,7 +1,7 @@
 //! Running `nft -j`: one process per transaction, the batch streamed to its stdin.
 
 use std::io::{BufWriter, Read, Write};
-use std::process::{Command, Stdio};
+use std::process::{ChildStdin, Command, Stdio};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -22,8 +22,17 @@ pub enum NftError {
 
 /// Runs one batch as a single transaction: all of it is committed or none.
 pub fn apply(batch: &impl Serialize) -> Result<(), NftError> {
+    run(&["-j", "-f", "-"], |w| serde_json::to_writer(w, batch).map_err(std::io::Error::from))
+}
+
+/// Runs one batch in nft's text syntax (see `text`), as [`apply`] does.
+pub fn apply_text(batch: &str) -> Result<(), NftError> {
+    run(&["-f", "-"], |w| w.write_all(batch.as_bytes()))
+}
+
+fn run(args: &[&str], write: impl FnOnce(&mut BufWriter<ChildStdin>) -> std::io::Result<()>) -> Result<(), NftError> {
     let mut child = Command::new("nft")
-        .args(["-j", "-f", "-"])
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -31,7 +40,7 @@ pub fn apply(batch: &impl Serialize) -> Result<(), NftError> {
         .map_err(NftError::Spawn)?;
     let written = child.stdin.take().map(|stdin| {
         let mut w = BufWriter::with_capacity(1 << 16, stdin);
-        serde_json::to_writer(&mut w, batch).map_err(std::io::Error::from).and_then(|_| w.flush())
+        write(&mut w).and_then(|_| w.flush())
     });
     let mut stderr = String::new();
     if let Some(mut e) = child.stderr.take() {

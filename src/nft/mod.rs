@@ -10,7 +10,9 @@
 mod exec;
 mod model;
 mod netlink;
+mod text;
 
-pub use exec::{apply, list_set, list_table, NftError};
+pub use exec::{apply, apply_text, list_set, list_table, NftError};
 pub use model::*;
 pub use netlink::{add_set_counters, table_exists, Counter};
+pub use text::replace as replace_text;

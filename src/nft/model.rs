@@ -1,4 +1,4 @@
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -19,6 +19,9 @@ pub enum KeyType {
     Ipv4Addr,
     Ipv6Addr,
     InetService,
+    /// A cgroup v2 id (the inode number of its directory), which nft takes
+    /// and prints as the path under /sys/fs/cgroup only ([`Set::cgroups`]).
+    Cgroup,
 }
 
 impl KeyType {
@@ -32,6 +35,7 @@ impl KeyType {
             KeyType::Ipv4Addr => "ipv4_addr",
             KeyType::Ipv6Addr => "ipv6_addr",
             KeyType::InetService => "inet_service",
+            KeyType::Cgroup => "cgroupsv2",
         }
     }
 
@@ -115,6 +119,33 @@ pub struct Set {
     pub interval: bool,
     pub elems: Arc<Vec<Elem>>,
     pub fill: Fill,
+    /// The path under /sys/fs/cgroup of each cgroup id in the elements: nft
+    /// 1.0.6 reads a `cgroupsv2` value as a path, never as an id, and
+    /// resolves it itself.
+    pub cgroups: Arc<CgroupPaths>,
+}
+
+/// Cgroup ids and their paths under /sys/fs/cgroup.
+pub type CgroupPaths = BTreeMap<u64, String>;
+
+impl Set {
+    /// The JSON of one element's key, fields concatenated.
+    pub(super) fn key_value(&self, e: &Elem) -> Value {
+        key_value(&self.key, &self.cgroups, e)
+    }
+}
+
+fn key_value(key: &[KeyType], cgroups: &CgroupPaths, e: &Elem) -> Value {
+    let mut parts = key.iter().zip(e.ranges.iter()).map(|(k, &(lo, hi))| match k {
+        // (A cgroup field is exact: ids have no order worth a range.)
+        KeyType::Cgroup => json!(cgroups.get(&(lo as u64)).cloned().unwrap_or_else(|| lo.to_string())),
+        _ => k.value(lo, hi),
+    });
+    if key.len() == 1 {
+        parts.next().unwrap_or(Value::Null)
+    } else {
+        json!({ "concat": parts.collect::<Vec<_>>() })
+    }
 }
 
 /// Who fills a set, and what it keeps.
@@ -178,6 +209,11 @@ pub enum Expr {
     /// A number, in a key that is the same for every packet in that place
     /// (the port of a protocol that has none).
     Number(u16),
+    /// `socket cgroupv2 level N`: the id of the ancestor at depth N (the
+    /// root is 0) of the cgroup of the packet's local socket: the sender's
+    /// outbound; inbound, the socket the packet is for (the listener of a new
+    /// connection). nft's JSON cannot say it (see `text`).
+    SocketCgroup(u8),
     Concat(Vec<Expr>),
 }
 
@@ -189,6 +225,7 @@ impl Expr {
             Expr::IpsecIn(key) => json!({ "ipsec": { "key": key, "dir": "in" } }),
             Expr::Rt(key) => json!({ "rt": { "key": key } }),
             Expr::Number(n) => json!(n),
+            Expr::SocketCgroup(level) => json!({ "socket": { "key": "cgroupv2", "level": level } }),
             Expr::Concat(parts) if parts.len() == 1 => parts[0].json(),
             Expr::Concat(parts) => json!({ "concat": parts.iter().map(Expr::json).collect::<Vec<_>>() }),
         }
@@ -302,6 +339,18 @@ impl Table {
     pub fn rule_count(&self) -> usize {
         self.chains.iter().map(|c| c.rules.len()).sum()
     }
+
+    /// Whether nft can take this table only in its text syntax: it looks up
+    /// sockets' cgroups (see [`Expr::SocketCgroup`]).
+    pub fn needs_text(&self) -> bool {
+        let cgroup = |e: &Expr| match e {
+            Expr::SocketCgroup(_) => true,
+            Expr::Concat(parts) => parts.iter().any(|p| matches!(p, Expr::SocketCgroup(_))),
+            _ => false,
+        };
+        let rules = self.chains.iter().flat_map(|c| &c.rules);
+        rules.flat_map(|r| &r.stmts).any(|s| matches!(s, Stmt::InSet(e, _) if cgroup(e)))
+    }
 }
 
 /// Above this many deletions, emptying a set and adding all its elements is
@@ -319,6 +368,7 @@ pub struct SetDiff {
     pub flush: bool,
     pub delete: Vec<Elem>,
     pub add: Vec<Elem>,
+    pub cgroups: Arc<CgroupPaths>,
 }
 
 impl SetDiff {
@@ -329,12 +379,14 @@ impl SetDiff {
     pub fn between(old: &Set, new: &Set) -> SetDiff {
         let (was, is): (HashSet<&Elem>, HashSet<&Elem>) = (old.elems.iter().collect(), new.elems.iter().collect());
         let delete: Vec<Elem> = old.elems.iter().filter(|e| !is.contains(e)).cloned().collect();
-        let (flush, delete, add) = if delete.len() > MAX_DELETES {
+        // A cgroup that is gone has no path, and nft deletes by path only.
+        let gone_cgroup = new.key.contains(&KeyType::Cgroup) && !delete.is_empty();
+        let (flush, delete, add) = if delete.len() > MAX_DELETES || gone_cgroup {
             (true, Vec::new(), new.elems.to_vec())
         } else {
             (false, delete, new.elems.iter().filter(|e| !was.contains(e)).cloned().collect())
         };
-        SetDiff { name: new.name.clone(), key: new.key.clone(), flush, delete, add }
+        SetDiff { name: new.name.clone(), key: new.key.clone(), flush, delete, add, cgroups: Arc::clone(&new.cgroups) }
     }
 }
 
@@ -365,7 +417,8 @@ impl Serialize for UpdateCommands<'_> {
             for d in self.0.diffs {
                 let elems = if verb == "delete" { &d.delete } else { &d.add };
                 if !elems.is_empty() {
-                    let fields = ElementFields { table: self.0.table, name: &d.name, key: &d.key, elems };
+                    let fields =
+                        ElementFields { table: self.0.table, name: &d.name, key: &d.key, cgroups: &d.cgroups, elems };
                     seq.serialize_element(&Wrap(verb, Wrap("element", fields)))?;
                 }
             }
@@ -378,6 +431,7 @@ struct ElementFields<'a> {
     table: &'a str,
     name: &'a str,
     key: &'a [KeyType],
+    cgroups: &'a CgroupPaths,
     elems: &'a [Elem],
 }
 
@@ -387,7 +441,7 @@ impl Serialize for ElementFields<'_> {
         m.serialize_entry("family", FAMILY)?;
         m.serialize_entry("table", self.table)?;
         m.serialize_entry("name", self.name)?;
-        m.serialize_entry("elem", &Elems(self.key, self.elems))?;
+        m.serialize_entry("elem", &Elems(self.key, self.cgroups, self.elems))?;
         m.end()
     }
 }
@@ -491,25 +545,20 @@ impl Serialize for SetFields<'_> {
         }
         m.serialize_entry("stmt", &[json!({ "counter": null })])?;
         if !set.elems.is_empty() {
-            m.serialize_entry("elem", &Elems(&set.key, &set.elems))?;
+            m.serialize_entry("elem", &Elems(&set.key, &set.cgroups, &set.elems))?;
         }
         m.end()
     }
 }
 
-struct Elems<'a>(&'a [KeyType], &'a [Elem]);
+struct Elems<'a>(&'a [KeyType], &'a CgroupPaths, &'a [Elem]);
 
 impl Serialize for Elems<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let (key, elems) = (self.0, self.1);
+        let (key, cgroups, elems) = (self.0, self.1, self.2);
         let mut seq = s.serialize_seq(Some(elems.len()))?;
         for e in elems {
-            let mut parts = key.iter().zip(e.ranges.iter()).map(|(k, &(lo, hi))| k.value(lo, hi));
-            let val = if key.len() == 1 {
-                parts.next().unwrap_or(Value::Null)
-            } else {
-                json!({ "concat": parts.collect::<Vec<_>>() })
-            };
+            let val = key_value(key, cgroups, e);
             let elem = if e.tag == NO_OWNER {
                 json!({ "elem": { "val": val } })
             } else {

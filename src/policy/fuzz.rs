@@ -56,6 +56,8 @@ const TOKENS: &[&[u8]] = &[
     b"groups",
     b"services",
     b"users",
+    b"units",
+    b".service",
     b"icmp-types",
     b"dhcp",
     b"\t",

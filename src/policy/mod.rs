@@ -14,6 +14,7 @@ mod stage;
 #[cfg(test)]
 mod tests;
 pub mod text;
+pub mod units;
 mod validate;
 pub mod values;
 
@@ -102,6 +103,8 @@ pub struct Rule {
     /// The ports of the services, per protocol: local ports inbound, remote outbound.
     pub service_ports: Vec<services::ServicePorts>,
     pub users: Vec<u32>,
+    /// systemd units: the rule matches sockets in their cgroups.
+    pub units: Vec<String>,
     /// Only packets that came over an SA of a peer in one of these groups.
     pub remote_groups: Vec<String>,
     /// Only packets that came over IPsec (true whenever `remote_groups` is set).

@@ -173,6 +173,9 @@ pub struct RawRule {
     pub services: List<S<String>>,
     #[serde(default)]
     pub users: List<S<Scalar>>,
+    /// systemd units whose sockets the rule matches (nginx.service).
+    #[serde(default)]
+    pub units: List<S<String>>,
     #[serde(default)]
     pub remote_groups: List<S<String>>,
     #[schemars(with = "Option<Flag>")]

@@ -355,3 +355,19 @@ fn empty_lists_may_be_written_without_a_value() {
     assert!(p.rules[0].local_addresses.is_empty());
     assert!(own(&load_one("rules:\n").unwrap()).is_empty());
 }
+
+#[test]
+fn unit_names_are_checked_where_they_are_written() {
+    let errs = errors(
+        "rules:\n\
+         - { name: a, direction: in, action: allow, units: [nginx.service, \"/usr/sbin/nginx\"] }\n\
+         - { name: b, direction: out, action: block, units: [multi-user.target] }\n",
+    );
+    let want = [
+        "p.yaml:2:67: rules[0].units[1]: \"/usr/sbin/nginx\" is a path: rules name systemd units, not executables \
+         (docs/policy.md, units)",
+        "p.yaml:3:53: rules[1].units[0]: \"multi-user.target\": a .target unit runs no processes, so it has no \
+         sockets; name a .service, .socket, .scope, .slice, .mount, .swap unit",
+    ];
+    assert_eq!(errs, want);
+}

@@ -296,6 +296,7 @@ fn validate_rule<'r>(
             format!("{}: users match the owner of a local socket, so they apply to direction out only", at("users")),
         );
     }
+    let units = cx.list(&at("units"), &r.units, |s| super::units::parse_unit(s));
     let (services, service_ports) = rule_services(cx, &at("services"), r, catalogue);
     let (remote_groups, require_secure) = pending.rule(cx, i, r, direction, action.value);
     let rule = Rule {
@@ -314,6 +315,7 @@ fn validate_rule<'r>(
         services,
         service_ports,
         users,
+        units,
         remote_groups,
         require_secure,
         log: r.log.as_ref().is_some_and(|l| l.value.0),

@@ -289,6 +289,8 @@ pub struct RuleView<'a> {
     /// `core-networking` for the core networking rules.
     pub group: Option<Cow<'a, str>>,
     pub users: Cow<'a, [u32]>,
+    #[serde(default)]
+    pub units: Cow<'a, [String]>,
     pub remote_groups: Cow<'a, [String]>,
     pub require_secure: bool,
     pub log: bool,
