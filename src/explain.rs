@@ -7,6 +7,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
+use crate::compile::location::Source;
 use crate::compile::staged::Would;
 use crate::compile::{isolation, keyword_sets, Compiled, DynMatch, Field, Gate, Group, Layer, Lookup};
 use crate::net::{has_ports, IPPROTO_ICMP, IPPROTO_ICMPV6};
@@ -166,6 +167,8 @@ impl Sa {
 pub struct Explanation {
     pub verdict: Verdict,
     pub profile: ProfileKind,
+    /// Why the packet's interface has that profile.
+    pub profile_source: Source,
     pub decided_by: Decider,
     /// The SA the packet was taken to come over; none: in clear.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -232,8 +235,12 @@ fn decide<'c>(
     packet: &Packet,
 ) -> Result<(Explanation, Option<&'c Group>), String> {
     let ipsec = Sa::of(policy, packet)?;
-    let profile = packet.interface.as_deref().map_or(ProfileKind::Public, |i| policy.profile_of(i));
-    let decided = |verdict, decided_by| Explanation { verdict, profile, decided_by, ipsec: ipsec.clone() };
+    let (profile, profile_source) = packet
+        .interface
+        .as_deref()
+        .map_or((ProfileKind::Public, Source::Default), |i| crate::compile::location::profile_of(policy, compiled, i));
+    let decided =
+        |verdict, decided_by| Explanation { verdict, profile, profile_source, decided_by, ipsec: ipsec.clone() };
     if packet.interface.as_deref() == Some("lo") {
         return Ok((decided(Verdict::Allow, Decider::Loopback), None));
     }

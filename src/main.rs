@@ -12,6 +12,7 @@ mod explain;
 mod filewatch;
 mod fleet;
 mod ike;
+mod location;
 mod metrics;
 mod monitor;
 mod net;

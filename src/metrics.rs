@@ -13,6 +13,7 @@ use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
+use std::str::FromStr;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
@@ -225,6 +226,15 @@ const CLEAR_INBOUND: Help = (
     "New connections in clear from secure subnets, which secure-request would refuse (request and boundary modes), by protocol and port.",
 );
 
+const INTERFACE_PROFILE: Help = (
+    "ringfence_interface_profile",
+    "The profile of each interface (1), and why: a pattern, detection, or the default (public).",
+);
+const LOCATION_DECIDED: Help = (
+    "ringfence_location_decided_timestamp_seconds",
+    "When location detection reached its state for an interface (domain, not-domain; undecided is absent).",
+);
+
 /// The stats of `show stats` in Prometheus' text format: single figures,
 /// then each family of labelled samples.
 pub fn render(w: &mut dyn Write, stats: &Stats<RuleLines>) -> io::Result<()> {
@@ -300,6 +310,17 @@ pub fn render(w: &mut dyn Write, stats: &Stats<RuleLines>) -> io::Result<()> {
     family(w, SET_ELEMENTS, "gauge", &stats.dynamic_sets, |s| {
         let labels = labels(&[("set", &s.set), ("keyword", &s.keyword.as_str()), ("family", &s.family.as_str())]);
         (labels, s.elements as u64)
+    })?;
+    family(w, INTERFACE_PROFILE, "gauge", &stats.interfaces, |i| {
+        (labels(&[("interface", &i.interface), ("profile", &i.profile.as_str()), ("source", &i.source.as_str())]), 1)
+    })?;
+    let decided = stats.interfaces.iter().filter_map(|i| {
+        let d = i.detection.as_ref()?;
+        let at = jiff::Timestamp::from_str(d.detected_at.as_deref()?).ok()?;
+        Some((&i.interface, d.state, at.as_second().max(0) as u64))
+    });
+    family(w, LOCATION_DECIDED, "gauge", decided, |(interface, state, at)| {
+        (labels(&[("interface", interface), ("state", &state.as_str())]), *at)
     })?;
     family(w, FALLBACKS, "counter", &iso.fallbacks, |f| (labels(&[("reason", &f.reason.as_str())]), f.count))?;
     family(w, CLEAR_INBOUND, "counter", iso.clear_inbound.iter().flatten(), |c| {

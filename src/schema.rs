@@ -98,5 +98,8 @@ mod tests {
         assert!(rule["properties"]["remote-groups"].is_object() && rule["properties"]["require-secure"].is_object());
         assert_eq!(s["$defs"]["Groups"]["additionalProperties"]["$ref"], json!("#/$defs/RawGroup"));
         assert_eq!(s["$defs"]["RawGroup"]["required"], json!(["subject"]));
+        assert_eq!(s["$defs"]["RawProfile"]["properties"]["detect"]["anyOf"][0]["$ref"], json!("#/$defs/RawDetect"));
+        assert_eq!(s["$defs"]["RawDetect"]["required"], json!(["probes"]));
+        assert_eq!(s["$defs"]["RawDetect"]["additionalProperties"], json!(false));
     }
 }

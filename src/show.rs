@@ -273,7 +273,18 @@ pub fn profiles(v: &Option<Profiles>) -> String {
     }
     let _ = writeln!(o, "host interfaces:");
     for i in &v.host_interfaces {
-        let _ = writeln!(o, "  {:<16} {}", i.interface, i.profile.as_str());
+        let _ = writeln!(o, "  {:<16} {:<8} by {}", i.interface, i.profile.as_str(), i.source.as_str());
+        if let Some(d) = &i.detection {
+            let since = d.detected_at.as_deref().map_or_else(String::new, |t| format!(" since {t}"));
+            let _ = write!(o, "    detection: {}{since}", d.state.as_str());
+            if let (Some(e), Some(ms)) = (&d.endpoint, d.rtt_ms) {
+                let _ = write!(o, "; {e} answered in {ms:.1} ms");
+            }
+            let _ = writeln!(o, "; checked {}", d.checked_at.as_deref().unwrap_or("never"));
+            if let Some(e) = &d.last_error {
+                let _ = writeln!(o, "    last error: {e}");
+            }
+        }
     }
     o
 }
@@ -452,7 +463,12 @@ pub fn explanation(v: &Value) -> String {
             format!("packet:     over IPsec, reqid {reqid:#x} ({peer})\n")
         }
     };
-    format!("verdict:    {}\ndecided by: {by}\nprofile:    {}\n{over}", s(&v["verdict"]), s(&v["profile"]))
+    format!(
+        "verdict:    {}\ndecided by: {by}\nprofile:    {} (by {})\n{over}",
+        s(&v["verdict"]),
+        s(&v["profile"]),
+        s(&v["profile-source"])
+    )
 }
 
 /// `explain --staged`: the enforced decision, then the staged one.

@@ -5,6 +5,7 @@
 //! ```text
 //! input   (hook input, policy drop):  iif lo accept; ct state invalid drop;
 //!          ct state established accept; ct state related (not ICMP) accept;
+//!          iifname @location_domain/@location_undecided (detection, `location`);
 //!          iifname vmap {profile patterns}; goto in_public
 //! in_P    for each reachable profile P: one lookup per set, the core networking
 //!          group's first, then bypass (gated on the SA's reqid) before blocks
@@ -25,6 +26,7 @@ mod disjoint;
 mod gate;
 pub mod isolation;
 pub mod keyword_sets;
+pub mod location;
 pub mod staged;
 mod units;
 
@@ -206,6 +208,11 @@ impl Compiled {
         self.changed(sets.flat_map(|set| [staged::check_copy(&set), set]))
     }
 
+    /// The location sets whose elements differ under `judged`, rebuilt.
+    pub fn location_updates(&self, judged: &crate::location::Judgements) -> Vec<Set> {
+        self.changed(location::sets(judged).into_iter())
+    }
+
     /// The groups' peer sets whose elements differ under `peers`, rebuilt.
     pub fn peer_updates(&self, peers: &GroupPeers) -> Vec<Set> {
         self.changed(gate::peer_sets(self.reqids.keys(), peers).into_iter())
@@ -259,6 +266,9 @@ pub fn compile_with_units(policy: &Policy, dynamic: &DynState, units: &Units) ->
     used.sort();
     used.dedup();
     sets.extend(used.iter().map(|&(k, v4)| keyword_sets::set(dynamic, k, v4)));
+    if policy.detect().is_some() {
+        sets.extend(location::sets(&Default::default()));
+    }
     let reqids = gate::reqids(&policy.group_connections);
     if policy.isolation.enabled() {
         sets.extend(isolation::sets(&policy.isolation));
@@ -593,10 +603,12 @@ pub fn default_rule_comment(direction: Direction, profile: ProfileKind) -> Strin
     format!("default {} {}", direction.as_str(), profile.as_str())
 }
 
-/// The profiles an interface can have: public, and those with interfaces.
+/// The profiles an interface can have: public, those with interfaces, and
+/// domain with detection.
 fn reachable(policy: &Policy) -> Vec<ProfileKind> {
     let has_interfaces = |k: ProfileKind| !policy.profile(k).interfaces.value.is_empty();
-    ProfileKind::ALL.into_iter().filter(|&k| k == ProfileKind::Public || has_interfaces(k)).collect()
+    let detected = |k: ProfileKind| policy.profile(k).detect.value.is_some();
+    ProfileKind::ALL.into_iter().filter(|&k| k == ProfileKind::Public || has_interfaces(k) || detected(k)).collect()
 }
 
 fn chains(policy: &Policy, compiled: &Compiled) -> Vec<Chain> {
@@ -670,6 +682,9 @@ fn base_chain(policy: &Policy, direction: Direction, reachable: &[ProfileKind]) 
         ],
         comment: None,
     });
+    if policy.detect().is_some() {
+        rules.extend(location::rules(direction));
+    }
     let entries: Vec<(serde_json::Value, nft::Verdict)> = reachable
         .iter()
         .flat_map(|&k| {

@@ -20,6 +20,7 @@ use super::readiness::{self, Clear, Readiness};
 use crate::backend::{Backend, BackendError};
 use crate::compile::{self, Compiled, GroupPeers};
 use crate::dynamic::DynState;
+use crate::location::Judgements;
 use crate::nft::{Set, SetDiff};
 use crate::policy::{self, Diagnostics, Policy};
 use crate::units::{Hierarchy, Units};
@@ -89,6 +90,8 @@ pub struct Snapshot {
     pub confirm_deadline: Option<Instant>,
     pub dirs: policy::Dirs,
     pub peers: GroupPeers,
+    /// Location detection's judgements, as the location sets hold them.
+    pub location: Judgements,
     readiness: Arc<Readiness>,
 }
 
@@ -119,6 +122,8 @@ pub struct Engine<B: Backend> {
     pub hierarchy: Result<Hierarchy, String>,
     /// The running units, as last read.
     pub units: Units,
+    /// Location detection's judgements of the interfaces.
+    pub location: Judgements,
     /// The clear connections counted by the tables replaced so far.
     readiness: Arc<Readiness>,
     /// How many times a ruleset was applied.
@@ -140,6 +145,7 @@ impl<B: Backend> Engine<B> {
             peers: GroupPeers::default(),
             hierarchy: Err("the cgroup2 hierarchy was not looked for".into()),
             units: Units::default(),
+            location: Judgements::default(),
             readiness: Arc::default(),
             generation: 0,
             last_apply: Duration::ZERO,
@@ -157,6 +163,7 @@ impl<B: Backend> Engine<B> {
             confirm_deadline: self.pending.as_ref().map(|p| p.deadline),
             dirs: self.dirs.clone(),
             peers: self.peers.clone(),
+            location: self.location.clone(),
             readiness: Arc::clone(&self.readiness),
         }
     }
@@ -218,6 +225,14 @@ impl<B: Backend> Engine<B> {
         self.units = units;
         let Some(applied) = &self.applied else { return Ok(0) };
         self.write_sets(applied.compiled.unit_updates(&applied.policy, &self.units))
+    }
+
+    /// Takes location detection's judgements, as `update_dynamic` takes the
+    /// keywords' values.
+    pub fn update_location(&mut self, judged: Judgements) -> Result<usize, EngineError> {
+        self.location = judged;
+        let Some(applied) = &self.applied else { return Ok(0) };
+        self.write_sets(applied.compiled.location_updates(&self.location))
     }
 
     /// Replaces the elements of the applied table's sets named as `updates`
@@ -305,6 +320,7 @@ impl<B: Backend> Engine<B> {
         let mut compiled =
             compile::compile_with_units(policy, &self.dynamic, &self.units).map_err(EngineError::Policy)?;
         compiled.replace_sets(compiled.peer_updates(&self.peers));
+        compiled.replace_sets(compiled.location_updates(&self.location));
         Ok(compiled)
     }
 

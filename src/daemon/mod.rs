@@ -39,6 +39,7 @@ use crate::dynamic::leases::Leases;
 use crate::dynamic::resolv::Resolv;
 use crate::dynamic::{keyword_names, netlink, resolv, DynState, Update};
 use crate::filewatch::FileWatch;
+use crate::location;
 use crate::metrics;
 use crate::monitor::{self, Hub};
 use crate::protocol::{Answer, Request, Response};
@@ -142,6 +143,9 @@ pub async fn run<B: Backend + Send + 'static>(
     sync(&mut isolation, &now, Change::Applied);
     isolation.settled().await;
     let (worker, mut done) = Worker::start(engine);
+    let (setup, setup_rx) = tokio::sync::watch::channel(location::Setup::default());
+    let mut judged = location::start(setup_rx);
+    follow_location(&setup, &now);
 
     let (calls_tx, mut calls) = mpsc::channel::<crate::protocol::Call>(64);
     tokio::spawn(control::accept(listener, calls_tx.clone(), Arc::clone(&hub)));
@@ -178,6 +182,7 @@ pub async fn run<B: Backend + Send + 'static>(
             },
             Some(update) = dynamic.recv() => worker.send(Job::Dynamic(update)),
             Some(update) = addresses.changes.recv() => worker.send(Job::Dynamic(update)),
+            Some(j) = judged.recv() => worker.send(Job::Location(j)),
             Ok(()) = isolation.peers.changed() => worker.send(Job::Peers(isolation.peers.borrow_and_update().clone())),
             Some(units) = unit_changes.recv() => worker.send(Job::Units(units)),
             Some(change) = policy_changes.next() => if change.path.is_none_or(|p| p.extension().is_some_and(|x| x == "yaml")) {
@@ -195,6 +200,7 @@ pub async fn run<B: Backend + Send + 'static>(
                     let old = std::mem::replace(&mut now, snapshot);
                     tokio::task::spawn_blocking(move || drop(old));
                     sync(&mut isolation, &now, change);
+                    follow_location(&setup, &now);
                     if let Some((client, response)) = reply {
                         isolation.then(move || {
                             let _ = client.send(Answer::Whole(response));
@@ -281,6 +287,19 @@ fn sync(isolation: &mut isolation::Isolation, now: &Snapshot, change: Change) {
         Change::Dynamic => isolation.sync_xfrm(&a.policy, &now.dynamic),
         Change::Nothing => {}
     }
+}
+
+/// Hands location detection what it needs of the snapshot `now`, if that changed.
+fn follow_location(setup: &tokio::sync::watch::Sender<location::Setup>, now: &Snapshot) {
+    let next = location::Setup::of(now.applied.as_ref().map(|a| &*a.policy), &now.dynamic);
+    setup.send_if_modified(|s| {
+        if *s == next {
+            false
+        } else {
+            *s = next;
+            true
+        }
+    });
 }
 
 /// Reads a file source for the first table, then follows it. Its files are

@@ -109,6 +109,7 @@ pub fn stats<'a>(
         dynamic_sets,
         isolation,
         monitor: hub.view(),
+        interfaces: applied.map(|a| super::views::host_interfaces(a, &snapshot.location)).unwrap_or_default(),
         rules: RuleLines { applied, counters, hub },
     }
 }

@@ -12,17 +12,19 @@ use std::time::{Instant, SystemTime};
 use serde::{Serialize, Serializer};
 use serde_json::Value;
 
-use super::engine::Snapshot;
+use super::engine::{Applied, Snapshot};
 use super::readiness;
-use crate::compile::keyword_sets;
 use crate::compile::{default_rule_comment, Compiled, TABLE};
+use crate::compile::{keyword_sets, location};
+use crate::location::Judgements;
 use crate::net::{format_addr_range, icmp_type_name, protocol_name};
 use crate::nft::{self, Counter, NO_OWNER};
 use crate::policy::values::{format_address, Keyword};
 use crate::policy::{Direction, Policy, ProfileKind, Rule, Sourced};
 use crate::protocol::answers::{
-    DefaultCount, Family, GroupConnView, GroupView, HostInterface, IsolationState, KeywordSet, OnOff, PolicyView,
-    ProfileSettings, ProfileState, Profiles, RuleView, Sas, SetElement, Setting, SettingsView, State, CORE_NETWORKING,
+    DefaultCount, Detection, Family, GroupConnView, GroupView, HostInterface, IsolationState, KeywordSet, OnOff,
+    PolicyView, ProfileSettings, ProfileState, Profiles, RuleView, Sas, SetElement, Setting, SettingsView, State,
+    CORE_NETWORKING,
 };
 
 /// A sequence serialized as its iterator yields it, one element at a time
@@ -222,8 +224,9 @@ pub fn rules(snapshot: &Snapshot) -> Result<impl Serialize + '_, String> {
     })))
 }
 
-/// The host's interfaces (in the daemon's network namespace) and their profile.
-fn host_interfaces(policy: &Policy) -> Vec<HostInterface> {
+/// The host's interfaces (in the daemon's network namespace), their profile
+/// as the table in force decides it, and detection's view of them.
+pub(super) fn host_interfaces(applied: &Applied, judged: &Judgements) -> Vec<HostInterface> {
     let mut names: Vec<String> = std::fs::read_dir("/sys/class/net")
         .into_iter()
         .flatten()
@@ -232,7 +235,23 @@ fn host_interfaces(policy: &Policy) -> Vec<HostInterface> {
         .filter(|n| n != "lo")
         .collect();
     names.sort();
-    names.into_iter().map(|n| HostInterface { profile: policy.profile_of(&n), interface: n }).collect()
+    let zone = jiff::tz::TimeZone::system();
+    let at = |t: Option<SystemTime>| t.and_then(|t| rfc3339(t, &zone));
+    names
+        .into_iter()
+        .map(|n| {
+            let (profile, source) = location::profile_of(&applied.policy, &applied.compiled, &n);
+            let detection = judged.get(&n).map(|j| Detection {
+                state: j.state,
+                detected_at: at(j.decided_at),
+                checked_at: at(j.checked_at),
+                endpoint: j.endpoint.as_ref().map(|(e, _)| e.clone()),
+                rtt_ms: j.endpoint.as_ref().map(|(_, rtt)| rtt.as_secs_f64() * 1000.0),
+                last_error: j.last_error.clone(),
+            });
+            HostInterface { interface: n, profile, source, detection }
+        })
+        .collect()
 }
 
 /// `show profiles`: the defaults' counters need no set listed.
@@ -257,7 +276,7 @@ pub fn profiles(snapshot: &Snapshot) -> Result<Option<Profiles>, String> {
             }
         })
         .collect();
-    Ok(Some(Profiles { profiles, host_interfaces: host_interfaces(policy) }))
+    Ok(Some(Profiles { profiles, host_interfaces: host_interfaces(applied, &snapshot.location) }))
 }
 
 /// Every keyword's current values, where each came from, and its set.

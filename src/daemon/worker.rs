@@ -17,6 +17,7 @@ use super::engine::{Engine, EngineError, Outcome, Snapshot, Trigger};
 use crate::backend::Backend;
 use crate::compile::GroupPeers;
 use crate::dynamic::{DynState, Update};
+use crate::location::Judgements;
 use crate::protocol::Answer;
 use crate::protocol::Response;
 use crate::units::Units;
@@ -38,6 +39,8 @@ pub enum Job {
     Peers(GroupPeers),
     /// The running units.
     Units(Units),
+    /// Location detection's judgements.
+    Location(Judgements),
     Confirm(oneshot::Sender<Answer>),
 }
 
@@ -144,6 +147,10 @@ fn work<B: Backend>(
             }
             Ok(Job::Units(units)) => {
                 log_set_update(engine.update_units(units), "unit rules' sets");
+                (Change::Nothing, None)
+            }
+            Ok(Job::Location(judged)) => {
+                log_set_update(engine.update_location(judged), "location sets");
                 (Change::Nothing, None)
             }
             Ok(Job::Confirm(reply)) => {

@@ -75,7 +75,7 @@ pub async fn start() -> Result<(DynState, mpsc::Receiver<Update>), NetlinkError>
 
 /// Opens a socket for queries and one subscribed to link, address and route
 /// events (their tasks run on the current tokio runtime).
-fn connect() -> Result<(Handle, Events), NetlinkError> {
+pub(crate) fn connect() -> Result<(Handle, Events), NetlinkError> {
     let (conn, handle, _) = rtnetlink::new_connection().map_err(NetlinkError::Socket)?;
     tokio::spawn(conn);
     let groups = [

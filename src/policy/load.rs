@@ -143,6 +143,7 @@ fn load_layers(dirs: &Dirs, replacing: Option<(&Path, &str)>) -> Result<Policy, 
             policy.settings.ignored_dirs = ignored_dirs.to_vec();
             policy.fleet = fleet_origins(read_dirs, &policy.files);
             super::isolation::check_identity(&policy.isolation, &mut diags);
+            super::location::check_ca(&policy.profile(super::ProfileKind::Domain).detect, &mut diags);
             if diags.is_empty() {
                 Ok(policy)
             } else {

@@ -8,6 +8,7 @@ mod fuzz;
 pub mod groups;
 pub mod isolation;
 mod load;
+pub mod location;
 pub mod raw;
 pub mod services;
 mod stage;
@@ -50,6 +51,8 @@ pub struct Profile {
     pub interfaces: Sourced<Vec<IfPattern>>,
     pub inbound: Sourced<Verdict>,
     pub outbound: Sourced<Verdict>,
+    /// Domain only: how an interface is found to be on the domain's network.
+    pub detect: Sourced<Option<location::Detect>>,
 }
 
 impl Profile {
@@ -59,6 +62,7 @@ impl Profile {
             interfaces: Sourced::default(Vec::new()),
             inbound: Sourced::default(Verdict::Block),
             outbound: Sourced::default(Verdict::Allow),
+            detect: Sourced::default(None),
         }
     }
 
@@ -159,13 +163,15 @@ impl Policy {
         &self.profiles[kind as usize]
     }
 
-    /// The profile of an interface: the one whose pattern matches its name;
-    /// an interface that matches no profile is public. Validation guarantees
-    /// that at most one profile matches.
-    pub fn profile_of(&self, ifname: &str) -> ProfileKind {
-        self.profiles
-            .iter()
-            .find(|p| p.interfaces.value.iter().any(|pat| pat.matches(ifname)))
-            .map_or(ProfileKind::Public, |p| p.kind)
+    /// The profile whose pattern matches an interface's name, if any.
+    /// Validation guarantees that at most one profile matches. (The profile
+    /// in force may be detection's: `compile::location::profile_of`.)
+    pub fn pattern_profile(&self, ifname: &str) -> Option<ProfileKind> {
+        self.profiles.iter().find(|p| p.interfaces.value.iter().any(|pat| pat.matches(ifname))).map(|p| p.kind)
+    }
+
+    /// The domain profile's detection, if configured.
+    pub fn detect(&self) -> Option<&location::Detect> {
+        self.profile(ProfileKind::Domain).detect.value.as_ref()
     }
 }

@@ -55,6 +55,32 @@ pub struct RawProfile {
     pub inbound: Option<S<Verdict>>,
     #[schemars(with = "Option<Verdict>")]
     pub outbound: Option<S<Verdict>>,
+    /// Domain only: the profile of an interface over which a probe
+    /// authenticates the domain (docs/policy.md, "Network location detection").
+    #[schemars(with = "Option<RawDetect>")]
+    pub detect: Option<S<RawDetect>>,
+}
+
+/// `profiles.domain.detect`: TLS probes whose certificates must chain to the CA.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawDetect {
+    /// `https://HOST[:PORT][/PATH]` or `HOST:PORT`; one success is enough.
+    #[schemars(with = "Option<List<S<String>>>", required)]
+    pub probes: Option<S<List<S<String>>>>,
+    /// The CA (PEM) the probes' certificates must chain to; by default
+    /// isolation.identity.ca.
+    #[schemars(with = "Option<String>")]
+    pub ca: Option<S<String>>,
+    /// SHA-256 digests (base64) of accepted SubjectPublicKeyInfos of the leaf.
+    #[serde(default)]
+    pub pins: List<S<String>>,
+    /// How often every interface is probed again without an event (10m).
+    #[schemars(with = "Option<String>")]
+    pub interval: Option<S<String>>,
+    /// How long one probe may take, name resolution included (3s).
+    #[schemars(with = "Option<String>")]
+    pub timeout: Option<S<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize, JsonSchema)]

@@ -120,8 +120,8 @@ fn profiles_merge_field_by_field_and_remember_who_set_what() {
     assert_eq!(d.inbound.from.as_ref().unwrap().to_string(), "20-b.yaml:2:22");
     assert_eq!(d.outbound, Sourced::default(Verdict::Allow));
     assert!(p.settings.log_dropped.value);
-    assert_eq!(p.profile_of("eth0"), ProfileKind::Domain);
-    assert_eq!(p.profile_of("eth1"), ProfileKind::Public);
+    assert_eq!(p.pattern_profile("eth0"), Some(ProfileKind::Domain));
+    assert_eq!(p.pattern_profile("eth1"), None);
 }
 
 #[test]
@@ -370,4 +370,56 @@ fn unit_names_are_checked_where_they_are_written() {
          sockets; name a .service, .socket, .scope, .slice, .mount, .swap unit",
     ];
     assert_eq!(errs, want);
+}
+
+#[test]
+fn detection_is_checked_with_places() {
+    let errs = errors(
+        "profiles:\n\
+         \x20 domain:\n\
+         \x20   detect:\n\
+         \x20     probes: [\"http://dc.corp.test/\", \"dc.corp.test:443\"]\n\
+         \x20     pins: [\"AAAA\"]\n\
+         \x20     interval: 1s\n\
+         \x20 private:\n\
+         \x20   detect: { probes: [\"dc.corp.test:443\"], ca: relative.pem }\n",
+    );
+    assert_eq!(
+        errs,
+        vec![
+            "p.yaml:4:16: profiles.domain.detect.probes[0]: \"http://dc.corp.test/\" is not an https URL: a probe is a TLS endpoint (https://HOST[:PORT][/PATH] or HOST:PORT), not http",
+            "p.yaml:5:14: profiles.domain.detect.pins[0]: \"AAAA\" is 3 bytes, not a SHA-256 digest (32)",
+            "p.yaml:6:17: profiles.domain.detect.interval: \"1s\" is not between 10s and 1day",
+            "p.yaml:8:13: profiles.private.detect: only the domain profile is detected; the others are chosen by interfaces",
+            "p.yaml:4:7: profiles.domain.detect needs a CA: its own ca, or isolation.identity.ca",
+        ]
+    );
+}
+
+#[test]
+fn detection_takes_isolation_s_ca_and_a_later_file_replaces_it_whole() {
+    let first = "profiles:\n  domain:\n    detect: { probes: ['dc1.corp.test:443'], pins: ['47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU='] }\n\
+                 isolation:\n  identity: { ca: /etc/ca.pem }\n";
+    let second = "profiles:\n  domain:\n    detect: { probes: ['https://dc2.corp.test:8443/x'] }\n";
+    let p = load_text(&[("a.yaml".into(), first.into()), ("b.yaml".into(), second.into())]).unwrap();
+    let d = p.detect().unwrap();
+    assert_eq!(d.probes.iter().map(ToString::to_string).collect::<Vec<_>>(), ["dc2.corp.test:8443"]);
+    assert!(d.pins.is_empty());
+    let ca = d.ca.as_ref().unwrap();
+    assert_eq!(
+        (ca.value.to_str(), ca.from.as_ref().map(ToString::to_string)),
+        (Some("/etc/ca.pem"), Some("a.yaml:5:19".into()))
+    );
+}
+
+#[test]
+fn an_unreadable_detection_ca_is_reported_where_it_is_named() {
+    let d = TempDir::new("detect-ca");
+    write(
+        &d.0,
+        "10.yaml",
+        "profiles:\n  domain:\n    detect: { probes: ['dc.corp.test:443'], ca: /nonexistent/ca.pem }\n",
+    );
+    let e = load(std::slice::from_ref(&d.0), true).unwrap_err().to_string();
+    assert!(e.contains("10.yaml:3:49: profiles.domain.detect: the CA: cannot read /nonexistent/ca.pem"), "{e}");
 }

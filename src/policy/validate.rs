@@ -131,6 +131,8 @@ impl<'c> Merger<'c> {
     pub(super) fn finish(mut self, files: Vec<std::path::PathBuf>, diags: &mut Vec<Diagnostic>) -> Policy {
         check_profile_overlap(&self.policy.profiles, &self.pattern_places, diags);
         super::isolation::check(&self.policy.isolation, diags);
+        let domain = &mut self.policy.profiles[ProfileKind::Domain as usize];
+        super::location::resolve_ca(&mut domain.detect, &self.policy.isolation, diags);
         self.policy.group_connections = groups::check(&self.policy.groups, diags);
         self.pending.check(&self.policy.groups, &self.policy.isolation, diags);
         self.policy.files = files;
@@ -166,6 +168,18 @@ fn merge_profile(
     }
     if let Some(v) = &raw.value.outbound {
         profile.outbound = Sourced { value: v.value, from: Some(cx.place(v)) };
+    }
+    if let Some(d) = &raw.value.detect {
+        if profile.kind == ProfileKind::Domain {
+            super::location::merge(cx, &mut profile.detect, d);
+        } else {
+            cx.error(
+                d,
+                format!(
+                    "profiles.{key}.detect: only the domain profile is detected; the others are chosen by interfaces"
+                ),
+            );
+        }
     }
 }
 

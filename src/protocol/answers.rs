@@ -14,6 +14,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::compile::location::Source;
 use crate::compile::staged::Would;
 use crate::daemon::first_contact::{Reason, SoftSa};
 use crate::filewatch;
@@ -75,6 +76,9 @@ pub struct Stats<R = Vec<RuleStats<'static>>> {
     pub dynamic_sets: Vec<SetSize>,
     pub isolation: IsolationStats,
     pub monitor: MonitorStats,
+    /// The host's interfaces and their profiles, as `show profiles` has them.
+    #[serde(default)]
+    pub interfaces: Vec<HostInterface>,
     pub rules: R,
 }
 
@@ -224,6 +228,29 @@ pub struct DefaultCount {
 pub struct HostInterface {
     pub interface: String,
     pub profile: ProfileKind,
+    /// Why it has that profile.
+    #[serde(default)]
+    pub source: Source,
+    /// Location detection's view of it, where detection judges it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detection: Option<Detection>,
+}
+
+/// What location detection knows of one interface.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Detection {
+    pub state: crate::location::State,
+    /// When the state was reached (RFC 3339); none while undecided since the link came up.
+    pub detected_at: Option<String>,
+    /// The end of the last probe round over it.
+    pub checked_at: Option<String>,
+    /// The probe that last authenticated the domain over it.
+    pub endpoint: Option<String>,
+    /// That probe's connect and handshake time.
+    pub rtt_ms: Option<f64>,
+    /// Why the last probe round failed, if it did.
+    pub last_error: Option<String>,
 }
 
 /// One keyword's set in one family, for `show sets`.

@@ -3,10 +3,11 @@ use std::collections::HashMap;
 use super::*;
 use crate::backend::NoopBackend;
 use crate::compile::default_rule_comment;
+use crate::compile::location::Source;
 use crate::compile::staged::Would;
 use crate::daemon::engine::{Engine, Trigger};
 use crate::ike::failures::Reason;
-use crate::protocol::answers::{ClearByPort, Fallbacks};
+use crate::protocol::answers::{ClearByPort, Detection, Fallbacks, HostInterface};
 use crate::testutil::{write, TempDir};
 
 /// The stats of a compiled policy of two rules and a staged one (the default
@@ -47,7 +48,29 @@ fn isolation() -> IsolationStats {
 fn the_metrics_of_a_compiled_policy() {
     let dir = TempDir::new("stats-metrics");
     let (snapshot, hub) = (snapshot(&dir), Hub::default());
-    let stats = stats(&snapshot, &hub, isolation(), counters());
+    let mut stats = stats(&snapshot, &hub, isolation(), counters());
+    let detection = Detection {
+        state: crate::location::State::Domain,
+        detected_at: Some("2026-12-03T05:40:18+01:00".into()),
+        checked_at: None,
+        endpoint: None,
+        rtt_ms: None,
+        last_error: None,
+    };
+    stats.interfaces = vec![
+        HostInterface {
+            interface: "eth0".into(),
+            profile: ProfileKind::Domain,
+            source: Source::Detection,
+            detection: Some(detection),
+        },
+        HostInterface {
+            interface: "wg0".into(),
+            profile: ProfileKind::Private,
+            source: Source::Pattern,
+            detection: None,
+        },
+    ];
     let mut text = Vec::new();
     crate::metrics::render(&mut text, &stats).unwrap();
     let text = String::from_utf8(text).unwrap();
@@ -74,10 +97,13 @@ fn the_metrics_of_a_compiled_policy() {
         "ringfence_isolation_fallbacks_total{reason=\"auth-failed\"} 2\n".into(),
         "ringfence_isolation_clear_inbound_total{protocol=\"tcp\",port=\"22\"} 5\n".into(),
         "# TYPE ringfence_monitor_subscribers gauge\nringfence_monitor_subscribers 0\n".into(),
+        "ringfence_interface_profile{interface=\"eth0\",profile=\"domain\",source=\"detection\"} 1\n".into(),
+        "ringfence_interface_profile{interface=\"wg0\",profile=\"private\",source=\"pattern\"} 1\n".into(),
+        "# TYPE ringfence_location_decided_timestamp_seconds gauge\nringfence_location_decided_timestamp_seconds{interface=\"eth0\",state=\"domain\"} 1796272818\n".into(),
     ] {
         assert!(text.contains(&line), "no {line:?} in\n{text}");
     }
-    assert_eq!(text.matches("# HELP ").count(), 19, "{text}");
+    assert_eq!(text.matches("# HELP ").count(), 21, "{text}");
     assert!(!text.contains("ringfence_rule_packets_total{name=\"no-web\""), "{text}");
     assert!(text.lines().all(|l| l.starts_with("# ") || l.starts_with("ringfence_")), "{text}");
 }

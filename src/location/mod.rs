@@ -1,0 +1,120 @@
+//! Network location detection (`profiles.domain.detect`): which interfaces
+//! are on the domain's network, found as Windows' network location awareness
+//! finds it, by authenticating the domain over each interface, never from a
+//! DNS suffix or a network's name. A TLS endpoint of the domain must answer
+//! through the interface (`tls`), its name resolved by that link's DNS servers
+//! (`dns`), with a certificate that chains to the domain's CA.
+//!
+//! The detector runs on a thread of its own: it follows the links over
+//! rtnetlink, probes every judged interface after each burst of link, address
+//! and route events, after each change of the resolvers or leases
+//! ([`Setup`]), and every `interval`; it sends the daemon each new
+//! [`Judgements`], which the engine writes into the two location sets
+//! (`compile::location`) without touching the rules.
+
+mod detector;
+mod dns;
+pub mod hysteresis;
+mod tls;
+
+use std::collections::BTreeMap;
+use std::os::fd::AsFd;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+pub use detector::start;
+
+use crate::dynamic::{DynState, Entry};
+use crate::policy::values::{IfPattern, Keyword};
+use crate::policy::{location::Detect, Policy, ProfileKind};
+
+/// Where detection stands on one interface.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    /// Not decided yet (new, or its link came up again): public meanwhile.
+    #[default]
+    Undecided,
+    /// On the domain's network.
+    Domain,
+    /// Not: its profile is its pattern's, else public.
+    NotDomain,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Undecided => "undecided",
+            State::Domain => "domain",
+            State::NotDomain => "not-domain",
+        }
+    }
+}
+
+/// What detection knows of one interface, for the sets and for `show profiles`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Judgement {
+    pub state: State,
+    /// When `state` was reached (`None`: undecided since the daemon saw the link).
+    pub decided_at: Option<SystemTime>,
+    /// The end of the last probe round over the interface.
+    pub checked_at: Option<SystemTime>,
+    /// The probe that authenticated the domain last, and its connect and
+    /// handshake time.
+    pub endpoint: Option<(String, Duration)>,
+    /// Why the last round that failed did.
+    pub last_error: Option<String>,
+}
+
+/// By interface name: every judged interface (those no domain pattern names).
+pub type Judgements = BTreeMap<String, Judgement>;
+
+/// What the detector needs from the daemon's state: the detection and the
+/// interfaces it leaves alone, and the values whose changes call for a new
+/// round (the resolvers and the DHCP leases).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Setup {
+    pub detect: Option<Detect>,
+    pub domain_patterns: Vec<IfPattern>,
+    pub dns: Vec<Entry>,
+    pub leases: Vec<Entry>,
+}
+
+impl Setup {
+    pub fn of(policy: Option<&Policy>, dynamic: &DynState) -> Setup {
+        let Some(policy) = policy.filter(|p| p.detect().is_some()) else { return Setup::default() };
+        let values = |k| [true, false].iter().flat_map(|&v4| dynamic.entries(k, v4)).cloned().collect();
+        Setup {
+            detect: policy.detect().cloned(),
+            domain_patterns: policy.profile(ProfileKind::Domain).interfaces.value.clone(),
+            dns: values(Keyword::Dns),
+            leases: values(Keyword::Dhcp),
+        }
+    }
+
+    /// Whether detection judges `ifname`.
+    fn judges(&self, ifname: &str) -> bool {
+        self.detect.is_some() && ifname != "lo" && !self.domain_patterns.iter().any(|p| p.matches(ifname))
+    }
+
+    /// The DNS servers that resolve for `ifname`: its own where the host says
+    /// which they are, else the host's.
+    fn servers(&self, ifname: &str) -> Vec<std::net::IpAddr> {
+        let own: Vec<&Entry> = self.dns.iter().filter(|e| e.interface.as_deref() == Some(ifname)).collect();
+        let chosen: Vec<&Entry> =
+            if own.is_empty() { self.dns.iter().filter(|e| e.interface.is_none()).collect() } else { own };
+        let host = |e: &&Entry| {
+            let (addr, len) = e.addresses.prefix()?;
+            (len == if addr.is_ipv4() { 32 } else { 128 }).then_some(addr)
+        };
+        chosen.iter().filter_map(host).collect()
+    }
+}
+
+/// SO_BINDTODEVICE: the socket's packets leave through `ifname` and only its
+/// packets are received, whatever the routes say.
+fn bind_to_device(socket: &impl AsFd, ifname: &str) -> Result<(), String> {
+    nix::sys::socket::setsockopt(socket, nix::sys::socket::sockopt::BindToDevice, &ifname.into())
+        .map_err(|e| format!("cannot bind a socket to {ifname}: {e}"))
+}
