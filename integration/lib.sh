@@ -348,3 +348,27 @@ pki_leaf() {
     openssl x509 -req -in "$PKI/$1.csr" -CA "$PKI/$2.pem" -CAkey "$PKI/$2.key" -CAcreateserial -days 2 \
         -extfile "$PKI/$1.ext" -out "$PKI/$1.pem" 2>/dev/null
 }
+
+# Location detection (profiles.domain.detect), with the test PKI in $PKI.
+# dc_dns NS ADDR4 ANSWER: dnsmasq on ADDR4 answering dc.corp.test with ANSWER.
+dc_dns() {
+    bg "$1" dnsmasq --no-daemon --conf-file=/dev/null --no-resolv --no-hosts --log-facility=- \
+        --address=/dc.corp.test/"$3" --listen-address="$2" --bind-interfaces --pid-file="$WORK/dnsmasq-$2.pid"
+    wait_port "$1" 53 udp
+}
+# dc_https NS CERT: https on port 443 of NS with $PKI/CERT.pem and .key (its
+# pid in $WORK/https-NS.pid).
+dc_https() {
+    ip netns exec "$1" socat "OPENSSL-LISTEN:443,reuseaddr,fork,verify=0,cert=$PKI/$2.pem,key=$PKI/$2.key" \
+        SYSTEM:'echo ok' >>"$WORK/bg.log" 2>&1 &
+    echo $! >"$WORK/https-$1.pid"; _PIDS+=($!); disown
+    wait_port "$1" 443 tcp
+}
+# location_policy FILE [YAML...]: a policy whose domain profile (inbound
+# allow) is detected by https://dc.corp.test/ with $PKI/domain-ca.pem, and
+# the lines YAML added to its detect.
+location_policy() {
+    local file=$1; shift
+    printf 'version: 1\nprofiles:\n  domain:\n    inbound: allow\n    detect:\n' >"$file"
+    printf '      %s\n' 'probes: ["https://dc.corp.test/"]' "ca: $PKI/domain-ca.pem" "$@" >>"$file"
+}

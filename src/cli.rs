@@ -59,7 +59,8 @@ pub enum Command {
         #[arg(long)]
         flush_on_exit: bool,
         /// The resolver configuration whose name servers the `dns` keyword
-        /// stands for (followed through symlinks and replacements).
+        /// stands for (followed through symlinks and replacements), and which
+        /// location detection asks for its probes' names.
         #[arg(long, value_name = "PATH", default_value = "/etc/resolv.conf")]
         resolv_conf: PathBuf,
         /// A DHCP lease file, or a directory of them, that the `dhcp` and
@@ -405,8 +406,9 @@ pub struct ExplainArgs {
     #[arg(long)]
     pub local_port: Option<u16>,
     /// The interface the packet arrives on (in) or leaves by (out); decides the
-    /// profile. Without it the packet is taken to match no profile's interfaces
-    /// (public).
+    /// profile (the daemon's: by location detection, then by the patterns;
+    /// with --policy-dir, by the patterns). Without it the packet is taken to
+    /// match no profile's interfaces (public).
     #[arg(long)]
     pub interface: Option<String>,
     /// ICMP type name or number (with --protocol icmp or icmpv6).

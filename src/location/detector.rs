@@ -155,6 +155,7 @@ async fn run(mut setup: watch::Receiver<Setup>, out: mpsc::Sender<Judgements>) {
         Err(e) => return tracing::error!("location detection cannot follow the links: {e:#}"),
     };
     let mut d = Detector::default();
+    d.set(setup.borrow_and_update().clone());
     let mut coalesce = Coalesce::default();
     let mut round: Option<JoinHandle<Vec<(String, u64, Found)>>> = None;
     let mut wanted = true;

@@ -17,6 +17,9 @@ use tokio::net::UdpSocket;
 const TYPE_A: u16 = 1;
 const TYPE_AAAA: u16 = 28;
 const CLASS_IN: u16 = 1;
+/// A server on the link answers in milliseconds; one that has not in a
+/// second (gone, or not reachable through this link) makes way for the next.
+const SERVER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The addresses of `name` from the first of `servers` that gives some.
 pub async fn resolve(name: &str, servers: &[IpAddr], ifname: &str) -> Result<Vec<IpAddr>, String> {
@@ -26,7 +29,8 @@ pub async fn resolve(name: &str, servers: &[IpAddr], ifname: &str) -> Result<Vec
     let mut errors = Vec::new();
     for &server in servers {
         for qtype in [TYPE_A, TYPE_AAAA] {
-            match ask(name, qtype, server, ifname).await {
+            let asked = tokio::time::timeout(SERVER_TIMEOUT, ask(name, qtype, server, ifname)).await;
+            match asked.unwrap_or_else(|_| Err("no answer within 1s".into())) {
                 Ok(addrs) if !addrs.is_empty() => return Ok(addrs),
                 Ok(_) => {}
                 Err(e) => {

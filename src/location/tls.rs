@@ -61,8 +61,7 @@ pub async fn handshake(
 /// rustls's errors come wrapped in io::Error; its own text is the useful part.
 fn tls_error(e: &std::io::Error) -> String {
     match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
-        Some(rustls::Error::InvalidCertificate(c)) => format!("certificate refused: {c:?}"),
-        Some(other) => format!("TLS: {other}"),
+        Some(tls) => format!("TLS: {tls}"),
         None => format!("TLS: {e}"),
     }
 }
