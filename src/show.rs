@@ -344,6 +344,15 @@ pub fn policy(v: &Option<PolicyView>) -> String {
         for (key, value, from) in lines {
             let _ = writeln!(o, "    {key:<11} {value:<12} {from}");
         }
+        if let Some(d) = &p.detect {
+            let _ = writeln!(o, "    {:<11} {:<12} {}", "detect", d.value.probes.join(","), from(v, d));
+            if let Some(ca) = &d.value.ca {
+                let _ = writeln!(o, "      {:<9} {:<12} {}", "ca", ca.value.display(), from(v, ca));
+            }
+            let pins = if d.value.pins.is_empty() { "any key".to_string() } else { d.value.pins.join(",") };
+            let (every, timeout) = (d.value.interval_secs, d.value.timeout_ms);
+            let _ = writeln!(o, "      {:<9} {pins}; probed every {every} s, each probe within {timeout} ms", "pins");
+        }
     }
     let _ = writeln!(o, "settings:");
     let settings = &v.settings;

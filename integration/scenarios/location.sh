@@ -83,6 +83,8 @@ check "explain: a packet in on eth0 is in the domain profile, by detection" \
 said "explain says domain (by detection) and allow" "profile: +domain \(by detection\)"
 check "explain: on wan0, public" rf "$fw" explain --direction in --protocol tcp --interface wan0 --local-port 7000
 said "explain says public and block" "verdict: +block"
+check "show policy prints the detection and where it was set" rf "$fw" show policy
+said "... its probe" "detect +dc.corp.test:443 +\(set at .*10-location.yaml:6:7\)"
 stats_source() { rf "$fw" show stats --json | jget "[i['source'] for i in v['interfaces'] if i['interface'] == 'eth0']" | grep -qx '\["detection"\]'; }
 check "show stats (the metrics' figures) says eth0 is domain by detection" stats_source
 

@@ -22,9 +22,9 @@ use crate::nft::{self, Counter, NO_OWNER};
 use crate::policy::values::{format_address, Keyword};
 use crate::policy::{Direction, Policy, ProfileKind, Rule, Sourced};
 use crate::protocol::answers::{
-    DefaultCount, Detection, Family, GroupConnView, GroupView, HostInterface, IsolationState, KeywordSet, OnOff,
-    PolicyView, ProfileSettings, ProfileState, Profiles, RuleView, Sas, SetElement, Setting, SettingsView, State,
-    CORE_NETWORKING,
+    DefaultCount, DetectView, Detection, Family, GroupConnView, GroupView, HostInterface, IsolationState, KeywordSet,
+    OnOff, PolicyView, ProfileSettings, ProfileState, Profiles, RuleView, Sas, SetElement, Setting, SettingsView,
+    State, CORE_NETWORKING,
 };
 
 /// A sequence serialized as its iterator yields it, one element at a time
@@ -141,6 +141,16 @@ pub fn policy_view(policy: &Policy) -> PolicyView<impl Serialize + '_> {
             },
             inbound: setting(&p.inbound),
             outbound: setting(&p.outbound),
+            detect: p.detect.value.as_ref().map(|d| Setting {
+                value: DetectView {
+                    probes: d.probes.iter().map(ToString::to_string).collect(),
+                    ca: d.ca.as_ref().map(setting),
+                    pins: d.pins.iter().map(ToString::to_string).collect(),
+                    interval_secs: d.interval.as_secs(),
+                    timeout_ms: d.timeout.as_millis() as u64,
+                },
+                from: p.detect.from.as_ref().map(ToString::to_string),
+            }),
         })
         .collect();
     let settings = &policy.settings;

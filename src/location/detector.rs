@@ -2,7 +2,9 @@
 //! the judgements sent to the daemon. One round at a time probes every judged
 //! interface whose link is up, all at once; a round is asked for by a burst of
 //! rtnetlink events, a new [`Setup`], an answer that waits for its
-//! confirmation (at once), or the interval. A link that goes down or comes up
+//! confirmation (at once, but not after a round that was itself one: answers
+//! that keep alternating from undecided wait for the next event or the
+//! interval instead of probing without pause), or the interval. A link that goes down or comes up
 //! makes its interface undecided at once, and the answers of a round started
 //! before that are not counted for it.
 
@@ -158,6 +160,8 @@ async fn run(mut setup: watch::Receiver<Setup>, out: mpsc::Sender<Judgements>) {
     d.set(setup.borrow_and_update().clone());
     let mut coalesce = Coalesce::default();
     let mut round: Option<JoinHandle<Vec<(String, u64, Found)>>> = None;
+    // Whether the round under way confirms answers of the one before.
+    let mut confirming = false;
     let mut wanted = true;
     let mut next_at: Option<Instant> = None;
     let mut sent: Option<Judgements> = None;
@@ -180,7 +184,7 @@ async fn run(mut setup: watch::Receiver<Setup>, out: mpsc::Sender<Judgements>) {
             Wake::Round(found) => {
                 round = None;
                 d.take(found);
-                wanted |= d.unconfirmed();
+                wanted |= d.unconfirmed() && !confirming;
                 next_at = d.setup.detect.as_ref().map(|x| Instant::now() + x.interval);
             }
             Wake::Timer => {
@@ -199,6 +203,7 @@ async fn run(mut setup: watch::Receiver<Setup>, out: mpsc::Sender<Judgements>) {
         if round.is_none() && wanted {
             if let Some(detect) = &d.setup.detect {
                 wanted = false;
+                confirming = d.unconfirmed();
                 round = Some(tokio::spawn(probe_all(d.setup.clone(), tls::config(detect), d.targets())));
             }
         }

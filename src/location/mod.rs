@@ -85,8 +85,14 @@ impl Setup {
     pub fn of(policy: Option<&Policy>, dynamic: &DynState) -> Setup {
         let Some(policy) = policy.filter(|p| p.detect().is_some()) else { return Setup::default() };
         let values = |k| [true, false].iter().flat_map(|&v4| dynamic.entries(k, v4)).cloned().collect();
+        // Without places: a file edited elsewhere does not make every
+        // interface undecided again.
+        let detect = policy.detect().map(|d| Detect {
+            ca: d.ca.as_ref().map(|ca| crate::policy::Sourced::default(ca.value.clone())),
+            ..d.clone()
+        });
         Setup {
-            detect: policy.detect().cloned(),
+            detect,
             domain_patterns: policy.profile(ProfileKind::Domain).interfaces.value.clone(),
             dns: values(Keyword::Dns),
             leases: values(Keyword::Dhcp),

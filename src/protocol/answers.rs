@@ -370,6 +370,22 @@ pub struct ProfileSettings {
     pub interfaces: Setting<Vec<String>>,
     pub inbound: Setting<Verdict>,
     pub outbound: Setting<Verdict>,
+    /// Domain only: location detection, and where it was set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detect: Option<Setting<DetectView>>,
+}
+
+/// `profiles.domain.detect` as `show policy` prints it.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct DetectView {
+    /// `HOST:PORT` of each probe, in order.
+    pub probes: Vec<String>,
+    /// The CA's path and where it was set (detect's own `ca`, or isolation's).
+    pub ca: Option<Setting<PathBuf>>,
+    pub pins: Vec<String>,
+    pub interval_secs: u64,
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
