@@ -70,6 +70,12 @@ total, probe, missed = [], [], 0
 for _ in range(flaps):
     ip("link set eth0 down")
     wait("undecided", lambda: (eth0().get("detection") or {}).get("state") == "undecided")
+    # The kernel's linkwatch handles carrier changes at most once a second
+    # (a veth pair whose two ends have the same ifindex, in two namespaces,
+    # is not "urgent"), and the down just before was one: without the pause
+    # the up's carrier, on both ends, waits for the rest of that second, and
+    # the figure would be the kernel's.
+    time.sleep(1.1)
     mon.drain()
     t0 = ip("link set eth0 up")
     t1 = mon.wait("location_domain", '"eth0"', t0 + 5.0)

@@ -2,9 +2,12 @@
 //! the judgements sent to the daemon. One round at a time probes every judged
 //! interface whose link is up, all at once; a round is asked for by a burst of
 //! rtnetlink events, a new [`Setup`], an answer that waits for its
-//! confirmation (at once, but not after a round that was itself one: answers
-//! that keep alternating from undecided wait for the next event or the
-//! interval instead of probing without pause), or the interval. A link that goes down or comes up
+//! confirmation (at once, but not after a round that was only a confirmation:
+//! answers that keep alternating wait for the next event or the interval
+//! instead of probing without pause), or the interval. (A link that comes up
+//! sends its events in a burst: a round begun at the first may fail before
+//! the routes are back, and the round after it, begun for the later events,
+//! is news, whose answer is then confirmed at once.) A link that goes down or comes up
 //! makes its interface undecided at once, and the answers of a round started
 //! before that are not counted for it.
 
@@ -160,9 +163,13 @@ async fn run(mut setup: watch::Receiver<Setup>, out: mpsc::Sender<Judgements>) {
     d.set(setup.borrow_and_update().clone());
     let mut coalesce = Coalesce::default();
     let mut round: Option<JoinHandle<Vec<(String, u64, Found)>>> = None;
-    // Whether the round under way confirms answers of the one before.
+    // Something changed since the last round began (links, setup, the
+    // interval): a round is due.
+    let mut news = true;
+    // An answer waits for its confirmation: a round is due too, unless the
+    // round that gave it was itself only a confirmation (`confirming`).
+    let mut confirm = false;
     let mut confirming = false;
-    let mut wanted = true;
     let mut next_at: Option<Instant> = None;
     let mut sent: Option<Judgements> = None;
     let mut wake = Wake::Links;
@@ -175,21 +182,21 @@ async fn run(mut setup: watch::Receiver<Setup>, out: mpsc::Sender<Judgements>) {
                     Ok(links) => d.links(links),
                     Err(e) => tracing::warn!("location detection keeps the last links: {e:#}"),
                 }
-                wanted = true;
+                news = true;
             }
             Wake::Setup => {
                 d.set(setup.borrow_and_update().clone());
-                wanted = true;
+                news = true;
             }
             Wake::Round(found) => {
                 round = None;
                 d.take(found);
-                wanted |= d.unconfirmed() && !confirming;
+                confirm = d.unconfirmed() && !confirming;
                 next_at = d.setup.detect.as_ref().map(|x| Instant::now() + x.interval);
             }
             Wake::Timer => {
                 next_at = None;
-                wanted = true;
+                news = true;
             }
             Wake::Stop => return,
         }
@@ -200,10 +207,10 @@ async fn run(mut setup: watch::Receiver<Setup>, out: mpsc::Sender<Judgements>) {
             }
             sent = Some(now);
         }
-        if round.is_none() && wanted {
+        if round.is_none() && (news || confirm) {
             if let Some(detect) = &d.setup.detect {
-                wanted = false;
-                confirming = d.unconfirmed();
+                confirming = !news;
+                (news, confirm) = (false, false);
                 round = Some(tokio::spawn(probe_all(d.setup.clone(), tls::config(detect), d.targets())));
             }
         }
