@@ -472,12 +472,9 @@ pub fn explanation(v: &Value) -> String {
             format!("packet:     over IPsec, reqid {reqid:#x} ({peer})\n")
         }
     };
-    format!(
-        "verdict:    {}\ndecided by: {by}\nprofile:    {} (by {})\n{over}",
-        s(&v["verdict"]),
-        s(&v["profile"]),
-        s(&v["profile-source"])
-    )
+    // Where detection decided it, say so: the policy's patterns do not.
+    let detected = if v["profile-source"] == "detection" { " (by detection)" } else { "" };
+    format!("verdict:    {}\ndecided by: {by}\nprofile:    {}{detected}\n{over}", s(&v["verdict"]), s(&v["profile"]))
 }
 
 /// `explain --staged`: the enforced decision, then the staged one.

@@ -46,8 +46,8 @@ default_of() { jget "[p['$2']['verdict'] for p in v['profiles'] if p['profile'] 
 check "show profiles: domain inbound default is allow" default_of domain inbound allow
 check "show profiles: private outbound default is block" default_of private outbound block
 check "show profiles: public inbound default is block" default_of public inbound block
-human_lists() { rf "$fw" show profiles | grep -Eq "^  $1 +$2\$"; }
-check "human show profiles lists br-lan0 as private" human_lists br-lan0 private
+human_lists() { rf "$fw" show profiles | grep -Eq "^  $1 +$2 +by pattern\$"; }
+check "human show profiles lists br-lan0 as private, by pattern" human_lists br-lan0 private
 
 for v in 4 6; do
     if [ $v = 4 ]; then fwa=10.201.1.1 fwb=10.201.3.1 fwc=10.201.2.1 pa=10.201.1.2 pb=10.201.3.2 pc=10.201.2.2
