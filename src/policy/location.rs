@@ -112,9 +112,10 @@ pub fn parse_probe(s: &str) -> Result<Probe, String> {
         }
         Some((scheme, _)) => {
             return Err(format!(
-            "{} is not an https URL: a probe is a TLS endpoint (https://HOST[:PORT][/PATH] or HOST:PORT), not {scheme}",
-            Quoted(s)
-        ))
+                "{} is not an https URL: a probe is a TLS endpoint (https://HOST[:PORT][/PATH] or HOST:PORT), not {}",
+                Quoted(s),
+                Quoted(scheme)
+            ))
         }
         None => (s, None),
     };
@@ -125,8 +126,9 @@ pub fn parse_probe(s: &str) -> Result<Probe, String> {
         Some(rest) => {
             let (v6, after) =
                 rest.split_once(']').ok_or_else(|| format!("{}: no ] after the IPv6 address", Quoted(s)))?;
-            let ip =
-                v6.parse::<std::net::Ipv6Addr>().map_err(|_| format!("{}: {v6} is not an IPv6 address", Quoted(s)))?;
+            let ip = v6
+                .parse::<std::net::Ipv6Addr>()
+                .map_err(|_| format!("{}: {} is not an IPv6 address", Quoted(s), Quoted(v6)))?;
             (Host::Ip(IpAddr::V6(ip)), after.strip_prefix(':'))
         }
         None => {
@@ -252,7 +254,7 @@ mod tests {
         assert_eq!(p("[2001:db8::5]:443").unwrap(), "[2001:db8::5]:443");
         for (bad, says) in [
             ("http://dc1.corp.example/", "is not an https URL"),
-            ("ldap://dc1.corp.example", "not ldap"),
+            ("ldap://dc1.corp.example", "not \"ldap\""),
             ("dc1.corp.example", "is not HOST:PORT"),
             ("dc1.corp.example:0", "is not a port"),
             ("dc1.corp.example:https", "is not a port"),

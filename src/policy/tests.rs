@@ -387,7 +387,7 @@ fn detection_is_checked_with_places() {
     assert_eq!(
         errs,
         vec![
-            "p.yaml:4:16: profiles.domain.detect.probes[0]: \"http://dc.corp.test/\" is not an https URL: a probe is a TLS endpoint (https://HOST[:PORT][/PATH] or HOST:PORT), not http",
+            "p.yaml:4:16: profiles.domain.detect.probes[0]: \"http://dc.corp.test/\" is not an https URL: a probe is a TLS endpoint (https://HOST[:PORT][/PATH] or HOST:PORT), not \"http\"",
             "p.yaml:5:14: profiles.domain.detect.pins[0]: \"AAAA\" is 3 bytes, not a SHA-256 digest (32)",
             "p.yaml:6:17: profiles.domain.detect.interval: \"1s\" is not between 10s and 1day",
             "p.yaml:8:13: profiles.private.detect: only the domain profile is detected; the others are chosen by interfaces",
