@@ -37,7 +37,9 @@ SEMANTIC_ERRORS=(17-action-bypass 18-bad-protocol 19-protocol-256 20-cidr-prefix
     82-too-many-group-connections 83-name-control 84-name-bidi-override 85-name-bidi-isolate 86-name-zero-width
     87-name-bom 88-name-soft-hyphen 89-name-tag-character 90-name-line-separator 91-name-paragraph-separator
     92-name-private-use 93-name-unassigned 94-name-no-break-space 95-name-ideographic-space 98-unknown-service 99-services-and-ports
-    101-staged-bypass 102-staged-file-profiles 103-staged-log 104-unit-executable-path 105-unit-target 106-unit-template dup-groups/10-group-a dup-groups/20-group-b
+    101-staged-bypass 102-staged-file-profiles 103-staged-log 104-unit-executable-path 105-unit-target 106-unit-template
+    120-detect-http-probe 121-detect-probe-without-port 122-detect-pin-not-sha256 123-detect-on-private
+    124-detect-without-ca 125-detect-unreadable-ca dup-groups/10-group-a dup-groups/20-group-b
     dup-names/10-dup-a dup-names/20-dup-b profile-overlap/10-overlap-a profile-overlap/20-overlap-b)
 
 check "ringfence schema prints a schema" "$RINGFENCE" schema
