@@ -2,8 +2,8 @@
 //! are on the domain's network, found as Windows' network location awareness
 //! finds it, by authenticating the domain over each interface, never from a
 //! DNS suffix or a network's name. A TLS endpoint of the domain must answer
-//! through the interface (`tls`), its name resolved by that link's DNS servers
-//! (`dns`), with a certificate that chains to the domain's CA.
+//! through the interface (`tls`), its name resolved by queries out of that
+//! interface (`dns`), with a certificate that chains to the domain's CA.
 //!
 //! The detector runs on a thread of its own: it follows the links over
 //! rtnetlink, probes every judged interface after each burst of link, address
@@ -104,17 +104,17 @@ impl Setup {
         self.detect.is_some() && ifname != "lo" && !self.domain_patterns.iter().any(|p| p.matches(ifname))
     }
 
-    /// The DNS servers that resolve for `ifname`: its own where the host says
-    /// which they are, else the host's.
-    fn servers(&self, ifname: &str) -> Vec<std::net::IpAddr> {
-        let own: Vec<&Entry> = self.dns.iter().filter(|e| e.interface.as_deref() == Some(ifname)).collect();
-        let chosen: Vec<&Entry> =
-            if own.is_empty() { self.dns.iter().filter(|e| e.interface.is_none()).collect() } else { own };
-        let host = |e: &&Entry| {
+    /// The name servers a probe's name is resolved by: those of the
+    /// resolv.conf the daemon follows (resolved's upstream servers where it
+    /// names only the stub). The host does not say here which server belongs
+    /// to which link; each query leaves through the interface being judged,
+    /// so only a server reachable over that link answers.
+    fn servers(&self) -> Vec<std::net::IpAddr> {
+        let host = |e: &Entry| {
             let (addr, len) = e.addresses.prefix()?;
             (len == if addr.is_ipv4() { 32 } else { 128 }).then_some(addr)
         };
-        chosen.iter().filter_map(host).collect()
+        self.dns.iter().filter_map(host).collect()
     }
 }
 
