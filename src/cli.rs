@@ -270,7 +270,8 @@ pub enum ShowWhat {
     State,
     /// Every rule with its source and packet/byte counters.
     Rules,
-    /// Profiles, their defaults and counters, and which profile each interface has.
+    /// Profiles, their defaults and counters, and which profile each interface has
+    /// and why (a name pattern, or network location detection).
     Profiles,
     /// The resultant policy after merging, with the file that set each value.
     Policy,
