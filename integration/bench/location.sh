@@ -6,7 +6,7 @@
 # fw's eth0 leads to dc, which serves https for dc.corp.test with a certificate
 # of the domain CA (socat) and resolves the name (dnsmasq); fw's policy
 # detects the domain profile with the probe https://dc.corp.test/. BENCH_FLAPS
-# (20) times: eth0 is set down and, once the location_undecided set holds it,
+# (20) times: eth0 is set down and, once the detector has it undecided,
 # up again; measured is the time from writing `link set eth0 up` to a
 # long-running `ip -batch -` until `nft monitor` in fw's namespace prints eth0
 # added to location_domain (the domain profile's ruleset in force for it), and

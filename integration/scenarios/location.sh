@@ -117,7 +117,8 @@ check "after the cases dc reaches tcp/7000 again" tcp "$dc" 10.213.1.1 7000
 ip -n "$fw" link set eth0 down
 check "eth0 down: undecided" wait_state eth0 undecided
 check "eth0 down: public, by detection" detected eth0 profile public
-check "eth0 down: in the kernel's location_undecided set" in_set eth0 location_undecided
+refute "eth0 down: out of the kernel's location_domain set" in_set eth0 location_domain
+refute "eth0 down: not in location_not_domain either (public, whatever its name)" in_set eth0 location_not_domain
 ip -n "$fw" link set eth0 up
 check "eth0 up: domain again" wait_state eth0 domain
 check "eth0 up: dc reaches tcp/7000" tcp "$dc" 10.213.1.1 7000

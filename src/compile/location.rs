@@ -1,16 +1,20 @@
-//! The profile of a detected interface, in the kernel without a recompile:
+//! The profile of a judged interface, in the kernel without a recompile:
 //! two named sets of interface names that the daemon fills from detection
 //! (`location::Judgements`), looked up in the base chains before the
 //! patterns' verdict map:
 //!
 //! ```text
-//! iifname @location_domain goto in_domain       detected on the domain's network
-//! iifname @location_undecided goto in_public    judged, not yet decided
-//! iifname vmap { patterns }                     the rest, by name
+//! iifname @location_domain goto in_domain        detected on the domain's network
+//! iifname != @location_not_domain
+//!   iifname != { domain patterns } goto in_public  not decided: undecided, or not seen yet
+//! iifname vmap { patterns }                      decided not domain: by name
 //! ```
 //!
+//! An interface earns its private pattern by a decision, so one that appears
+//! is public until the detector has judged it, however fast a packet comes.
 //! Interfaces that a domain pattern names are never judged (the pattern is
-//! the administrator's assertion), so neither set holds them.
+//! the administrator's assertion), so neither set holds them; `lo` never
+//! reaches the profiles.
 
 use serde::Serialize;
 
@@ -21,7 +25,7 @@ use crate::policy::{Direction, Policy, ProfileKind};
 use super::Compiled;
 
 pub const DOMAIN_SET: &str = "location_domain";
-pub const UNDECIDED_SET: &str = "location_undecided";
+pub const NOT_DOMAIN_SET: &str = "location_not_domain";
 
 /// Why an interface has its profile.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -47,7 +51,7 @@ impl Source {
     }
 }
 
-/// The two sets, holding the interfaces `judged` to be domain and undecided.
+/// The two sets, holding the interfaces `judged` to be domain and not.
 pub fn sets(judged: &Judgements) -> Vec<Set> {
     let set = |name: &str, state: State| {
         let elems = judged.iter().filter(|(_, j)| j.state == state).map(|(name, _)| {
@@ -63,21 +67,25 @@ pub fn sets(judged: &Judgements) -> Vec<Set> {
             cgroups: Default::default(),
         }
     };
-    vec![set(DOMAIN_SET, State::Domain), set(UNDECIDED_SET, State::Undecided)]
+    vec![set(DOMAIN_SET, State::Domain), set(NOT_DOMAIN_SET, State::NotDomain)]
 }
 
 /// The base chain's lookups of the sets, before the patterns.
-pub fn rules(direction: Direction) -> Vec<nft::Rule> {
+pub fn rules(policy: &Policy, direction: Direction) -> Vec<nft::Rule> {
     let key = Expr::Meta(if direction == Direction::In { "iifname" } else { "oifname" });
-    [(DOMAIN_SET, ProfileKind::Domain), (UNDECIDED_SET, ProfileKind::Public)]
-        .map(|(set, profile)| nft::Rule {
-            stmts: vec![
-                Stmt::InSet(key.clone(), set.into()),
-                Stmt::Verdict(nft::Verdict::Goto(super::profile_chain_name(direction, profile))),
-            ],
-            comment: Some(format!("location {}", profile.as_str())),
-        })
-        .into()
+    let goto = |profile| Stmt::Verdict(nft::Verdict::Goto(super::profile_chain_name(direction, profile)));
+    let domain = nft::Rule {
+        stmts: vec![Stmt::InSet(key.clone(), DOMAIN_SET.into()), goto(ProfileKind::Domain)],
+        comment: Some("location domain".into()),
+    };
+    let mut undecided = vec![Stmt::NotInSet(key.clone(), NOT_DOMAIN_SET.into())];
+    let patterns = &policy.profile(ProfileKind::Domain).interfaces.value;
+    if !patterns.is_empty() {
+        let names: Vec<serde_json::Value> = patterns.iter().map(|p| p.0.clone().into()).collect();
+        undecided.push(Stmt::NotEquals(key, serde_json::json!({ "set": names })));
+    }
+    undecided.push(goto(ProfileKind::Public));
+    vec![domain, nft::Rule { stmts: undecided, comment: Some("location public".into()) }]
 }
 
 /// The profile of `ifname` and why, as the base chains decide it: over the
@@ -87,12 +95,17 @@ pub fn profile_of(policy: &Policy, compiled: &Compiled, ifname: &str) -> (Profil
     let holds = |set: &str| {
         compiled.table.sets.iter().any(|s| s.name == set && s.elems.iter().any(|e| e.ranges.first() == Some(&(k, k))))
     };
+    let pattern = policy.pattern_profile(ifname);
     if holds(DOMAIN_SET) {
         (ProfileKind::Domain, Source::Detection)
-    } else if holds(UNDECIDED_SET) {
+    } else if policy.detect().is_some()
+        && ifname != "lo"
+        && pattern != Some(ProfileKind::Domain)
+        && !holds(NOT_DOMAIN_SET)
+    {
         (ProfileKind::Public, Source::Detection)
     } else {
-        policy.pattern_profile(ifname).map_or((ProfileKind::Public, Source::Default), |p| (p, Source::Pattern))
+        pattern.map_or((ProfileKind::Public, Source::Default), |p| (p, Source::Pattern))
     }
 }
 
@@ -122,10 +135,20 @@ settings: { core-networking: false }
         let comments: Vec<_> = input.rules.iter().filter_map(|r| r.comment.as_deref()).collect();
         assert_eq!(comments, ["loopback", "location domain", "location public", "profiles"]);
         let of = |c: &Compiled, i| profile_of(&p, c, i);
-        assert_eq!(of(&c, "wlan0"), (ProfileKind::Private, Source::Pattern));
-        assert_eq!(of(&c, "eth0"), (ProfileKind::Public, Source::Default));
+        assert_eq!(
+            of(&c, "wlan0"),
+            (ProfileKind::Public, Source::Detection),
+            "a private pattern waits for a judgement"
+        );
+        assert_eq!(of(&c, "eth0"), (ProfileKind::Public, Source::Detection));
+        assert_eq!(of(&c, "corp0"), (ProfileKind::Domain, Source::Pattern), "a domain pattern is never judged");
 
-        let j = judged(&[("eth0", State::Domain), ("wlan0", State::Undecided), ("eth1", State::NotDomain)]);
+        let j = judged(&[
+            ("eth0", State::Domain),
+            ("wlan0", State::Undecided),
+            ("eth1", State::NotDomain),
+            ("wlan1", State::NotDomain),
+        ]);
         let updates = c.location_updates(&j);
         assert_eq!(updates.len(), 2);
         c.replace_sets(updates);
@@ -133,6 +156,7 @@ settings: { core-networking: false }
         assert_eq!(of(&c, "eth0"), (ProfileKind::Domain, Source::Detection));
         assert_eq!(of(&c, "wlan0"), (ProfileKind::Public, Source::Detection));
         assert_eq!(of(&c, "eth1"), (ProfileKind::Public, Source::Default));
+        assert_eq!(of(&c, "wlan1"), (ProfileKind::Private, Source::Pattern), "decided not domain: its pattern");
         assert_eq!(of(&c, "corp0"), (ProfileKind::Domain, Source::Pattern));
 
         let packet = Packet { protocol: 6, local_port: Some(22), interface: Some("eth0".into()), ..Packet::default() };

@@ -5,7 +5,7 @@
 //! ```text
 //! input   (hook input, policy drop):  iif lo accept; ct state invalid drop;
 //!          ct state established accept; ct state related (not ICMP) accept;
-//!          iifname @location_domain/@location_undecided (detection, `location`);
+//!          iifname @location_domain/@location_not_domain (detection, `location`);
 //!          iifname vmap {profile patterns}; goto in_public
 //! in_P    for each reachable profile P: one lookup per set, the core networking
 //!          group's first, then bypass (gated on the SA's reqid) before blocks
@@ -683,7 +683,7 @@ fn base_chain(policy: &Policy, direction: Direction, reachable: &[ProfileKind]) 
         comment: None,
     });
     if policy.detect().is_some() {
-        rules.extend(location::rules(direction));
+        rules.extend(location::rules(policy, direction));
     }
     let entries: Vec<(serde_json::Value, nft::Verdict)> = reachable
         .iter()
