@@ -118,7 +118,9 @@ if problems:
 print("sets as expected: " + " ".join(sys.argv[3:]))
 PY
 sets() { rf "$fw" show sets --json >"$WORK/sets.json" && python3 "$WORK/sets.py" "$fw" "$WORK/sets.json" "$@"; }
-settle() { local d=$1; shift; wait_for 10 "$@" || true; check "$d" "$@"; }
+# (30 s: dhclient's retransmissions back off, doubling from 1 s, and a busy machine
+# adds to them; a wait that is met returns at once.)
+settle() { local d=$1; shift; wait_for 30 "$@" || true; check "$d" "$@"; }
 # to HOST PORT: a tcp connection from fw to 10.67.0.HOST:PORT gets its answer.
 to() { tcp "$fw" "10.67.0.$1" "$2"; }
 source_of() { rf "$fw" show sets --json | jget "[e['source'] for s in v if s['set'] == '$1' for e in s['elements'] if e['address'] == '$2'][0]"; }
