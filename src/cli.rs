@@ -60,11 +60,13 @@ pub enum Command {
         flush_on_exit: bool,
         /// The resolver configuration whose name servers the `dns` keyword
         /// stands for (followed through symlinks and replacements), and which
-        /// location detection asks for its probes' names.
+        /// location detection asks for its probes' names over a link whose
+        /// DHCP lease names no name servers.
         #[arg(long, value_name = "PATH", default_value = "/etc/resolv.conf")]
         resolv_conf: PathBuf,
         /// A DHCP lease file, or a directory of them, that the `dhcp` and
-        /// `wins` keywords follow (repeatable; replaces the default places:
+        /// `wins` keywords and location detection's name servers per link
+        /// follow (repeatable; replaces the default places:
         /// /var/lib/dhcp, /var/lib/dhclient, /run/systemd/netif/leases,
         /// /var/lib/NetworkManager, /var/lib/dhcpcd).
         #[arg(long = "leases", value_name = "PATH")]

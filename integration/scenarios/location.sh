@@ -12,6 +12,11 @@
 #    by an address added to eth0), with the reason as last-error; the right
 #    server makes it domain again.
 #  - A link flap: eth0 undecided (public) while down, domain again when up.
+#  - Each link's own name servers: with resolv.conf naming only the café's
+#    server (as dhclient leaves it when wan0's lease came last), eth0's probe
+#    gets no answer and eth0 goes public; a dhclient lease of eth0 naming
+#    dc's server makes it domain again, and the `dns` keyword still holds
+#    resolv.conf's server only.
 source "$(dirname "$0")/../lib.sh"
 
 fw=$(host fw); dc=$(host dc); cafe=$(host cafe)
@@ -42,9 +47,9 @@ dc_https "$cafe" rogue
 
 # Both servers in fw's resolv.conf: each link reaches only its own.
 printf 'nameserver 10.213.1.2\nnameserver 10.213.2.2\n' >"$WORK/resolv.conf"
-mkdir "$WORK/policy"
+mkdir "$WORK/policy" "$WORK/leases"
 location_policy "$WORK/policy/10-location.yaml" "pins: [\"$(pin dc)\"]" "timeout: 2s"
-daemon_start "$fw" "$WORK/policy" --resolv-conf "$WORK/resolv.conf"
+daemon_start "$fw" "$WORK/policy" --resolv-conf "$WORK/resolv.conf" --leases "$WORK/leases"
 serve_tcp "$fw" 7000
 
 # detected IF FIELD VALUE: FIELD of IF's entry in show profiles --json is VALUE
@@ -122,5 +127,28 @@ refute "eth0 down: not in location_not_domain either (public, whatever its name)
 ip -n "$fw" link set eth0 up
 check "eth0 up: domain again" wait_state eth0 domain
 check "eth0 up: dc reaches tcp/7000" tcp "$dc" 10.213.1.1 7000
+
+# Each link's own name servers. Files are replaced by a rename, as the
+# clients do, so that no read sees one half-written.
+printf 'nameserver 10.213.2.2\n' >"$WORK/resolv.conf.new"
+mv "$WORK/resolv.conf.new" "$WORK/resolv.conf"
+check "resolv.conf names the café's server only: eth0 goes not-domain" wait_state eth0 not-domain
+check "... the DNS error names the server asked" last_error eth0 "cannot resolve dc\.corp\.test: 10\.213\.2\.2: "
+# lease IF SERVER: a dhclient lease of IF from SERVER, which names it as DNS server.
+lease() {
+    printf 'lease {\n  interface "%s";\n  option dhcp-server-identifier %s;\n  option domain-name-servers %s;\n  expire epoch %s;\n}\n' \
+        "$1" "$2" "$2" $(($(date +%s) + 3600))
+}
+{ lease eth0 10.213.1.2; lease wan0 10.213.2.2; } >"$WORK/leases/dhclient.leases.new"
+mv "$WORK/leases/dhclient.leases.new" "$WORK/leases/dhclient.leases"
+check "eth0's lease names dc's server: eth0 is domain again" wait_state eth0 domain
+check "wan0 stays not-domain" detected wan0 state not-domain
+# holds SET ADDR...: show sets gives SET exactly the addresses ADDR.
+holds() {
+    local set=$1; shift
+    [ "$(rf "$fw" show sets --json | jget "' '.join(sorted(e['address'] for s in v if s['set'] == '$set' for e in s['elements']))")" = "$*" ]
+}
+check "the dns keyword holds resolv.conf's server only" holds dyn_dns4 10.213.2.2
+check "... and dhcp both leases' servers" holds dyn_dhcp4 10.213.1.2 10.213.2.2
 
 finish

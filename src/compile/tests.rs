@@ -240,7 +240,7 @@ fn dyn_state(entries: &[(Keyword, Option<&str>, &str)]) -> DynState {
     for (k, iface, addr) in entries {
         let a = crate::policy::values::parse_addr_range(addr).unwrap();
         let e = crate::dynamic::Entry { interface: iface.map(str::to_string), addresses: a, source: "test".into() };
-        s.0.entry((*k, a.is_v4())).or_default().push(e);
+        s.values.entry((*k, a.is_v4())).or_default().push(e);
     }
     s
 }

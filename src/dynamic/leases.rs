@@ -1,6 +1,7 @@
 //! The `dhcp` and `wins` keywords: the servers of the host's DHCP leases, as the
 //! DHCP clients record them in their lease files (`formats` says which), and
-//! the `wins server` of smb.conf.
+//! the `wins server` of smb.conf; and the name servers of each lease's link
+//! (`DynState::link_dns`).
 //!
 //! Lease files are read whole after every change in their directories, and
 //! again when the next lease expires. A file that cannot be parsed (caught
@@ -12,7 +13,7 @@ mod formats;
 
 use std::collections::BTreeMap;
 use std::io::ErrorKind;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -163,12 +164,29 @@ impl FileSource for Leases {
             for &wins in &lease.wins {
                 state.push_host(Keyword::Wins, wins.into(), format!("WINS server (option 44) {of}"));
             }
+            if !lease.dns.is_empty() {
+                let servers = state.link_dns.entry(link_name(&lease.interface)).or_default();
+                for dns in lease.dns.iter().map(|&a| IpAddr::from(a)) {
+                    if !servers.contains(&dns) {
+                        servers.push(dns);
+                    }
+                }
+            }
         }
         for &wins in &self.smb_good {
             state.push_host(Keyword::Wins, wins.into(), format!("wins server in {}", self.smb_conf.display()));
         }
         Read { state: Ok(state), again_at }
     }
+}
+
+/// The name of a lease's interface. networkd's leases name it by its index,
+/// looked up now: the link exists while networkd keeps its lease file. One
+/// that is gone keeps the index, which names no interface.
+fn link_name(interface: &str) -> String {
+    formats::link_index(interface)
+        .and_then(|i| nix::net::if_::if_indextoname(i).ok()?.into_string().ok())
+        .unwrap_or_else(|| interface.to_string())
 }
 
 /// `*.lease`, `*.leases`, or networkd's files named after a link's index.

@@ -32,13 +32,22 @@ pub struct Entry {
     pub source: String,
 }
 
-/// The current value of every keyword, per IP version (`true` is IPv4).
+/// The current value of every keyword, per IP version (`true` is IPv4), and
+/// the name servers of each link.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DynState(pub BTreeMap<(Keyword, bool), Vec<Entry>>);
+pub struct DynState {
+    pub values: BTreeMap<(Keyword, bool), Vec<Entry>>,
+    /// The name servers each current DHCP lease names (option 6), by the
+    /// lease's interface (never empty), for location detection's probes. A
+    /// field of its own rather than a keyword's value: policies cannot name
+    /// it and no set holds it, so `dns` stays resolv.conf's servers. Only the
+    /// leases source's update replaces it ([`DynState::replace`]).
+    pub link_dns: BTreeMap<String, Vec<IpAddr>>,
+}
 
 impl DynState {
     pub fn entries(&self, keyword: Keyword, v4: bool) -> &[Entry] {
-        self.0.get(&(keyword, v4)).map_or(&[], Vec::as_slice)
+        self.values.get(&(keyword, v4)).map_or(&[], Vec::as_slice)
     }
 
     /// Adds one host address to a keyword that is not per interface.
@@ -47,13 +56,17 @@ impl DynState {
             IpAddr::V4(a) => AddrRange::V4(a.into(), a.into()),
             IpAddr::V6(a) => AddrRange::V6(a.into(), a.into()),
         };
-        self.0.entry((keyword, ip.is_ipv4())).or_default().push(Entry { interface: None, addresses, source });
+        self.values.entry((keyword, ip.is_ipv4())).or_default().push(Entry { interface: None, addresses, source });
     }
 
-    /// Replaces the values of `keywords` (one source's) with those of `from`.
+    /// Replaces the values of `keywords` (one source's) with those of `from`,
+    /// and the links' name servers if that source is the leases'.
     pub fn replace(&mut self, keywords: &[Keyword], from: DynState) {
-        self.0.retain(|(k, _), _| !keywords.contains(k));
-        self.0.extend(from.0);
+        self.values.retain(|(k, _), _| !keywords.contains(k));
+        self.values.extend(from.values);
+        if keywords == <leases::Leases as follow::FileSource>::KEYWORDS {
+            self.link_dns = from.link_dns;
+        }
     }
 }
 

@@ -145,7 +145,7 @@ pub fn state_from(links: &[LinkMessage], addresses: &[AddressMessage], routes: &
     let mut state = DynState::default();
     let mut push = |keyword, entry: Entry| {
         let v4 = entry.addresses.is_v4();
-        let list = state.0.entry((keyword, v4)).or_insert_with(Vec::new);
+        let list = state.values.entry((keyword, v4)).or_insert_with(Vec::new);
         if !list.contains(&entry) {
             list.push(entry);
         }
@@ -199,7 +199,7 @@ pub fn state_from(links: &[LinkMessage], addresses: &[AddressMessage], routes: &
             }
         }
     }
-    for list in state.0.values_mut() {
+    for list in state.values.values_mut() {
         list.sort();
     }
     state

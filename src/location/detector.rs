@@ -276,7 +276,7 @@ async fn probe(setup: &Setup, config: &Arc<rustls::ClientConfig>, ifname: &str) 
         let attempt = async {
             let addrs = match &p.host {
                 crate::policy::location::Host::Ip(a) => vec![*a],
-                crate::policy::location::Host::Name(n) => dns::resolve(n, &setup.servers(), ifname).await?,
+                crate::policy::location::Host::Name(n) => dns::resolve(n, &setup.servers(ifname), ifname).await?,
             };
             let name = tls::server_name(&p.host)?;
             let mut failed = Vec::new();

@@ -41,7 +41,8 @@ pub async fn resolve(name: &str, servers: &[IpAddr], ifname: &str) -> Result<Vec
         }
     }
     if errors.is_empty() {
-        Err(format!("{name} has no address"))
+        let asked: Vec<String> = servers.iter().map(ToString::to_string).collect();
+        Err(format!("{name} has no address (asked {})", asked.join(", ")))
     } else {
         Err(format!("cannot resolve {name}: {}", errors.join("; ")))
     }

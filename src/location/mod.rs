@@ -2,8 +2,9 @@
 //! are on the domain's network, found as Windows' network location awareness
 //! finds it, by authenticating the domain over each interface, never from a
 //! DNS suffix or a network's name. A TLS endpoint of the domain must answer
-//! through the interface (`tls`), its name resolved by queries out of that
-//! interface (`dns`), with a certificate that chains to the domain's CA.
+//! through the interface (`tls`), its name resolved by the link's name
+//! servers asked out of that interface (`dns`), with a certificate that
+//! chains to the domain's CA.
 //!
 //! The detector runs on a thread of its own: it follows the links over
 //! rtnetlink, probes every judged interface after each burst of link, address
@@ -18,6 +19,7 @@ pub mod hysteresis;
 mod tls;
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::os::fd::AsFd;
 use std::time::{Duration, SystemTime};
 
@@ -72,12 +74,13 @@ pub type Judgements = BTreeMap<String, Judgement>;
 
 /// What the detector needs from the daemon's state: the detection and the
 /// interfaces it leaves alone, and the values whose changes call for a new
-/// round (the resolvers and the DHCP leases).
+/// round (the resolvers, each link's own and the DHCP leases).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Setup {
     pub detect: Option<Detect>,
     pub domain_patterns: Vec<IfPattern>,
     pub dns: Vec<Entry>,
+    pub link_dns: BTreeMap<String, Vec<IpAddr>>,
     pub leases: Vec<Entry>,
 }
 
@@ -95,6 +98,7 @@ impl Setup {
             detect,
             domain_patterns: policy.profile(ProfileKind::Domain).interfaces.value.clone(),
             dns: values(Keyword::Dns),
+            link_dns: dynamic.link_dns.clone(),
             leases: values(Keyword::Dhcp),
         }
     }
@@ -104,12 +108,15 @@ impl Setup {
         self.detect.is_some() && ifname != "lo" && !self.domain_patterns.iter().any(|p| p.matches(ifname))
     }
 
-    /// The name servers a probe's name is resolved by: those of the
-    /// resolv.conf the daemon follows (resolved's upstream servers where it
-    /// names only the stub). The host does not say here which server belongs
-    /// to which link; each query leaves through the interface being judged,
-    /// so only a server reachable over that link answers.
-    fn servers(&self) -> Vec<std::net::IpAddr> {
+    /// The name servers a probe's name over `ifname` is resolved by: those its
+    /// DHCP lease names, else those of the resolv.conf the daemon follows
+    /// (resolved's upstream servers where it names only the stub), which may
+    /// be another link's (dhclient writes the servers of the lease it got
+    /// last). Each query leaves through `ifname` whichever server it asks.
+    fn servers(&self, ifname: &str) -> Vec<IpAddr> {
+        if let Some(own) = self.link_dns.get(ifname) {
+            return own.clone();
+        }
         let host = |e: &Entry| {
             let (addr, len) = e.addresses.prefix()?;
             (len == if addr.is_ipv4() { 32 } else { 128 }).then_some(addr)
@@ -123,4 +130,23 @@ impl Setup {
 fn bind_to_device(socket: &impl AsFd, ifname: &str) -> Result<(), String> {
     nix::sys::socket::setsockopt(socket, nix::sys::socket::sockopt::BindToDevice, &ifname.into())
         .map_err(|e| format!("cannot bind a socket to {ifname}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_link_asks_its_own_name_servers_else_resolv_confs() {
+        let mut dynamic = DynState::default();
+        dynamic.push_host(Keyword::Dns, "10.9.2.53".parse().unwrap(), "resolv.conf".into());
+        dynamic.push_host(Keyword::Dns, "fd00::53".parse().unwrap(), "resolv.conf".into());
+        dynamic.link_dns.insert("eth0".into(), vec!["10.9.1.53".parse().unwrap(), "10.9.1.54".parse().unwrap()]);
+        let policy = "profiles:\n  domain: { detect: { probes: ['dc.corp.test:443'], ca: /ca.pem } }\n";
+        let policy = crate::policy::load_text(&[("p.yaml".into(), policy.into())]).unwrap_or_else(|d| panic!("{d}"));
+        let setup = Setup::of(Some(&policy), &dynamic);
+        let ips = |list: &[&str]| list.iter().map(|a| a.parse().unwrap()).collect::<Vec<IpAddr>>();
+        assert_eq!(setup.servers("eth0"), ips(&["10.9.1.53", "10.9.1.54"]));
+        assert_eq!(setup.servers("wan0"), ips(&["10.9.2.53", "fd00::53"]));
+    }
 }

@@ -168,7 +168,7 @@ fn host_changes_send_only_the_changed_elements() {
             addresses: parse_addr_range(a).unwrap(),
             source: "test".into(),
         });
-        s.0.insert((Keyword::DefaultGateway, true), entries.collect());
+        s.values.insert((Keyword::DefaultGateway, true), entries.collect());
         s
     };
     let d = TempDir::new("dynamic");

@@ -25,6 +25,8 @@ pub struct Lease {
     pub server: Ipv4Addr,
     /// NetBIOS name servers (DHCP option 44).
     pub wins: Vec<Ipv4Addr>,
+    /// Domain name servers (DHCP option 6).
+    pub dns: Vec<Ipv4Addr>,
     /// `None`: never, or not recorded (the client removes the file).
     pub expires: Option<SystemTime>,
 }
@@ -158,15 +160,15 @@ fn dhclient(text: &str) -> Result<Vec<Lease>, String> {
 }
 
 fn dhclient_lease(block: &[Statement]) -> Result<Lease, String> {
-    let (mut interface, mut server, mut wins, mut expires) = (None, None, Vec::new(), None);
+    let (mut interface, mut server, mut expires) = (None, None, None);
+    let (mut wins, mut dns) = (Vec::new(), Vec::new());
     for s in block {
         let w: Vec<&str> = s.words.iter().map(String::as_str).collect();
         match w.as_slice() {
             ["interface", name] => interface = Some(name.to_string()),
             ["option", "dhcp-server-identifier", a] => server = Some(ipv4(a)?),
-            ["option", "netbios-name-servers", list @ ..] => {
-                wins = list.iter().map(|a| ipv4(a)).collect::<Result<_, _>>()?
-            }
+            ["option", "netbios-name-servers", list @ ..] => wins = ipv4s(list)?,
+            ["option", "domain-name-servers", list @ ..] => dns = ipv4s(list)?,
             ["expire", "never"] => expires = None,
             ["expire", "epoch", secs] => expires = Some(epoch(secs)?),
             // `expire W YYYY/MM/DD HH:MM:SS`: weekday, date and time in UTC.
@@ -183,12 +185,17 @@ fn dhclient_lease(block: &[Statement]) -> Result<Lease, String> {
         interface: interface.ok_or("a lease names no interface")?,
         server: server.ok_or("a lease has no dhcp-server-identifier")?,
         wins,
+        dns,
         expires,
     })
 }
 
 fn ipv4(s: &str) -> Result<Ipv4Addr, String> {
     s.parse().map_err(|_| format!("{} is not an IPv4 address", Quoted(s)))
+}
+
+fn ipv4s(list: &[&str]) -> Result<Vec<Ipv4Addr>, String> {
+    list.iter().map(|a| ipv4(a)).collect()
 }
 
 fn epoch(s: &str) -> Result<SystemTime, String> {
@@ -214,10 +221,19 @@ fn systemd(name: &str, text: &str) -> Result<Lease, String> {
     };
     let interface = match name.strip_prefix("internal-").and_then(after_uuid) {
         Some(interface) => interface.trim_end_matches(".lease").to_string(),
-        None if name.bytes().all(|b| b.is_ascii_digit()) => format!("link {name}"),
+        None if name.bytes().all(|b| b.is_ascii_digit()) => format!("{LINK}{name}"),
         None => name.to_string(),
     };
-    Ok(Lease { interface, server, wins: Vec::new(), expires: None })
+    let dns = ipv4s(&value("DNS").unwrap_or_default().split_whitespace().collect::<Vec<_>>())?;
+    Ok(Lease { interface, server, wins: Vec::new(), dns, expires: None })
+}
+
+/// networkd's leases name their interface `link INDEX`.
+const LINK: &str = "link ";
+
+/// The index of a lease's interface, if the lease names it by index (networkd).
+pub fn link_index(interface: &str) -> Option<u32> {
+    interface.strip_prefix(LINK)?.parse().ok()
 }
 
 /// What follows `UUID-` (36 characters of hex digits and dashes, then a dash),
@@ -236,6 +252,7 @@ fn after_uuid(rest: &str) -> Option<&str> {
 const DHCP_OPTIONS: usize = 240;
 const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
 const OPT_PAD: u8 = 0;
+const OPT_DNS: u8 = 6;
 const OPT_WINS: u8 = 44;
 const OPT_LEASE_TIME: u8 = 51;
 const OPT_SERVER_ID: u8 = 54;
@@ -243,7 +260,8 @@ const OPT_END: u8 = 255;
 
 /// dhcpcd names the file `<interface>.lease` (`<interface>-<ssid>.lease` on wireless).
 fn dhcpcd(name: &str, bytes: &[u8], mtime: SystemTime) -> Result<Lease, String> {
-    let (mut server, mut wins, mut expires) = (None, Vec::new(), None);
+    let (mut server, mut expires) = (None, None);
+    let (mut wins, mut dns) = (Vec::new(), Vec::new());
     let mut rest = &bytes[DHCP_OPTIONS..];
     loop {
         match rest {
@@ -254,15 +272,14 @@ fn dhcpcd(name: &str, bytes: &[u8], mtime: SystemTime) -> Result<Lease, String> 
                 let (value, tail) = tail.split_at(usize::from(*len));
                 match (*code, value) {
                     (OPT_SERVER_ID, &[a, b, c, d]) => server = Some(Ipv4Addr::new(a, b, c, d)),
-                    (OPT_WINS, v) if v.len() % 4 == 0 => {
-                        wins = v.chunks(4).map(|a| Ipv4Addr::new(a[0], a[1], a[2], a[3])).collect()
-                    }
+                    (OPT_WINS, v) if v.len() % 4 == 0 => wins = addresses(v),
+                    (OPT_DNS, v) if v.len() % 4 == 0 => dns = addresses(v),
                     // 0xffffffff is an infinite lease.
                     (OPT_LEASE_TIME, &[a, b, c, d]) => {
                         let secs = u32::from_be_bytes([a, b, c, d]);
                         expires = (secs != u32::MAX).then(|| mtime + Duration::from_secs(secs.into()));
                     }
-                    (OPT_SERVER_ID | OPT_WINS | OPT_LEASE_TIME, _) => {
+                    (OPT_SERVER_ID | OPT_WINS | OPT_DNS | OPT_LEASE_TIME, _) => {
                         return Err(format!("DHCP option {code} is malformed"))
                     }
                     _ => {}
@@ -276,8 +293,14 @@ fn dhcpcd(name: &str, bytes: &[u8], mtime: SystemTime) -> Result<Lease, String> 
         interface: name.trim_end_matches(".lease").to_string(),
         server: server.ok_or("the DHCP message has no server identifier (option 54)")?,
         wins,
+        dns,
         expires,
     })
+}
+
+/// A list option's IPv4 addresses, 4 bytes each.
+fn addresses(value: &[u8]) -> Vec<Ipv4Addr> {
+    value.chunks(4).map(|a| Ipv4Addr::new(a[0], a[1], a[2], a[3])).collect()
 }
 
 // ---------------------------------------------------------------- smb.conf

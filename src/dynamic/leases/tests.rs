@@ -96,3 +96,59 @@ fn one_server_of_two_leases_is_one_element() {
     assert_eq!(s.entries(Keyword::Dhcp, true).len(), 2);
     assert_eq!(crate::compile::keyword_sets::set(&s, Keyword::Dhcp, true).elems.len(), 1);
 }
+
+#[test]
+fn each_unexpired_lease_names_its_links_name_servers() {
+    let t = TempDir::new("leases-dns");
+    let lease = |interface: &str, dns: &str, expire: &str| {
+        dhclient_lease(interface, "10.9.0.1", expire)
+            .replace("  expire", &format!("  option domain-name-servers {dns};\n  expire"))
+    };
+    let dhclient = lease("eth0", "10.9.1.53, 10.9.1.54", "epoch 1800000000")
+        + &lease("eth1", "10.9.2.53", "epoch 1800000000")
+        + &lease("eth2", "10.9.3.53", "epoch 1600000000");
+    std::fs::write(t.0.join("dhclient.leases"), dhclient).unwrap();
+    // networkd's file of link 1, lo in every network namespace; the same
+    // server twice counts once.
+    std::fs::write(t.0.join("1"), "ADDRESS=127.0.0.2\nSERVER_ADDRESS=127.0.0.1\nDNS=127.0.0.53 127.0.0.53\n").unwrap();
+    let mut l = Leases::new(vec![t.0.clone()], t.0.join("smb.conf"));
+    let s = l.read(at(1_700_000_000)).state.unwrap();
+    let ips = |list: &[&str]| list.iter().map(|a| a.parse().unwrap()).collect::<Vec<IpAddr>>();
+    let links: Vec<(&str, Vec<IpAddr>)> = s.link_dns.iter().map(|(i, d)| (i.as_str(), d.clone())).collect();
+    // eth2's lease has expired.
+    assert_eq!(
+        links,
+        [("eth0", ips(&["10.9.1.53", "10.9.1.54"])), ("eth1", ips(&["10.9.2.53"])), ("lo", ips(&["127.0.0.53"])),]
+    );
+    // Not the `dns` keyword's values: that set is resolv.conf's.
+    assert!(s.entries(Keyword::Dns, true).is_empty());
+    assert!(l.read(at(1_800_000_000)).state.unwrap().link_dns.keys().eq(["lo"]));
+}
+
+#[test]
+fn the_links_name_servers_are_the_leases_sources_alone() {
+    let resolv = |server: &str| {
+        let mut s = DynState::default();
+        s.push_host(Keyword::Dns, server.parse().unwrap(), "resolv.conf".into());
+        (super::super::resolv::Resolv::KEYWORDS, s)
+    };
+    let leases = |server: &str| {
+        let mut s = DynState::default();
+        s.push_host(Keyword::Dhcp, "10.9.0.1".parse().unwrap(), "lease".into());
+        s.link_dns.insert("eth0".into(), vec![server.parse().unwrap()]);
+        (Leases::KEYWORDS, s)
+    };
+    let mut state = DynState::default();
+    for (keywords, update) in [resolv("10.9.2.53"), leases("10.9.1.53"), resolv("10.9.2.54")] {
+        state.replace(keywords, update);
+    }
+    // The resolvers' update keeps the links' servers, which stay out of `dns`.
+    assert_eq!(state.link_dns["eth0"], ["10.9.1.53".parse::<IpAddr>().unwrap()]);
+    assert_eq!(render(&state, Keyword::Dns), ["10.9.2.54 <- resolv.conf"]);
+    let (keywords, update) = leases("10.9.1.54");
+    state.replace(keywords, update);
+    assert_eq!(state.link_dns["eth0"], ["10.9.1.54".parse::<IpAddr>().unwrap()]);
+    assert_eq!(render(&state, Keyword::Dns), ["10.9.2.54 <- resolv.conf"]);
+    state.replace(Leases::KEYWORDS, DynState::default());
+    assert!(state.link_dns.is_empty());
+}

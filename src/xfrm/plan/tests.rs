@@ -30,7 +30,7 @@ pub(crate) fn dynamic() -> DynState {
         d.push_host(Keyword::Dns, a.parse().unwrap(), "resolv.conf".into());
     }
     let subnet = parse_addr_range("192.168.1.0/24").unwrap();
-    d.0.insert(
+    d.values.insert(
         (Keyword::LocalSubnet, true),
         vec![Entry { interface: Some("eth0".into()), addresses: subnet, source: "address of eth0".into() }],
     );
@@ -199,7 +199,8 @@ fn every_priority_is_in_the_band_and_a_longer_prefix_always_comes_first() {
 fn a_keyword_address_that_is_a_range_becomes_prefixes() {
     let mut d = DynState::default();
     let range = parse_addr_range("10.0.0.1-10.0.0.6").unwrap();
-    d.0.insert((Keyword::Wins, true), vec![Entry { interface: None, addresses: range, source: "smb.conf".into() }]);
+    d.values
+        .insert((Keyword::Wins, true), vec![Entry { interface: None, addresses: range, source: "smb.conf".into() }]);
     let all = policies(&isolation(IsolationMode::Request, &["10.0.0.0/8"], &["wins"]), &d, &BTreeSet::new());
     let outs: Vec<String> = all
         .iter()

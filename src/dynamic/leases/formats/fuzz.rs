@@ -24,6 +24,8 @@ const TOKENS: &[&[u8]] = &[
     b"interface ",
     b"option dhcp-server-identifier ",
     b"option netbios-name-servers ",
+    b"option domain-name-servers ",
+    b"DNS=",
     b"expire ",
     b"never",
     b"epoch ",
@@ -51,9 +53,11 @@ const TOKENS: &[&[u8]] = &[
 fn render(l: &Lease) -> String {
     let name = l.interface.replace('\\', "\\\\").replace('"', "\\\"");
     let mut text = format!("lease {{\n  interface \"{name}\";\n  option dhcp-server-identifier {};\n", l.server);
-    if !l.wins.is_empty() {
-        let wins: Vec<String> = l.wins.iter().map(ToString::to_string).collect();
-        text += &format!("  option netbios-name-servers {};\n", wins.join(", "));
+    for (option, list) in [("netbios-name-servers", &l.wins), ("domain-name-servers", &l.dns)] {
+        if !list.is_empty() {
+            let list: Vec<String> = list.iter().map(ToString::to_string).collect();
+            text += &format!("  option {option} {};\n", list.join(", "));
+        }
     }
     text += &match l.expires {
         None => "  expire never;\n".to_string(),

@@ -24,6 +24,7 @@ lease {
   fixed-address 198.51.100.9;
   option dhcp-server-identifier 198.51.100.1;
   option netbios-name-servers 198.51.100.7,198.51.100.8;
+  option domain-name-servers 198.51.100.53, 198.51.100.54;
   expire never;
 }
 lease {
@@ -55,12 +56,15 @@ fn dhclient_keeps_the_last_lease_of_each_interface() {
                 interface: "eth1".into(),
                 server: "198.51.100.1".parse().unwrap(),
                 wins: vec!["198.51.100.7".parse().unwrap(), "198.51.100.8".parse().unwrap()],
+                dns: vec!["198.51.100.53".parse().unwrap(), "198.51.100.54".parse().unwrap()],
                 expires: None,
             },
             Lease {
                 interface: "eth0".into(),
                 server: "192.0.2.2".parse().unwrap(),
                 wins: vec![],
+                // The earlier lease's servers are not this one's.
+                dns: vec![],
                 expires: Some(epoch(1795600000))
             },
         ]
@@ -90,15 +94,22 @@ fn dhclient_files_that_are_not_whole() {
 #[test]
 fn systemd_networkd_and_network_manager() {
     let networkd = "# This is private data. Do not parse.\nADDRESS=192.0.2.50\nNETMASK=255.255.255.0\n\
-                    ROUTER=192.0.2.1\nSERVER_ADDRESS=192.0.2.1\nLIFETIME=3600\nDNS=192.0.2.1\n";
+                    ROUTER=192.0.2.1\nSERVER_ADDRESS=192.0.2.1\nLIFETIME=3600\nDNS=192.0.2.1 192.0.2.3\n";
     let l = parse("2", networkd.as_bytes(), epoch(0)).unwrap();
     assert_eq!(
         l,
-        [Lease { interface: "link 2".into(), server: "192.0.2.1".parse().unwrap(), wins: vec![], expires: None }]
+        [Lease {
+            interface: "link 2".into(),
+            server: "192.0.2.1".parse().unwrap(),
+            wins: vec![],
+            dns: vec!["192.0.2.1".parse().unwrap(), "192.0.2.3".parse().unwrap()],
+            expires: None
+        }]
     );
     let nm_old = "ADDRESS=10.1.1.5\nSERVER_ADDRESS=10.1.1.1\n";
     let name = "internal-6c6a4e1e-4bd5-3b1a-a1b7-4bbd2c1e2f0b-enp0s3.lease";
     assert_eq!(parse(name, nm_old.as_bytes(), epoch(0)).unwrap()[0].interface, "enp0s3");
+    assert_eq!(parse(name, nm_old.as_bytes(), epoch(0)).unwrap()[0].dns, Vec::<Ipv4Addr>::new());
     // NetworkManager's internal client since 1.20 keeps only the address.
     let nm = "# This is private data. Do not parse.\nADDRESS=10.1.1.5\n";
     assert!(parse(name, nm.as_bytes(), epoch(0)).unwrap_err().contains("no SERVER_ADDRESS"));
@@ -160,6 +171,7 @@ fn dhcpcd_raw_message() {
         54, 4, 192, 0, 2, 1, // server identifier
         51, 4, 0, 0, 0x0e, 0x10, // lease time 3600 s
         44, 8, 192, 0, 2, 7, 192, 0, 2, 8, // NetBIOS name servers
+        6, 4, 192, 0, 2, 53, // domain name servers
         255,
     ]);
     let l = parse("eth0.lease", &ack, epoch(1000)).unwrap();
@@ -169,6 +181,7 @@ fn dhcpcd_raw_message() {
             interface: "eth0".into(),
             server: "192.0.2.1".parse().unwrap(),
             wins: vec!["192.0.2.7".parse().unwrap(), "192.0.2.8".parse().unwrap()],
+            dns: vec!["192.0.2.53".parse().unwrap()],
             expires: Some(epoch(4600)),
         }]
     );
