@@ -290,7 +290,7 @@ fn check(p: &PolicyDirs, dump: bool) -> anyhow::Result<ExitCode> {
 fn unit_rule_and_hierarchy(
     pol: &policy::Policy,
 ) -> Option<(&policy::Rule, Result<units::Hierarchy, units::UnitsError>)> {
-    pol.rules.iter().find(|r| r.enabled && !r.units.is_empty()).map(|r| (r, units::Hierarchy::find()))
+    pol.unit_rule().map(|r| (r, units::Hierarchy::find()))
 }
 
 fn explain(socket: &std::path::Path, a: ExplainArgs) -> anyhow::Result<ExitCode> {

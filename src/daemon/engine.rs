@@ -287,7 +287,7 @@ impl<B: Backend> Engine<B> {
     /// the table in force is not sent again, so its counters keep counting; the
     /// kernel is still asked, since someone may have flushed the ruleset.
     fn apply_policy(&mut self, policy: Arc<Policy>, force: bool) -> Result<Outcome, EngineError> {
-        if let (Err(why), true) = (&self.hierarchy, policy.rules.iter().any(|r| r.enabled && !r.units.is_empty())) {
+        if let (Err(why), Some(_)) = (&self.hierarchy, policy.unit_rule()) {
             return Err(EngineError::Units(why.clone()));
         }
         let mut compiled = self.compile(&policy)?;

@@ -174,4 +174,9 @@ impl Policy {
     pub fn detect(&self) -> Option<&location::Detect> {
         self.profile(ProfileKind::Domain).detect.value.as_ref()
     }
+
+    /// The first enabled rule with `units:`, which needs the cgroup2 hierarchy.
+    pub fn unit_rule(&self) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.enabled && !r.units.is_empty())
+    }
 }
